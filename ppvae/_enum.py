@@ -1,0 +1,85 @@
+"""Per-datapoint log-probabilities with enumerated discrete latents summed out exactly.
+
+Given a model whose global latents are fixed (``poutine.condition``) and whose local discrete latents
+are enumerated in parallel, this computes for every point i of the data plate
+
+    log p(x_i, c_i | globals) = log sum_{z_i} p(x_i, z_i, c_i | globals),
+
+where c_i are any local continuous latents whose values are supplied. The sum is Pyro's tensor
+variable elimination (``pyro.ops.contract.contract_to_tensor``, Obermeyer et al. 2019), the same
+contraction ``TraceEnum_ELBO`` uses, targeted at the data plate so the data dimension is kept.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.infer import config_enumerate
+from pyro.ops import packed
+from pyro.ops.contract import contract_to_tensor
+
+from .model import DATA_PLATE
+
+
+def _ordinal(trace, site) -> frozenset:
+    """The site's vectorized plates as packed dim symbols (as ``traceenum_elbo._find_ordinal``)."""
+    return frozenset(trace.plate_to_symbol[f.name] for f in site["cond_indep_stack"] if f.vectorized)
+
+
+def enumerated_trace(model, batch, max_plate_nesting: int, values: dict | None = None) -> pyro.poutine.Trace:
+    """A trace of ``model`` on ``batch`` with ``values`` substituted at their sites and every
+    remaining discrete latent enumerated in parallel left of ``max_plate_nesting``."""
+    fn = poutine.condition(model, data=values) if values else model
+    fn = poutine.enum(config_enumerate(fn, default="parallel"), first_available_dim=-max_plate_nesting - 1)
+    with pyro.validation_enabled(False):
+        return poutine.trace(fn).get_trace(batch)
+
+
+def data_plate_log_prob(trace: pyro.poutine.Trace, include=None) -> torch.Tensor:
+    """Sum over the data plate's sites of a trace (enumeration dims contracted), one value per point.
+
+    Sites outside the data plate (global priors) are left out. ``include(name, site) -> bool`` can
+    restrict the sites further. Returns a tensor of shape ``batch_shape_left + (M,)`` where any
+    plates left of the data plate (e.g. a particle plate) are kept.
+    """
+    trace.compute_log_prob()
+    trace.pack_tensors()
+    factors: OrderedDict = OrderedDict()
+    sum_dims: set = set()
+    data_frame = None
+    for name, site in trace.nodes.items():
+        if site["type"] != "sample":
+            continue
+        frames = [f for f in site["cond_indep_stack"] if f.name == DATA_PLATE]
+        if not frames or (include is not None and not include(name, site)):
+            continue
+        data_frame = frames[0]
+        log_prob = site["packed"]["unscaled_log_prob"]
+        if site["packed"].get("mask") is not None:
+            log_prob = packed.scale_and_mask(log_prob, mask=site["packed"]["mask"])
+        factors.setdefault(_ordinal(trace, site), []).append(log_prob)
+        if site["infer"].get("_enumerate_dim") is not None:
+            sum_dims.add(site["infer"]["_enumerate_symbol"])
+    if data_frame is None:
+        raise ValueError(f"the model has no sample site inside pyro.plate('{DATA_PLATE}')")
+    target = _target_ordinal(trace, factors, data_frame)
+    result = contract_to_tensor(factors, sum_dims, target_ordinal=target)
+    result = packed.unpack(result, trace.symbol_to_dim)
+    # bring to shape (..., M): drop the singleton dims right of the data plate
+    for _ in range(-data_frame.dim - 1):
+        if result.dim() > 1 and result.shape[-1] == 1:
+            result = result.squeeze(-1)
+    return result
+
+
+def _target_ordinal(trace, factors, data_frame) -> frozenset:
+    """The data plate's symbol and those of the plates left of it that every factor shares
+    (e.g. a particle plate), so those dimensions are kept rather than summed."""
+    symbol = trace.plate_to_symbol[data_frame.name]
+    shared = frozenset.intersection(*factors.keys())
+    left = {trace.plate_to_symbol[f.name] for _, s in trace.iter_stochastic_nodes() for f in s["cond_indep_stack"]
+            if f.vectorized and f.dim is not None and f.dim < data_frame.dim}
+    return frozenset({symbol} | (shared & left))

@@ -1,0 +1,271 @@
+"""Data sets: tensors plus what the engine needs to batch them, loadable by name or path.
+
+A :class:`Dataset` holds the observations ``x`` (first dimension = data points), optional labels
+``y`` and metadata. :class:`Batch` is what a model's ``forward`` receives: a minibatch with the
+indices of its points in the full data set and the full size ``N``, so the data plate can scale the
+likelihood by ``N / M`` (the unbiased minibatch estimator of Hoffman et al. 2013, eq. 8).
+
+Bundled data sets are registered with :func:`register_dataset` and listed by :func:`list_datasets`;
+:func:`load_dataset` also reads a user's own CSV, NPY (optionally memory-mapped), NPZ or IDX file, and
+:func:`corpus_from_texts` / :func:`corpus_from_counts` turn a user's documents into a count data set.
+The image data sets live in ``_data_images.py``, the text ones in ``_data_text.py``. Nothing is
+downloaded at run time.
+"""
+
+from __future__ import annotations
+
+import csv
+import inspect
+import os
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ._validation import PPVAEError, check_choice, check_float, check_tensor
+
+__all__ = [
+    "Batch",
+    "Dataset",
+    "corpus_from_counts",
+    "corpus_from_texts",
+    "load_dataset",
+    "list_datasets",
+    "register_dataset",
+]
+
+KINDS = ("real", "binary", "image", "counts")
+
+
+@dataclass
+class Batch:
+    """A minibatch: ``x`` (M, ...), optional labels ``y`` (M,), ``index`` (M,) into the full data set
+    and ``size`` = N, the number of points in the full data set."""
+
+    x: torch.Tensor
+    y: torch.Tensor | None = None
+    index: torch.Tensor | None = None
+    size: int | None = None
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    @property
+    def num_total(self) -> int:
+        return len(self) if self.size is None else int(self.size)
+
+    def to(self, device) -> "Batch":
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return Batch(move(self.x), move(self.y), move(self.index), self.size)
+
+
+@dataclass
+class Dataset:
+    """Observations ``x`` with the data points along dimension 0, optional labels ``y`` and metadata.
+
+    ``kind`` tells models what the values are: ``"real"`` (continuous features), ``"binary"`` or
+    ``"image"`` (values in [0, 1], images keep their 2-D shape in ``meta["image_shape"]``),
+    ``"counts"`` (non-negative integers, e.g. a document x word matrix).
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor | None = None
+    name: str = "custom"
+    kind: str = "real"
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.x = check_tensor(f"data '{self.name}'", self.x, ndim=(1, 2, 3, 4), dtype="float")
+        if self.x.dim() == 1:
+            self.x = self.x.unsqueeze(-1)
+        if self.y is not None:
+            self.y = check_tensor(f"labels of '{self.name}'", self.y, ndim=1, dtype="long")
+            if len(self.y) != len(self.x):
+                raise PPVAEError(
+                    f"labels of '{self.name}': expected {len(self.x)} labels, one per data point; got {len(self.y)}"
+                )
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def batch(self, index: torch.Tensor | None = None) -> Batch:
+        """The points at ``index`` (all points when ``None``) as a :class:`Batch` of this data set."""
+        if index is None:
+            return Batch(self.x, self.y, None, len(self))
+        return Batch(self.x[index], None if self.y is None else self.y[index], index, len(self))
+
+    def subset(self, index) -> "Dataset":
+        index = torch.as_tensor(index, dtype=torch.long)
+        return replace(self, x=self.x[index], y=None if self.y is None else self.y[index], meta=dict(self.meta))
+
+    def split(self, test_fraction: float = 0.2, seed: int = 0) -> tuple["Dataset", "Dataset"]:
+        """A fixed random split into (train, test): a permutation drawn from ``seed``."""
+        check_float("test_fraction", test_fraction, low=0.0, high=1.0, strict=True)
+        n_test = int(round(len(self) * test_fraction))
+        if n_test < 1 or n_test >= len(self):
+            raise PPVAEError(f"test_fraction: leaves an empty part for {len(self)} points; got {test_fraction}")
+        perm = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
+        train, test = self.subset(perm[n_test:]), self.subset(perm[:n_test])
+        train.name, test.name = f"{self.name}[train]", f"{self.name}[test]"
+        return train, test
+
+    def to(self, device) -> "Dataset":
+        return replace(self, x=self.x.to(device), y=None if self.y is None else self.y.to(device))
+
+
+_REGISTRY: dict[str, tuple[Callable[..., Dataset], str]] = {}
+
+
+def register_dataset(name: str, description: str):
+    """Decorator: register ``fn(**options) -> Dataset`` as the bundled data set ``name``."""
+
+    def wrap(fn):
+        _REGISTRY[name] = (fn, description)
+        return fn
+
+    return wrap
+
+
+def list_datasets() -> dict[str, str]:
+    """Names of the data sets loadable by name, with one-line descriptions."""
+    return {name: desc for name, (_, desc) in sorted(_REGISTRY.items())}
+
+
+def _standardize(ds: Dataset) -> Dataset:
+    mean, std = ds.x.mean(0), ds.x.std(0)
+    if (std == 0).any():
+        raise PPVAEError(f"standardize: data '{ds.name}' has a constant column; cannot divide by a zero std")
+    meta = dict(ds.meta, standardized={"mean": mean.tolist(), "std": std.tolist()})
+    return replace(ds, x=(ds.x - mean) / std, meta=meta)
+
+
+def load_dataset(name_or_path: str | os.PathLike, *, standardize: bool = False, **options) -> Dataset:
+    """Load a bundled data set by name (see :func:`list_datasets`) or a user's file.
+
+    A CSV has a header row; numeric columns become features (a leading unnamed or ``""`` index column,
+    as R writes, is dropped). An NPY holds an (N, D) array; ``mmap=True`` maps it instead of reading it
+    (see :func:`_read_npy`). An IDX file (``*-images-idx3-ubyte[.gz]``, LeCun's MNIST format) or an NPZ
+    (arrays ``x``/``images``/``X`` and optional ``y``/``labels``) holds images; for these the option
+    ``binarize`` in {"none" (default), "fixed", "dynamic"} applies. ``standardize`` rescales each column
+    to mean 0 and standard deviation 1 and records the constants in ``meta["standardized"]``.
+
+    The values are checked against the data set's kind: ``"counts"`` must be non-negative whole
+    numbers, ``"image"`` and ``"binary"`` must lie in [0, 1].
+    """
+    key = str(name_or_path)
+    if key in _REGISTRY:
+        fn = _REGISTRY[key][0]
+        _check_options(key, fn, options)
+        ds = fn(**options)
+    elif os.path.exists(key):
+        ds = _load_path(key, **options)
+    else:
+        names = ", ".join(sorted(_REGISTRY))
+        raise PPVAEError(f"data: expected a data set name ({names}) or an existing file path; got '{key}'")
+    if len(ds) == 0:
+        raise PPVAEError(f"data: '{key}' holds no data points")
+    _check_values(ds)
+    return _standardize(ds) if standardize else ds
+
+
+def _check_options(key: str, fn: Callable[..., Dataset], options: dict) -> None:
+    """Raise when ``options`` holds a keyword that the loader ``fn`` of data set ``key`` does not take."""
+    params = inspect.signature(fn).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = sorted(set(options) - set(params))
+    if unknown:
+        known = ", ".join(sorted(params)) or "none"
+        raise PPVAEError(f"options: expected options of data set '{key}' among ({known}); got {unknown}")
+
+
+def _check_values(ds: Dataset) -> None:
+    """Check ``ds.kind`` and that the values fit it: counts >= 0 and whole, images/binary in [0, 1]."""
+    check_choice(f"kind of '{ds.name}'", ds.kind, KINDS)
+    if ds.kind == "counts":
+        check_tensor(f"data '{ds.name}'", ds.x, low=0, integer=True)
+    elif ds.kind in ("image", "binary"):
+        check_tensor(f"data '{ds.name}'", ds.x, low=0.0, high=1.0)
+
+
+def _read_csv(path: str, name: str) -> Dataset:
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    if len(rows) < 2:
+        raise PPVAEError(f"data: expected a CSV with a header row and at least one data row; "
+                         f"got {len(rows)} rows in {path}")
+    header, body = rows[0], rows[1:]
+    drop_first = header[0].strip() in ("", "Unnamed: 0", "rownames")
+    cols = header[1:] if drop_first else header
+    try:
+        values = np.array([[float(v) for v in (r[1:] if drop_first else r)] for r in body], dtype=np.float64)
+    except ValueError as exc:
+        raise PPVAEError(f"data: expected numeric CSV values in {path}; {exc}") from None
+    if values.ndim != 2 or values.shape[1] != len(cols):
+        raise PPVAEError(f"data: expected {len(cols)} values on every row of {path}; got ragged rows")
+    return Dataset(torch.as_tensor(values, dtype=torch.get_default_dtype()), name=name,
+                   meta={"columns": [c.strip() for c in cols], "source": path})
+
+
+def _read_npy(path: str, name: str, mmap: bool = False) -> Dataset:
+    """Read an NPY array, or with ``mmap=True`` map it into memory without reading it.
+
+    Without ``mmap`` the array is read and converted to torch's default float dtype (as before). With
+    ``mmap`` the file is opened with ``np.load(mmap_mode="c")`` and wrapped by ``torch.from_numpy``: no
+    copy is made and pages are read from disk when touched, so ``x`` keeps the file's dtype, which must
+    be float32 or float64 (save as float32 to match torch's default). Treat ``x`` as read-only:
+    copy-on-write mode means an in-place write changes only this process's pages, never the file.
+    Indexing (``ds.batch(index)``, ``ds.subset``) materializes just the selected rows; ``standardize``
+    or ``.to(device)`` make a full in-memory copy. Loading scans the file once to check it is finite.
+    """
+    if not isinstance(mmap, bool):
+        raise PPVAEError(f"mmap: expected True or False; got {mmap!r}")
+    try:
+        arr = np.load(path, mmap_mode="c" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise PPVAEError(f"data: cannot read NPY file {path}: {exc}") from None
+    if not mmap:
+        return Dataset(torch.as_tensor(np.asarray(arr, dtype=np.float64), dtype=torch.get_default_dtype()),
+                       name=name, meta={"source": path})
+    if arr.dtype not in (np.float32, np.float64) or not arr.dtype.isnative:
+        raise PPVAEError(f"mmap: expected a native float32 or float64 NPY file to map without a copy; "
+                         f"got dtype {arr.dtype} in {path} (use mmap=False, or save it as float32)")
+    return Dataset(torch.from_numpy(arr), name=name, meta={"source": path, "mmap": True})
+
+
+def _load_path(path: str, **options) -> Dataset:
+    name = os.path.splitext(os.path.basename(path))[0]
+    if _data_images.is_image_file(path):
+        allowed = {"binarize"}
+    elif path.endswith(".npy"):
+        allowed = {"mmap"}
+    else:
+        allowed = set()
+    extra = sorted(set(options) - allowed)
+    if extra and not allowed:
+        raise PPVAEError(f"data: options {extra} apply only to named data sets; got a path '{path}'")
+    if extra:
+        raise PPVAEError(f"data: expected options among {sorted(allowed)} for the file '{path}'; got {extra}")
+    if _data_images.is_image_file(path):
+        return _data_images.load_image_file(path, **options)
+    if path.endswith(".csv"):
+        return _read_csv(path, name)
+    if path.endswith(".npy"):
+        return _read_npy(path, name, **options)
+    raise PPVAEError(f"data: expected a .csv, .npy, .npz or IDX (*-idx3-ubyte[.gz]) file; got '{path}'")
+
+
+@register_dataset("faithful", "Old Faithful geyser: 272 eruptions x (eruption minutes, waiting minutes); R datasets")
+def _faithful() -> Dataset:
+    path = resources.files("ppvae") / "_data" / "faithful.csv"
+    with resources.as_file(path) as p:
+        ds = _read_csv(str(p), "faithful")
+    ds.meta["source"] = "R datasets::faithful (Haerdle 1991; Azzalini & Bowman 1990), bundled"
+    return ds
+
+
+# Registering imports: these modules define more data sets with @register_dataset (and the corpus builders).
+from . import _data_images  # noqa: E402
+from ._data_text import corpus_from_counts, corpus_from_texts  # noqa: E402

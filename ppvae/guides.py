@@ -1,0 +1,122 @@
+"""Guides by name: Pyro's autoguides wrapped so any ppvae model can swap them without changes.
+
+``make_guide(spec, model)`` accepts a registered name, a guide object/callable of the user's, or
+``"model"`` for the model's own ``guide`` method. Discrete latent sites are hidden from the
+autoguide (``poutine.block``): the model enumerates them and ``TraceEnum_ELBO`` sums them out, so
+the guide covers only the continuous latents.
+
+Registered names (the families of Pyro's ``pyro/infer/autoguide/guides.py``):
+
+* ``auto_delta`` -- MAP point estimates (:class:`~pyro.infer.autoguide.AutoDelta`);
+* ``auto_normal`` -- mean-field normal in the unconstrained space (:class:`AutoNormal`);
+* ``auto_lowrank_mvn`` -- low-rank plus diagonal multivariate normal (:class:`AutoLowRankMultivariateNormal`);
+* ``auto_mvn`` -- full-rank multivariate normal (:class:`AutoMultivariateNormal`);
+* ``auto_iaf`` -- a normalizing flow of inverse autoregressive transforms (:class:`AutoIAFNormal`,
+  Kingma et al. 2016);
+* ``model`` -- the model's own ``guide(batch)``.
+
+Amortized encoders are registered by :func:`register_guide` the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from pyro import poutine
+from pyro.infer import autoguide
+from pyro.infer.autoguide.initialization import init_to_median, init_to_value
+
+from ._validation import PPVAEError
+from .model import Model
+
+__all__ = ["make_guide", "register_guide", "list_guides", "guide_spec_name"]
+
+GuideFactory = Callable[..., Callable]
+_GUIDES: dict[str, tuple[GuideFactory, str]] = {}
+
+
+def register_guide(name: str, description: str):
+    """Decorator: register ``factory(model, init_loc_fn=..., **options) -> guide`` under ``name``."""
+
+    def wrap(factory):
+        _GUIDES[name] = (factory, description)
+        return factory
+
+    return wrap
+
+
+def list_guides() -> dict[str, str]:
+    return {name: desc for name, (_, desc) in sorted(_GUIDES.items())}
+
+
+def _continuous_part(model: Model) -> Callable:
+    """The model with its discrete latent sites hidden, the part an autoguide approximates."""
+
+    def is_discrete_latent(msg: dict) -> bool:
+        return (
+            msg["type"] == "sample"
+            and not msg["is_observed"]
+            and getattr(msg["fn"], "support", None) is not None
+            and msg["fn"].support.is_discrete
+        )
+
+    return poutine.block(model, hide_fn=is_discrete_latent)
+
+
+def _auto(cls, **fixed):
+    def factory(model: Model, init_loc_fn=init_to_median, **options):
+        return cls(_continuous_part(model), init_loc_fn=init_loc_fn, **fixed, **options)
+
+    return factory
+
+
+register_guide("auto_delta", "MAP point estimates of every continuous latent (AutoDelta)")(_auto(autoguide.AutoDelta))
+register_guide("auto_normal", "mean-field normal over the unconstrained latents (AutoNormal)")(
+    _auto(autoguide.AutoNormal)
+)
+register_guide("auto_lowrank_mvn", "low-rank + diagonal multivariate normal (AutoLowRankMultivariateNormal)")(
+    _auto(autoguide.AutoLowRankMultivariateNormal)
+)
+register_guide("auto_mvn", "full-rank multivariate normal (AutoMultivariateNormal)")(
+    _auto(autoguide.AutoMultivariateNormal)
+)
+
+
+@register_guide("auto_iaf", "normalizing flow: inverse autoregressive transforms (AutoIAFNormal)")
+def _iaf(model: Model, init_loc_fn=init_to_median, hidden_dim: int | None = None, num_transforms: int = 2):
+    # AutoIAFNormal has no init_loc_fn; it starts as a standard normal pushed through the flow.
+    return autoguide.AutoIAFNormal(_continuous_part(model), hidden_dim=hidden_dim, num_transforms=num_transforms)
+
+
+@register_guide("model", "the model's own guide(batch) method")
+def _own(model: Model, init_loc_fn=None):
+    if not model.has_own_guide:
+        raise PPVAEError(f"guide: model '{model.name}' defines no guide of its own; choose one of {', '.join(sorted(_GUIDES))}")
+    return model.guide
+
+
+def guide_spec_name(spec: Any) -> str:
+    """A printable name for a guide spec (registered name, or the object's class name)."""
+    return spec if isinstance(spec, str) else type(spec).__name__
+
+
+def make_guide(spec: Any, model: Model, init_values: dict[str, torch.Tensor] | None = None, **options) -> Callable:
+    """The guide for ``model`` named by ``spec`` (a registered name, ``"auto"``, or a callable).
+
+    ``"auto"`` is the model's own guide if it has one, else ``auto_normal``. ``init_values`` (site
+    name -> value) initialize the guide's locations, falling back to the prior median.
+    """
+    if spec == "auto":
+        spec = "model" if model.has_own_guide else "auto_normal"
+    if callable(spec) and not isinstance(spec, str):
+        if options:
+            raise PPVAEError(f"guide_options: apply only to a guide given by name; got {sorted(options)}")
+        return spec
+    if spec not in _GUIDES:
+        raise PPVAEError(f"guide: expected one of {', '.join(sorted(_GUIDES))} or a guide callable; got '{spec}'")
+    init = init_to_value(values=init_values, fallback=init_to_median) if init_values else init_to_median
+    try:
+        return _GUIDES[spec][0](model, init_loc_fn=init, **options)
+    except TypeError as exc:
+        raise PPVAEError(f"guide_options: guide '{spec}' does not accept {sorted(options)} ({exc})") from None

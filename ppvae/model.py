@@ -1,0 +1,230 @@
+"""The model base class: a generative story plus what every model would otherwise repeat.
+
+A ppvae model subclasses :class:`Model` and writes only its generative story in ``forward(batch)``
+(priors, plates, sample sites, the observed data) with hyperparameters in ``__init__``. The engine
+supplies:
+
+* the **data plate** (:meth:`Model.data_plate`): ``pyro.plate("data", N, subsample=index)``, so a
+  minibatch of M points has its likelihood scaled by N/M (Hoffman et al. 2013, "Stochastic
+  Variational Inference", eq. 8) and every later capability (per-point evaluation, MCMC, ArviZ)
+  finds the data dimension by the plate's name;
+* hyperparameter bookkeeping (``model.hparams``, recorded from the constructor call, so a saved run
+  rebuilds its model) and **registration by name** (:func:`register_model`);
+* enumeration of discrete latents: sample sites with finite discrete support are marked for parallel
+  enumeration (``config_enumerate``) and summed out exactly by ``TraceEnum_ELBO``.
+
+Example (a mixture of Poissons, see ``examples/custom_model.py``)::
+
+    @register_model("poisson_mix", "mixture of K Poissons")
+    class PoissonMixture(Model):
+        def __init__(self, K: int = 2):
+            super().__init__()
+            self.K = K
+
+        def forward(self, batch):
+            w = pyro.sample("weights", dist.Dirichlet(batch.x.new_ones(self.K)))
+            with pyro.plate("components", self.K):
+                rate = pyro.sample("rate", dist.Gamma(batch.x.new_tensor(2.0), 0.1))
+            with self.data_plate(batch):
+                z = pyro.sample("z", dist.Categorical(w))
+                pyro.sample("obs", dist.Poisson(rate[z]).to_event(1), obs=batch.x)
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any, Callable, ClassVar
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.infer import config_enumerate
+from pyro.nn import PyroModule
+from pyro.poutine.util import site_is_subsample
+
+from ._validation import PPVAEError, check_tensor
+from .data import Batch, Dataset
+
+__all__ = ["Model", "latent_sites", "is_local", "register_model", "get_model_class", "list_models", "build_model", "DATA_PLATE"]
+
+DATA_PLATE = "data"  # the one name every capability uses to find the data dimension
+
+
+class Model(PyroModule):
+    """Base class of ppvae models. Subclasses implement ``forward(self, batch: Batch)``.
+
+    Optional hooks a subclass may define:
+
+    * ``guide(self, batch)``: the model's own guide, used with ``guide="model"``.
+    * ``setup(self, data: Dataset)``: called once by the trainer before fitting, with the full data
+      set, to validate it (call ``super().setup(data)``) and to register data-dependent constants
+      as buffers (they are saved with the fit).
+    * ``init_values(self, data, generator) -> dict``: initial values of latent sites for guides.
+    * ``em_init`` / ``em_step`` for closed-form EM (see :mod:`ppvae.em`).
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    data_kinds: ClassVar[tuple[str, ...]] = ("real", "binary", "image", "counts")
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            original = cls.__dict__["__init__"]
+
+            @functools.wraps(original)
+            def __init__(self, *args, **kw):
+                outermost = not getattr(self, "_ppvae_in_init", False)
+                object.__setattr__(self, "_ppvae_in_init", True)
+                try:
+                    original(self, *args, **kw)
+                finally:
+                    if outermost:
+                        object.__setattr__(self, "_ppvae_in_init", False)
+                if outermost:
+                    bound = inspect.signature(original).bind(self, *args, **kw)
+                    bound.apply_defaults()
+                    hp = {k: v for k, v in bound.arguments.items() if k != "self"}
+                    object.__setattr__(self, "_hparams", hp)
+
+            cls.__init__ = __init__
+
+    @property
+    def hparams(self) -> dict[str, Any]:
+        """The constructor arguments this model was built with (JSON-serializable values)."""
+        return dict(getattr(self, "_hparams", {}))
+
+    # -- the data plate ---------------------------------------------------------------------------
+    def data_plate(self, batch: Batch, dim: int | None = None):
+        """``pyro.plate("data", N, subsample=batch.index)``: iterate over the batch's points with the
+        likelihood scaled by N / M."""
+        size, m = batch.num_total, len(batch)
+        if size == m or batch.index is None:
+            return pyro.plate(DATA_PLATE, m, dim=dim)
+        return pyro.plate(DATA_PLATE, size, subsample=batch.index, dim=dim)
+
+    # -- hooks with defaults ----------------------------------------------------------------------
+    def setup(self, data: Dataset) -> None:
+        """Validate ``data`` for this model; subclasses extend (and call super)."""
+        if data.kind not in self.data_kinds:
+            raise PPVAEError(
+                f"data: model '{self.name or type(self).__name__}' expects data of kind "
+                f"{' or '.join(self.data_kinds)}; got '{data.kind}' data '{data.name}'"
+            )
+        check_tensor(f"data '{data.name}'", data.x)
+
+    def init_values(self, data: Dataset, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """Initial values for latent sites (site name -> value); empty means the guide's default."""
+        return {}
+
+    @property
+    def has_own_guide(self) -> bool:
+        return callable(getattr(type(self), "guide", None))
+
+    # -- structure --------------------------------------------------------------------------------
+    def enumerated(self) -> Callable:
+        """This model with every discrete latent site marked for parallel enumeration."""
+        return config_enumerate(self, default="parallel")
+
+    def trace(self, batch: Batch) -> pyro.poutine.Trace:
+        """One trace of the model on ``batch`` (sampling every latent from its prior)."""
+        with poutine.block(), pyro.validation_enabled(False):
+            return poutine.trace(self).get_trace(batch)
+
+    def latent_sites(self, batch: Batch) -> dict[str, dict]:
+        """The model's unobserved sample sites (plate subsample sites excluded), name -> site."""
+        return latent_sites(self.trace(batch))
+
+    def discrete_latent_sites(self, batch: Batch) -> list[str]:
+        """Names of the unobserved sample sites with discrete support (summed out by enumeration)."""
+        return [name for name, site in self.latent_sites(batch).items() if site["fn"].support.is_discrete]
+
+    def max_plate_nesting(self, batch: Batch) -> int:
+        """The deepest plate dimension used by the model (``max_plate_nesting`` for Pyro)."""
+        deepest = 0
+        for site in self.trace(batch).nodes.values():
+            if site["type"] == "sample":
+                for frame in site["cond_indep_stack"]:
+                    if frame.vectorized and frame.dim is not None:
+                        deepest = max(deepest, -frame.dim)
+        return deepest
+
+
+def latent_sites(trace: pyro.poutine.Trace) -> dict[str, dict]:
+    """Unobserved sample sites of a trace, without the subsample sites that plates record."""
+    return {name: site for name, site in trace.iter_stochastic_nodes() if not site_is_subsample(site)}
+
+
+def is_local(site: dict) -> bool:
+    """Whether a site lies inside the data plate (one value per data point)."""
+    return any(f.name == DATA_PLATE for f in site["cond_indep_stack"])
+
+
+# -- the registry -----------------------------------------------------------------------------------
+_MODELS: dict[str, type[Model]] = {}
+
+
+def register_model(name: str, description: str = ""):
+    """Class decorator: register a :class:`Model` subclass under ``name`` for the CLI and saved runs."""
+
+    def wrap(cls):
+        if not (isinstance(cls, type) and issubclass(cls, Model)):
+            raise TypeError(f"register_model: expected a ppvae.Model subclass; got {cls!r}")
+        cls.name = name
+        cls.description = description or (inspect.getdoc(cls) or "").split("\n")[0]
+        _MODELS[name] = cls
+        return cls
+
+    return wrap
+
+
+def _load_zoo() -> None:
+    import ppvae.models  # noqa: F401  (registers the bundled models)
+
+
+def list_models() -> dict[str, str]:
+    """Registered model names with one-line descriptions."""
+    _load_zoo()
+    return {name: cls.description for name, cls in sorted(_MODELS.items())}
+
+
+def get_model_class(name: str) -> type[Model]:
+    _load_zoo()
+    if name not in _MODELS:
+        raise PPVAEError(f"model: expected one of {', '.join(sorted(_MODELS))}; got '{name}'")
+    return _MODELS[name]
+
+
+def _coerce(name: str, model: str, value: Any, annotation: Any, default: Any) -> Any:
+    """Convert a CLI string to the type of the constructor argument (annotation, else default)."""
+    if not isinstance(value, str):
+        return value
+    kind = annotation if annotation is not inspect.Parameter.empty else type(default)
+    if isinstance(kind, str):  # postponed annotations
+        kind = {"int": int, "float": float, "bool": bool, "str": str}.get(kind.split("|")[0].strip(), str)
+    try:
+        if kind is bool:
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(value)
+            return value.lower() in ("true", "1", "yes")
+        if kind is int:
+            return int(value)
+        if kind is float:
+            return float(value)
+    except ValueError:
+        raise PPVAEError(f"{name}: model '{model}' expects {kind.__name__}; got '{value}'") from None
+    return value
+
+
+def build_model(name: str, **hparams) -> Model:
+    """Construct the registered model ``name`` with hyperparameters (strings are converted to the
+    constructor's types, so CLI ``KEY=VALUE`` pairs can be passed as they come)."""
+    cls = get_model_class(name)
+    params = {p.name: p for p in list(inspect.signature(cls.__init__).parameters.values())[1:]}
+    unknown = sorted(set(hparams) - set(params))
+    if unknown:
+        valid = ", ".join(params) or "none"
+        raise PPVAEError(f"hyperparameter: model '{name}' takes {valid}; got unknown {', '.join(unknown)}")
+    kwargs = {k: _coerce(k, name, v, params[k].annotation, params[k].default) for k, v in hparams.items()}
+    return cls(**kwargs)
