@@ -22,8 +22,7 @@ import pyro.distributions as dist
 import torch
 from pyro.ops.indexing import Vindex
 
-from ppvae import Model, PPVAEError, register_model
-from ppvae._validation import check_choice, check_float, check_int
+from ppvae import Model, PPVAEError, check_choice, check_float, check_int, register_model
 
 
 def gmm_log_likelihood(x, weights, locs, scale_tril) -> torch.Tensor:
@@ -104,7 +103,10 @@ class GMM(Model):
         if init is not None:
             return {k: torch.as_tensor(v, dtype=x.dtype) for k, v in init.items()}
         K, D = self.K, x.shape[1]
-        cov = torch.cov(x.T).reshape(D, D) + self.reg_covar * torch.eye(D, dtype=x.dtype)
+        cov = torch.cov(x.T).reshape(D, D)
+        if self.covariance == "diag":  # start inside the model family, or the first step may go down
+            cov = torch.diag_embed(cov.diagonal())
+        cov = cov + self.reg_covar * torch.eye(D, dtype=x.dtype)
         return {"weights": x.new_full((K,), 1.0 / K), "locs": _kmeanspp(x, K, generator),
                 "covs": cov.expand(K, D, D).clone()}
 
@@ -133,6 +135,15 @@ class GMM(Model):
         if self._full(cov.shape[-1]):
             values["corr"] = torch.linalg.cholesky(cov / (scales.unsqueeze(-1) * scales.unsqueeze(-2)))
         return values
+
+    def pointwise_log_likelihood(self, values, x) -> torch.Tensor:
+        """Per-point log p(x_i | w, mu, sigma, L) = log sum_k w_k N(x_i | mu_k, Sigma_k), z summed in
+        closed form (Bishop 2006, eq. 9.7); ``ppvae.mcmc`` uses it in place of enumeration."""
+        w, locs, scales = values["weights"], values["locs"], values["scales"]
+        if "corr" in values:
+            return gmm_log_likelihood(x, w, locs, scales.unsqueeze(-1) * values["corr"])
+        comp = dist.Normal(locs, scales).log_prob(x.unsqueeze(-2)).sum(-1)  # diagonal: (N, K)
+        return torch.logsumexp(w.log() + comp, dim=-1)
 
     def mixture_components(self, values) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(weights, locs, covariances) from values of the sample sites."""

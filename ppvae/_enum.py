@@ -66,12 +66,15 @@ def data_plate_log_prob(trace: pyro.poutine.Trace, include=None) -> torch.Tensor
     if data_frame is None:
         raise ValueError(f"the model has no sample site inside pyro.plate('{DATA_PLATE}')")
     target = _target_ordinal(trace, factors, data_frame)
-    result = contract_to_tensor(factors, sum_dims, target_ordinal=target)
+    # packed tensors drop size-1 dims, and the contraction can only keep dims some factor has
+    present = set().union(*(t._pyro_dims for ts in factors.values() for t in ts))
+    result = contract_to_tensor(factors, sum_dims, target_ordinal=frozenset(target & present))
     result = packed.unpack(result, trace.symbol_to_dim)
-    # bring to shape (..., M): drop the singleton dims right of the data plate
+    # bring to shape (..., M): pad to the data plate's dim, then drop the singleton dims right of it
+    while result.dim() < -data_frame.dim:
+        result = result.unsqueeze(0)
     for _ in range(-data_frame.dim - 1):
-        if result.dim() > 1 and result.shape[-1] == 1:
-            result = result.squeeze(-1)
+        result = result.squeeze(-1)
     return result
 
 

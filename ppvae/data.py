@@ -112,6 +112,10 @@ class Dataset:
         return train, test
 
     def to(self, device) -> "Dataset":
+        """This data set on ``device``; itself when already there (a memory-mapped ``x`` stays mapped
+        and is not scanned again)."""
+        if self.x.device == torch.device(device) and (self.y is None or self.y.device == self.x.device):
+            return self
         return replace(self, x=self.x.to(device), y=None if self.y is None else self.y.to(device))
 
 

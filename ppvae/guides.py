@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import pyro.distributions as dist
 import torch
 from pyro import poutine
 from pyro.infer import autoguide
@@ -83,10 +84,28 @@ register_guide("auto_mvn", "full-rank multivariate normal (AutoMultivariateNorma
 )
 
 
+class _AutoIAF(autoguide.AutoIAFNormal):
+    """:class:`~pyro.infer.autoguide.AutoIAFNormal` whose flow output is shifted to the model's initial
+    values: q(z) = law of T(eps) + z0, eps ~ N(0, I), T a stack of inverse autoregressive transforms
+    (Kingma et al. 2016, eq. 10), z0 the unconstrained initial latent vector. Pyro's version starts
+    at z0 = 0, which on data far from the origin starts the fit in a region of negligible mass."""
+
+    def __init__(self, model, init_loc_fn, hidden_dim=None, num_transforms=2):
+        super().__init__(model, hidden_dim=hidden_dim, num_transforms=num_transforms)
+        # AutoIAFNormal ignores init_loc_fn; re-wrap the model so the prototype carries our initial values.
+        autoguide.AutoContinuous.__init__(self, model, init_loc_fn=init_loc_fn)
+
+    def get_posterior(self, *args, **kwargs):
+        posterior = super().get_posterior(*args, **kwargs)
+        if getattr(self, "_shift", None) is None:
+            self.register_buffer("_shift", self._init_loc())
+        shift = dist.transforms.AffineTransform(self._shift, 1.0, event_dim=1)
+        return dist.TransformedDistribution(posterior.base_dist, list(posterior.transforms) + [shift])
+
+
 @register_guide("auto_iaf", "normalizing flow: inverse autoregressive transforms (AutoIAFNormal)")
 def _iaf(model: Model, init_loc_fn=init_to_median, hidden_dim: int | None = None, num_transforms: int = 2):
-    # AutoIAFNormal has no init_loc_fn; it starts as a standard normal pushed through the flow.
-    return autoguide.AutoIAFNormal(_continuous_part(model), hidden_dim=hidden_dim, num_transforms=num_transforms)
+    return _AutoIAF(_continuous_part(model), init_loc_fn, hidden_dim=hidden_dim, num_transforms=num_transforms)
 
 
 @register_guide("model", "the model's own guide(batch) method")
@@ -113,10 +132,15 @@ def make_guide(spec: Any, model: Model, init_values: dict[str, torch.Tensor] | N
         if options:
             raise PPVAEError(f"guide_options: apply only to a guide given by name; got {sorted(options)}")
         return spec
-    if spec not in _GUIDES:
-        raise PPVAEError(f"guide: expected one of {', '.join(sorted(_GUIDES))} or a guide callable; got '{spec}'")
+    if not isinstance(spec, str) or spec not in _GUIDES:
+        raise PPVAEError(f"guide: expected one of {', '.join(sorted(_GUIDES))} or a guide callable; got {spec!r}")
     init = init_to_value(values=init_values, fallback=init_to_median) if init_values else init_to_median
     try:
         return _GUIDES[spec][0](model, init_loc_fn=init, **options)
     except TypeError as exc:
         raise PPVAEError(f"guide_options: guide '{spec}' does not accept {sorted(options)} ({exc})") from None
+    except ValueError as exc:  # an option value the autoguide rejects, e.g. rank <= 0
+        raise PPVAEError(f"guide_options: guide '{spec}' rejected {options} ({exc})") from None
+
+
+from . import amortized as _amortized  # noqa: E402,F401  (registers guide "amortized")

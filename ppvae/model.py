@@ -129,8 +129,15 @@ class Model(PyroModule):
 
     def trace(self, batch: Batch) -> pyro.poutine.Trace:
         """One trace of the model on ``batch`` (sampling every latent from its prior)."""
-        with poutine.block(), pyro.validation_enabled(False):
-            return poutine.trace(self).get_trace(batch)
+        try:
+            with poutine.block(), pyro.validation_enabled(False):
+                return poutine.trace(self).get_trace(batch)
+        except PPVAEError:
+            raise
+        except (ValueError, RuntimeError, IndexError, TypeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            name = self.name or type(self).__name__
+            raise PPVAEError(f"model '{name}': running the generative story on the data failed: {first}") from exc
 
     def latent_sites(self, batch: Batch) -> dict[str, dict]:
         """The model's unobserved sample sites (plate subsample sites excluded), name -> site."""

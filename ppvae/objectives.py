@@ -7,6 +7,8 @@
   L(x) ~ -KL(q(z|x) || p(z)) + 1/L sum_l log p(x | z_l).
 * ``enum`` -- :class:`pyro.infer.TraceEnum_ELBO`: discrete latents marked for enumeration are summed
   out exactly (Obermeyer et al. 2019, "Tensor variable elimination for plated factor graphs").
+* ``iwae`` -- the importance-weighted bound with K = ``num_particles`` (Burda et al. 2015, eq. 8) on
+  the per-point log-weights of :mod:`ppvae._importance` (enumerated discrete latents summed exactly).
 * ``auto`` -- ``enum`` when the model has discrete latent sites, else ``trace``.
 
 Every objective exposes ``differentiable_loss(model, guide, *args)``; the trainer differentiates it
@@ -65,6 +67,13 @@ register_elbo("enum", "TraceEnum_ELBO: discrete latents summed out by enumeratio
 )
 
 
+@register_elbo("iwae", "importance-weighted bound, K = num_particles (Burda et al. 2015, eq. 8)", enumerates=True)
+def _iwae(num_particles=1, vectorize_particles=True, max_plate_nesting=float("inf"), **options):
+    from ._importance import IWAE  # per-point log-weights with enumerated discrete latents summed exactly
+
+    return IWAE(num_particles=num_particles, max_plate_nesting=max_plate_nesting, **options)
+
+
 def make_elbo(
     name: str,
     *,
@@ -81,8 +90,8 @@ def make_elbo(
     num_particles = check_int("num_particles", num_particles, low=1)
     if name == "auto":
         name = "enum" if has_discrete else "trace"
-    if name not in _ELBOS:
-        raise PPVAEError(f"elbo: expected one of auto, {', '.join(sorted(_ELBOS))}; got '{name}'")
+    if not isinstance(name, str) or name not in _ELBOS:
+        raise PPVAEError(f"elbo: expected one of auto, {', '.join(sorted(_ELBOS))}; got {name!r}")
     factory, _, enumerates = _ELBOS[name]
     if has_discrete and not enumerates:
         choices = ", ".join(n for n, (_, _, e) in sorted(_ELBOS.items()) if e)

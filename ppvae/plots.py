@@ -10,7 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["plot_loss", "plot_mixture_2d", "plot_em_trace"]
+__all__ = ["plot_loss", "plot_mixture_2d", "plot_em_trace", "plot_top_words",
+           "plot_image_grid", "plot_reconstructions", "plot_latent_2d", "plot_marginals", "plot_log_marginal"]
 
 
 def _save(fig, path: str) -> None:
@@ -77,4 +78,152 @@ def plot_em_trace(histories, path: str) -> None:
     ax.set_xlabel("EM iteration")
     ax.set_ylabel("log-likelihood")
     ax.set_title("EM restarts")
+    _save(fig, path)
+
+
+def plot_top_words(words, weights, npmi, path: str, title: str = "top words per topic") -> None:
+    """One horizontal bar panel per topic: its top words, bar length = probability in the topic,
+    panel title = the topic's NPMI coherence."""
+    k = len(words)
+    cols = min(5, k)
+    rows = math.ceil(k / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 0.22 * len(words[0]) * rows + 0.9 * rows), squeeze=False)
+    for t, ax in enumerate(axes.flat):
+        if t >= k:
+            ax.axis("off")
+            continue
+        y = np.arange(len(words[t]))[::-1]
+        ax.barh(y, weights[t], color=plt.get_cmap("tab20")(t % 20))
+        ax.set_yticks(y)
+        ax.set_yticklabels(words[t], fontsize=7)
+        ax.tick_params(axis="x", labelsize=6)
+        ax.set_title(f"topic {t}  NPMI {npmi[t]:+.2f}", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    _save(fig, path)
+
+
+# -- image models (VAE, M2) -----------------------------------------------------------------------------
+def _tile(images, shape, ncol):
+    images = np.asarray(images, dtype=float).reshape(-1, *shape)
+    n = len(images)
+    nrow = max(1, math.ceil(n / ncol))
+    h, w = shape
+    canvas = np.zeros((nrow * (h + 1) - 1, ncol * (w + 1) - 1))  # white gaps under gray_r
+    for i, img in enumerate(images):
+        r, c = divmod(i, ncol)
+        canvas[r * (h + 1) : r * (h + 1) + h, c * (w + 1) : c * (w + 1) + w] = img
+    return canvas
+
+
+def plot_image_grid(images, path: str, shape=(28, 28), ncol: int = 10, title: str = "") -> None:
+    """Images (N, H*W) with values in [0, 1] tiled ``ncol`` to a row, grey scale."""
+    canvas = _tile(images, shape, ncol)
+    fig, ax = plt.subplots(figsize=(ncol * 0.6, canvas.shape[0] / canvas.shape[1] * ncol * 0.6 + 0.5))
+    ax.imshow(canvas, cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+    ax.axis("off")
+    ax.set_title(title, fontsize=9)
+    _save(fig, path)
+
+
+def plot_reconstructions(inputs, reconstructions, path: str, shape=(28, 28), ncol: int = 10) -> None:
+    """Rows of inputs, each followed by a row of their reconstructions."""
+    inputs = np.asarray(inputs, dtype=float).reshape(-1, ncol, shape[0] * shape[1])
+    recs = np.asarray(reconstructions, dtype=float).reshape(-1, ncol, shape[0] * shape[1])
+    pairs = [np.stack([a, b]) for a, b in zip(inputs, recs, strict=True)]
+    rows = np.concatenate(pairs).reshape(-1, shape[0] * shape[1])
+    plot_image_grid(rows, path, shape, ncol, title="inputs (odd rows) and reconstructions (even rows)")
+
+
+def plot_latent_2d(z, labels, path: str, title: str = "latent space") -> None:
+    """A 2-D scatter of latent codes (first two principal components when the latent has more than
+    two dimensions), coloured by label when labels are given."""
+    z = np.asarray(z, dtype=float)
+    axes = ("z1", "z2")
+    if z.shape[1] > 2:
+        centred = z - z.mean(0)
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)
+        z, axes = centred @ vt[:2].T, ("PC 1", "PC 2")
+    elif z.shape[1] == 1:
+        z, axes = np.concatenate([z, np.zeros_like(z)], 1), ("z1", "")
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    if labels is None:
+        ax.scatter(z[:, 0], z[:, 1], s=4, alpha=0.6)
+    else:
+        labels = np.asarray(labels)
+        sc = ax.scatter(z[:, 0], z[:, 1], c=labels, s=4, cmap="tab10", alpha=0.7)
+        fig.colorbar(sc, ax=ax, label="label")
+    ax.set_xlabel(axes[0])
+    ax.set_ylabel(axes[1])
+    ax.set_title(title)
+    _save(fig, path)
+
+
+def plot_marginals(draws: dict, points: dict, path: str, title: str = "", max_panels: int = 12) -> None:
+    """Overlay each method's marginal posterior (histogram density) of every scalar element of the
+    global parameters; point estimates (``points``: method -> {"site[i,j]": value}) as vertical lines.
+    ``draws``: method -> {site: (S, ...) array}. Sites with more than two axes per draw (correlation
+    factors) are left out; at most ``max_panels`` panels."""
+    series: dict = {}
+    for method, sites in draws.items():
+        for name, value in sites.items():
+            v = np.asarray(value, dtype=float)
+            if v.ndim > 3:
+                continue
+            flat = v.reshape(v.shape[0], -1)
+            for j in range(flat.shape[1]):
+                idx = np.unravel_index(j, v.shape[1:]) if v.ndim > 1 else ()
+                key = name + (f"[{','.join(str(int(i)) for i in idx)}]" if idx else "")
+                series.setdefault(key, {})[method] = flat[:, j]
+    for values in points.values():
+        for key in values:
+            if key in series or (len(series) < max_panels and "corr" not in key):
+                series.setdefault(key, {})
+    keys = list(series)[:max_panels]
+    if not keys:
+        keys = ["(no parameters)"]
+    cols = min(4, len(keys))
+    rows = math.ceil(len(keys) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.5 * rows), squeeze=False)
+    methods = list(dict.fromkeys(list(draws) + list(points)))
+    colors = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
+    for ax, key in zip(axes.flat, keys, strict=False):
+        for method, values in series.get(key, {}).items():
+            ax.hist(values, bins=40, density=True, histtype="step", color=colors[method], label=method)
+        for method, values in points.items():
+            if key in values:
+                ax.axvline(values[key], color=colors[method], ls="--", lw=1, label=method)
+        ax.set_title(key, fontsize=9)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    handles, labels = [], []
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.06, 1, 0.96))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_log_marginal(values, khat, path: str, title: str = "") -> None:
+    """Histograms of the per-point log p(x) estimates and of their Pareto k-hat (0.7 marked)."""
+    values, khat = np.asarray(values, dtype=float), np.asarray(khat, dtype=float)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
+    a.hist(values[np.isfinite(values)], bins=40, color="tab:blue")
+    a.set_xlabel("log p(x_i) estimate")
+    a.set_ylabel("data points")
+    finite = khat[np.isfinite(khat)]
+    if finite.size:
+        b.hist(finite, bins=40, color="tab:orange")
+    else:
+        b.text(0.5, 0.5, "weights exact (k-hat undefined)", ha="center", va="center", transform=b.transAxes)
+    b.axvline(0.7, color="k", ls="--", lw=1, label="k-hat = 0.7")
+    b.set_xlabel("Pareto k-hat")
+    b.legend(fontsize=8)
+    fig.suptitle(title or f"importance-sampled log p(x): {len(values)} points", fontsize=10)
     _save(fig, path)

@@ -5,7 +5,9 @@ A run directory holds ``config.json`` (model name and hyperparameters, trainer c
 description, ppvae version), ``params.pt`` (tensors only, read back with
 ``torch.load(weights_only=True)`` so loading never runs code from the file) and ``history.json``.
 Files are written to a temporary name in the same directory and renamed, so a reader never sees a
-torn file.
+torn file. ``Fit.load`` refuses, naming the file and the reason, a missing or corrupted file, a file
+that would need code to be unpickled, and a run written by another major.minor ppvae version
+(``config.json`` ``ppvae_version``; patch versions share the format).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any, Callable
 import pyro
 import torch
 from pyro import poutine
+from pyro.distributions.transforms import biject_to
 from pyro.infer import TraceEnum_ELBO, infer_discrete
 
 from . import __version__
@@ -166,14 +169,21 @@ class Fit:
     @classmethod
     def load(cls, path: str) -> "Fit":
         """Rebuild a fit from a run directory written by :meth:`save` (tensors only; no code runs)."""
+        from .checkpoint import check_version, describe_load_error
+
         config = _read_json(path, CONFIG)
+        if not isinstance(config, dict):
+            raise PPVAEError(f"load: {os.path.join(path, CONFIG)} is not a ppvae run config (not a JSON object)")
+        check_version(config.get("ppvae_version"), os.path.join(path, CONFIG))
         history = _read_json(path, HISTORY)
         try:
             state = torch.load(os.path.join(path, PARAMS), map_location="cpu", weights_only=True)
         except FileNotFoundError:
             raise PPVAEError(f"load: {os.path.join(path, PARAMS)} is missing; not a complete ppvae run") from None
-        except Exception as exc:  # unpickling refused or a torn file
-            raise PPVAEError(f"load: {os.path.join(path, PARAMS)} is not a tensors-only ppvae file ({exc})") from None
+        except Exception as exc:  # noqa: BLE001 -- unpickling refused, or a torn file
+            raise PPVAEError(f"load: {os.path.join(path, PARAMS)} {describe_load_error(exc)}") from None
+        if not isinstance(state, dict) or "model" not in state:
+            raise PPVAEError(f"load: {os.path.join(path, PARAMS)} is not a ppvae parameter file (no 'model' state)")
         try:
             cfg = TrainConfig(**config["train"])
             model = build_model(config["model"], **config["hparams"])
@@ -188,10 +198,8 @@ class Fit:
             model.setup(stub)
             guide = make_guide(cfg.guide, model, **cfg.guide_options)
             pyro.clear_param_store()
-            model_fn = model.enumerated() if model.discrete_latent_sites(stub.batch()) else model
-            if isinstance(guide, torch.nn.Module):
+            if isinstance(guide, torch.nn.Module):  # autoguides create their parameters on a first call
                 poutine.block(guide)(stub.batch())
-            del model_fn
         try:
             model.load_state_dict(state["model"])
             if "guide" in state:
@@ -202,15 +210,18 @@ class Fit:
 
 
 def _guide_median(guide, batch, num_draws: int = 501) -> dict:
-    """The guide's median; for a flow (no closed form) the coordinate-wise median of draws in the
-    unconstrained space, constrained back; for a guide with neither, one draw."""
+    """The guide's median; for a flow (no closed form) the coordinate-wise median of ``num_draws``
+    seeded draws in the unconstrained space, constrained back; for a guide with neither, one draw."""
     try:
         return guide.median(batch)
     except (NotImplementedError, AttributeError):
         pass
-    if hasattr(guide, "get_posterior") and hasattr(guide, "_unpack_and_constrain"):
-        latent = guide.get_posterior(batch).sample((num_draws,)).median(0).values
-        return guide._unpack_and_constrain(latent)
+    if hasattr(guide, "get_posterior") and hasattr(guide, "_unpack_latent"):
+        with torch.random.fork_rng(devices=[]):  # deterministic, and leaves the caller's RNG alone
+            torch.manual_seed(0)
+            latent = guide.get_posterior(batch).sample((num_draws,)).median(0).values
+        # as AutoContinuous.median does with its loc: unpack per site, map to the support
+        return {site["name"]: biject_to(site["fn"].support)(value) for site, value in guide._unpack_latent(latent)}
     tr = poutine.trace(guide).get_trace(batch)
     return {n: s["value"] for n, s in tr.iter_stochastic_nodes()}
 

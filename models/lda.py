@@ -1,0 +1,169 @@
+"""Latent Dirichlet allocation (Blei, Ng & Jordan 2003) as a Pyro model, with an amortized guide.
+
+Generative story on the document x word count matrix C (D x V), K topics::
+
+    beta_k  ~ Dirichlet(eta 1_V)              k = 1..K    site "topic_words" (plate "topics")
+    theta_d ~ Dirichlet(alpha 1_K)            d = 1..D    site "doc_topics"  (data plate)
+    c_d | theta_d, beta ~ WordCounts(theta_d beta)        site "obs"
+
+The per-word topic assignments z_dn are summed out exactly: a word's probability is
+sum_k theta_dk beta_kw, so log p(c_d | theta_d, beta) = log C(c_d) + sum_w c_dw log sum_k theta_dk beta_kw
+(:class:`ppvae.topics.WordCounts`, multinomial coefficient included).
+
+Inference:
+
+* SVI with any registered guide over (beta, theta) -- ``auto_normal`` etc. give one theta_d per
+  training document -- or with the model's own guide (``guide="model"``): q(beta_k) = Dirichlet(lambda_k)
+  with free lambda (mean field over topics) and an amortized q(theta_d) = Dirichlet(f(c_d)), f a
+  softplus MLP over log(1 + c_d) (the "Dirichlet" amortized posterior of Srivastava & Sutton 2017,
+  sec. 3.1, trained with implicit reparameterization gradients, Figurnov et al. 2018). Use the
+  ``meanfield`` ELBO: both KL terms are then analytic (Dirichlet-Dirichlet).
+* Classical coordinate-ascent mean-field VI: :func:`fit_cavi` in :mod:`models.lda_cavi`.
+"""
+
+from __future__ import annotations
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import nn
+
+from ppvae import Model, PPVAEError, check_float, check_int, register_model
+from ppvae.topics import TopicModel, WordCounts, check_counts, check_num_topics
+
+
+class DirichletEncoder(nn.Module):
+    """c_d -> Dirichlet concentration: softplus MLP over log(1 + c_d), output softplus + ``floor``."""
+
+    def __init__(self, vocab_size: int, hidden: int, topics: int, floor: float = 1e-2):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(vocab_size, hidden), nn.Softplus(), nn.Linear(hidden, hidden),
+                                 nn.Softplus(), nn.Linear(hidden, topics))
+        self.floor = floor
+
+    def forward(self, counts: torch.Tensor) -> torch.Tensor:
+        return nn.functional.softplus(self.net(torch.log1p(counts))) + self.floor
+
+
+@register_model("lda", "latent Dirichlet allocation: K topics, word topics summed out, amortized Dirichlet guide")
+class LDA(TopicModel, Model):
+    """LDA on a count matrix (see module docstring). ``topics`` = K, ``alpha``/``eta`` the symmetric
+    Dirichlet concentrations of theta_d and beta_k, ``hidden`` the encoder's width."""
+
+    data_kinds = ("counts",)
+    train_defaults = {"elbo": "meanfield", "lr": 0.01}  # CLI defaults (meanfield: analytic Dirichlet KLs)
+
+    def __init__(self, topics: int = 20, alpha: float = 0.1, eta: float = 0.01, hidden: int = 100):
+        super().__init__()
+        self.topics = check_int("topics", topics, low=1)
+        self.alpha = check_float("alpha", alpha, low=0.0, strict=True)
+        self.eta = check_float("eta", eta, low=0.0, strict=True)
+        self.hidden = check_int("hidden", hidden, low=1)
+        self.vocab_size = None
+
+    def setup(self, data) -> None:
+        super().setup(data)
+        check_counts(f"data '{data.name}'", data.x, data.meta.get("vocab"), empty="warn")
+        V = data.x.shape[1]
+        check_num_topics(self.topics, V)
+        if data.meta.get("vocab") is not None:
+            self.vocab = list(data.meta["vocab"])
+        if self.vocab_size != V:
+            self.vocab_size = V
+            gen = torch.Generator().manual_seed(0)
+            with torch.random.fork_rng():
+                torch.manual_seed(0)
+                self.encoder = DirichletEncoder(V, self.hidden, self.topics)
+            # log lambda: near-flat topics with Gamma(100, 100) noise to break symmetry (Hoffman et al. 2010)
+            noise = torch._standard_gamma(torch.full((self.topics, V), 100.0), generator=gen) / 100.0
+            self.log_lambda = nn.Parameter(noise.log().to(data.x.dtype))
+
+    def forward(self, batch):
+        x = batch.x
+        V = x.shape[-1]
+        with pyro.plate("topics", self.topics):
+            beta = pyro.sample("topic_words", dist.Dirichlet(x.new_full((V,), self.eta)))
+        with self.data_plate(batch):
+            theta = pyro.sample("doc_topics", dist.Dirichlet(x.new_full((self.topics,), self.alpha)))
+            pyro.sample("obs", WordCounts(theta @ beta, x.sum(-1)), obs=x)
+
+    def guide(self, batch):
+        """q(beta_k) = Dirichlet(lambda_k), q(theta_d) = Dirichlet(encoder(c_d))."""
+        self._require_setup()
+        with pyro.plate("topics", self.topics):
+            pyro.sample("topic_words", dist.Dirichlet(self.log_lambda.exp()))
+        with self.data_plate(batch):
+            pyro.sample("doc_topics", dist.Dirichlet(self.encoder(batch.x)))
+
+    def _require_setup(self):
+        if self.vocab_size is None:
+            raise PPVAEError("lda: the model is not set up on a corpus yet; call fit(model, data) or model.setup(data)")
+
+    # -- the topic-model interface ------------------------------------------------------------------
+    @torch.no_grad()
+    def topic_word(self, fit_or_params) -> torch.Tensor:
+        """(K, V) topic-word probabilities, rows summing to 1: the posterior mean E_q[beta_k] for the
+        own guide or a CAVI fit, the guide's median of beta for an autoguide fit, or a given matrix
+        (normalized)."""
+        if isinstance(fit_or_params, torch.Tensor):
+            tw = fit_or_params.double()
+        elif hasattr(fit_or_params, "lam"):  # a CAVIFit
+            tw = fit_or_params.lam
+        elif getattr(fit_or_params, "guide", None) == self.guide:
+            tw = self.log_lambda.exp().double()
+        elif hasattr(fit_or_params, "global_values"):
+            stub = torch.ones(1, self.vocab_size)
+            tw = fit_or_params.global_values(stub)["topic_words"].double()
+        else:
+            raise PPVAEError("fit_or_params: expected a Fit, a CAVIFit or a (K, V) tensor; "
+                             f"got {type(fit_or_params).__name__}")
+        return tw / tw.sum(-1, keepdim=True)
+
+    @torch.no_grad()
+    def doc_topics(self, fit_or_params, counts, max_iter: int = 100) -> torch.Tensor:
+        """(D, K) topic proportions of (new) documents: the encoder's posterior mean for the own
+        guide; otherwise the mean of the variational Dirichlet from the CAVI E step with beta fixed
+        (E log beta from a CAVI fit, log beta at the point estimate for other fits)."""
+        from .lda_cavi import e_step, expected_log_beta
+
+        x = check_counts("counts", counts)
+        vocab_size = self.vocab_size if self.vocab_size is not None else self.topic_word(fit_or_params).shape[1]
+        if x.shape[1] != vocab_size:
+            raise PPVAEError(f"counts: expected {vocab_size} columns (the model's vocabulary); got {x.shape[1]}")
+        if getattr(fit_or_params, "guide", None) == self.guide:
+            conc = self.encoder(x.to(self.log_lambda.dtype)).double()
+            return conc / conc.sum(-1, keepdim=True)
+        if hasattr(fit_or_params, "lam"):
+            elog_beta = expected_log_beta(fit_or_params.lam)
+        else:
+            elog_beta = self.topic_word(fit_or_params).clamp_min(1e-300).log()
+        gamma = e_step(x, elog_beta, self.alpha, max_iter=max_iter)
+        return gamma / gamma.sum(-1, keepdim=True)
+
+    def importance_pair(self, fit_or_params):
+        """((model, proposal), global values) for :func:`ppvae.topics.heldout_log_likelihood`: beta fixed
+        at its posterior mean; proposal the amortized Dirichlet for the own guide, else
+        q(theta_d) = Dir(gamma_d) from a CAVI E step on each document with beta fixed."""
+        from .lda_cavi import e_step, expected_log_beta
+
+        dtype = self.log_lambda.dtype if self.vocab_size is not None else torch.get_default_dtype()
+        beta = self.topic_word(fit_or_params).to(dtype)
+        if getattr(fit_or_params, "guide", None) == self.guide:
+            return (self, self.guide), {"topic_words": beta}
+        elog_beta = expected_log_beta(fit_or_params.lam) if hasattr(fit_or_params, "lam") else beta.double().log()
+        alpha = getattr(fit_or_params, "alpha", self.alpha)  # a CAVI fit may have updated alpha
+
+        def e_step_guide(batch):
+            gamma = e_step(batch.x.double(), elog_beta, alpha, max_iter=200, tol=1e-6)
+            with self.data_plate(batch):
+                pyro.sample("doc_topics", dist.Dirichlet(gamma.to(batch.x.dtype)))
+
+        return (self, e_step_guide), {"topic_words": beta}
+
+    def fit_cavi(self, data, **options):
+        """Coordinate-ascent mean-field VI (:func:`models.lda_cavi.fit_cavi`) with this model's K, alpha, eta."""
+        from .lda_cavi import fit_cavi
+
+        if hasattr(data, "meta") and data.meta.get("vocab") is not None:
+            self.vocab = list(data.meta["vocab"])
+        return fit_cavi(self, data, **options)

@@ -1,0 +1,346 @@
+"""Classical coordinate-ascent mean-field variational inference (CAVI) for LDA, the textbook baseline.
+
+Mean-field family (Blei, Ng & Jordan 2003, sec. 5.2-5.3; Hoffman, Blei & Bach 2010, eqs. 2-3):
+q(theta_d) = Dir(gamma_d), q(beta_k) = Dir(lambda_k), q(z_dn) = Cat(phi_dw). Coordinate updates
+
+    phi_dwk  ∝ exp(E[log theta_dk] + E[log beta_kw]),  E[log theta_dk] = psi(gamma_dk) - psi(sum_j gamma_dj),
+                                                       E[log beta_kw]  = psi(lambda_kw) - psi(sum_v lambda_kv)
+    gamma_dk = alpha + sum_w c_dw phi_dwk
+    lambda_kw = eta + sum_d c_dw phi_dwk
+
+vectorized over documents on the NONZERO entries of the count matrix only (phi is never stored:
+phi_dwk = A_dk B_kw / Z_dw with A = exp E[log theta], B = exp E[log beta], Z_dw = sum_k A_dk B_kw, so
+the sums above are sparse-dense products; Hoffman et al. 2010, sec. 2.2, the form scikit-learn uses).
+One iteration = an E step (gamma updates for all documents at once, each document until the mean
+absolute change of its gamma_d is below ``e_tol`` or ``e_max_iter`` sweeps; warm-started, optionally
+also restarted from a random draw with the better result kept per document) then one lambda update.
+The start is the (gamma, lambda) of a few hundred parallel CVB0 sweeps (Asuncion et al. 2009), which
+lands in far better optima than a random start (:func:`fit_cavi` gives the measurements).
+
+The ELBO with phi at its optimum for (gamma, lambda) is
+
+    L(gamma, lambda) = sum_{d,w} c_dw log Z_dw + sum_d log C(c_d)
+                       - sum_d KL(Dir(gamma_d) || Dir(alpha)) - sum_k KL(Dir(lambda_k) || Dir(eta)),
+
+(log C = multinomial coefficient, the :class:`ppvae.topics.WordCounts` convention). Every update is an
+exact maximization of the ELBO in one block, so L never decreases; ``CAVIFit.history`` records it after
+every iteration (float64 throughout). Optional Newton updates of a symmetric alpha maximize the
+alpha-dependent part of L (Blei et al. 2003, appendix A.4.2, the 1-D case), which also cannot lower L.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+from torch.distributions import Dirichlet, kl_divergence
+
+from ppvae import PPVAEError, check_choice, check_float, check_int
+from ppvae.topics import check_counts, check_num_topics, log_multinomial_coefficient, top_words
+
+
+def expected_log_dirichlet(conc: torch.Tensor) -> torch.Tensor:
+    """E[log x] under Dir(conc), row-wise: psi(conc) - psi(sum conc)."""
+    return torch.digamma(conc) - torch.digamma(conc.sum(-1, keepdim=True))
+
+
+expected_log_beta = expected_log_dirichlet
+
+
+class _Sparse:
+    """The nonzero entries (doc, word, count) of a (D, V) count matrix, with CSR index arrays by
+    document and by word so the sums over nonzeros are sparse-dense matrix products."""
+
+    def __init__(self, x: torch.Tensor):
+        self.doc, self.word = x.nonzero(as_tuple=True)  # row-major: sorted by document
+        self.count = x[self.doc, self.word]
+        self.shape = x.shape
+        self.crow = torch.zeros(x.shape[0] + 1, dtype=torch.long)
+        self.crow[1:] = torch.bincount(self.doc, minlength=x.shape[0]).cumsum(0)
+        self.by_word = torch.argsort(self.word, stable=True)
+        self.crow_t = torch.zeros(x.shape[1] + 1, dtype=torch.long)
+        self.crow_t[1:] = torch.bincount(self.word, minlength=x.shape[1]).cumsum(0)
+        self.doc_t = self.doc[self.by_word]
+        self.log_coef = log_multinomial_coefficient(x)  # (D,)
+
+    def rows(self, keep: torch.Tensor) -> "_Sparse":
+        """The sub-matrix of the documents where ``keep`` (bool, (D,)) is true, renumbered 0..D'-1
+        (by-word index arrays are not carried over: only :meth:`times` is used on it)."""
+        sub = _Sparse.__new__(_Sparse)
+        mask = keep[self.doc]
+        new_index = keep.long().cumsum(0) - 1
+        sub.doc, sub.word, sub.count = new_index[self.doc[mask]], self.word[mask], self.count[mask]
+        sub.shape = (int(keep.sum()), self.shape[1])
+        sub.crow = torch.zeros(sub.shape[0] + 1, dtype=torch.long)
+        sub.crow[1:] = torch.bincount(sub.doc, minlength=sub.shape[0]).cumsum(0)
+        sub.mask = mask
+        return sub
+
+    def times(self, values: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        """M @ dense, M the (D, V) sparse matrix with ``values`` at the nonzeros."""
+        with warnings.catch_warnings():  # "sparse CSR support is in beta"
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.sparse_csr_tensor(self.crow, self.word, values, size=self.shape) @ dense
+
+    def t_times(self, values: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        """M^T @ dense."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            m = torch.sparse_csr_tensor(self.crow_t, self.doc_t, values[self.by_word], size=self.shape[::-1])
+            return m @ dense
+
+
+def _scaled_exp(elog: torch.Tensor, dim: int):
+    """exp(elog - max along ``dim``) and the max (the scale cancels in phi)."""
+    m = elog.max(dim, keepdim=True).values
+    return (elog - m).exp(), m
+
+
+def _log_z(sp: _Sparse, elog_theta: torch.Tensor, elog_beta: torch.Tensor) -> torch.Tensor:
+    """log Z_dw = log sum_k exp(E log theta_dk + E log beta_kw) at the nonzeros."""
+    (a, ma), (b, mb) = _scaled_exp(elog_theta, 1), _scaled_exp(elog_beta, 0)
+    z = (a.index_select(0, sp.doc) * b.T.index_select(0, sp.word)).sum(-1)
+    return z.log() + ma[sp.doc, 0] + mb[0, sp.word]
+
+
+def e_step(x, elog_beta: torch.Tensor, alpha: float, gamma: torch.Tensor | None = None,
+           max_iter: int = 100, tol: float = 1e-3, _sp: _Sparse | None = None) -> torch.Tensor:
+    """gamma (D, K) after coordinate ascent on (phi, gamma) with E[log beta] fixed, from ``gamma``
+    (default alpha + n_d / K). Documents are independent given lambda: each one stops when the mean
+    |change| of its gamma_d is below ``tol`` (as scikit-learn does), the others go on."""
+    sp = _sp or _Sparse(x)
+    D, K = sp.shape[0], elog_beta.shape[0]
+    if gamma is None:
+        gamma = alpha + sp.count.new_zeros(D).index_add_(0, sp.doc, sp.count).unsqueeze(-1).expand(D, K) / K
+    gamma = gamma.clone()
+    b, _ = _scaled_exp(elog_beta, 0)
+    b_t = b.T.contiguous()
+    b_nz = b_t.index_select(0, sp.word)
+    active, sub = torch.arange(D), sp
+    for _ in range(max_iter):
+        g = gamma[active]
+        a, _ = _scaled_exp(expected_log_dirichlet(g), 1)
+        z = (a.index_select(0, sub.doc) * b_nz).sum(-1)
+        new = alpha + a * sub.times(sub.count / z, b_t)
+        gamma[active] = new
+        keep = (new - g).abs().mean(1) >= tol
+        if not keep.any():
+            break
+        if not keep.all():
+            active, sub = active[keep], sub.rows(keep)
+            b_nz = b_nz[sub.mask]
+    return gamma
+
+
+def doc_elbo(sp: _Sparse, gamma, elog_beta, alpha: float) -> torch.Tensor:
+    """Per-document part of L: sum_w c_dw log Z_dw + log C(c_d) - KL(Dir(gamma_d) || Dir(alpha))."""
+    log_z = _log_z(sp, expected_log_dirichlet(gamma), elog_beta)
+    words = torch.zeros_like(sp.log_coef).index_add_(0, sp.doc, sp.count * log_z)
+    return words + sp.log_coef - kl_divergence(Dirichlet(gamma), Dirichlet(torch.full_like(gamma, alpha)))
+
+
+def lda_elbo(x, gamma, lam, alpha: float, eta: float, _sp: _Sparse | None = None) -> float:
+    """L(gamma, lambda) of the module docstring (phi at its optimum), in nats, float64."""
+    sp = _sp or _Sparse(x)
+    kl_beta = kl_divergence(Dirichlet(lam), Dirichlet(torch.full_like(lam, eta))).sum()
+    return (doc_elbo(sp, gamma, expected_log_dirichlet(lam), alpha).sum() - kl_beta).item()
+
+
+def lambda_update(sp: _Sparse, gamma, elog_beta, eta: float) -> torch.Tensor:
+    """lambda_kw = eta + sum_d c_dw phi_dwk with phi at its optimum for (gamma, E log beta)."""
+    (a, _), (b, _) = _scaled_exp(expected_log_dirichlet(gamma), 1), _scaled_exp(elog_beta, 0)
+    z = (a.index_select(0, sp.doc) * b.T.index_select(0, sp.word)).sum(-1)
+    return eta + b * sp.t_times(sp.count / z, a).T
+
+
+def newton_alpha(gamma: torch.Tensor, alpha: float, max_iter: int = 50, tol: float = 1e-8) -> float:
+    """Symmetric alpha maximizing f(a) = D[lgamma(K a) - K lgamma(a)] + (a - 1) sum_dk E[log theta_dk]
+    by Newton's method in log a (Blei et al. 2003, A.4.2; Minka 2000), with step halving so f never
+    decreases."""
+    D, K = gamma.shape
+    s = expected_log_dirichlet(gamma).sum().item()
+
+    def f(a):
+        return D * (math.lgamma(K * a) - K * math.lgamma(a)) + (a - 1) * s
+
+    log_a = math.log(alpha)
+    for _ in range(max_iter):
+        a = math.exp(log_a)
+        t = torch.tensor([K * a, a], dtype=torch.float64)
+        dg, tg = torch.digamma(t).tolist(), torch.polygamma(1, t).tolist()
+        grad = D * K * (dg[0] - dg[1]) + s  # df/da
+        hess = D * K * (K * tg[0] - tg[1])  # d2f/da2 < 0
+        g_log, h_log = grad * a, hess * a * a + grad * a  # derivatives in log a
+        step = -g_log / h_log if h_log < 0 else math.copysign(1.0, g_log)
+        while f(math.exp(log_a + step)) < f(a) and abs(step) > 1e-12:
+            step /= 2
+        log_a += step
+        if abs(step) < tol:
+            break
+    return math.exp(log_a)
+
+
+@dataclass
+class CAVIFit:
+    """The result of :func:`fit_cavi`: variational parameters, ELBO history and timing."""
+
+    gamma: torch.Tensor  # (D, K) q(theta_d) = Dir(gamma_d)
+    lam: torch.Tensor  # (K, V) q(beta_k) = Dir(lambda_k)
+    alpha: float
+    eta: float
+    history: list[float]  # ELBO after each iteration (index 0: at the initial values)
+    converged: bool
+    time_s: float
+    vocab: list[str] | None = None
+    config: dict = field(default_factory=dict)
+
+    method = "cavi"
+
+    @property
+    def elbo(self) -> float:
+        return self.history[-1]
+
+    @property
+    def num_iterations(self) -> int:
+        return len(self.history) - 1
+
+    def topic_word(self) -> torch.Tensor:
+        """(K, V) posterior mean E_q[beta_k] = lambda_k / sum_v lambda_kv."""
+        return self.lam / self.lam.sum(-1, keepdim=True)
+
+    def doc_topics(self, counts=None, max_iter: int = 100) -> torch.Tensor:
+        """(D, K) E_q[theta_d] for the training documents, or for new ``counts`` by an E step with lambda fixed."""
+        gamma = self.gamma if counts is None else e_step(check_counts("counts", counts), expected_log_beta(self.lam),
+                                                         self.alpha, max_iter=max_iter)
+        return gamma / gamma.sum(-1, keepdim=True)
+
+    def top_words(self, n: int = 10, vocab=None) -> list[list[str]]:
+        vocab = vocab if vocab is not None else self.vocab
+        if vocab is None:
+            raise PPVAEError("vocab: expected the corpus vocabulary; pass vocab=")
+        return top_words(self.topic_word(), vocab, n)
+
+    def save(self, path: str) -> None:
+        from ppvae.results import atomic_write
+
+        os.makedirs(path, exist_ok=True)
+        state = {"gamma": self.gamma, "lambda": self.lam}
+        atomic_write(os.path.join(path, "cavi_params.pt"), lambda fh: torch.save(state, fh), mode="wb")
+        meta = {"alpha": self.alpha, "eta": self.eta, "history": self.history, "converged": self.converged,
+                "time_s": self.time_s, "config": self.config}
+        atomic_write(os.path.join(path, "cavi.json"), lambda fh: json.dump(meta, fh))
+
+
+def cvb0_init(sp: _Sparse, topics: int, alpha: float, eta: float, sweeps: int, generator: torch.Generator,
+              blocks: int = 16):
+    """(gamma, lambda) implied by ``sweeps`` sweeps of zero-order collapsed variational Bayes (CVB0;
+    Asuncion, Welling, Smyth & Teh 2009, eq. 5), the deterministic counterpart of a collapsed Gibbs
+    sweep. Every nonzero (d, w) entry carries r_dw (a distribution over topics shared by its c_dw
+    tokens, started at a Dirichlet(1) draw); the update is
+
+        r_dwk ∝ (N_wk - r_dwk + eta) / (N_k - r_dwk + V eta) * (N_dk - r_dwk + alpha),
+
+    N_dk = sum_w c_dw r_dwk, N_wk = sum_d c_dw r_dwk, N_k = sum_w N_wk (one token of (d, w) left out).
+    A sweep updates the entries (sorted by document) in ``blocks`` consecutive groups, all entries of a
+    group at once, the counts refreshed after each group (between fully parallel, blocks = 1, and sequential
+    CVB0; on Reuters, K = 20, 60 sweeps: ELBO after 5 CAVI iterations -2.977e5 with 16 blocks, -2.989e5
+    with 1, mean of seeds 0-2, same time). Returns gamma = alpha + N_d., lambda = eta + N_.w (float64):
+    the mean-field parameters those expected counts give, the starting point of CAVI. Run in float32."""
+    D, V = sp.shape
+    c = sp.count.float().unsqueeze(-1)
+    r = torch._standard_gamma(torch.ones(len(c), topics), generator=generator)
+    r /= r.sum(-1, keepdim=True)
+    n_dk = r.new_zeros(D, topics).index_add_(0, sp.doc, c * r)
+    n_wk = r.new_zeros(V, topics).index_add_(0, sp.word, c * r)
+    bounds = torch.linspace(0, len(c), blocks + 1).long().tolist()  # entries are sorted by document
+    for _ in range(sweeps):
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+            if hi == lo:
+                continue
+            rb, word, doc, cb = r[lo:hi], sp.word[lo:hi], sp.doc[lo:hi], c[lo:hi]
+            new = n_wk.index_select(0, word).sub_(rb).add_(eta)
+            new.div_((n_wk.sum(0) + V * eta) - rb).mul_(n_dk.index_select(0, doc).sub_(rb).add_(alpha))
+            new.div_(new.sum(-1, keepdim=True))
+            delta = cb * (new - rb)
+            n_wk.index_add_(0, word, delta)
+            n_dk.index_add_(0, doc, delta)
+            r[lo:hi] = new
+    cr = (c * r).double()  # counts recomputed from r: no drift from the incremental updates
+    gamma = alpha + cr.new_zeros(D, topics).index_add_(0, sp.doc, cr)
+    lam = eta + cr.new_zeros(V, topics).index_add_(0, sp.word, cr).T.contiguous()
+    return gamma, lam
+
+
+def _best_e_step(sp, elog_beta, alpha, gamma, draw, max_iter, tol, restart):
+    """E step warm-started from ``gamma``; with ``restart`` also from a fresh Gamma(100, 1/100) draw (as
+    scikit-learn does every E step), keeping per document the gamma with the larger ELBO -- the warm
+    start never lowers it, so neither does the choice."""
+    warm = e_step(None, elog_beta, alpha, gamma, max_iter, tol, sp)
+    if not restart:
+        return warm
+    fresh = e_step(None, elog_beta, alpha, draw(*gamma.shape), max_iter, tol, sp)
+    better = doc_elbo(sp, fresh, elog_beta, alpha) > doc_elbo(sp, warm, elog_beta, alpha)
+    return torch.where(better.unsqueeze(-1), fresh, warm)
+
+
+def fit_cavi(model, data, *, max_iter: int = 100, tol: float = 1e-5, e_max_iter: int = 100, e_tol: float = 1e-3,
+             init: str = "cvb0", init_sweeps: int = 300, restart_e_step: bool | int = False,
+             update_alpha: bool = False, seed: int = 0) -> CAVIFit:
+    """Batch CAVI for :class:`models.lda.LDA` (its ``topics``, ``alpha``, ``eta``) on ``data`` (a counts
+    Dataset or a (D, V) matrix). Stops when an iteration raises the ELBO by less than ``tol`` x |ELBO|.
+
+    Start (``init``): ``"cvb0"`` -- the (gamma, lambda) of ``init_sweeps`` CVB0 sweeps (:func:`cvb0_init`);
+    ``"random"`` -- Gamma(100, 1/100) draws for lambda and gamma (Hoffman et al. 2010; scikit-learn).
+    From the near-uniform random start, warm-started E steps stay in poor optima, which the E-step
+    restarts (``restart_e_step``: for the first that many iterations, True = all; see
+    :func:`_best_e_step`) partly escape. Measured on Reuters (395 stories, K = 20, alpha 0.1, eta 0.01,
+    one thread): final ELBO -3.38e5 random start, 30 iterations (seed 0); -3.20e5 the same with
+    restarts; with the CVB0 start (seeds 0-2) -2.967e5 to -2.984e5 after 60 sweeps + 5 iterations
+    (1-2 s), -2.931e5 to -2.940e5 after 300 sweeps + 15 iterations (3-5 s); per CAVI iteration about
+    0.1 s (E step) + 0.03 s (lambda) + 0.04 s (the recorded ELBO). ``history[0]`` is the ELBO at the
+    start; every later entry is at least the previous one."""
+    vocab = getattr(data, "meta", {}).get("vocab") if hasattr(data, "meta") else None
+    x = check_counts("data", data, vocab, empty="warn")
+    if (x.sum(1) == 0).any():  # warned by check_counts; they carry no word
+        x = x[x.sum(1) > 0]
+    K = check_num_topics(model.topics, x.shape[1])
+    max_iter, e_max_iter = check_int("max_iter", max_iter, low=1), check_int("e_max_iter", e_max_iter, low=1)
+    tol, e_tol = check_float("tol", tol, low=0.0), check_float("e_tol", e_tol, low=0.0)
+    init = check_choice("init", init, ("cvb0", "random"))
+    init_sweeps = check_int("init_sweeps", init_sweeps, low=0)
+    alpha, eta = float(model.alpha), float(model.eta)
+    gen = torch.Generator().manual_seed(check_int("seed", seed, low=0))
+    start = time.perf_counter()
+    sp = _Sparse(x)
+    draw = lambda *shape: torch._standard_gamma(torch.full(shape, 100.0, dtype=torch.float64), generator=gen) / 100.0  # noqa: E731
+    if init == "cvb0":
+        gamma, lam = cvb0_init(sp, K, alpha, eta, init_sweeps, gen)
+    else:
+        lam, gamma = draw(K, x.shape[1]), draw(len(x), K)
+    history, converged = [lda_elbo(x, gamma, lam, alpha, eta, sp)], False
+    for it in range(max_iter):
+        elog_beta = expected_log_dirichlet(lam)
+        restart = restart_e_step is True or (restart_e_step is not False and it < restart_e_step)
+        gamma = _best_e_step(sp, elog_beta, alpha, gamma, draw, e_max_iter, e_tol, restart)
+        if update_alpha:
+            alpha = newton_alpha(gamma, alpha)
+        lam = lambda_update(sp, gamma, elog_beta, eta)
+        history.append(lda_elbo(x, gamma, lam, alpha, eta, sp))
+        if not math.isfinite(history[-1]):
+            raise PPVAEError(f"cavi: the ELBO became {history[-1]} at iteration {len(history) - 1}")
+        if history[-1] - history[-2] < tol * abs(history[-1]):
+            converged = True
+            break
+    if not converged:
+        warnings.warn(f"cavi: not converged after {max_iter} iterations (last gain "
+                      f"{history[-1] - history[-2]:.3g} nats)", UserWarning, stacklevel=2)
+    return CAVIFit(gamma, lam, alpha, eta, history, converged, time.perf_counter() - start,
+                   vocab=list(vocab) if vocab is not None else getattr(model, "vocab", None),
+                   config={"topics": K, "max_iter": max_iter, "tol": tol, "e_max_iter": e_max_iter, "e_tol": e_tol,
+                           "init": init, "init_sweeps": init_sweeps, "restart_e_step": restart_e_step,
+                           "update_alpha": update_alpha, "seed": seed})

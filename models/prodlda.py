@@ -1,0 +1,176 @@
+"""ProdLDA (Srivastava & Sutton 2017, "Autoencoding Variational Inference for Topic Models", ICLR).
+
+Generative story on the count matrix C (D x V) with K topics and a free (unnormalized) topic matrix
+beta (K x V, a parameter -- the product-of-experts decoder)::
+
+    h_d ~ N(mu_0, diag(sigma_0^2))          site "logtheta" (data plate), theta_d = softmax(h_d)
+    c_d | theta_d ~ WordCounts(softmax(BN(dropout(theta_d) beta)))          site "obs"
+
+The logistic-normal prior is the Laplace approximation of Dirichlet(alpha 1_K) in the softmax basis
+(their eq. 3, MacKay 1998): mu_0k = log alpha_k - (1/K) sum_i log alpha_i,
+sigma_0k^2 = (1/alpha_k)(1 - 2/K) + (1/K^2) sum_i 1/alpha_i. The word distribution of a document is a
+product of experts, softmax(theta_d beta) (their sec. 3.5), with batch normalization (no affine
+parameters) on the logits and dropout on theta, as in the paper's code and Pyro's ProdLDA example.
+
+Guide (the amortized encoder, their eq. 2 with sec. 3.4's batch normalization and dropout):
+q(h_d) = N(mu(c_d), diag sigma^2(c_d)), mu and log sigma^2 from a 2-layer softplus MLP over c_d
+with dropout and batch normalization on both outputs. Train with the ``meanfield`` ELBO (analytic
+Gaussian KL) and Adam; the paper uses lr 0.002 with beta_1 = 0.99.
+
+Topics: the topic-word matrix reported is softmax(beta_k) row by row, whose ranking is that of the
+beta_k the paper reads its topics from. Batch normalization and dropout are active in training
+mode; every evaluation here switches the model to ``eval()`` (running statistics, no dropout).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import nn
+
+from ppvae import Model, PPVAEError, check_float, check_int, register_model
+from ppvae.topics import TopicModel, WordCounts, check_counts, check_num_topics
+
+
+def laplace_dirichlet_prior(alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mu_0, sigma_0) of the Laplace approximation of Dirichlet(alpha) in the softmax basis (eq. 3)."""
+    k = alpha.shape[-1]
+    mu = alpha.log() - alpha.log().mean(-1, keepdim=True)
+    var = (1.0 / alpha) * (1 - 2.0 / k) + (1.0 / alpha).sum(-1, keepdim=True) / k**2
+    return mu, var.sqrt()
+
+
+def _batch_norm(bn: nn.BatchNorm1d, x: torch.Tensor) -> torch.Tensor:
+    """BatchNorm1d over the last dimension for inputs with any number of leading (batch) dimensions."""
+    return bn(x.reshape(-1, x.shape[-1])).reshape(x.shape)
+
+
+class ProdLDAEncoder(nn.Module):
+    """c_d -> (mu, sigma) of q(h_d): softplus MLP, dropout, batch-normalized outputs."""
+
+    def __init__(self, vocab_size: int, topics: int, hidden: int, dropout: float):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(vocab_size, hidden), nn.Linear(hidden, hidden)
+        self.drop = nn.Dropout(dropout)
+        self.fc_mu, self.fc_logvar = nn.Linear(hidden, topics), nn.Linear(hidden, topics)
+        self.bn_mu = nn.BatchNorm1d(topics, affine=False)
+        self.bn_logvar = nn.BatchNorm1d(topics, affine=False)
+
+    def forward(self, counts: torch.Tensor):
+        h = self.drop(nn.functional.softplus(self.fc2(nn.functional.softplus(self.fc1(counts)))))
+        mu = _batch_norm(self.bn_mu, self.fc_mu(h))
+        logvar = _batch_norm(self.bn_logvar, self.fc_logvar(h))
+        return mu, (0.5 * logvar).exp()
+
+
+@register_model("prodlda", "ProdLDA: logistic-normal topics, product-of-experts decoder, amortized encoder")
+class ProdLDA(TopicModel, Model):
+    """ProdLDA (see module docstring). ``topics`` = K, ``alpha`` the symmetric Dirichlet whose Laplace
+    approximation is the prior, ``hidden`` the encoder width, ``dropout`` the dropout probability."""
+
+    data_kinds = ("counts",)
+    train_defaults = {"elbo": "meanfield", "lr": 0.002, "batch_size": 64, "steps": 300}  # CLI defaults
+
+    def __init__(self, topics: int = 20, alpha: float = 1.0, hidden: int = 100, dropout: float = 0.2):
+        super().__init__()
+        self.topics = check_int("topics", topics, low=2)
+        self.alpha = check_float("alpha", alpha, low=0.0, strict=True)
+        self.hidden = check_int("hidden", hidden, low=1)
+        self.dropout = check_float("dropout", dropout, low=0.0, high=1.0)
+        if self.dropout >= 1.0:
+            raise PPVAEError(f"dropout: expected a probability < 1; got {dropout}")
+        self.vocab_size = None
+        mu, sigma = laplace_dirichlet_prior(torch.full((self.topics,), self.alpha))
+        self.register_buffer("prior_loc", mu)
+        self.register_buffer("prior_scale", sigma)
+
+    def setup(self, data) -> None:
+        super().setup(data)
+        check_counts(f"data '{data.name}'", data.x, data.meta.get("vocab"), empty="warn")
+        V = data.x.shape[1]
+        check_num_topics(self.topics, V)
+        if data.meta.get("vocab") is not None:
+            self.vocab = list(data.meta["vocab"])
+        if self.vocab_size != V:
+            self.vocab_size = V
+            with torch.random.fork_rng():
+                torch.manual_seed(0)
+                self.encoder = ProdLDAEncoder(V, self.topics, self.hidden, self.dropout)
+                self.beta = nn.Linear(self.topics, V, bias=False)
+            self.bn_words = nn.BatchNorm1d(V, affine=False)
+            self.drop = nn.Dropout(self.dropout)
+        # plain references beside the registered submodules, as in models/vae.py: looked up through
+        # PyroModule.__getattr__ inside forward they would be re-registered by pyro.module every step
+        self.__dict__["_nets"] = (self.encoder, self.beta, self.bn_words, self.drop)
+
+    def word_probs(self, theta: torch.Tensor) -> torch.Tensor:
+        """softmax(BN(dropout(theta) beta)): each document's word distribution (product of experts)."""
+        _, beta, bn_words, drop = self._nets
+        return nn.functional.softmax(_batch_norm(bn_words, beta(drop(theta))), -1)
+
+    def forward(self, batch):
+        self._require_setup()
+        x = batch.x
+        with self.data_plate(batch):
+            h = pyro.sample("logtheta", dist.Normal(self.prior_loc, self.prior_scale).to_event(1))
+            pyro.sample("obs", WordCounts(self.word_probs(nn.functional.softmax(h, -1)), x.sum(-1)), obs=x)
+
+    def guide(self, batch):
+        """q(h_d) = N(mu(c_d), diag sigma(c_d)^2), the amortized encoder."""
+        self._require_setup()
+        with self.data_plate(batch):
+            mu, sigma = self._nets[0](batch.x)
+            pyro.sample("logtheta", dist.Normal(mu, sigma).to_event(1))
+
+    def _require_setup(self):
+        if self.vocab_size is None:
+            raise PPVAEError("prodlda: the model is not set up on a corpus yet; call fit(model, data) or "
+                             "model.setup(data)")
+
+    @contextlib.contextmanager
+    def evaluating(self):
+        """Evaluation mode (batch-norm running statistics, no dropout) inside the block."""
+        was = self.training
+        self.eval()
+        try:
+            yield self
+        finally:
+            self.train(was)
+
+    # -- the topic-model interface ------------------------------------------------------------------
+    @torch.no_grad()
+    def topic_word(self, fit_or_params=None) -> torch.Tensor:
+        """(K, V): softmax of each row of beta (the decoder is a parameter of the model, so the fit is
+        not needed; a (K, V) tensor given is normalized by softmax the same way)."""
+        self._require_setup()
+        beta = fit_or_params if isinstance(fit_or_params, torch.Tensor) else self._nets[1].weight.T
+        return nn.functional.softmax(beta.double(), -1)
+
+    @torch.no_grad()
+    def doc_topics(self, fit_or_params, counts) -> torch.Tensor:
+        """(D, K) topic proportions of (new) documents: softmax of the encoder mean (eval mode)."""
+        x = check_counts("counts", counts)
+        if x.shape[1] != self.vocab_size:
+            raise PPVAEError(f"counts: expected {self.vocab_size} columns (the model's vocabulary); got {x.shape[1]}")
+        with self.evaluating():
+            mu, _ = self._nets[0](x.to(self.prior_loc.dtype))
+        return nn.functional.softmax(mu.double(), -1)
+
+    @torch.no_grad()
+    def completion_word_probs(self, fit_or_params, theta: torch.Tensor) -> torch.Tensor:
+        """(D, V) softmax(BN(theta beta)) in evaluation mode (the product-of-experts decoder)."""
+        with self.evaluating():
+            return self.word_probs(theta.to(self.prior_loc.dtype)).double()
+
+    def report(self, fit, data, out_dir: str) -> dict:
+        with self.evaluating():
+            return super().report(fit, data, out_dir)
+
+
+    def importance_pair(self, fit_or_params=None):
+        """((model, encoder guide), no global values) for :func:`ppvae.topics.heldout_log_likelihood`."""
+        self._require_setup()
+        return (self, self.guide), {}

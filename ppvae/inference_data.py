@@ -1,0 +1,305 @@
+"""ArviZ ``InferenceData`` for MCMC runs and for SVI fits, so ``az.summary``, ``az.loo``,
+``az.compare`` and ``az.plot_*`` treat both alike.
+
+* MCMC (:class:`ppvae.mcmc.MCMCResult`): ``arviz.from_pyro`` builds the posterior and sample stats
+  (divergences); the log-likelihood and observed data are added by ppvae, because ``from_pyro``
+  draws discrete latents from their prior (``Predictive``) instead of summing them out, and a
+  ``potential_fn`` kernel carries no model for it to trace.
+* SVI (:class:`ppvae.Fit`; neither Pyro nor ArviZ converts these, arviz issue 498): S draws of the
+  global latents from the guide (``pyro.infer.Predictive(model, guide=guide)``) form a posterior with
+  one chain, built with ``arviz.from_dict``.
+
+In both the ``log_likelihood`` group holds, per draw s and point i,
+
+    log p(x_i | theta_s) = log sum_{z_i} p(x_i, z_i | theta_s),
+
+discrete locals summed exactly by ``ppvae._enum`` under a plate over draws (vectorized), which is the
+pointwise quantity PSIS-LOO needs (Vehtari, Gelman & Gabry 2017, eqs. 1-4).
+
+Mixture components are exchangeable, so labels are aligned before any summary by **ordering one
+location coordinate**: each draw's components are permuted so that mu_{1c} < ... < mu_{Kc}, with c
+the coordinate along which the components are best separated (Jasra, Holmes & Stephens 2005,
+sec. 4.1; Stephens' relabelling (2000) is not implemented). The posterior group's attrs record it
+and :func:`summary` prints a note.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyro
+import torch
+from pyro import poutine
+from pyro.poutine.util import site_is_subsample
+
+from ._enum import data_plate_log_prob, enumerated_trace
+from ._validation import PPVAEError, check_int
+from .data import Batch, Dataset
+from .mcmc import MCMCResult, component_sites
+from .model import DATA_PLATE, is_local, latent_sites
+
+__all__ = ["to_inference_data", "pointwise_log_likelihood", "align_labels", "guide_draws", "svi_draws", "summary",
+           "GuidePosterior"]
+
+DRAWS_PLATE = "_ppvae_draws"
+
+
+def _as_dataset(data) -> Dataset:
+    return data if isinstance(data, Dataset) else Dataset(data)
+
+
+def _single_trace(model, batch):
+    with poutine.block(), pyro.validation_enabled(False):
+        return poutine.trace(model).get_trace(batch)
+
+
+# -- the pointwise log-likelihood --------------------------------------------------------------------
+def pointwise_log_likelihood(model, data, draws: dict, *, chunk_size: int | None = None) -> torch.Tensor:
+    """log p(x_i | theta_s) for every draw s and point i: a tensor of shape (S, N).
+
+    ``draws`` maps each global latent site to S values stacked on dimension 0. Discrete local latents
+    are enumerated and summed exactly; a model with continuous local latents has no closed-form
+    pointwise likelihood (use ``ppvae.log_marginal``) and is refused.
+    """
+    data = _as_dataset(data)
+    batch = data.batch()
+    trace = _single_trace(model, batch)
+    sites = latent_sites(trace)
+    local_cont = [n for n, s in sites.items() if is_local(s) and not s["fn"].support.is_discrete]
+    if local_cont:
+        raise PPVAEError(f"log_likelihood: the model has continuous local latents ({', '.join(local_cont)}); "
+                         "the pointwise likelihood needs ppvae.log_marginal")
+    missing = [n for n, s in sites.items() if not is_local(s) and n not in draws]
+    if missing:
+        raise PPVAEError(f"draws: expected values for every global latent site; missing {', '.join(missing)}")
+    S = len(next(iter(draws.values())))
+    chunk = check_int("chunk_size", chunk_size or S, low=1)
+    mpn = model.max_plate_nesting(batch)
+    out = []
+    for lo in range(0, S, chunk):
+        part = {k: torch.as_tensor(v[lo:lo + chunk]).to(batch.x.dtype) for k, v in draws.items() if k in sites}
+        out.append(_vectorized(model, batch, trace, part, mpn))
+    return torch.cat(out, 0)
+
+
+@torch.no_grad()
+def _vectorized(model, batch, trace, draws, mpn) -> torch.Tensor:
+    S = len(next(iter(draws.values())))
+    if S == 1:  # a size-1 plate leaves no dimension for the contraction to keep: evaluate two copies
+        return _vectorized(model, batch, trace, {k: v.expand((2,) + v.shape[1:]) for k, v in draws.items()}, mpn)[:1]
+    values = {}
+    for name, v in draws.items():
+        batch_dims = len(trace.nodes[name]["fn"].batch_shape)
+        values[name] = v.reshape((S,) + (1,) * (mpn - batch_dims) + tuple(v.shape[1:]))
+
+    def plated(b):
+        with pyro.plate(DRAWS_PLATE, S, dim=-mpn - 1):
+            return model(b)
+
+    lp = data_plate_log_prob(enumerated_trace(plated, batch, mpn + 1, values))
+    return lp.reshape(S, len(batch))
+
+
+# -- label alignment ---------------------------------------------------------------------------------
+def _location_site(model, comp: dict, supports: dict) -> str | None:
+    declared = getattr(model, "location_site", None)
+    if declared is not None:
+        return declared
+    for name in comp:
+        base = getattr(supports.get(name), "base_constraint", supports.get(name))
+        if base is torch.distributions.constraints.real:
+            return name
+    return None
+
+
+def align_labels(samples: dict, model, data, column: int | None = None) -> tuple[dict, dict | None]:
+    """Permute mixture components in every draw so one location coordinate increases.
+
+    ``samples``: site -> (chains, draws, ...) arrays. Returns (aligned samples, info) where info says
+    which site and coordinate ordered the labels (``None`` when the model has no exchangeable
+    components). The coordinate is the one whose sorted component values are furthest apart on
+    average (relative to their spread), so ties between components are rare, unless ``column`` is given.
+    """
+    first = {k: torch.as_tensor(v)[0, 0] for k, v in samples.items()}
+    comp = component_sites(model, first)
+    if not comp:
+        return samples, None
+    supports = {n: s["fn"].support for n, s in latent_sites(_single_trace(model, _as_dataset(data).batch())).items()}
+    loc = _location_site(model, comp, supports)
+    if loc is None or loc not in samples:
+        return samples, None
+    locs = torch.as_tensor(samples[loc]).movedim(2 + comp[loc], 2)  # (C, S, K, ...)
+    locs = locs.reshape(locs.shape[:3] + (-1,))
+    ranked = locs.sort(dim=2).values
+    gap = (ranked[:, :, 1:] - ranked[:, :, :-1]).amin(2).mean((0, 1)) / locs.std((0, 1, 2)).clamp_min(1e-12)
+    column = int(gap.argmax()) if column is None else check_int("column", column, low=0, high=locs.shape[-1] - 1)
+    perm = locs[..., column].argsort(dim=2)  # (C, S, K)
+    aligned = {}
+    for name, value in samples.items():
+        value = torch.as_tensor(value)
+        if name not in comp:
+            aligned[name] = value
+            continue
+        axis = 2 + comp[name]
+        moved = value.movedim(axis, 2)
+        index = perm.reshape(perm.shape + (1,) * (moved.dim() - 3)).expand_as(moved)
+        aligned[name] = moved.gather(2, index).movedim(2, axis)
+    switched = float((perm != torch.arange(perm.shape[-1])).any(-1).float().mean())
+    info = {"method": "ordering by a location coordinate", "site": loc, "coordinate": column,
+            "fraction_permuted": switched,
+            "note": f"mixture labels aligned across draws and chains by ordering {loc}[k, {column}] "
+                    f"increasingly over components k ({100 * switched:.1f}% of draws relabelled)"}
+    return aligned, info
+
+
+# -- draws from a guide ------------------------------------------------------------------------------
+def guide_draws(model, guide, data, num_draws: int = 1000, seed: int = 0) -> dict[str, torch.Tensor]:
+    """S draws of the model's global latents from ``guide``, vectorized under a plate over draws
+    (sequential ``pyro.infer.Predictive(model, guide=guide)`` for a guide that does not vectorize):
+    site -> (S, ...)."""
+    batch = _as_dataset(data).batch()
+    sites = latent_sites(_single_trace(model, batch))
+    names = [n for n, s in sites.items() if not is_local(s)]
+    num_draws = check_int("num_draws", num_draws, low=1)
+    pyro.set_rng_seed(seed)
+    mpn = model.max_plate_nesting(batch)
+
+    def vectorized(b):  # the guide alone under a plate over draws (what Predictive(parallel=True) does)
+        with pyro.plate(DRAWS_PLATE, num_draws, dim=-mpn - 1):
+            return guide(b)
+
+    with torch.no_grad(), pyro.validation_enabled(False):
+        try:
+            tr = poutine.trace(vectorized).get_trace(batch)
+            out = {n: tr.nodes[n]["value"] for n in names}
+            out = {n: v.reshape((num_draws,) + tuple(sites[n]["value"].shape)) for n, v in out.items()}
+        except (RuntimeError, ValueError, IndexError, KeyError, NotImplementedError):
+            out = pyro.infer.Predictive(model, guide=guide, num_samples=num_draws, return_sites=names)(batch)
+    return {n: out[n].detach().reshape((num_draws,) + tuple(sites[n]["value"].shape)) for n in names}
+
+
+def svi_draws(fit, data, num_draws: int = 1000, seed: int = 0) -> dict[str, torch.Tensor]:
+    """S draws of the global latents from a fitted guide: site -> (S, ...)."""
+    return guide_draws(fit.model, fit.guide, data, num_draws, seed)
+
+
+# -- InferenceData -----------------------------------------------------------------------------------
+def _coords_dims(model, data: Dataset, samples: dict, obs: dict) -> tuple[dict, dict]:
+    first = {k: torch.as_tensor(v)[0, 0] for k, v in samples.items()}
+    comp = component_sites(model, first) if model is not None else {}
+    D = data.x.shape[1] if data.x.dim() == 2 else None
+    coords: dict[str, Any] = {"data": np.arange(len(data))}
+    columns = data.meta.get("columns")
+    if D is not None:
+        coords["feature"] = list(columns) if columns and len(columns) == D else np.arange(D)
+    dims: dict[str, list[str]] = {}
+    for name, value in first.items():
+        names, used = [], set()
+        for axis, size in enumerate(value.shape):
+            if name in comp and axis == comp[name]:
+                label = "component"
+                coords["component"] = np.arange(size)
+            elif D is not None and size == D and "feature" not in used:
+                label = "feature"
+            else:
+                label = f"{name}_dim_{axis}"
+            used.add(label)
+            names.append(label)
+        dims[name] = names
+    for name, value in obs.items():
+        dims[name] = ["data"] + (["feature"] if value.dim() == 2 and D is not None and value.shape[1] == D else
+                                 [f"{name}_dim_{a}" for a in range(1, value.dim())])
+    return coords, dims
+
+
+def _observed(model, batch: Batch) -> dict[str, torch.Tensor]:
+    tr = _single_trace(model, batch)
+    return {n: s["value"].detach() for n, s in tr.nodes.items()
+            if s["type"] == "sample" and s["is_observed"] and not site_is_subsample(s)
+            and any(f.name == DATA_PLATE for f in s["cond_indep_stack"])}
+
+
+def _numpy(d: dict) -> dict:
+    return {k: torch.as_tensor(v).detach().cpu().double().numpy() for k, v in d.items()}
+
+
+def to_inference_data(result, data, *, num_draws: int = 1000, seed: int = 0, align: bool = True,
+                      align_column: int | None = None, log_likelihood: bool = True, chunk_size: int | None = None):
+    """An ``arviz.InferenceData`` for an :class:`~ppvae.mcmc.MCMCResult` or a :class:`ppvae.Fit`.
+
+    Groups: posterior (aligned mixture labels when ``align``), log_likelihood (per draw and point,
+    see the module docstring; named after the observed site), observed_data, and for MCMC
+    sample_stats (``diverging``). ``num_draws``/``seed`` apply to SVI fits (draws from the guide).
+    """
+    import arviz as az
+
+    data = _as_dataset(data)
+    model = result.model
+    batch = data.batch()
+    if isinstance(result, MCMCResult):
+        samples = result.samples
+    elif hasattr(result, "guide") and hasattr(result, "model"):
+        samples = {k: v.unsqueeze(0) for k, v in guide_draws(model, result.guide, data, num_draws, seed).items()}
+    else:
+        raise PPVAEError("result: expected an MCMCResult, a ppvae Fit or a GuidePosterior; "
+                         f"got {type(result).__name__}")
+    info = None
+    if align:
+        samples, info = align_labels(samples, model, data, column=align_column)
+    obs = _observed(model, batch)
+    coords, dims = _coords_dims(model, data, samples, obs)
+    if isinstance(result, MCMCResult):
+        idata = az.from_pyro(_AlignedRun(result.mcmc, samples), log_likelihood=False, coords=coords, dims=dims)
+        observed = az.dict_to_dataset(_numpy(obs), coords=coords, dims=dims, default_dims=[])
+        idata.add_groups(observed_data=observed)
+    else:
+        idata = az.from_dict(posterior=_numpy(samples), observed_data=_numpy(obs), coords=coords, dims=dims)
+    if log_likelihood and not (isinstance(result, MCMCResult) and result.config.get("local", False)):
+        C, S = next(iter(samples.values())).shape[:2]
+        flat = {k: torch.as_tensor(v).reshape((C * S,) + tuple(v.shape[2:])) for k, v in samples.items()}
+        ll = pointwise_log_likelihood(model, data, flat, chunk_size=chunk_size).reshape(C, S, -1)
+        name = next(iter(obs)) if len(obs) == 1 else "x"
+        idata.add_groups(log_likelihood={name: ll.double().numpy()}, coords=coords, dims={name: ["data"]})
+    idata.posterior.attrs["ppvae_method"] = getattr(result, "method", "")
+    if info is not None:
+        idata.posterior.attrs["label_alignment"] = info["note"]
+        idata.posterior.attrs["label_alignment_site"] = info["site"]
+        idata.posterior.attrs["label_alignment_coordinate"] = info["coordinate"]
+    return idata
+
+
+class GuidePosterior:
+    """Any guide treated as a posterior (e.g. a model's exact ``posterior_guide``), for
+    :func:`to_inference_data` and :func:`ppvae.compare.compare`."""
+
+    def __init__(self, model, guide, method: str = "guide"):
+        self.model, self.guide, self.method = model, guide, method
+
+
+class _AlignedRun:
+    """What ``arviz.from_pyro`` reads from a Pyro ``MCMC``, with ppvae's (label-aligned) samples."""
+
+    def __init__(self, mcmc, samples: dict):
+        self._mcmc, self._samples = mcmc, {k: torch.as_tensor(v) for k, v in samples.items()}
+        self.num_chains, self.num_samples = next(iter(self._samples.values())).shape[:2]
+        self.kernel = type("_NoModel", (), {"model": None})()
+        self._args, self._kwargs = (), {}
+
+    def get_samples(self, num_samples=None, group_by_chain=False):
+        if group_by_chain:
+            return self._samples
+        return {k: v.reshape((-1,) + v.shape[2:]) for k, v in self._samples.items()}
+
+    def diagnostics(self):
+        return self._mcmc.diagnostics()
+
+
+def summary(idata, **options):
+    """``arviz.summary`` of the posterior, printing the label-alignment note when there is one."""
+    import arviz as az
+
+    note = idata.posterior.attrs.get("label_alignment")
+    if note:
+        print(f"note: {note}")
+    return az.summary(idata, **options)

@@ -1,0 +1,412 @@
+"""MCMC baselines: NUTS and HMC on any ppvae model, with discrete latents summed out exactly.
+
+The sampler targets the posterior of the model's continuous latents theta with every discrete local
+latent z_i marginalized,
+
+    U(u) = -[ log p(theta) + sum_i log sum_{z_i} p(x_i, z_i | theta) + log |det J_T(u)| ],
+    theta = T(u),
+
+where T maps unconstrained coordinates onto each site's support (``torch.distributions.biject_to``)
+and the sum over z_i is Pyro's tensor variable elimination (``ppvae._enum``, Obermeyer et al. 2019).
+A model with a closed-form likelihood (a ``pointwise_log_likelihood(values, x)`` method, e.g. the GMM's
+log sum_k w_k N(x_i | mu_k, Sigma_k)) skips the enumeration. The potential is handed to Pyro's
+``NUTS`` (Hoffman & Gelman 2014, Algorithm 6 with multinomial sampling, Betancourt 2017) or ``HMC``
+(Neal 2011, sec. 5.3.3) and optionally compiled with ``torch.jit.trace``.
+
+Chains run one after another in this process (Pyro's ``_UnarySampler`` fed one start per chain):
+Pyro's multiprocess sampler pays a process start-up and re-import per chain (``spawn``) and falls
+back to sequential chains anyway when the machine has fewer cores than chains + 1.
+
+Label switching: ``order=("locs", 0)`` samples the mixture in the region mu_1,c < ... < mu_K,c of
+one location coordinate c (an ``OrderedTransform`` on that column; Jasra, Holmes & Stephens 2005,
+sec. 4.1), which removes the K! symmetric copies of the posterior.
+
+For amortized models, :func:`local_posterior` runs NUTS over one data point's local latent z with the
+fitted globals and network weights held fixed: samples of p(z | x, theta-hat), the gold standard the
+encoder is judged against.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.distributions.transforms import OrderedTransform
+from pyro.infer.autoguide.initialization import InitMessenger, init_to_median, init_to_value
+from pyro.infer.mcmc import HMC, MCMC, NUTS
+from pyro.infer.mcmc.api import _UnarySampler
+from pyro.poutine.runtime import NonlocalExit
+from pyro.poutine.util import site_is_subsample
+from torch.distributions import biject_to, constraints
+from torch.distributions.transforms import Transform
+
+from ._enum import data_plate_log_prob, enumerated_trace
+from ._validation import PPVAEError, check_choice, check_float, check_int
+from .data import Batch, Dataset
+from .model import DATA_PLATE, Model, is_local, latent_sites
+
+__all__ = ["run_mcmc", "MCMCResult", "MCMCDivergenceError", "Potential", "local_posterior", "fitted_proposal",
+           "component_sites"]
+
+
+class MCMCDivergenceError(PPVAEError):
+    """More divergent transitions than allowed: the posterior geometry defeated the sampler."""
+
+
+# -- transforms --------------------------------------------------------------------------------------
+class _OrderedColumn(Transform):
+    """R^{K x D} -> {mu : mu_1c < ... < mu_Kc}: column ``c`` through ``OrderedTransform``, the rest as is."""
+
+    domain = constraints.independent(constraints.real, 2)
+    codomain = constraints.independent(constraints.real, 2)
+    bijective = True
+
+    def __init__(self, column: int, cache_size: int = 0):
+        super().__init__(cache_size=cache_size)
+        self.column, self._ordered = column, OrderedTransform()
+
+    def _call(self, u):
+        col = self._ordered(u[..., self.column])
+        return torch.cat([u[..., : self.column], col.unsqueeze(-1), u[..., self.column + 1:]], -1)
+
+    def _inverse(self, y):
+        col = self._ordered.inv(y[..., self.column])
+        return torch.cat([y[..., : self.column], col.unsqueeze(-1), y[..., self.column + 1:]], -1)
+
+    def log_abs_det_jacobian(self, u, y):
+        return self._ordered.log_abs_det_jacobian(u[..., self.column], y[..., self.column])
+
+
+def component_sites(model: Model, values: dict) -> dict[str, int]:
+    """Sites indexed by mixture component (name -> axis of the component dimension).
+
+    ``model.component_sites`` when the model declares it; else, for a model with ``K`` components,
+    every site whose leading dimension has size K.
+    """
+    declared = getattr(model, "component_sites", None)
+    if declared is not None:
+        return dict(declared)
+    K = getattr(model, "K", None)
+    if not isinstance(K, int) or K < 2:
+        return {}
+    return {n: 0 for n, v in values.items() if v.dim() >= 1 and v.shape[0] == K}
+
+
+def _check_enumerable(sites: dict) -> None:
+    for name, site in sites.items():
+        fn = site["fn"]
+        if fn.support.is_discrete and not getattr(fn, "has_enumerate_support", False):
+            raise PPVAEError(
+                f"model: discrete latent site '{name}' ({type(fn).__name__}) has no finite support to enumerate; "
+                "NUTS/HMC need every discrete latent summed out (give it a finite support or marginalize it by hand)")
+        if fn.support.is_discrete and not is_local(site):
+            raise PPVAEError(f"model: discrete latent site '{name}' lies outside pyro.plate('{DATA_PLATE}'); "
+                             "ppvae's MCMC enumerates only per-data-point discrete latents")
+
+
+# -- the potential -----------------------------------------------------------------------------------
+class Potential:
+    """U(u) = -log p(x, T(u)) - log|J_T(u)| with discrete locals summed (see module docstring).
+
+    ``transforms`` maps each sampled site's constrained value to unconstrained space (Pyro's MCMC
+    convention); calling the object on a dict of unconstrained tensors returns the scalar energy.
+    """
+
+    def __init__(self, fn: Callable, batch: Batch, *, max_plate_nesting: int, model: Model | None = None,
+                 order: tuple[str, int] | None = None, closed_form: bool = True, jit: bool = False):
+        self.fn, self.batch, self.mpn = fn, batch, max_plate_nesting
+        with poutine.block(), pyro.validation_enabled(False):
+            trace = poutine.trace(fn).get_trace(batch)
+        sites = latent_sites(trace)
+        _check_enumerable(sites)
+        self.sites = {n: s for n, s in sites.items() if not s["fn"].support.is_discrete}
+        self._enumerates = len(self.sites) < len(sites)
+        if not self.sites:
+            raise PPVAEError("model: it has no continuous latent sites for NUTS/HMC to sample")
+        self.shapes = {n: s["value"].shape for n, s in self.sites.items()}
+        self.transforms = {n: biject_to(s["fn"].support).inv for n, s in self.sites.items()}
+        if order is not None:
+            self._set_order(*order)
+        self.order = order
+        self._globals = [n for n, s in self.sites.items() if not is_local(s)]
+        hook = getattr(model, "pointwise_log_likelihood", None)
+        only_discrete_locals = all(not is_local(s) for s in self.sites.values())
+        self.closed_form = bool(closed_form and hook is not None and only_discrete_locals and self._prefix_ok(trace))
+        self._hook = hook
+        self._compiled = None
+        self.jit = jit
+
+    def _set_order(self, name: str, column: int) -> None:
+        if name not in self.sites:
+            raise PPVAEError(f"order: expected a continuous latent site among {', '.join(self.sites)}; got '{name}'")
+        site = self.sites[name]
+        if site["fn"].support is not constraints.real and not _is_real(site["fn"].support):
+            raise PPVAEError(f"order: site '{name}' must have real support to be ordered; got {site['fn'].support}")
+        shape = site["value"].shape
+        if len(shape) != 2 or not 0 <= column < shape[-1]:
+            raise PPVAEError(f"order: expected a column index in [0, {shape[-1] if len(shape) == 2 else 0}) of the "
+                             f"(K, D) site '{name}'; got {column} for shape {tuple(shape)}")
+        self.transforms[name] = _OrderedColumn(column).inv
+
+    # -- the log joint ----------------------------------------------------------------------------
+    def _prefix_ok(self, trace) -> bool:
+        """The closed form needs every global latent declared before the data plate."""
+        prefix = self._prior_trace({n: s["value"] for n, s in self.sites.items()})
+        return set(self._globals) <= set(prefix) and all(not is_local(s) for s in prefix.values())
+
+    def _prior_trace(self, values: dict) -> dict:
+        def at_data(msg):
+            return msg["type"] == "sample" and not site_is_subsample(msg) and \
+                any(f.name == DATA_PLATE for f in msg["cond_indep_stack"])
+
+        with poutine.trace() as tr, pyro.validation_enabled(False):
+            try:
+                poutine.escape(poutine.condition(self.fn, data=values), escape_fn=at_data)(self.batch)
+            except NonlocalExit:
+                pass
+        return {n: s for n, s in tr.trace.nodes.items() if s["type"] == "sample" and not site_is_subsample(s)}
+
+    def log_joint(self, values: dict) -> torch.Tensor:
+        """log p(x, theta) with discrete locals summed out, at constrained ``values``."""
+        if self.closed_form:
+            prior = sum(s["fn"].log_prob(s["value"]).sum() for s in self._prior_trace(values).values())
+            return prior + self._hook(values, self.batch.x).sum()
+        if not self._enumerates:  # nothing to sum out: the plain log joint
+            return poutine.trace(poutine.condition(self.fn, data=values)).get_trace(self.batch).log_prob_sum()
+        trace = enumerated_trace(self.fn, self.batch, self.mpn, values)
+        total = data_plate_log_prob(trace).sum()
+        for site in trace.nodes.values():
+            if site["type"] == "sample" and not site_is_subsample(site) and not is_local(site):
+                total = total + site["log_prob"].sum()  # compute_log_prob ran in data_plate_log_prob
+        return total
+
+    def constrain(self, params: dict) -> tuple[dict, torch.Tensor]:
+        values, ladj = {}, 0.0
+        for name, t in self.transforms.items():
+            values[name] = t.inv(params[name])
+            ladj = ladj + t.inv.log_abs_det_jacobian(params[name], values[name]).sum()
+        return values, ladj
+
+    def _eager(self, params: dict) -> torch.Tensor:
+        values, ladj = self.constrain(params)
+        with pyro.validation_enabled(False):
+            return -(self.log_joint(values) + ladj)
+
+    def __call__(self, params: dict) -> torch.Tensor:
+        if not self.jit:
+            return self._eager(params)
+        names = sorted(params)
+        if self._compiled is None:
+            def flat(*vals):
+                return self._eager(dict(zip(names, vals, strict=True)))
+
+            with pyro.validation_enabled(False), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+                self._compiled = torch.jit.trace(flat, tuple(params[n].detach() for n in names), check_trace=False)
+        return self._compiled(*(params[n] for n in names))
+
+
+def _is_real(support) -> bool:
+    base = getattr(support, "base_constraint", support)
+    return base is constraints.real
+
+
+# -- running the chains ------------------------------------------------------------------------------
+@dataclass
+class MCMCResult:
+    """Draws of an MCMC run: ``samples`` (site -> (chains, draws, ...) constrained), the Pyro ``mcmc``."""
+
+    model: Model | None
+    mcmc: MCMC
+    samples: dict
+    method: str
+    time_s: float
+    num_divergences: int
+    data_info: dict
+    config: dict = field(default_factory=dict)
+
+    @property
+    def num_chains(self) -> int:
+        return next(iter(self.samples.values())).shape[0]
+
+    @property
+    def num_draws(self) -> int:
+        return next(iter(self.samples.values())).shape[1]
+
+    def flat_samples(self) -> dict[str, torch.Tensor]:
+        """Draws with chains concatenated: site -> (chains * draws, ...)."""
+        return {k: v.reshape((-1,) + v.shape[2:]) for k, v in self.samples.items()}
+
+    def global_values(self, data=None) -> dict[str, torch.Tensor]:
+        """Posterior means of the sampled sites (align mixture labels first: see ppvae.inference_data)."""
+        return {k: v.mean(0) for k, v in self.flat_samples().items()}
+
+    def rhat(self) -> dict[str, torch.Tensor]:
+        """Split R-hat per site element (Gelman et al. 2013, BDA3 eq. 11.4); needs two or more chains."""
+        if self.num_chains < 2:
+            raise PPVAEError(f"rhat: expected at least 2 chains to compare; got {self.num_chains} "
+                             "(run with num_chains >= 2)")
+        from pyro.ops.stats import split_gelman_rubin
+
+        return {k: split_gelman_rubin(v) for k, v in self.samples.items()}
+
+    def ess(self) -> dict[str, torch.Tensor]:
+        """Effective sample size per site element over all chains (Pyro's ``effective_sample_size``)."""
+        from pyro.ops.stats import effective_sample_size
+
+        return {k: effective_sample_size(v) for k, v in self.samples.items()}
+
+    def to_inference_data(self, data, **options):
+        from .inference_data import to_inference_data
+
+        return to_inference_data(self, data, **options)
+
+
+def _initial_params(potential: Potential, model, fn, batch, init, num_chains, seed, jitter) -> dict:
+    """Unconstrained starting points, one per chain: ``init`` values (a dict, a Fit, an EMFit) or the
+    model's ``init_values`` (drawn per chain), the prior median elsewhere, plus uniform(-jitter, jitter)."""
+    gen = torch.Generator().manual_seed(seed)
+    starts = []
+    for chain in range(num_chains):
+        values = _init_values(model, batch, init, seed + chain)
+        with poutine.block(), pyro.validation_enabled(False), \
+                InitMessenger(init_to_value(values=values, fallback=init_to_median)):
+            tr = poutine.trace(fn).get_trace(batch)
+        values = {n: tr.nodes[n]["value"].detach() for n in potential.sites}
+        if potential.order is not None and model is not None:
+            values = _sort_components(model, values, *potential.order)
+        u = {n: potential.transforms[n](v) for n, v in values.items()}
+        noise = {n: 2 * torch.rand(v.shape, generator=gen, dtype=v.dtype) - 1 for n, v in u.items()}
+        starts.append({n: v + jitter * noise[n] for n, v in u.items()})
+    return {n: torch.stack([s[n] for s in starts]) for n in starts[0]}
+
+
+def _init_values(model, batch, init, seed) -> dict:
+    if init is None or init == "model":
+        if model is None:
+            return {}
+        return model.init_values(Dataset(batch.x, batch.y), torch.Generator().manual_seed(seed))
+    if init == "prior":
+        return {}
+    if isinstance(init, dict):
+        return {k: torch.as_tensor(v) for k, v in init.items()}
+    if hasattr(init, "em_to_sites") or (hasattr(init, "params") and hasattr(init, "best_restart")):
+        return {k: v.to(batch.x.dtype) for k, v in init.model.em_to_sites(init.params).items()}
+    if hasattr(init, "global_values"):
+        return init.global_values(Dataset(batch.x, batch.y))
+    raise PPVAEError(f"init: expected None, 'model', 'prior', a dict of site values, a Fit or an EMFit; got {init!r}")
+
+
+def _sort_components(model, values: dict, name: str, column: int) -> dict:
+    """Permute every component-indexed site so that ``values[name][:, column]`` increases."""
+    perm = values[name][:, column].argsort()
+    return {k: (v.index_select(component_sites(model, values).get(k, 0), perm)
+                if k in component_sites(model, values) else v) for k, v in values.items()}
+
+
+def _kernel(kind, potential, options):
+    step = {} if options.get("step_size") is None else {"step_size": options["step_size"], "adapt_step_size": False}
+    if kind == "nuts":
+        return NUTS(potential_fn=potential, target_accept_prob=options["target_accept"],
+                    max_tree_depth=options["max_tree_depth"], full_mass=options["full_mass"], **step)
+    return HMC(potential_fn=potential, target_accept_prob=options["target_accept"],
+               num_steps=options["num_steps"], full_mass=options["full_mass"], **step)
+
+
+def _validate(kind, num_samples, warmup, num_chains, seed, options):
+    check_choice("kernel", kind, ("nuts", "hmc"))
+    check_int("num_samples", num_samples, low=1)
+    check_int("warmup", warmup, low=0)
+    check_int("num_chains", num_chains, low=1)
+    check_int("seed", seed, low=0)
+    check_float("target_accept", options["target_accept"], low=0.0, high=1.0, strict=True)
+    check_int("max_tree_depth", options["max_tree_depth"], low=1)
+    check_int("num_steps", options["num_steps"], low=1)
+
+
+def _progress_enabled(progress) -> bool:
+    import sys
+
+    return sys.stderr.isatty() if progress is None else bool(progress)
+
+
+def _sample(potential: Potential, kind: str, *, model, fn, batch, num_samples, warmup, num_chains, init,
+            init_jitter, seed, progress, options) -> tuple[MCMC, dict, float]:
+    """Run ``num_chains`` chains one after another in this process; return (mcmc, samples, seconds)."""
+    pyro.set_rng_seed(seed)
+    start = time.perf_counter()
+    inits = _initial_params(potential, model, fn, batch, init, num_chains, seed, init_jitter)
+    kernel = _kernel(kind, potential, options)
+    disable = not _progress_enabled(progress)
+    mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup, num_chains=1,
+                initial_params={k: v[0] for k, v in inits.items()}, transforms=potential.transforms,
+                disable_progbar=disable)
+    if num_chains > 1:  # Pyro's in-process sampler, fed one start per chain (no worker processes)
+        mcmc.num_chains, mcmc._diagnostics = num_chains, [None] * num_chains
+        mcmc.sampler = _UnarySampler(kernel, num_samples, warmup, num_chains, disable, initial_params=inits)
+    with pyro.validation_enabled(False):
+        mcmc.run()
+    elapsed = time.perf_counter() - start
+    samples = {k: v.detach() for k, v in mcmc.get_samples(group_by_chain=True).items()}
+    return mcmc, samples, elapsed
+
+
+def _divergences(mcmc: MCMC) -> int:
+    """Divergent transitions over all chains (the per-chain lists Pyro's ``diagnostics()`` reports)."""
+    return int(sum(len(d.get("divergences", [])) for d in mcmc._diagnostics if d))
+
+
+def run_mcmc(model: Model, data: Dataset | torch.Tensor, *, kernel: str = "nuts", num_samples: int = 500,
+             warmup: int = 500, num_chains: int = 1, init: Any = None, init_jitter: float = 0.5,
+             order: tuple[str, int] | None = None, closed_form: bool = True, jit: bool = False,
+             target_accept: float = 0.8, max_tree_depth: int = 10, num_steps: int = 10, full_mass: bool = False,
+             step_size: float | None = None, seed: int = 0, progress: bool | None = None,
+             max_divergences: int | None = None) -> MCMCResult:
+    """Sample the posterior of ``model``'s continuous latents given ``data`` with NUTS or HMC.
+
+    Discrete local latents are summed out exactly (see the module docstring); a discrete latent with
+    infinite support is refused. ``init``: None/"model" (the model's ``init_values``, drawn per chain),
+    "prior" (prior medians), a dict of site values, a ``Fit`` (its ``global_values``) or an ``EMFit``
+    (``model.em_to_sites``); every chain starts there plus uniform(-init_jitter, init_jitter) noise in
+    unconstrained space. ``order=(site, column)`` constrains that location column to increase over
+    components (removes label switching). ``max_divergences``: raise :class:`MCMCDivergenceError`
+    when the run has more divergent transitions. ``step_size`` fixes the leapfrog step (no adaptation).
+    """
+    if not isinstance(model, Model):
+        raise PPVAEError(f"model: expected a ppvae.Model instance; got {type(model).__name__}")
+    if not isinstance(data, Dataset):
+        data = Dataset(data)
+    options = {"target_accept": target_accept, "max_tree_depth": max_tree_depth, "num_steps": num_steps,
+               "full_mass": bool(full_mass), "step_size": step_size}
+    _validate(kernel, num_samples, warmup, num_chains, seed, options)
+    if step_size is not None:
+        options["step_size"] = check_float("step_size", step_size, low=0.0, strict=True)
+    init_jitter = check_float("init_jitter", init_jitter, low=0.0)
+    with pyro.validation_enabled(False):
+        model.setup(data)
+    batch = data.batch()
+    potential = Potential(model, batch, max_plate_nesting=model.max_plate_nesting(batch), model=model,
+                          order=order, closed_form=closed_form, jit=jit)
+    mcmc, samples, elapsed = _sample(potential, kernel, model=model, fn=model, batch=batch, num_samples=num_samples,
+                                     warmup=warmup, num_chains=num_chains, init=init, init_jitter=init_jitter,
+                                     seed=seed, progress=progress, options=options)
+    result = MCMCResult(model, mcmc, samples, kernel, elapsed, _divergences(mcmc),
+                        data_info={"name": data.name, "num_data": len(data)},
+                        config={"kernel": kernel, "num_samples": num_samples, "warmup": warmup,
+                                "num_chains": num_chains,
+                                "order": list(order) if order else None, "jit": jit, "seed": seed,
+                                "closed_form": potential.closed_form, **options})
+    if max_divergences is not None and result.num_divergences > max_divergences:
+        raise MCMCDivergenceError(
+            f"{kernel}: {result.num_divergences} divergent transitions in {num_chains} x {num_samples} draws; "
+            f"expected at most {max_divergences} (raise target_accept, reparametrize, or pass order=)")
+    return result
+
+
+# HMC over one data point's local latents (kept in its own file for size)
+from ._mcmc_local import fitted_proposal, local_posterior  # noqa: E402

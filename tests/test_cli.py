@@ -1,0 +1,79 @@
+"""The command line: fit, em, models, datasets; one-line errors with exit 2 and nothing written."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from ppvae.cli import main
+
+FIT_KEYS = {"model", "method", "num_data", "time_s", "loss_final", "log_likelihood", "log_likelihood_exact", "config"}
+
+
+def test_fit_gmm_on_faithful_writes_metrics_and_plots(tmp_path, capsys):
+    out = tmp_path / "gmm"
+    rc = main(["fit", "gmm", "K=2", "--data", "faithful", "--guide", "auto_delta", "--steps", "300", "--lr", "0.05",
+               "--out", str(out), "--quiet"])
+    assert rc == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert FIT_KEYS <= set(metrics)
+    assert metrics["method"] == "svi:auto_delta" and metrics["num_data"] == 272
+    assert metrics["log_likelihood_exact"] is True
+    assert metrics["log_likelihood"] == pytest.approx(-1130.26, abs=6.0)  # within 0.5% of the EM maximum
+    assert {"loss.png", "mixture.png", "params.pt", "config.json"} <= {p.name for p in out.iterdir()}
+    assert "log-likelihood" in capsys.readouterr().out
+
+
+def test_em_command(tmp_path):
+    out = tmp_path / "em"
+    assert main(["em", "gmm", "K=2", "--data", "faithful", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["method"] == "em" and metrics["log_likelihood"] == pytest.approx(-1130.264, abs=1e-3)
+    assert (out / "mixture.png").exists() and (out / "em_trace.png").exists()
+
+
+def test_list_commands(capsys):
+    assert main(["models"]) == 0
+    assert "gmm" in capsys.readouterr().out
+    assert main(["datasets"]) == 0
+    assert "faithful" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["fit", "gmm", "K=0", "--data", "faithful"], "K: expected an integer >= 1; got 0"),
+        (["fit", "gmm", "K=300", "--data", "faithful"], "K: expected at most N = 272"),
+        (["fit", "gmm", "K=two", "--data", "faithful"], "K: model 'gmm' expects int"),
+        (["fit", "gmm", "bogus=1", "--data", "faithful"], "got unknown bogus"),
+        (["fit", "nope", "--data", "faithful"], "model: expected one of"),
+        (["fit", "gmm", "--data", "no-such-data"], "data: expected a data set name"),
+        (["fit", "gmm", "--data", "faithful", "--guide", "bad"], "guide: expected one of"),
+        (["fit", "gmm", "--data", "faithful", "--elbo", "trace"], "cannot sum out"),
+        (["fit", "gmm", "--data", "faithful", "--steps", "x"], "invalid int value"),
+        (["em", "three_coin", "--data", "faithful"], "three_coin expects one 0/1 toss per row"),
+    ],
+)
+def test_errors_are_one_line_exit_2_and_write_nothing(tmp_path, capsys, argv, message):
+    out = tmp_path / "run"
+    rc = main(argv + ["--out", str(out), "--steps" if argv[0] == "fit" and "--steps" not in argv else "--seed", "2"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir()] == []  # no temporary directory left behind
+
+
+def test_nan_in_user_csv(tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\nnan,3\n")
+    rc = main(["fit", "gmm", "K=1", "--data", str(bad), "--steps", "2", "--out", str(tmp_path / "r")])
+    assert rc == 2 and "finite" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_console_script_runs_as_a_process(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "ppvae.cli", "fit", "gmm", "K=0", "--data", "faithful", "--out",
+                           str(tmp_path / "x")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.startswith("ppvae: error: K:") and proc.stdout == ""
