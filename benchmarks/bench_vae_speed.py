@@ -4,6 +4,8 @@ The network is Burda et al.'s (2015) one-stochastic-layer MNIST VAE: 784-200-200
 50-200-200-784 decoder, Bernoulli likelihood, batch 100, one sample, Adam 1e-3, on mnist5k's 4,000
 training images (40 steps per epoch). Both loops use the same estimator (``--elbo trace``:
 estimator A, log p(x|z) + log p(z) - log q(z|x) at one z; ``meanfield``: the analytic KL, eq. 7).
+ppvae steps torch's fused Adam kernel; the plain loop uses torch's default Adam (the tutorial loop)
+unless ``--plain-adam fused`` gives it the same kernel (the floor for everything but the optimizer).
 
 Timing: ``torch.set_num_threads`` fixed; every repeat runs ``ppvae.fit`` for ``1 + measured`` epochs
 and, between two of its epochs (in a callback, time excluded), one epoch of the plain loop, so the two
@@ -13,6 +15,7 @@ On a shared machine the absolute numbers are noisy;
 the ratio of interleaved medians is the figure to read.
 
     python benchmarks/bench_vae_speed.py [--repeats 5] [--epochs 4] [--threads 1] [--elbo trace|meanfield]
+                                         [--plain-adam default|fused]
 """
 
 from __future__ import annotations
@@ -53,11 +56,11 @@ class PlainVAE(nn.Module):
 class PlainLoop:
     """A plain PyTorch training loop over ``x`` run one epoch at a time."""
 
-    def __init__(self, x, seed, analytic_kl, bs=100):
+    def __init__(self, x, seed, analytic_kl, bs=100, fused=False):
         torch.manual_seed(seed)
         self.x, self.bs, self.analytic_kl = x, bs, analytic_kl
         self.net = PlainVAE(x.shape[1])
-        self.opt = torch.optim.Adam(self.net.parameters(), lr=1e-3)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=1e-3, **({"fused": True} if fused else {}))
 
     def epoch(self) -> float:
         start = time.perf_counter()
@@ -72,12 +75,12 @@ class PlainLoop:
         return time.perf_counter() - start
 
 
-def interleaved(data, epochs, seed, elbo):
+def interleaved(data, epochs, seed, elbo, plain_fused=False):
     """One ``ppvae.fit`` of ``epochs + 1`` epochs; at the end of each of its epochs, one epoch of the
     plain loop runs inside a callback (its time excluded from ppvae's). The first epoch of each
     (validation, parameter capture, warm-up) is dropped. Returns (ppvae times, plain times)."""
     per_epoch = math.ceil(len(data) / 100)
-    plain = PlainLoop(data.x, seed, elbo == "meanfield")
+    plain = PlainLoop(data.x, seed, elbo == "meanfield", fused=plain_fused)
     ours, theirs, clock = [], [], {"start": None}
 
     def between_epochs(trainer):
@@ -102,18 +105,20 @@ def main(argv=None):
     p.add_argument("--epochs", type=int, default=4, help="measured epochs per repeat")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--elbo", default="trace", choices=("trace", "meanfield"))
+    p.add_argument("--plain-adam", default="default", choices=("default", "fused"),
+                   help="the plain loop's Adam: torch's default (the tutorial loop) or the fused kernel ppvae uses")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     data = ppvae.load_dataset("mnist5k", split="train")
     ours, plain = [], []
     for r in range(args.repeats):
-        a, b = interleaved(data, args.epochs, r, args.elbo)
+        a, b = interleaved(data, args.epochs, r, args.elbo, args.plain_adam == "fused")
         ours += a
         plain += b
         print(f"repeat {r}: ppvae {statistics.median(a):.3f} s/epoch, plain {statistics.median(b):.3f} s/epoch, "
               f"ratio {statistics.median(x / y for x, y in zip(a, b, strict=True)):.3f}", flush=True)
     m_ours, m_plain = statistics.median(ours), statistics.median(plain)
-    print(f"threads={args.threads} elbo={args.elbo} epochs measured={len(ours)} each")
+    print(f"threads={args.threads} elbo={args.elbo} plain Adam={args.plain_adam} epochs measured={len(ours)} each")
     print(f"plain PyTorch: median {m_plain:.3f} s/epoch (min {min(plain):.3f})")
     print(f"ppvae.fit:     median {m_ours:.3f} s/epoch (min {min(ours):.3f})")
     pair = statistics.median(x / y for x, y in zip(ours, plain, strict=True))

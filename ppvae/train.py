@@ -197,6 +197,17 @@ class _LocalLatentScale(Messenger):
             msg["scale"] = msg["scale"] * self.factor
 
 
+def _adam(params: list, lr: float) -> torch.optim.Optimizer:
+    """Adam (Kingma & Ba 2015, Algorithm 1) over all parameters, in torch's fused kernel where the
+    parameters allow it (floating point on CPU/CUDA): one kernel per tensor instead of ~10 tensor ops,
+    ~0.6 ms less per step on the MNIST VAE (benchmarks/bench_vae_speed.py). Its updates equal the
+    default implementation's to float rounding (~1 ulp) and are deterministic on CPU."""
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, ValueError):  # a dtype or device the fused kernel does not support
+        return torch.optim.Adam(params, lr=lr)
+
+
 def _grads_finite(params) -> bool:
     """One cheap check per step: a sum over all gradient entries is finite iff none is NaN or inf
     (a per-tensor ``isfinite`` scan costs ~10x more on a small VAE)."""
@@ -251,7 +262,7 @@ class _Trainer:
         self.params = [p for p in params.values() if p.requires_grad]
         if not self.params:
             raise PPVAEError("guide: the model and guide have no parameters to fit")
-        self.optim = torch.optim.Adam(self.params, lr=self.cfg.lr)
+        self.optim = _adam(self.params, self.cfg.lr)
         self.scheduler = _make_scheduler(self.optim, self.cfg, self.total)
         return loss
 

@@ -13,15 +13,6 @@ from ppvae.amortized import AmortizedGuide, local_site_info
 from ppvae.models import GMM, PPCA
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small networks: one intra-op thread avoids oversubscribing a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _ppca_data(n=400, seed=0):
     g = torch.Generator().manual_seed(seed)
     W = torch.tensor([[2.0, 0.0], [1.0, 1.0], [0.0, 1.5], [-1.0, 0.5], [0.5, -1.0]])

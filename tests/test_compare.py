@@ -19,15 +19,6 @@ from ppvae.models import GMM, NormalGamma
 from ppvae.models.gmm import gmm_log_likelihood
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: tiny tensors on a shared 2-core machine (see tests/test_mcmc.py)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _faithful_half():
     data = load_dataset("faithful", standardize=True)
     return data.subset(torch.arange(0, len(data), 2))

@@ -21,16 +21,6 @@ def faithful():
     return data.subset(torch.arange(0, len(data), 2))  # 136 points
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: these tensors are tiny, and on a shared 2-core machine two threads spend
-    their time waiting on each other (measured: 150 SVI steps of a GMM 3 s with one thread, 38 s with two)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _gmm_fit(data, guide):
     return fit(GMM(K=2, covariance="diag"), data, guide=guide, steps=150, lr=0.05, seed=0, progress=False)
 

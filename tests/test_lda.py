@@ -50,16 +50,6 @@ def matched_l1(estimate, truth):
     return cost[r, c]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared, loaded 2-core machine more threads only contend (50x slower
-    backward passes measured on these tiny models)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def corpus():
     return planted_corpus(D=150, n=60)

@@ -12,14 +12,6 @@ from ppvae.models import M2
 from ppvae.models.m2 import hide_labels
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _toy(n=6, d=10, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = (torch.rand(n, d, generator=g) < 0.4).float()

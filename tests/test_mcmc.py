@@ -27,16 +27,6 @@ from ppvae.models import GMM, PPCA, NormalGamma
 from ppvae.models.gmm import gmm_log_likelihood
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: these tensors are tiny, and on a shared 2-core machine two threads spend
-    their time waiting on each other (measured: 150 SVI steps of a GMM 3 s with one thread, 38 s with two)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _normal_data(n, seed=0):
     return torch.randn(n, 1, generator=torch.Generator().manual_seed(seed)) * 1.5 + 0.5
 

@@ -23,15 +23,6 @@ sys.path.insert(0, os.path.dirname(__file__))
 from test_lda import planted_corpus  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread (a loaded, shared 2-core machine; see test_lda.py)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_laplace_prior_hand_computed():
     # symmetric alpha = 1, K = 20: mu = 0, sigma^2 = (1 - 2/K) + K / K^2 = 1 - 1/K = 0.95
     mu, sigma = laplace_dirichlet_prior(torch.ones(20, dtype=torch.float64))

@@ -16,15 +16,6 @@ from ppvae.gaps import inference_gaps
 from ppvae.models import VAE
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small networks: one intra-op thread avoids oversubscribing a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _binary(n=40, d=12, seed=0):
     g = torch.Generator().manual_seed(seed)
     return ppvae.Dataset((torch.rand(n, d, generator=g) < 0.3).float(), name="toy", kind="binary")
