@@ -8,25 +8,34 @@ import pyro as _pyro  # noqa: E402
 # model and guide in one process share parameters by name, and fitting one silently changes the other.
 _pyro.settings.set(module_local_params=True)
 
-from .data import Batch, Dataset, list_datasets, load_dataset, register_dataset  # noqa: E402
+from .data import (  # noqa: E402
+    Batch, Dataset, corpus_from_counts, corpus_from_texts, list_datasets, load_dataset, register_dataset,
+)
 from .model import Model, build_model, list_models, register_model  # noqa: E402
 from .guides import list_guides, make_guide, register_guide  # noqa: E402
 from .objectives import list_elbos, make_elbo, register_elbo  # noqa: E402
 from .train import fit  # noqa: E402
 from .results import Fit  # noqa: E402
+from .em import EMFit, fit_em  # noqa: E402
 from .evaluate import LogEvidence, LogMarginal, log_evidence, log_marginal  # noqa: E402
+from .gaps import InferenceGaps, inference_gaps  # noqa: E402
 from .mcmc import MCMCResult, local_posterior, run_mcmc  # noqa: E402
 from .inference_data import to_inference_data  # noqa: E402
 from .compare import Comparison, compare  # noqa: E402
-from .gaps import InferenceGaps, inference_gaps  # noqa: E402
-from ._validation import NonFiniteError, PPVAEError, check_choice, check_float, check_int, check_tensor  # noqa: E402
+from ._validation import (  # noqa: E402
+    NonFiniteError, PPVAEError, check_choice, check_float, check_int, check_tensor,
+)
 
 __all__ = [
-    "Batch", "Dataset", "Fit", "Model", "NonFiniteError", "PPVAEError",
-    "build_model", "check_choice", "check_float", "check_int", "check_tensor", "fit", "list_datasets", "list_elbos", "list_guides", "list_models",
-    "load_dataset", "make_elbo", "make_guide", "register_dataset", "register_elbo",
-    "register_guide", "register_model",
-    "LogEvidence", "LogMarginal", "log_evidence", "log_marginal",
-    "MCMCResult", "local_posterior", "run_mcmc", "to_inference_data", "Comparison", "compare",
-    "InferenceGaps", "inference_gaps",
+    # data and models
+    "Batch", "Dataset", "load_dataset", "list_datasets", "register_dataset", "corpus_from_texts",
+    "corpus_from_counts", "Model", "build_model", "list_models", "register_model",
+    # fitting
+    "make_guide", "list_guides", "register_guide", "make_elbo", "list_elbos", "register_elbo",
+    "fit", "Fit", "fit_em", "EMFit",
+    # evaluation and comparison
+    "log_marginal", "LogMarginal", "log_evidence", "LogEvidence", "inference_gaps", "InferenceGaps",
+    "run_mcmc", "MCMCResult", "local_posterior", "to_inference_data", "compare", "Comparison",
+    # validation for model authors
+    "PPVAEError", "NonFiniteError", "check_choice", "check_float", "check_int", "check_tensor",
 ]

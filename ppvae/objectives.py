@@ -1,7 +1,8 @@
 """Training objectives (ELBO estimators) by name.
 
 * ``trace`` -- :class:`pyro.infer.Trace_ELBO`: the Monte Carlo KL estimator, "SGVB estimator A" of
-  Kingma & Welling (2013), eq. 6: L(x) ~ 1/L sum_l [log p(x, z_l) - log q(z_l | x)].
+  Kingma & Welling (2013), eq. 6: L(x) ~ 1/L sum_l [log p(x, z_l) - log q(z_l | x)]
+  (:class:`LeanTrace_ELBO`: the same loss and gradients with less per-step bookkeeping).
 * ``meanfield`` -- :class:`pyro.infer.TraceMeanField_ELBO`: the analytic KL where
   ``torch.distributions.kl_divergence`` has a closed form, "SGVB estimator B", eq. 7:
   L(x) ~ -KL(q(z|x) || p(z)) + 1/L sum_l log p(x | z_l).
