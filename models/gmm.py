@@ -83,8 +83,8 @@ class GMM(Model):
             scale_tril = torch.diag_embed(scales)
         with self.data_plate(batch):
             z = pyro.sample("z", dist.Categorical(weights))
-            pyro.sample("obs", dist.MultivariateNormal(Vindex(locs)[..., z, :], scale_tril=Vindex(scale_tril)[..., z, :, :]),
-                        obs=batch.x)
+            component = dist.MultivariateNormal(Vindex(locs)[..., z, :], scale_tril=Vindex(scale_tril)[..., z, :, :])
+            pyro.sample("obs", component, obs=batch.x)
 
     def init_values(self, data, generator):
         K, D = self.K, data.x.shape[1]

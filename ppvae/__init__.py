@@ -8,23 +8,34 @@ import pyro as _pyro  # noqa: E402
 # model and guide in one process share parameters by name, and fitting one silently changes the other.
 _pyro.settings.set(module_local_params=True)
 
-from .data import (  # noqa: E402
-    Batch, Dataset, corpus_from_counts, corpus_from_texts, list_datasets, load_dataset, register_dataset,
+from ._validation import (  # noqa: E402
+    NonFiniteError,
+    PPVAEError,
+    check_choice,
+    check_float,
+    check_int,
+    check_tensor,
 )
-from .model import Model, build_model, list_models, register_model  # noqa: E402
-from .guides import list_guides, make_guide, register_guide  # noqa: E402
-from .objectives import list_elbos, make_elbo, register_elbo  # noqa: E402
-from .train import fit  # noqa: E402
-from .results import Fit  # noqa: E402
+from .compare import Comparison, compare  # noqa: E402
+from .data import (  # noqa: E402
+    Batch,
+    Dataset,
+    corpus_from_counts,
+    corpus_from_texts,
+    list_datasets,
+    load_dataset,
+    register_dataset,
+)
 from .em import EMFit, fit_em  # noqa: E402
 from .evaluate import LogEvidence, LogMarginal, log_evidence, log_marginal  # noqa: E402
 from .gaps import InferenceGaps, inference_gaps  # noqa: E402
-from .mcmc import MCMCResult, local_posterior, run_mcmc  # noqa: E402
+from .guides import list_guides, make_guide, register_guide  # noqa: E402
 from .inference_data import to_inference_data  # noqa: E402
-from .compare import Comparison, compare  # noqa: E402
-from ._validation import (  # noqa: E402
-    NonFiniteError, PPVAEError, check_choice, check_float, check_int, check_tensor,
-)
+from .mcmc import MCMCResult, local_posterior, run_mcmc  # noqa: E402
+from .model import Model, build_model, list_models, register_model  # noqa: E402
+from .objectives import list_elbos, make_elbo, register_elbo  # noqa: E402
+from .results import Fit  # noqa: E402
+from .train import fit  # noqa: E402
 
 __all__ = [
     # data and models

@@ -321,7 +321,10 @@ def _em_models() -> list[str]:
 
 def _summary(metrics: dict, out: str) -> None:
     ll = metrics.get("log_likelihood")
-    ll_text = "n/a (use ppvae evaluate)" if ll is None else f"{ll:.4f}" + ("" if metrics.get("log_likelihood_exact") else " (estimate)")
+    if ll is None:
+        ll_text = "n/a (use ppvae evaluate)"
+    else:
+        ll_text = f"{ll:.4f}" + ("" if metrics.get("log_likelihood_exact") else " (estimate)")
     lines = [f"{metrics['model']} on {metrics['data']} ({metrics['num_data']} points) by {metrics['method']}"]
     if "loss_final" in metrics:
         lines.append(f"  steps {metrics['steps']}, final loss {metrics['loss_final']:.4f}")
@@ -341,7 +344,8 @@ def cmd_evaluate(args) -> int:
                             chunk_size=args.chunk_size, seed=args.seed)
     se = entry["stderr"] if entry["stderr"] is not None else float("nan")
     print(f"log p(x): mean {entry['mean']:.4f} +- {se:.4f} over {entry['num_points']} points, "
-          f"total {entry['total']:.3f} (K={entry['num_samples']}, {entry['proposal']} proposal); ELBO mean {entry['elbo_mean']:.4f}")
+          f"total {entry['total']:.3f} (K={entry['num_samples']}, {entry['proposal']} proposal); "
+          f"ELBO mean {entry['elbo_mean']:.4f}")
     khat = "n/a (weights exact or K too small)" if entry["khat_max"] is None else f"{entry['khat_max']:.3f}"
     print(f"ESS mean {entry['ess_mean']:.1f}; k-hat max {khat}; {entry['num_khat_over_0_7']} points with k-hat > 0.7")
     for warning in entry["warnings"]:

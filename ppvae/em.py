@@ -108,7 +108,10 @@ def fit_em(model: Model, data: Dataset | torch.Tensor, *, restarts: int = 10, ma
     start = time.perf_counter()
     best = None
     histories = []
-    starts = [model.em_init(x, gen, init=init)] if init is not None else [model.em_init(x, gen) for _ in range(restarts)]
+    if init is not None:
+        starts = [model.em_init(x, gen, init=init)]
+    else:
+        starts = [model.em_init(x, gen) for _ in range(restarts)]
     for r, params in enumerate(starts):
         params, history, converged = _run_once(model, x, params, max_iter, tol)
         histories.append(history)

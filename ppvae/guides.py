@@ -111,7 +111,8 @@ def _iaf(model: Model, init_loc_fn=init_to_median, hidden_dim: int | None = None
 @register_guide("model", "the model's own guide(batch) method")
 def _own(model: Model, init_loc_fn=None):
     if not model.has_own_guide:
-        raise PPVAEError(f"guide: model '{model.name}' defines no guide of its own; choose one of {', '.join(sorted(_GUIDES))}")
+        choices = ", ".join(sorted(_GUIDES))
+        raise PPVAEError(f"guide: model '{model.name}' defines no guide of its own; choose one of {choices}")
     return model.guide
 
 

@@ -46,7 +46,8 @@ from pyro.poutine.util import site_is_subsample
 from ._validation import PPVAEError, check_tensor
 from .data import Batch, Dataset
 
-__all__ = ["Model", "latent_sites", "is_local", "register_model", "get_model_class", "list_models", "build_model", "DATA_PLATE"]
+__all__ = ["Model", "latent_sites", "is_local", "register_model", "get_model_class", "list_models", "build_model",
+           "DATA_PLATE"]
 
 DATA_PLATE = "data"  # the one name every capability uses to find the data dimension
 

@@ -30,7 +30,7 @@ def plot_loss(losses, path: str, title: str = "SVI loss (negative ELBO)", test_l
         smooth = np.convolve(losses, np.ones(w) / w, mode="valid")
         ax.plot(np.arange(w, len(losses) + 1), smooth, lw=1.5, label=f"train (mean of {w})")
     if test_losses is not None:
-        steps, values = zip(*test_losses)
+        steps, values = zip(*test_losses, strict=True)
         ax.plot(steps, values, "o-", lw=1.2, ms=3, label="test")
     if len(losses) and losses.min() > 0:
         ax.set_yscale("log")
@@ -62,7 +62,8 @@ def plot_mixture_2d(x, resp, weights, locs, covs, path: str, columns=None, title
         ax.scatter(x[sel, 0], x[sel, 1], s=12, color=colors(k % 10), alpha=np.clip(resp[sel, k], 0.15, 1.0))
         _ellipse(ax, np.asarray(locs[k]), np.asarray(covs[k]), colors(k % 10))
         ax.plot(*np.asarray(locs[k]), "x", color="black")
-        ax.annotate(f"w={float(weights[k]):.2f}", np.asarray(locs[k]), textcoords="offset points", xytext=(5, 5), fontsize=8)
+        ax.annotate(f"w={float(weights[k]):.2f}", np.asarray(locs[k]), textcoords="offset points", xytext=(5, 5),
+                    fontsize=8)
     if columns:
         ax.set_xlabel(columns[0])
         ax.set_ylabel(columns[1])

@@ -146,7 +146,8 @@ class Fit:
         """Write ``config.json``, ``params.pt`` and ``history.json`` into the directory ``path``."""
         os.makedirs(path, exist_ok=True)
         if not self.model.name:
-            raise PPVAEError("save: the model class is not registered (use ppvae.register_model) so a run cannot rebuild it")
+            raise PPVAEError("save: the model class is not registered (use ppvae.register_model), "
+                             "so a saved run could not rebuild it")
         config = {
             "ppvae_version": __version__,
             "model": self.model.name,
@@ -190,7 +191,8 @@ class Fit:
             info = config["data"]
         except (KeyError, TypeError) as exc:
             raise PPVAEError(f"load: {os.path.join(path, CONFIG)} is not a ppvae run config ({exc})") from None
-        stub = Dataset(torch.zeros(info["x_shape"]), None, name=info["name"], kind=info["kind"], meta=dict(info["meta"]))
+        stub = Dataset(torch.zeros(info["x_shape"]), None, name=info["name"], kind=info["kind"],
+                       meta=dict(info["meta"]))
         if info.get("has_labels"):
             stub.y = torch.zeros(len(stub), dtype=torch.long)
         cfg.device = "cpu"
@@ -205,7 +207,8 @@ class Fit:
             if "guide" in state:
                 guide.load_state_dict(state["guide"])
         except (RuntimeError, KeyError) as exc:
-            raise PPVAEError(f"load: {os.path.join(path, PARAMS)} does not match model '{config['model']}' ({exc})") from None
+            where = os.path.join(path, PARAMS)
+            raise PPVAEError(f"load: {where} does not match model '{config['model']}' ({exc})") from None
         return cls(model, guide, cfg, history, data_info=info, elbo_name=config.get("elbo", cfg.elbo))
 
 

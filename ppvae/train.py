@@ -359,6 +359,8 @@ def fit(
     unknown = sorted(set(options) - set(TrainConfig.__dataclass_fields__) - {"guide", "elbo"})
     if unknown:
         raise PPVAEError(f"fit: unknown option(s) {', '.join(unknown)}; expected TrainConfig fields")
+    if isinstance(guide, str) and guide == "auto":  # record the guide actually used, e.g. "svi:model"
+        guide = "model" if model.has_own_guide else "auto_normal"
     cfg = TrainConfig(guide=guide_spec_name(guide), elbo=elbo, **options).validate(len(data))
     device = resolve_device(cfg.device)
 
@@ -428,5 +430,6 @@ def _data_info(data: Dataset) -> dict:
         "num_data": len(data),
         "x_shape": list(data.x.shape),
         "has_labels": data.y is not None,
-        "meta": {k: v for k, v in data.meta.items() if k in ("image_shape", "columns", "standardized", "source", "split")},
+        "meta": {k: v for k, v in data.meta.items()
+                 if k in ("image_shape", "columns", "standardized", "source", "split")},
     }

@@ -68,7 +68,7 @@ def test_engine_enumeration_equals_closed_form_at_em_params(faithful):
     [((0.5, 0.5, 0.5), (0.5, 0.6, 0.6)), ((0.4, 0.6, 0.7), (0.4064, 0.5368, 0.6432))],
 )
 def test_three_coin_em_fixed_points(coin_tosses, init, expected):
-    res = fit_em(ThreeCoin(), coin_tosses, init=dict(zip(("pi", "p", "q"), init)))
+    res = fit_em(ThreeCoin(), coin_tosses, init=dict(zip(("pi", "p", "q"), init, strict=True)))
     got = tuple(round(float(res.params[k]), 4) for k in ("pi", "p", "q"))
     assert got == expected
     _assert_monotone(res.history)
