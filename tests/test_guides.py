@@ -67,3 +67,9 @@ def test_unknown_guide_and_model_guide_errors(faithful):
         ppvae.fit(GMM(K=2), faithful, guide="auto_bogus", steps=1)
     with pytest.raises(ppvae.PPVAEError, match="defines no guide of its own"):
         ppvae.fit(GMM(K=2), faithful, guide="model", steps=1)
+
+
+def test_auto_guide_records_the_guide_it_chose(faithful):
+    """guide="auto" is the model's own guide when it has one, else auto_normal, and the run says which."""
+    fit = ppvae.fit(GMM(K=2), faithful, guide="auto", steps=2, progress=False)
+    assert fit.method == "svi:auto_normal" and fit.config.guide == "auto_normal"
