@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from ppvae import Model, PPVAEError, check_float, check_int, register_model
-from ppvae.topics import TopicModel, WordCounts, check_counts, check_num_topics
+from ppvae.topics import TopicModel, WordCounts, check_counts
 
 
 class DirichletEncoder(nn.Module):
@@ -63,13 +63,8 @@ class LDA(TopicModel, Model):
 
     def setup(self, data) -> None:
         super().setup(data)
-        check_counts(f"data '{data.name}'", data.x, data.meta.get("vocab"), empty="warn")
-        V = data.x.shape[1]
-        check_num_topics(self.topics, V)
-        if data.meta.get("vocab") is not None:
-            self.vocab = list(data.meta["vocab"])
-        if self.vocab_size != V:
-            self.vocab_size = V
+        if self.check_corpus(data):
+            V = self.vocab_size
             gen = torch.Generator().manual_seed(0)
             with torch.random.fork_rng():
                 torch.manual_seed(0)

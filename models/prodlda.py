@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from ppvae import Model, PPVAEError, check_float, check_int, register_model
-from ppvae.topics import TopicModel, WordCounts, check_counts, check_num_topics
+from ppvae.topics import TopicModel, WordCounts, check_counts
 
 
 def laplace_dirichlet_prior(alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -90,13 +90,8 @@ class ProdLDA(TopicModel, Model):
 
     def setup(self, data) -> None:
         super().setup(data)
-        check_counts(f"data '{data.name}'", data.x, data.meta.get("vocab"), empty="warn")
-        V = data.x.shape[1]
-        check_num_topics(self.topics, V)
-        if data.meta.get("vocab") is not None:
-            self.vocab = list(data.meta["vocab"])
-        if self.vocab_size != V:
-            self.vocab_size = V
+        if self.check_corpus(data):
+            V = self.vocab_size
             with torch.random.fork_rng():
                 torch.manual_seed(0)
                 self.encoder = ProdLDAEncoder(V, self.topics, self.hidden, self.dropout)

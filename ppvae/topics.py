@@ -213,6 +213,19 @@ class TopicModel:
     ``top_words`` and the CLI ``report`` hook."""
 
     vocab: list[str] | None = None
+    vocab_size: int | None = None
+
+    def check_corpus(self, data) -> bool:
+        """Validate a corpus for this model (non-negative whole counts, a vocabulary of the matrix's
+        width, K <= V), remember its vocabulary, and say whether the vocabulary size changed, i.e.
+        whether the model's networks must be (re)built for V words."""
+        check_counts(f"data '{data.name}'", data.x, data.meta.get("vocab"), empty="warn")
+        V = data.x.shape[1]
+        check_num_topics(self.topics, V)
+        if data.meta.get("vocab") is not None:
+            self.vocab = list(data.meta["vocab"])
+        changed, self.vocab_size = self.vocab_size != V, V
+        return changed
 
     def _vocab(self, vocab) -> list[str]:
         vocab = vocab if vocab is not None else self.vocab
