@@ -79,10 +79,13 @@ class WordCounts(TorchDistribution):
         probs = self.probs.expand(shape + self.event_shape).reshape(-1, self.event_shape[0])
         totals = self.total_count.expand(shape).reshape(-1).long()
         out = torch.zeros_like(probs)
-        for i in range(len(probs)):  # documents of different lengths: one categorical draw each
-            if totals[i] > 0:
-                words = torch.multinomial(probs[i], int(totals[i]), replacement=True)
-                out[i] = torch.bincount(words, minlength=probs.shape[-1]).to(out)
+        longest = int(totals.max()) if len(totals) else 0
+        if longest > 0:
+            # documents of different lengths in one draw: `longest` words per document, keeping the
+            # first n_d of each (i.i.d. categorical draws, so the kept ones are a multinomial sample)
+            words = torch.multinomial(probs, longest, replacement=True)
+            keep = torch.arange(longest, device=probs.device) < totals.unsqueeze(-1)
+            out.scatter_add_(-1, words, keep.to(out.dtype))
         return out.reshape(shape + self.event_shape)
 
 

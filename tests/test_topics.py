@@ -151,3 +151,17 @@ def test_document_completion_with_identical_topics_is_exact():
     assert out["num_documents"] == int(used.sum()) and out["num_heldout_words"] == int(held.sum())
     expected = math.exp(-(held * p.log()).sum().item() / held.sum().item())
     assert out["perplexity"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_word_counts_sample_has_multinomial_moments():
+    """Documents of different lengths in one batched draw: E[c_dw] = n_d p_dw, and an empty document
+    stays empty. 20,000 draws: the mean's standard error is at most sqrt(n p (1-p) / 20000) < 0.01."""
+    gen_state = torch.get_rng_state()
+    torch.manual_seed(0)
+    p = torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.1, 0.8], [0.2, 0.2, 0.6]], dtype=torch.float64)
+    n = torch.tensor([7.0, 0.0, 3.0])
+    draws = WordCounts(p, n).sample((20000,))
+    torch.set_rng_state(gen_state)
+    assert torch.equal(draws.sum(-1), n.double().expand(20000, 3))
+    assert torch.allclose(draws.mean(0), n.double().unsqueeze(-1) * p, atol=0.04)  # > 4 standard errors
+    assert draws[:, 1].abs().sum() == 0
