@@ -75,7 +75,7 @@ class PlainLoop:
         return time.perf_counter() - start
 
 
-def interleaved(data, epochs, seed, elbo, plain_fused=False):
+def interleaved(data, epochs, seed, elbo, plain_fused=False, jit=False):
     """One ``ppvae.fit`` of ``epochs + 1`` epochs; at the end of each of its epochs, one epoch of the
     plain loop runs inside a callback (its time excluded from ppvae's). The first epoch of each
     (validation, parameter capture, warm-up) is dropped. Returns (ppvae times, plain times)."""
@@ -95,7 +95,7 @@ def interleaved(data, epochs, seed, elbo, plain_fused=False):
         clock["start"] = time.perf_counter()
 
     ppvae.fit(VAE(), data, epochs=epochs + 1, batch_size=100, lr=1e-3, seed=seed, elbo=elbo,
-              callbacks=[between_epochs], progress=False)
+              callbacks=[between_epochs], progress=False, jit=jit)
     return ours, theirs
 
 
@@ -107,18 +107,20 @@ def main(argv=None):
     p.add_argument("--elbo", default="trace", choices=("trace", "meanfield"))
     p.add_argument("--plain-adam", default="default", choices=("default", "fused"),
                    help="the plain loop's Adam: torch's default (the tutorial loop) or the fused kernel ppvae uses")
+    p.add_argument("--jit", action="store_true", help="ppvae.fit(..., jit=True): the traced objective")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     data = ppvae.load_dataset("mnist5k", split="train")
     ours, plain = [], []
     for r in range(args.repeats):
-        a, b = interleaved(data, args.epochs, r, args.elbo, args.plain_adam == "fused")
+        a, b = interleaved(data, args.epochs, r, args.elbo, args.plain_adam == "fused", args.jit)
         ours += a
         plain += b
         print(f"repeat {r}: ppvae {statistics.median(a):.3f} s/epoch, plain {statistics.median(b):.3f} s/epoch, "
               f"ratio {statistics.median(x / y for x, y in zip(a, b, strict=True)):.3f}", flush=True)
     m_ours, m_plain = statistics.median(ours), statistics.median(plain)
-    print(f"threads={args.threads} elbo={args.elbo} plain Adam={args.plain_adam} epochs measured={len(ours)} each")
+    print(f"threads={args.threads} elbo={args.elbo} jit={args.jit} plain Adam={args.plain_adam} "
+          f"epochs measured={len(ours)} each")
     print(f"plain PyTorch: median {m_plain:.3f} s/epoch (min {min(plain):.3f})")
     print(f"ppvae.fit:     median {m_ours:.3f} s/epoch (min {min(ours):.3f})")
     pair = statistics.median(x / y for x, y in zip(ours, plain, strict=True))

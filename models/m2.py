@@ -76,7 +76,7 @@ class M2(Model):
     """Semi-supervised VAE with a discrete class latent; see the module docstring."""
 
     data_kinds = ("binary", "image")
-    train_defaults = {"batch_size": 100, "lr": 1e-3}
+    train_defaults = {"batch_size": 100, "lr": 1e-3, "jit": True}
 
     def __init__(self, num_classes: int = 10, latent_dim: int = 50, hidden: int = 500, depth: int = 1,
                  activation: str = "softplus", aux_weight: float = 0.1, min_scale: float = 1e-3):

@@ -79,7 +79,7 @@ class VAE(Model):
     """Variational autoencoder with an amortized Gaussian encoder (see the module docstring)."""
 
     data_kinds = ("binary", "image", "real")
-    train_defaults = {"batch_size": 100, "lr": 1e-3}  # Burda et al. 2015 / Kingma & Welling 2013 settings
+    train_defaults = {"batch_size": 100, "lr": 1e-3, "jit": True}  # Burda et al. 2015 / Kingma & Welling 2013 settings
 
     def __init__(self, latent_dim: int = 50, hidden: int = 200, depth: int = 2, activation: str = "tanh",
                  likelihood: str = "bernoulli", arch: str = "mlp", min_scale: float = 1e-3):

@@ -143,6 +143,7 @@ def cmd_fit(args) -> int:
         guide=args.guide, elbo=elbo, steps=steps, epochs=args.epochs, batch_size=batch_size, lr=lr, seed=args.seed,
         device=args.device, num_particles=args.num_particles, patience=args.patience,
         beta=args.beta, kl_warmup_steps=args.kl_warmup_steps,
+        jit=args.jit if args.jit is not None else defaults.get("jit", False),
         checkpoint_dir=os.path.join(os.path.abspath(args.out), CHECKPOINTS) if ckpt else None,  # written directly
         checkpoint_every=args.checkpoint_every, resume=args.resume, distributed=args.distributed,
     )
@@ -388,6 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kl-warmup-steps", type=int, default=0, help="ramp the KL weight linearly over these steps")
     p.add_argument("--patience", type=int, default=None, help="early stopping after this many steps without gain")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--jit", action=argparse.BooleanOptionalAction, default=None,
+                   help="trace the objective once per batch shape (default: the model's choice; on for vae, m2)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
                    help="write OUT/checkpoints/checkpoint-<step>.pt every N steps (and at the end)")

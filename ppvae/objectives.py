@@ -25,6 +25,7 @@ from pyro import poutine
 from pyro.distributions.util import is_identically_zero, scale_and_mask
 from pyro.infer.util import is_validation_enabled, torch_item
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
+from pyro.util import warn_if_nan
 
 from ._validation import PPVAEError, check_int
 
@@ -124,9 +125,24 @@ def _reparam_loss(model_trace, guide_trace):
     return loss
 
 
+class LeanTraceMeanField_ELBO(pyro.infer.TraceMeanField_ELBO):
+    """:class:`pyro.infer.TraceMeanField_ELBO` (estimator B: analytic KL where registered, Kingma &
+    Welling 2013, eq. 7) whose loss is the surrogate itself. Pyro returns ``loss + (surrogate -
+    float(surrogate))``, the same value for the fully reparameterized guides this objective requires,
+    but the Python float becomes a constant in a traced graph (``fit(..., jit=True)``), which would
+    then report stale values."""
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        loss = 0.0
+        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
+            loss = loss + self._differentiable_loss_particle(model_trace, guide_trace)[1] / self.num_particles
+        warn_if_nan(loss, "loss")
+        return loss
+
+
 register_elbo("trace", "Trace_ELBO: Monte Carlo KL (Kingma & Welling 2013, estimator A)")(_pyro_elbo(LeanTrace_ELBO))
 register_elbo("meanfield", "TraceMeanField_ELBO: analytic KL where registered (estimator B)")(
-    _pyro_elbo(pyro.infer.TraceMeanField_ELBO)
+    _pyro_elbo(LeanTraceMeanField_ELBO)
 )
 register_elbo("enum", "TraceEnum_ELBO: discrete latents summed out by enumeration", enumerates=True)(
     _pyro_elbo(pyro.infer.TraceEnum_ELBO)
