@@ -23,7 +23,6 @@ import torch
 
 import ppvae
 from ppvae.models import M2
-from ppvae.models.m2 import hide_labels
 
 
 def main(argv=None):
@@ -37,7 +36,7 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    train = hide_labels(ppvae.load_dataset("mnist5k", split="train"), args.labels_per_class, seed=args.seed)
+    train = ppvae.load_dataset("mnist5k", split="train", labels_per_class=args.labels_per_class, label_seed=args.seed)
     test = ppvae.load_dataset("mnist5k", split="test")
     model = M2(aux_weight=args.aux_weight)
     per_epoch = len(train) // 100

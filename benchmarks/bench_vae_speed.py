@@ -4,18 +4,20 @@ The network is Burda et al.'s (2015) one-stochastic-layer MNIST VAE: 784-200-200
 50-200-200-784 decoder, Bernoulli likelihood, batch 100, one sample, Adam 1e-3, on mnist5k's 4,000
 training images (40 steps per epoch). Both loops use the same estimator (``--elbo trace``:
 estimator A, log p(x|z) + log p(z) - log q(z|x) at one z; ``meanfield``: the analytic KL, eq. 7).
-ppvae steps torch's fused Adam kernel; the plain loop uses torch's default Adam (the tutorial loop)
-unless ``--plain-adam fused`` gives it the same kernel (the floor for everything but the optimizer).
+ppvae steps torch's fused Adam kernel and replays the objective traced once per batch shape
+(``jit=True``, what ``ppvae fit vae`` does; ``--no-jit`` for the eager Pyro path). The plain loop uses
+torch's default Adam (the tutorial loop) unless ``--plain-adam fused`` gives it the same kernel (the
+floor for everything but the optimizer).
 
 Timing: ``torch.set_num_threads`` fixed; every repeat runs ``ppvae.fit`` for ``1 + measured`` epochs
 and, between two of its epochs (in a callback, time excluded), one epoch of the plain loop, so the two
 alternate epoch by epoch under the same machine load; the first epoch of each (validation, parameter
-capture, warm-up) is dropped, and the medians and the median of adjacent-epoch ratios are compared.
-On a shared machine the absolute numbers are noisy;
-the ratio of interleaved medians is the figure to read.
+capture, tracing -- about 0.1 s -- and warm-up) is dropped, and the medians and the median of
+adjacent-epoch ratios are compared. On a shared machine the absolute numbers are noisy; the ratio of
+interleaved medians is the figure to read.
 
     python benchmarks/bench_vae_speed.py [--repeats 5] [--epochs 4] [--threads 1] [--elbo trace|meanfield]
-                                         [--plain-adam default|fused]
+                                         [--plain-adam default|fused] [--no-jit]
 """
 
 from __future__ import annotations
@@ -107,7 +109,8 @@ def main(argv=None):
     p.add_argument("--elbo", default="trace", choices=("trace", "meanfield"))
     p.add_argument("--plain-adam", default="default", choices=("default", "fused"),
                    help="the plain loop's Adam: torch's default (the tutorial loop) or the fused kernel ppvae uses")
-    p.add_argument("--jit", action="store_true", help="ppvae.fit(..., jit=True): the traced objective")
+    p.add_argument("--jit", action=argparse.BooleanOptionalAction, default=True,
+                   help="ppvae.fit(..., jit=True), the traced objective (default, as `ppvae fit vae`); --no-jit: eager")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     data = ppvae.load_dataset("mnist5k", split="train")

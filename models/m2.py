@@ -35,26 +35,9 @@ from torch import nn
 from ppvae import Model, PPVAEError, check_choice, check_float, check_int, register_model
 from ppvae.amortized import ACTIVATIONS, mlp
 
-__all__ = ["M2", "hide_labels"]
+__all__ = ["M2"]
 
 NEG = -1e4  # log-weight of the classes other than a labeled point's own in the guide
-
-
-def hide_labels(data, per_class: int, seed: int = 0):
-    """A copy of ``data`` that keeps ``per_class`` labels of every class (drawn with ``seed``) and sets
-    the others to -1 (unlabeled), as in Kingma et al.'s 100-label MNIST setting (10 per class)."""
-    per_class = check_int("per_class", per_class, low=0)
-    if data.y is None:
-        raise PPVAEError(f"data: hide_labels needs labels; '{data.name}' has none")
-    gen = torch.Generator().manual_seed(seed)
-    y = torch.full_like(data.y, -1)
-    for c in torch.unique(data.y[data.y >= 0]).tolist():
-        idx = (data.y == c).nonzero().squeeze(-1)
-        keep = idx[torch.randperm(len(idx), generator=gen)[:per_class]]
-        y[keep] = c
-    out = data.subset(torch.arange(len(data)))
-    out.y = y
-    return out
 
 
 class _Conditional(nn.Module):

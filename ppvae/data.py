@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ._validation import PPVAEError, check_choice, check_float, check_tensor
+from ._validation import PPVAEError, check_choice, check_float, check_int, check_tensor
 
 __all__ = [
     "Batch",
@@ -100,6 +100,20 @@ class Dataset:
         index = torch.as_tensor(index, dtype=torch.long)
         return replace(self, x=self.x[index], y=None if self.y is None else self.y[index], meta=dict(self.meta))
 
+    def hide_labels(self, per_class: int, seed: int = 0) -> "Dataset":
+        """A copy that keeps ``per_class`` labels of every class (drawn with ``seed``) and sets the others
+        to -1 (unlabeled), as in Kingma et al.'s (2014) 100-label MNIST setting (10 per class)."""
+        per_class = check_int("labels_per_class", per_class, low=0)
+        if self.y is None:
+            raise PPVAEError(f"labels_per_class: needs a data set with labels; '{self.name}' has none")
+        gen = torch.Generator().manual_seed(check_int("label_seed", seed, low=0))
+        y = torch.full_like(self.y, -1)
+        for c in torch.unique(self.y[self.y >= 0]).tolist():
+            idx = (self.y == c).nonzero().squeeze(-1)
+            keep = idx[torch.randperm(len(idx), generator=gen)[:per_class]]
+            y[keep] = c
+        return replace(self, y=y, meta={**self.meta, "labels_per_class": per_class})
+
     def split(self, test_fraction: float = 0.2, seed: int = 0) -> tuple["Dataset", "Dataset"]:
         """A fixed random split into (train, test): a permutation drawn from ``seed``."""
         check_float("test_fraction", test_fraction, low=0.0, high=1.0, strict=True)
@@ -145,7 +159,8 @@ def _standardize(ds: Dataset) -> Dataset:
     return replace(ds, x=(ds.x - mean) / std, meta=meta)
 
 
-def load_dataset(name_or_path: str | os.PathLike, *, standardize: bool = False, **options) -> Dataset:
+def load_dataset(name_or_path: str | os.PathLike, *, standardize: bool = False, labels_per_class: int | None = None,
+                 label_seed: int = 0, **options) -> Dataset:
     """Load a bundled data set by name (see :func:`list_datasets`) or a user's file.
 
     A CSV has a header row; numeric columns become features (a leading unnamed or ``""`` index column,
@@ -154,6 +169,8 @@ def load_dataset(name_or_path: str | os.PathLike, *, standardize: bool = False, 
     (arrays ``x``/``images``/``X`` and optional ``y``/``labels``) holds images; for these the option
     ``binarize`` in {"none" (default), "fixed", "dynamic"} applies. ``standardize`` rescales each column
     to mean 0 and standard deviation 1 and records the constants in ``meta["standardized"]``.
+    ``labels_per_class`` keeps that many labels per class (drawn with ``label_seed``) and marks the rest
+    -1, unlabeled (:meth:`Dataset.hide_labels`; for semi-supervised models such as M2).
 
     The values are checked against the data set's kind: ``"counts"`` must be non-negative whole
     numbers, ``"image"`` and ``"binary"`` must lie in [0, 1].
@@ -171,7 +188,14 @@ def load_dataset(name_or_path: str | os.PathLike, *, standardize: bool = False, 
     if len(ds) == 0:
         raise PPVAEError(f"data: '{key}' holds no data points")
     _check_values(ds)
+    if labels_per_class is not None:
+        ds = ds.hide_labels(_cli_int(labels_per_class), _cli_int(label_seed))
     return _standardize(ds) if standardize else ds
+
+
+def _cli_int(value):
+    """A whole number given as text on the command line (``--data mnist5k:labels_per_class=10``) as an int."""
+    return int(value) if isinstance(value, str) and value.strip().isdigit() else value
 
 
 def _check_options(key: str, fn: Callable[..., Dataset], options: dict) -> None:

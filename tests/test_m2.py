@@ -9,7 +9,6 @@ import torch
 
 import ppvae
 from ppvae.models import M2
-from ppvae.models.m2 import hide_labels
 
 
 def _toy(n=6, d=10, seed=0):
@@ -79,7 +78,7 @@ def test_few_labels_train_a_useful_classifier():
         out.y = torch.bucketize(out.y, keep)  # 0, 1, 7 -> 0, 1, 2
         return out
 
-    train, test = hide_labels(pick(train, 300), per_class=10, seed=0), pick(test, 150)
+    train, test = pick(train, 300).hide_labels(10, seed=0), pick(test, 150)
     assert int((train.y >= 0).sum()) == 30
     model = M2(num_classes=3, latent_dim=8, hidden=64, aux_weight=1.0)
     fit = ppvae.fit(model, train, epochs=12, batch_size=50, lr=3e-3, seed=0, progress=False)
@@ -99,5 +98,23 @@ def test_bad_labels_and_pixels_are_clear_errors():
     grey = ppvae.Dataset(data.x * 0.5, data.y, kind="binary")
     with pytest.raises(ppvae.PPVAEError, match="binary pixels"):
         ppvae.fit(M2(num_classes=3, hidden=4, latent_dim=2), grey, steps=1, progress=False)
-    with pytest.raises(ppvae.PPVAEError, match="per_class"):
-        hide_labels(data, -1)
+    with pytest.raises(ppvae.PPVAEError, match="labels_per_class: expected an integer >= 0; got -1"):
+        data.hide_labels(-1)
+
+
+def test_cli_keeps_labels_per_class_and_fits_m2(tmp_path):
+    """``--data mnist5k:labels_per_class=10``: 100 labels kept (10 per class), the rest -1; the fit runs traced."""
+    import json
+
+    from ppvae.cli import main
+
+    data = ppvae.load_dataset("mnist5k", split="train", labels_per_class="10", label_seed="3")
+    kept = data.y[data.y >= 0]
+    assert len(kept) == 100 and torch.equal(torch.bincount(kept), torch.full((10,), 10))
+    assert torch.equal(data.y, ppvae.load_dataset("mnist5k", split="train", labels_per_class=10, label_seed=3).y)
+    out = tmp_path / "m2"
+    rc = main(["fit", "m2", "hidden=16", "latent_dim=4", "--data", "mnist5k:labels_per_class=10", "--steps", "3",
+               "--out", str(out), "--quiet"])
+    assert rc == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["train"]["jit"] is True and metrics["elbo"] == "enum"

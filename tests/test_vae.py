@@ -175,6 +175,7 @@ def test_cli_fit_writes_figures_and_reloads(tmp_path):
         assert os.path.getsize(out / name) > 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["config"]["train"]["batch_size"] == 100 and metrics["config"]["train"]["lr"] == 1e-3
+    assert metrics["config"]["train"]["jit"] is True  # the VAE's CLI default: the traced objective
     fit = ppvae.Fit.load(str(out))
     x = ppvae.load_dataset("mnist5k", split="test").x[:5]
     assert fit.model.reconstruct(x).shape == (5, 784)
