@@ -93,12 +93,14 @@ class CompiledObjective:
             if where is not None:
                 return self._give_up(f"the model turns a tensor into a Python value at {where}, which a traced "
                                      "graph cannot follow", batch, rewind, s0)
-            s1 = _rng_state(device)  # fresh draws: eager and graph from the same state (with grad:
-            rewind(s1)  # TraceEnum_ELBO refuses a loss that needs none)
+            # eager and graph from the same RNG state, twice: fresh draws (s1), then the step's own (s0);
+            # with gradients recorded, since TraceEnum_ELBO refuses a loss that needs none
+            s1 = _rng_state(device)
+            rewind(s1)
             fresh = module(*inputs).detach()
             rewind(s1)
             fresh_graph = graph(*inputs).detach()
-            rewind(s0)  # the step's own draws
+            rewind(s0)
             eager = module(*inputs).detach()
             rewind(s0)
             loss = graph(*inputs)
@@ -106,7 +108,7 @@ class CompiledObjective:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             return self._give_up(f"torch.jit.trace failed: {reason}", batch, rewind, s0)
         for traced, expected in ((fresh_graph, fresh), (loss.detach(), eager)):  # rounding: ~1e-7 relative
-            if not torch.allclose(traced, expected, rtol=1e-4, atol=1e-4):
+            if not torch.allclose(traced, expected, rtol=1e-4, atol=1e-4, equal_nan=True):  # NaN: the trainer's guard
                 return self._give_up(f"at step {step} the traced objective gave {traced.item():.6g} where the "
                                      f"eager one gave {expected.item():.6g} (the model's operations depend on "
                                      "data values or random draws)", batch, rewind, s0)
