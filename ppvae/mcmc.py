@@ -207,6 +207,7 @@ class Potential:
 
             with pyro.validation_enabled(False), warnings.catch_warnings():
                 warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+                warnings.filterwarnings("ignore", ".*torch.jit.trace. is deprecated", DeprecationWarning)
                 self._compiled = torch.jit.trace(flat, tuple(params[n].detach() for n in names), check_trace=False)
         return self._compiled(*(params[n] for n in names))
 
