@@ -359,7 +359,7 @@ def fit(
         ``optimizer``, ``lr_schedule``, ``num_particles``, ``seed``, ``device``, ``patience``, ``tol``,
         ``guide_options``, ``elbo_options``, ``checkpoint_dir`` and ``checkpoint_every`` (write a
         checkpoint there every that many steps and at the end; see :mod:`ppvae.checkpoint`), ``jit``
-        (trace the objective once per batch shape and replay it: ~15% less time per step on the MNIST
+        (trace the objective once per batch shape and replay it: ~12% less time per epoch on the MNIST
         VAE; for models whose operations do not depend on data values or random draws, see
         :mod:`ppvae._jit`).
     :param resume: a checkpoint file, checkpoint directory or run directory (with ``checkpoints/``):
