@@ -289,14 +289,8 @@ def log_marginal(fit_or_model_guide, data, *, num_samples: int = 1000, proposal=
     A model whose only local latents are discrete has exact weights: log p(x_i | G) is computed once
     by enumeration, every one of the K weights equals it (ESS = K, k-hat = -inf).
     """
-    num = check_int("num_samples", num_samples, low=1)
-    if chunk_size is not None:
-        chunk_size = check_int("chunk_size", chunk_size, low=1)
-    seed = check_int("seed", seed)
-    model, guide, fit = _resolve(fit_or_model_guide)
-    ds, device = _dataset(data, fit, model, guide)
-    q, qname = _proposal(proposal, guide)
-    mpn, global_names, local_cont = _structure(model, ds)
+    num, chunk_size, seed, model, guide, fit, ds, device, q, qname, mpn, global_names, local_cont = _prepare(
+        fit_or_model_guide, data, proposal, num_samples, chunk_size, seed)
     if q is not None:
         check_guide_is_factorized(q, bool(local_cont))
     n = len(ds)
@@ -323,6 +317,20 @@ def log_marginal(fit_or_model_guide, data, *, num_samples: int = 1000, proposal=
             "proposal or more samples", ImportanceWarning, stacklevel=2,
         )
     return result
+
+
+def _prepare(fit_or_model_guide, data, proposal, num_samples, chunk_size, seed) -> tuple:
+    """The checked arguments and the pieces both estimators start from: (num_samples, chunk_size,
+    seed, model, guide, fit, dataset, device, proposal, proposal name, max plate nesting, global
+    site names, continuous local site names)."""
+    num = check_int("num_samples", num_samples, low=1)
+    if chunk_size is not None:
+        chunk_size = check_int("chunk_size", chunk_size, low=1)
+    seed = check_int("seed", seed)
+    model, guide, fit = _resolve(fit_or_model_guide)
+    ds, device = _dataset(data, fit, model, guide)
+    q, qname = _proposal(proposal, guide)
+    return (num, chunk_size, seed, model, guide, fit, ds, device, q, qname, *_structure(model, ds))
 
 
 def _summarize(lw: torch.Tensor, num: int, out: dict, where: slice) -> None:
@@ -354,14 +362,8 @@ def log_evidence(fit_or_model_guide, data, *, num_samples: int = 1000, proposal=
     ``chunk_size`` bounds the data points per vectorized pass. ``stderr`` is the delta-method
     standard error sqrt((S / ESS - 1) / S) of log p-hat.
     """
-    num = check_int("num_samples", num_samples, low=1)
-    if chunk_size is not None:
-        chunk_size = check_int("chunk_size", chunk_size, low=1)
-    seed = check_int("seed", seed)
-    model, guide, fit = _resolve(fit_or_model_guide)
-    ds, device = _dataset(data, fit, model, guide)
-    q, qname = _proposal(proposal, guide)
-    mpn, global_names, local_cont = _structure(model, ds)
+    num, chunk_size, seed, model, guide, fit, ds, device, q, qname, mpn, global_names, local_cont = _prepare(
+        fit_or_model_guide, data, proposal, num_samples, chunk_size, seed)
     if local_cont:
         raise PPVAEError(
             f"log_evidence: the model has continuous local latents ({', '.join(local_cont)}); it supports models whose "
