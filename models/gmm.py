@@ -17,6 +17,8 @@ scikit-learn's ``GaussianMixture``.
 
 from __future__ import annotations
 
+import math
+
 import pyro
 import pyro.distributions as dist
 import torch
@@ -29,6 +31,69 @@ def gmm_log_likelihood(x, weights, locs, scale_tril) -> torch.Tensor:
     """Per-point log p(x_i) = log sum_k w_k N(x_i | mu_k, Sigma_k) (exact, for tests and EM)."""
     comp = dist.MultivariateNormal(locs, scale_tril=scale_tril)
     return torch.logsumexp(weights.log() + comp.log_prob(x.unsqueeze(-2)), dim=-1)
+
+
+def _diag_potential(uw: torch.Tensor, umu: torch.Tensor, uv: torch.Tensor, c: dict,
+                    column: int | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """U(u) and dU/du for the diagonal GMM in ``ppvae.mcmc``'s unconstrained coordinates, without autograd.
+
+    Coordinates (torch's ``biject_to`` for each support): w = StickBreaking(u_w), so
+    log w_k = log z_k + sum_{j<k} log(1 - z_j) with z_j = sigmoid(u_w,j - log(K - 1 - j)); sigma = exp(v);
+    mu = u_mu, except that with ``column`` = c the column mu_{:,c} = cumsum(u_0c, e^{u_1c}, ..., e^{u_{K-1}c})
+    (``ppvae.mcmc._OrderedColumn``). With r_ik = p(z_i = k | x_i, theta) and s_ikd = (x_id - mu_kd) / sigma_kd,
+
+        U = -[ sum_i log sum_k w_k N(x_i | mu_k, diag sigma_k^2) + log Dir(w | alpha) + log N(mu | m, s0^2)
+               + log LogNormal(sigma | log sd, 1) + log|det J| ],
+
+    and the gradient of the log-likelihood is the Fisher identity, d/dtheta log p(x_i | theta) =
+    sum_k r_ik d/dtheta log[w_k N(x_i | mu_k, sigma_k)] (Dempster, Laird & Rubin 1977, eq. 2.14;
+    the E-step statistics of Bishop 2006, eqs. 9.23-9.27):
+
+        dL/dmu_kd = sum_i r_ik s_ikd / sigma_kd,   dL/dv_kd = sum_i r_ik (s_ikd^2 - 1),   dL/dlog w_k = N_k,
+
+    then the chain rule through the stick-breaking map and the ordered column by hand. About 60 tensor
+    operations and no autograd graph: NUTS spends most of its time here (see benchmarks/bench_nuts.py).
+    Returns (U, dU/du_w, dU/du_mu, dU/dv).
+    """
+    t = uw - c["log_offset"]
+    log1mz = torch.nn.functional.logsigmoid(-t)  # log(1 - z)
+    z = torch.sigmoid(t)
+    zero = c["zero"]
+    logw = torch.cat([t + log1mz, zero]) + torch.cat([zero, log1mz.cumsum(0)])  # log z = t + log(1 - z)
+    if column is not None:
+        idx = c["column"]
+        steps = umu.index_select(1, idx).squeeze(1)
+        steps = torch.cat([steps[:1], steps[1:].exp()])
+        mu = umu.index_copy(1, idx, steps.cumsum(0).unsqueeze(1))
+    else:
+        mu = umu
+    inv_sigma = torch.exp(-uv)
+    s = (c["x"] - mu) * inv_sigma  # (N, K, D)
+    comp = logw - 0.5 * (s * s).sum(-1) - uv.sum(-1)  # log w_k N(x_i | mu_k, sigma_k) + D/2 log 2 pi
+    top = comp.max(-1, keepdim=True).values
+    e = (comp - top).exp()
+    total = e.sum(-1, keepdim=True)
+    r = e / total  # responsibilities
+    nk = r.sum(0)
+    rs = r.unsqueeze(-1) * s
+    dm = (mu - c["loc_mean"]) * c["inv_loc_scale"]
+    dv = uv - c["log_scale_median"]
+    # the log sigma terms of the LogNormal prior and of the Jacobian of exp cancel
+    log_joint = ((total.log() + top).sum() + c["const"] + c["alpha_m1"] * logw.sum() - 0.5 * (dm * dm).sum()
+                 - 0.5 * (dv * dv).sum() + log1mz.sum() + logw[:-1].sum())
+    g_mu = rs.sum(0) * inv_sigma - dm * c["inv_loc_scale"]
+    g_v = (rs * s).sum(0) - nk.unsqueeze(-1) - dv
+    # d/du_j of sum_k a_k log w_k = a_j (1 - z_j) - z_j sum_{k>j} a_k, with a = N + alpha - 1 (likelihood and
+    # prior) + 1 for k < K-1 (the log w_k of the stick-breaking Jacobian), whose log(1 - z_j) adds -z_j
+    a = nk + c["alpha_m1"] + c["jac_weights"]
+    tail = a.sum() - a.cumsum(0)
+    g_w = a[:-1] * (1 - z) - z * tail[:-1] - z
+    if column is not None:
+        log_joint = log_joint + umu[1:].index_select(1, idx).sum()
+        g_col = g_mu.index_select(1, idx).squeeze(1)
+        tail = g_col.flip(0).cumsum(0).flip(0)  # dL/du_kc = sum_{k' >= k} dL/dmu_k'c * dmu/du
+        g_mu = g_mu.index_copy(1, idx, torch.cat([tail[:1], steps[1:] * tail[1:] + 1]).unsqueeze(1))
+    return -log_joint, -g_w, -g_mu, -g_v
 
 
 def _kmeanspp(x: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
@@ -147,6 +212,27 @@ class GMM(Model):
             return gmm_log_likelihood(x, w, locs, scales.unsqueeze(-1) * values["corr"])
         comp = dist.Normal(locs, scales).log_prob(x.unsqueeze(-2)).sum(-1)  # diagonal: (N, K)
         return torch.logsumexp(w.log() + comp, dim=-1)
+
+    def closed_form_potential(self, x, order=None):
+        """The potential of ``ppvae.mcmc`` and its gradient in closed form (:func:`_diag_potential`), or
+        None where there is none here (full covariances, or an ordering on another site than ``locs``)."""
+        if self._full(x.shape[-1]) or (order is not None and order[0] != "locs"):
+            return None
+        K, D, N, a = self.K, x.shape[-1], x.shape[0], self.concentration
+        const = (-0.5 * N * D * math.log(2 * math.pi) + math.lgamma(K * a) - K * math.lgamma(a)
+                 - K * float(self.loc_scale.log().sum()) - K * D * math.log(2 * math.pi))
+        c = {"x": x.unsqueeze(1), "log_offset": torch.arange(K - 1, 0, -1, dtype=x.dtype).log(),
+             "zero": x.new_zeros(1), "const": x.new_tensor(const), "alpha_m1": x.new_tensor(a - 1.0),
+             "jac_weights": torch.cat([x.new_ones(K - 1), x.new_zeros(1)]), "loc_mean": self.loc_mean,
+             "inv_loc_scale": 1 / self.loc_scale, "log_scale_median": self.scale_median.log(),
+             "column": torch.tensor([order[1] if order else 0])}
+        column = None if order is None else order[1]
+
+        def potential(u):
+            U, g_w, g_mu, g_v = _diag_potential(u["weights"], u["locs"], u["scales"], c, column)
+            return U, {"weights": g_w, "locs": g_mu, "scales": g_v}
+
+        return potential
 
     def mixture_components(self, values) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(weights, locs, covariances) from values of the sample sites."""

@@ -9,9 +9,12 @@ latent z_i marginalized,
 where T maps unconstrained coordinates onto each site's support (``torch.distributions.biject_to``)
 and the sum over z_i is Pyro's tensor variable elimination (``ppvae._enum``, Obermeyer et al. 2019).
 A model with a closed-form likelihood (a ``pointwise_log_likelihood(values, x)`` method, e.g. the GMM's
-log sum_k w_k N(x_i | mu_k, Sigma_k)) skips the enumeration. The potential is handed to Pyro's
-``NUTS`` (Hoffman & Gelman 2014, Algorithm 6 with multinomial sampling, Betancourt 2017) or ``HMC``
-(Neal 2011, sec. 5.3.3) and optionally compiled with ``torch.jit.trace``.
+log sum_k w_k N(x_i | mu_k, Sigma_k)) skips the enumeration; one that also gives U and its gradient in
+closed form (``closed_form_potential(x, order)``, e.g. the diagonal GMM's Fisher-identity gradient)
+skips autograd too, after a check against autograd at the first chain's start. The sampler sees all
+latents as one flat unconstrained vector (fewer Python loops per leapfrog step inside Pyro). The
+potential is handed to Pyro's ``NUTS`` (Hoffman & Gelman 2014, Algorithm 6 with multinomial sampling,
+Betancourt 2017) or ``HMC`` (Neal 2011, sec. 5.3.3) and optionally compiled with ``torch.jit.trace``.
 
 Chains run one after another in this process (Pyro's ``_UnarySampler`` fed one start per chain):
 Pyro's multiprocess sampler pays a process start-up and re-import per chain (``spawn``) and falls
@@ -128,7 +131,6 @@ class Potential:
         self._enumerates = len(self.sites) < len(sites)
         if not self.sites:
             raise PPVAEError("model: it has no continuous latent sites for NUTS/HMC to sample")
-        self.shapes = {n: s["value"].shape for n, s in self.sites.items()}
         self.transforms = {n: biject_to(s["fn"].support).inv for n, s in self.sites.items()}
         if order is not None:
             self._set_order(*order)
@@ -138,6 +140,13 @@ class Potential:
         only_discrete_locals = all(not is_local(s) for s in self.sites.values())
         self.closed_form = bool(closed_form and hook is not None and only_discrete_locals and self._prefix_ok(trace))
         self._hook = hook
+        self.names = list(self.sites)
+        # unconstrained shapes (a K-simplex has K - 1 free coordinates)
+        self.shapes = {n: self.transforms[n](s["value"]).shape for n, s in self.sites.items()}
+        self._sizes = [s.numel() for s in self.shapes.values()]
+        energy_hook = getattr(model, "closed_form_potential", None) if self.closed_form else None
+        self._closed_grad = energy_hook(batch.x, order) if energy_hook is not None else None
+        self.gradient = "closed form" if self._closed_grad is not None else "autograd"
         self._compiled = None
         self.jit = jit
 
@@ -197,19 +206,81 @@ class Potential:
         with pyro.validation_enabled(False):
             return -(self.log_joint(values) + ladj)
 
-    def __call__(self, params: dict) -> torch.Tensor:
-        if not self.jit:
-            return self._eager(params)
-        names = sorted(params)
-        if self._compiled is None:
-            def flat(*vals):
-                return self._eager(dict(zip(names, vals, strict=True)))
+    # -- one flat vector for the sampler ----------------------------------------------------------
+    def flatten(self, params: dict) -> torch.Tensor:
+        """Sites (each shaped ``batch + site shape``) -> one tensor ``batch + (n,)`` in ``self.names`` order."""
+        lead = params[self.names[0]].shape[: params[self.names[0]].dim() - len(self.shapes[self.names[0]])]
+        return torch.cat([params[n].reshape(lead + (-1,)) for n in self.names], -1)
 
-            with pyro.validation_enabled(False), warnings.catch_warnings():
-                warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-                warnings.filterwarnings("ignore", ".*torch.jit.trace. is deprecated", DeprecationWarning)
-                self._compiled = torch.jit.trace(flat, tuple(params[n].detach() for n in names), check_trace=False)
-        return self._compiled(*(params[n] for n in names))
+    def unflatten(self, theta: torch.Tensor) -> dict:
+        """Inverse of :meth:`flatten`."""
+        parts = theta.split(self._sizes, -1)
+        return {n: p.reshape(theta.shape[:-1] + self.shapes[n]) for n, p in zip(self.names, parts, strict=True)}
+
+    def _value_and_grad(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(U, dU/dtheta) from the model's ``closed_form_potential``."""
+        value, grads = self._closed_grad(self.unflatten(theta))
+        return value, self.flatten(grads)
+
+    def energy(self, theta: torch.Tensor) -> torch.Tensor:
+        """U at the flat unconstrained vector ``theta`` (what the NUTS/HMC kernel sees).
+
+        The sampler sees one site, not one per latent: Pyro's integrator and mass-matrix adapter
+        loop over sites in Python on every leapfrog step. With a model's ``closed_form_potential``
+        the gradient comes from it (an autograd node that returns it) instead of from autograd.
+        ``jit`` compiles the whole computation with ``torch.jit.trace`` on the first call.
+        """
+        fn = self._value_and_grad if self._closed_grad is not None else (lambda th: self._eager(self.unflatten(th)))
+        if self.jit:
+            if self._compiled is None:
+                with pyro.validation_enabled(False), warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+                    warnings.filterwarnings("ignore", ".*torch.jit.trace. is deprecated", DeprecationWarning)
+                    self._compiled = torch.jit.trace(fn, (theta.detach(),), check_trace=False)
+            fn = self._compiled
+        if self._closed_grad is None:
+            return fn(theta)
+        return _GivenGradient.apply(theta, fn)
+
+    def __call__(self, params: dict) -> torch.Tensor:
+        """U at a dict of unconstrained site values (differentiable in them)."""
+        return self.energy(self.flatten(params))
+
+    def check_closed_form(self, params: dict, rtol: float = 1e-4) -> None:
+        """Compare the model's closed-form U and gradient with autograd on the generic potential at
+        ``params``; a mismatch is a bug in the model's hook, so raise rather than sample the wrong target."""
+        if self._closed_grad is None:
+            return
+        theta = self.flatten({n: v.detach() for n, v in params.items()})
+        value, grad = self._value_and_grad(theta)
+        leaf = theta.clone().requires_grad_(True)
+        expected = self._eager(self.unflatten(leaf))
+        (expected_grad,) = torch.autograd.grad(expected, leaf)
+        expected = expected.detach()
+        bad_value = abs(float(value) - float(expected)) > rtol * (1 + abs(float(expected)))
+        scale = 1 + float(expected_grad.abs().max())
+        bad = {n: float(d.abs().max()) for n, d in self.unflatten(grad - expected_grad).items()
+               if float(d.abs().max()) > rtol * scale}
+        if bad_value or bad:
+            raise PPVAEError(
+                f"model: closed_form_potential disagrees with autograd on the model at the start point (U "
+                f"{float(value):.6g} vs {float(expected):.6g}; max |gradient difference| per site: {bad}); "
+                "fix the model's hook or run with closed_form=False")
+
+
+class _GivenGradient(torch.autograd.Function):
+    """An autograd node whose backward returns a gradient computed with the value (``fn(theta) = (U, dU)``)."""
+
+    @staticmethod
+    def forward(ctx, theta, fn):
+        value, grad = fn(theta)
+        ctx.save_for_backward(grad)
+        return value
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (grad,) = ctx.saved_tensors
+        return grad_output * grad, None
 
 
 def _is_real(support) -> bool:
@@ -336,25 +407,33 @@ def _progress_enabled(progress) -> bool:
     return sys.stderr.isatty() if progress is None else bool(progress)
 
 
+_FLAT = "_theta"  # the one site the Pyro kernel samples: every latent, unconstrained, in one vector
+
+
 def _sample(potential: Potential, kind: str, *, model, fn, batch, num_samples, warmup, num_chains, init,
             init_jitter, seed, progress, options) -> tuple[MCMC, dict, float]:
-    """Run ``num_chains`` chains one after another in this process; return (mcmc, samples, seconds)."""
+    """Run ``num_chains`` chains one after another in this process; return (mcmc, samples, seconds).
+
+    ``samples`` are constrained, per site, shaped (chains, draws, ...); the Pyro ``mcmc`` holds the
+    flat unconstrained vector (site ``"_theta"``, see :meth:`Potential.energy`)."""
     pyro.set_rng_seed(seed)
     start = time.perf_counter()
     inits = _initial_params(potential, model, fn, batch, init, num_chains, seed, init_jitter)
-    kernel = _kernel(kind, potential, options)
+    potential.check_closed_form({k: v[0] for k, v in inits.items()})
+    flat = potential.flatten(inits)  # (chains, n)
+    kernel = _kernel(kind, lambda params: potential.energy(params[_FLAT]), options)
     disable = not _progress_enabled(progress)
     mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup, num_chains=1,
-                initial_params={k: v[0] for k, v in inits.items()}, transforms=potential.transforms,
-                disable_progbar=disable)
+                initial_params={_FLAT: flat[0]}, transforms={}, disable_progbar=disable)
     if num_chains > 1:  # Pyro's in-process sampler, fed one start per chain (no worker processes)
         mcmc.num_chains, mcmc._diagnostics = num_chains, [None] * num_chains
-        mcmc.sampler = _UnarySampler(kernel, num_samples, warmup, num_chains, disable, initial_params=inits)
+        mcmc.sampler = _UnarySampler(kernel, num_samples, warmup, num_chains, disable, initial_params={_FLAT: flat})
     with pyro.validation_enabled(False):
         mcmc.run()
     elapsed = time.perf_counter() - start
-    samples = {k: v.detach() for k, v in mcmc.get_samples(group_by_chain=True).items()}
-    return mcmc, samples, elapsed
+    unconstrained = potential.unflatten(mcmc.get_samples(group_by_chain=True)[_FLAT].detach())
+    samples, _ = potential.constrain(unconstrained)
+    return mcmc, {k: v.detach() for k, v in samples.items()}, elapsed
 
 
 def _divergences(mcmc: MCMC) -> int:
@@ -401,7 +480,7 @@ def run_mcmc(model: Model, data: Dataset | torch.Tensor, *, kernel: str = "nuts"
                         config={"kernel": kernel, "num_samples": num_samples, "warmup": warmup,
                                 "num_chains": num_chains,
                                 "order": list(order) if order else None, "jit": jit, "seed": seed,
-                                "closed_form": potential.closed_form, **options})
+                                "closed_form": potential.closed_form, "gradient": potential.gradient, **options})
     if max_divergences is not None and result.num_divergences > max_divergences:
         raise MCMCDivergenceError(
             f"{kernel}: {result.num_divergences} divergent transitions in {num_chains} x {num_samples} draws; "

@@ -95,6 +95,55 @@ def test_closed_form_potential_equals_enumeration_and_hand_computation():
     assert float(slow.log_joint(values)) == pytest.approx(float(prior + lik), rel=1e-5)
 
 
+@pytest.mark.parametrize("K,order,concentration", [(2, ("locs", 0), 1.0), (3, ("locs", 1), 1.7), (4, None, 0.6)])
+def test_gmm_closed_form_gradient_equals_autograd(K, order, concentration):
+    # the diagonal GMM's hand-written U and dU/du (Fisher identity + chain rule through the stick-breaking and
+    # ordered maps) against autograd on the generic potential, in float64 at random unconstrained points
+    data = load_dataset("faithful", standardize=True)
+    data = Dataset(data.x.double())
+    model = GMM(K=K, covariance="diag", concentration=concentration)
+    model.setup(data)
+    potential = Potential(model, data.batch(), max_plate_nesting=1, model=model, order=order)
+    assert potential.gradient == "closed form" and potential.shapes["weights"] == (K - 1,)
+    gen = torch.Generator().manual_seed(K)
+    for _ in range(3):
+        u = {n: torch.randn(s, generator=gen, dtype=torch.float64) for n, s in potential.shapes.items()}
+        theta = potential.flatten(u)
+        value, grad = potential._value_and_grad(theta)
+        leaf = theta.clone().requires_grad_(True)
+        expected = potential._eager(potential.unflatten(leaf))
+        (expected_grad,) = torch.autograd.grad(expected, leaf)
+        assert float(value) == pytest.approx(float(expected.detach()), rel=1e-12)
+        assert torch.allclose(grad, expected_grad, rtol=1e-10, atol=1e-9)
+        # what the sampler calls: the autograd node hands the same gradient to Pyro
+        leaf = theta.clone().requires_grad_(True)
+        (given,) = torch.autograd.grad(potential.energy(leaf), leaf)
+        assert torch.equal(given, grad)
+    for name, value in potential.unflatten(theta).items():
+        assert torch.equal(value, u[name])
+
+
+def test_full_covariance_gmm_uses_autograd_and_a_wrong_hook_is_refused():
+    model, data = _gmm_setup(n_stride=8)
+    full = GMM(K=2, covariance="full")
+    full.setup(data)
+    assert Potential(full, data.batch(), max_plate_nesting=1, model=full).gradient == "autograd"
+    assert Potential(model, data.batch(), max_plate_nesting=1, model=model, closed_form=False).gradient == "autograd"
+
+    class WrongGMM(GMM):
+        def closed_form_potential(self, x, order=None):
+            right = super().closed_form_potential(x, order)
+
+            def wrong(u):
+                value, grads = right(u)
+                return value, {**grads, "scales": 1.01 * grads["scales"]}
+
+            return wrong
+
+    with pytest.raises(PPVAEError, match="closed_form_potential disagrees with autograd.*'scales'"):
+        run_mcmc(WrongGMM(K=2, covariance="diag"), data, num_samples=5, warmup=5, progress=False)
+
+
 def test_ordered_column_transform_is_a_bijection_with_exact_jacobian():
     t = _OrderedColumn(1)
     u = torch.tensor([[0.3, -0.5], [1.2, 0.4], [-0.7, -1.1]], dtype=torch.float64)
@@ -133,6 +182,7 @@ def test_gmm_nuts_from_em_with_ordering_has_no_label_switching():
     em_locs = em_locs[em_locs[:, 0].argsort()]
     flat = result.flat_samples()["locs"]
     assert ((flat.mean(0) - em_locs).abs() < 3 * flat.std(0)).all()
+    assert result.config["gradient"] == "closed form"
 
 
 def test_local_posterior_matches_ppca_exact_posterior():
