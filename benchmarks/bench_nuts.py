@@ -24,6 +24,11 @@ by ordering locs[:, 0] (the fair number); the ratios use the relabelled one. The
     python benchmarks/bench_nuts.py            # 4 chains x (500 warm-up + 1000 draws)
     python benchmarks/bench_nuts.py --quick    # 2 chains x (150 + 300)
     python benchmarks/bench_nuts.py --chains 4 --warmup 150 --draws 300
+    python benchmarks/bench_nuts.py --chains 2 --warmup 300 --draws 500 --leapfrogs   # + cost per leapfrog step
+
+``--leapfrogs`` counts the gradient evaluations (Pyro's ``potential_grad``, one per leapfrog step plus
+one per initialization) of every run, to split ESS/s into steps per iteration, seconds per step and
+ESS per draw.
 """
 
 from __future__ import annotations
@@ -54,6 +59,25 @@ def plain_pyro_model(x, K, loc_mean, loc_scale, scale_median):
     with pyro.plate("data", x.shape[0]):
         z = pyro.sample("z", dist.Categorical(weights))
         pyro.sample("obs", dist.Normal(locs[z], scales[z]).to_event(1), obs=x)
+
+
+class _LeapfrogCounter:
+    """Counts calls of Pyro's ``potential_grad`` (one per leapfrog step) by wrapping it where NUTS looks it up."""
+
+    def __init__(self):
+        import pyro.infer.mcmc.hmc
+        import pyro.infer.mcmc.nuts
+        import pyro.ops.integrator
+
+        self.count, self._modules = 0, (pyro.ops.integrator, pyro.infer.mcmc.nuts, pyro.infer.mcmc.hmc)
+        original = pyro.ops.integrator.potential_grad
+
+        def counted(*args, **kwargs):
+            self.count += 1
+            return original(*args, **kwargs)
+
+        for module in self._modules:
+            module.potential_grad = counted
 
 
 def min_ess_of_means(locs: np.ndarray) -> tuple[float, list[float]]:
@@ -98,6 +122,7 @@ def main(argv=None):
     parser.add_argument("--draws", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-plain", action="store_true", help="run only ppvae (for profiling)")
+    parser.add_argument("--leapfrogs", action="store_true", help="count leapfrog steps (gradient evaluations)")
     args = parser.parse_args(argv)
     chains, warmup, draws = (2, 150, 300) if args.quick else (4, 500, 1000)
     chains, warmup, draws = args.chains or chains, args.warmup or warmup, args.draws or draws
@@ -107,9 +132,11 @@ def main(argv=None):
     ref.setup(data)
     print(f"GMM K=2 diag, standardized Old Faithful (N={len(data)}); {chains} chains x ({warmup} warm-up + {draws} "
           f"draws); torch threads 1; shared machine: absolute times vary with its load, the ratio is the measure")
-    rows = []
+    rows, steps = [], []
+    counter = _LeapfrogCounter() if args.leapfrogs else None
     if not args.skip_plain:
         locs, t, cpu = run_plain(data, ref, chains, warmup, draws, args.seed)
+        steps.append(counter.count if counter else 0)
         raw, _ = min_ess_of_means(locs)
         fair, per = min_ess_of_means(relabel(locs))
         rows.append((f"plain Pyro NUTS (enum, JIT), warm-up {warmup}", t, cpu, raw, fair, per, None))
@@ -117,7 +144,9 @@ def main(argv=None):
     variants = ((False, warmup, ("locs", 0)), (True, warmup, ("locs", 0)), (True, short, ("locs", 0)),
                 (False, warmup, None))
     for full, w, order in variants:
+        before = counter.count if counter else 0
         locs, t, cpu, div = run_ppvae(data, chains, w, draws, args.seed, full, order)
+        steps.append(counter.count - before if counter else 0)
         ess, per = min_ess_of_means(locs)
         label = f"ppvae NUTS{' dense' if full else ''}{'' if order else ' unordered'}, warm-up {w}"
         rows.append((label, t, cpu, ess, ess, per, div))
@@ -129,6 +158,12 @@ def main(argv=None):
         extra = "" if div is None else f"  divergences {div}"
         print(f"{name:44s} {t:7.1f} {cpu:7.1f} {raw:8.0f} {fair:7.0f} {fair / t:7.1f} {fair / cpu:8.1f}  "
               f"{[round(v) for v in per]}{extra}")
+    if counter:
+        for (name, t, _, _, fair, _, _), n, w in zip(rows, steps, [warmup] * (not args.skip_plain) +
+                                                     [v[1] for v in variants], strict=True):
+            iterations = chains * (w + draws)
+            print(f"{name}: {n / iterations:.2f} leapfrog steps per iteration, {t / n * 1e3:.3f} ms per step "
+                  f"(all of the run's time / steps), ESS per draw {fair / (chains * draws):.2f}")
     if not args.skip_plain:
         base, base_cpu = rows[0][4] / rows[0][1], rows[0][4] / rows[0][2]
         met = []
