@@ -221,11 +221,11 @@ class GMM(Model):
         K, D, N, a = self.K, x.shape[-1], x.shape[0], self.concentration
         const = (-0.5 * N * D * math.log(2 * math.pi) + math.lgamma(K * a) - K * math.lgamma(a)
                  - K * float(self.loc_scale.log().sum()) - K * D * math.log(2 * math.pi))
-        c = {"x": x.unsqueeze(1), "log_offset": torch.arange(K - 1, 0, -1, dtype=x.dtype).log(),
+        c = {"x": x.unsqueeze(1), "log_offset": torch.arange(K - 1, 0, -1, dtype=x.dtype, device=x.device).log(),
              "zero": x.new_zeros(1), "const": x.new_tensor(const), "alpha_m1": x.new_tensor(a - 1.0),
              "jac_weights": torch.cat([x.new_ones(K - 1), x.new_zeros(1)]), "loc_mean": self.loc_mean,
              "inv_loc_scale": 1 / self.loc_scale, "log_scale_median": self.scale_median.log(),
-             "column": torch.tensor([order[1] if order else 0])}
+             "column": torch.tensor([order[1] if order else 0], device=x.device)}
         column = None if order is None else order[1]
 
         def potential(u):

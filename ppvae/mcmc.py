@@ -257,10 +257,11 @@ class Potential:
         expected = self._eager(self.unflatten(leaf))
         (expected_grad,) = torch.autograd.grad(expected, leaf)
         expected = expected.detach()
-        bad_value = abs(float(value) - float(expected)) > rtol * (1 + abs(float(expected)))
+        # "not <=" so that a NaN on either side counts as a mismatch
+        bad_value = not abs(float(value) - float(expected)) <= rtol * (1 + abs(float(expected)))
         scale = 1 + float(expected_grad.abs().max())
         bad = {n: float(d.abs().max()) for n, d in self.unflatten(grad - expected_grad).items()
-               if float(d.abs().max()) > rtol * scale}
+               if not float(d.abs().max()) <= rtol * scale}
         if bad_value or bad:
             raise PPVAEError(
                 f"model: closed_form_potential disagrees with autograd on the model at the start point (U "
@@ -291,7 +292,8 @@ def _is_real(support) -> bool:
 # -- running the chains ------------------------------------------------------------------------------
 @dataclass
 class MCMCResult:
-    """Draws of an MCMC run: ``samples`` (site -> (chains, draws, ...) constrained), the Pyro ``mcmc``."""
+    """Draws of an MCMC run: ``samples`` (site -> (chains, draws, ...) constrained) and the Pyro ``mcmc``
+    (whose own samples are the flat unconstrained vector ``"_theta"`` its kernel moved; see ``Potential.energy``)."""
 
     model: Model | None
     mcmc: MCMC
