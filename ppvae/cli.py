@@ -124,6 +124,16 @@ def _mixture_plot(model, values, data, resp, path, title):
                     columns=data.meta.get("columns"), title=title)
 
 
+def _betas(text: str) -> tuple[float, float]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 2:
+        raise PPVAEError(f"--betas: expected two numbers B1,B2 such as 0.9,0.999; got '{text}'")
+    return values
+
+
 def cmd_fit(args) -> int:
     import torch
 
@@ -136,11 +146,13 @@ def cmd_fit(args) -> int:
     defaults = getattr(model, "train_defaults", {})  # a model's own defaults for flags left unset
     batch_size = args.batch_size if args.batch_size is not None else defaults.get("batch_size")
     lr = args.lr if args.lr is not None else defaults.get("lr", 0.01)
+    betas = _betas(args.betas) if args.betas is not None else defaults.get("betas", (0.9, 0.999))
     elbo = args.elbo if args.elbo != "auto" else defaults.get("elbo", "auto")
     steps = args.steps if args.steps is not None or args.epochs is not None else defaults.get("steps")
     ckpt, resume = args.checkpoint_every is not None or args.resume is not None, args.resume is not None
     options = dict(
-        guide=args.guide, elbo=elbo, steps=steps, epochs=args.epochs, batch_size=batch_size, lr=lr, seed=args.seed,
+        guide=args.guide, elbo=elbo, steps=steps, epochs=args.epochs, batch_size=batch_size, lr=lr, betas=betas,
+        seed=args.seed,
         device=args.device, num_particles=args.num_particles, patience=args.patience,
         beta=args.beta, kl_warmup_steps=args.kl_warmup_steps,
         jit=args.jit if args.jit is not None else defaults.get("jit", False),
@@ -384,6 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
     steps.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None, help="learning rate (default 0.01, or the model's own)")
+    p.add_argument("--betas", default=None, metavar="B1,B2",
+                   help="Adam's decay rates (default 0.9,0.999, or the model's own: prodlda 0.99,0.999)")
     p.add_argument("--num-particles", type=int, default=1)
     p.add_argument("--beta", type=float, default=1.0, help="weight of the local latents' KL term (beta-VAE)")
     p.add_argument("--kl-warmup-steps", type=int, default=0, help="ramp the KL weight linearly over these steps")

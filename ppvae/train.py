@@ -52,6 +52,7 @@ class TrainConfig:
     epochs: int | None = None
     batch_size: int | None = None
     lr: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)  # Adam's moment decay rates (beta_1, beta_2)
     optimizer: str = "adam"  # adam | clipped_adam
     clip_norm: float = 10.0
     lr_schedule: str = "constant"  # constant | exponential | cosine
@@ -81,6 +82,11 @@ class TrainConfig:
         if self.batch_size is not None:
             self.batch_size = check_int("batch_size", self.batch_size, low=1, high=num_data)
         self.lr = check_float("lr", self.lr, low=0.0, strict=True)
+        if not isinstance(self.betas, (tuple, list)) or len(self.betas) != 2:
+            raise PPVAEError(f"betas: expected two decay rates (beta_1, beta_2) in [0, 1); got {self.betas!r:.60}")
+        self.betas = tuple(check_float(f"betas[{i}]", b, low=0.0, high=1.0) for i, b in enumerate(self.betas))
+        if max(self.betas) >= 1:
+            raise PPVAEError(f"betas: expected decay rates below 1; got {self.betas}")
         check_choice("optimizer", self.optimizer, ("adam", "clipped_adam"))
         check_choice("lr_schedule", self.lr_schedule, ("constant", "exponential", "cosine"))
         self.clip_norm = check_float("clip_norm", self.clip_norm, low=0.0, strict=True)
@@ -204,15 +210,15 @@ class _LocalLatentScale(Messenger):
             msg["scale"] = msg["scale"] * self.factor
 
 
-def _adam(params: list, lr: float) -> torch.optim.Optimizer:
+def _adam(params: list, lr: float, betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Optimizer:
     """Adam (Kingma & Ba 2015, Algorithm 1) over all parameters, in torch's fused kernel where the
     parameters allow it (floating point on CPU/CUDA): one kernel per tensor instead of ~10 tensor ops,
     ~0.6 ms less per step on the MNIST VAE (benchmarks/bench_vae_speed.py). Its updates equal the
     default implementation's to float rounding (~1 ulp) and are deterministic on CPU."""
     try:
-        return torch.optim.Adam(params, lr=lr, fused=True)
+        return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)
     except (RuntimeError, ValueError):  # a dtype or device the fused kernel does not support
-        return torch.optim.Adam(params, lr=lr)
+        return torch.optim.Adam(params, lr=lr, betas=betas)
 
 
 def _grads_finite(params) -> bool:
@@ -270,7 +276,7 @@ class _Trainer:
         self.params = [p for p in params.values() if p.requires_grad]
         if not self.params:
             raise PPVAEError("guide: the model and guide have no parameters to fit")
-        self.optim = _adam(self.params, self.cfg.lr)
+        self.optim = _adam(self.params, self.cfg.lr, tuple(self.cfg.betas))
         self.scheduler = _make_scheduler(self.optim, self.cfg, self.total)
         return loss
 
@@ -356,7 +362,8 @@ def fit(
     :param elbo: ``auto``, ``trace``, ``meanfield``, ``enum`` or another registered objective.
     :param progress: tqdm bar with the running loss; default only when stderr is a terminal.
     :param options: :class:`TrainConfig` fields: ``steps`` or ``epochs``, ``batch_size``, ``lr``,
-        ``optimizer``, ``lr_schedule``, ``num_particles``, ``seed``, ``device``, ``patience``, ``tol``,
+        ``betas`` (Adam's, default (0.9, 0.999)), ``optimizer``, ``lr_schedule``, ``num_particles``, ``seed``,
+        ``device``, ``patience``, ``tol``,
         ``guide_options``, ``elbo_options``, ``checkpoint_dir`` and ``checkpoint_every`` (write a
         checkpoint there every that many steps and at the end; see :mod:`ppvae.checkpoint`), ``jit``
         (trace the objective once per batch shape and replay it: ~12% less time per epoch on the MNIST

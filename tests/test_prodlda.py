@@ -108,6 +108,7 @@ def test_cli_fit_reports_topics(tmp_path, capsys):
     assert "mean NPMI" in printed and "held-out (79 test documents" in printed
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["elbo"] == "meanfield" and metrics["num_data"] == 316
+    assert metrics["config"]["train"]["betas"] == [0.99, 0.999] and metrics["config"]["train"]["jit"] is True
     assert len(metrics["top_words"]) == 5 and len(metrics["top_words"][0]) == 10
     assert -1.0 <= metrics["npmi_mean"] <= 1.0 and 0.0 < metrics["topic_diversity"] <= 1.0
     assert metrics["heldout_perplexity"] > 1.0 and (out / "topics.png").exists()

@@ -116,6 +116,15 @@ def test_nan_guard_keeps_last_finite_parameters(faithful):
         ppvae.fit(GMM(K=2), data, guide="auto_delta", steps=10, callbacks=[corrupt], progress=False)
 
 
+def test_adam_betas_reach_the_optimizer_and_the_saved_config(faithful, tmp_path):
+    seen = {}
+    fit = ppvae.fit(GMM(K=2), faithful, guide="auto_delta", steps=3, betas=(0.5, 0.9), progress=False,
+                    callbacks=[lambda tr: seen.setdefault("trainer", tr)])
+    assert seen["trainer"].optim.param_groups[0]["betas"] == (0.5, 0.9)
+    fit.save(str(tmp_path / "run"))
+    assert tuple(ppvae.Fit.load(str(tmp_path / "run")).config.betas) == (0.5, 0.9)
+
+
 @pytest.mark.parametrize(
     "options, match",
     [
@@ -129,6 +138,9 @@ def test_nan_guard_keeps_last_finite_parameters(faithful):
         ({"elbo": "nope"}, "elbo: expected one of"),
         ({"bogus": 1}, "unknown option"),
         ({"num_particles": 0}, "num_particles"),
+        ({"betas": (0.9,)}, "betas: expected two decay rates"),
+        ({"betas": (0.9, 1.0)}, "betas: expected decay rates below 1"),
+        ({"betas": (-0.1, 0.9)}, "betas\\[0\\]: expected a number >= 0"),
     ],
 )
 def test_bad_training_options_raise_clear_errors(faithful, options, match):
