@@ -95,7 +95,8 @@ def test_closed_form_potential_equals_enumeration_and_hand_computation():
     assert float(slow.log_joint(values)) == pytest.approx(float(prior + lik), rel=1e-5)
 
 
-@pytest.mark.parametrize("K,order,concentration", [(2, ("locs", 0), 1.0), (3, ("locs", 1), 1.7), (4, None, 0.6)])
+@pytest.mark.parametrize("K,order,concentration", [(2, ("locs", 0), 1.0), (3, ("locs", 1), 1.7), (4, None, 0.6),
+                                                   (1, None, 1.0)])
 def test_gmm_closed_form_gradient_equals_autograd(K, order, concentration):
     # the diagonal GMM's hand-written U and dU/du (Fisher identity + chain rule through the stick-breaking and
     # ordered maps) against autograd on the generic potential, in float64 at random unconstrained points
