@@ -152,8 +152,7 @@ def cmd_fit(args) -> int:
     ckpt, resume = args.checkpoint_every is not None or args.resume is not None, args.resume is not None
     options = dict(
         guide=args.guide, elbo=elbo, steps=steps, epochs=args.epochs, batch_size=batch_size, lr=lr, betas=betas,
-        seed=args.seed,
-        device=args.device, num_particles=args.num_particles, patience=args.patience,
+        seed=args.seed, device=args.device, num_particles=args.num_particles, patience=args.patience,
         beta=args.beta, kl_warmup_steps=args.kl_warmup_steps,
         jit=args.jit if args.jit is not None else defaults.get("jit", False),
         checkpoint_dir=os.path.join(os.path.abspath(args.out), CHECKPOINTS) if ckpt else None,  # written directly
