@@ -63,6 +63,12 @@ class Model(PyroModule):
       as buffers (they are saved with the fit).
     * ``init_values(self, data, generator) -> dict``: initial values of latent sites for guides.
     * ``em_init`` / ``em_step`` for closed-form EM (see :mod:`ppvae.em`).
+    * ``train_defaults``: a dict of ``fit`` options (``lr``, ``betas``, ``batch_size``, ``jit``, ...)
+      the command line uses for flags left unset.
+    * ``pointwise_log_likelihood(self, values, x)``: log p(x_i | globals) with discrete locals summed
+      in closed form; NUTS/HMC use it in place of enumeration (see :mod:`ppvae.mcmc`).
+    * ``closed_form_potential(self, x, order)``: NUTS/HMC's potential and its gradient without
+      autograd, checked against autograd at the first chain's start (see :mod:`ppvae.mcmc`).
     """
 
     name: ClassVar[str] = ""
