@@ -25,7 +25,7 @@ and the document-completion perplexity (``ppvae.topics.document_completion``: th
 of each test story's words, the other half scored).
 Times are wall-clock seconds of the fit alone, one intra-op thread for every method.
 
-    python benchmarks/bench_topics.py [--split all|train] [--seed 0] [--samples 200]
+    python benchmarks/bench_topics.py [--split all|train] [--seed 0 | --seeds 0,1,2] [--samples 200]
 """
 
 from __future__ import annotations
@@ -118,23 +118,7 @@ def run(split: str, seed: int, samples: int, prodlda_steps: int, cavi_iter: int,
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--split", default="all", choices=("all", "train"))
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--samples", type=int, default=200, help="importance samples per test document")
-    parser.add_argument("--prodlda-steps", type=int, default=1000)
-    parser.add_argument("--svi-steps", type=int, default=300, help="steps of the SVI LDA")
-    parser.add_argument("--cavi-iter", type=int, default=15, help="CAVI iterations at most (it also stops on tol 1e-5)")
-    parser.add_argument("--cavi-sweeps", type=int, default=300, help="CVB0 sweeps that start CAVI")
-    parser.add_argument("--prodlda-alpha", type=float, default=1.0,
-                        help="Dirichlet alpha behind ProdLDA's Laplace prior (the paper's default, 1)")
-    parser.add_argument("--json", default=None, help="write the rows here")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    print(f"reuters split={args.split}, K=20, seed {args.seed}, torch threads {torch.get_num_threads()}")
-    rows = run(args.split, args.seed, args.samples, args.prodlda_steps, args.cavi_iter, args.cavi_sweeps,
-               args.prodlda_alpha, args.svi_steps)
+def _goal(rows: list[dict]) -> None:
     sk = next(r for r in rows if r["method"].startswith("sklearn"))
     best = max((r for r in rows if r["method"].startswith("ppvae")), key=lambda r: r["npmi_mean"])
     print(f"best ppvae method by NPMI: {best['method']} ({best['npmi_mean']:+.4f}); "
@@ -144,9 +128,55 @@ def main() -> None:
            and r["time_s"] < sk["time_s"]]
     print(f"goal (a ppvae method with NPMI above both peers' best {peer_npmi:+.4f} in less time than "
           f"scikit-learn's {sk['time_s']:.2f} s): {'met by ' + ', '.join(met) if met else 'NOT met'}")
+
+
+def _summary(per_seed: dict[int, list[dict]]) -> list[dict]:
+    """Mean and sample sd over seeds of each method's time and NPMI (single seeds vary by up to 0.2 NPMI for
+    ProdLDA, so one seed does not rank the methods)."""
+    out = []
+    seeds = sorted(per_seed)
+    print(f"\nover seeds {seeds}: mean (sd) [min, max]")
+    for i, method in enumerate(r["method"] for r in per_seed[seeds[0]]):
+        t = np.array([per_seed[s][i]["time_s"] for s in seeds])
+        n = np.array([per_seed[s][i]["npmi_mean"] for s in seeds])
+        sd = lambda a: a.std(ddof=1) if len(a) > 1 else 0.0  # noqa: E731
+        out.append({"method": method, "time_s": float(t.mean()), "npmi_mean": float(n.mean()),
+                    "npmi_sd": float(sd(n)), "npmi_per_seed": n.tolist(), "time_per_seed": t.tolist()})
+        print(f"{method:28s} {t.mean():8.2f} s  NPMI {n.mean():+.4f} ({sd(n):.4f}) [{n.min():+.3f}, {n.max():+.3f}]")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--split", default="all", choices=("all", "train"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default=None,
+                        help="comma-separated seeds (e.g. 0,1,2,3,4,5,6,7): run each, then print the mean, sd and "
+                             "range of every method's time and NPMI and the goal on the means")
+    parser.add_argument("--samples", type=int, default=200, help="importance samples per test document")
+    parser.add_argument("--prodlda-steps", type=int, default=1000)
+    parser.add_argument("--svi-steps", type=int, default=300, help="steps of the SVI LDA")
+    parser.add_argument("--cavi-iter", type=int, default=15, help="CAVI iterations at most (it also stops on tol 1e-5)")
+    parser.add_argument("--cavi-sweeps", type=int, default=300, help="CVB0 sweeps that start CAVI")
+    parser.add_argument("--prodlda-alpha", type=float, default=1.0,
+                        help="Dirichlet alpha behind ProdLDA's Laplace prior (the paper's default, 1)")
+    parser.add_argument("--json", default=None, help="write the rows here")
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [args.seed]
+    torch.set_num_threads(1)
+    per_seed = {}
+    for seed in seeds:
+        print(f"reuters split={args.split}, K=20, seed {seed}, torch threads {torch.get_num_threads()}")
+        per_seed[seed] = run(args.split, seed, args.samples, args.prodlda_steps, args.cavi_iter, args.cavi_sweeps,
+                             args.prodlda_alpha, args.svi_steps)
+        _goal(per_seed[seed])
+    result = per_seed[seeds[0]]
+    if len(seeds) > 1:
+        result = {"per_seed": per_seed, "summary": _summary(per_seed)}
+        _goal(result["summary"])
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump(rows, fh, indent=2)
+            json.dump(result, fh, indent=2)
 
 
 if __name__ == "__main__":

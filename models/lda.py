@@ -14,10 +14,10 @@ Inference:
 
 * SVI with any registered guide over (beta, theta) -- ``auto_normal`` etc. give one theta_d per
   training document -- or with the model's own guide (``guide="model"``): q(beta_k) = Dirichlet(lambda_k)
-  with free lambda (mean field over topics) and an amortized q(theta_d) = Dirichlet(f(c_d)), f a
-  softplus MLP over log(1 + c_d) (the "Dirichlet" amortized posterior of Srivastava & Sutton 2017,
-  sec. 3.1, trained with implicit reparameterization gradients, Figurnov et al. 2018). Use the
-  ``meanfield`` ELBO: both KL terms are then analytic (Dirichlet-Dirichlet).
+  with free lambda (mean field over topics; started by :func:`initial_lambda`) and an amortized
+  q(theta_d) = Dirichlet(f(c_d)), f a softplus MLP over log(1 + c_d) (the "Dirichlet" amortized posterior
+  of Srivastava & Sutton 2017, sec. 3.1, trained with implicit reparameterization gradients, Figurnov
+  et al. 2018). Use the ``meanfield`` ELBO: both KL terms are then analytic (Dirichlet-Dirichlet).
 * Classical coordinate-ascent mean-field VI: :func:`fit_cavi` in :mod:`models.lda_cavi`.
 """
 
@@ -45,6 +45,24 @@ class DirichletEncoder(nn.Module):
         return nn.functional.softplus(self.net(torch.log1p(counts))) + self.floor
 
 
+def initial_lambda(x: torch.Tensor, topics: int, alpha: float, eta: float, generator: torch.Generator) -> torch.Tensor:
+    """The start of q(beta) = Dir(lambda): lambda_kw = eta + sum_d c_dw r_dk, r_d ~ Dirichlet(alpha 1_K) per
+    document (theta_d drawn from its prior).
+
+    This is the lambda update of mean-field LDA (Hoffman, Blei & Bach 2010, eq. 3, step size 1) with each
+    word's topic responsibilities set to its document's drawn proportions, so lambda starts on the scale of
+    the word counts, each topic leaning to a different set of documents. Adam moves log lambda by about lr
+    per step, so from the near-flat Gamma(100, 100) start of natural-gradient SVI (whose first step makes
+    this jump) it spends hundreds of steps only reaching that scale. Measured (training loss, mean of the
+    last 20 steps): reuters, K = 20, batch 64, lr 0.01, seeds 0-2: 3.83-3.85e5 after 300 steps against
+    4.81e5 from the flat start, 3.24-3.26e5 after 1,000 against 3.30-3.32e5; the planted 3-topic corpus of
+    tests/test_lda.py, 200 steps at lr 0.05, 10 draws of the start: every topic recovered (matched L1 error
+    < 0.15) in 10 runs against 5 of 10 from the flat start."""
+    r = torch._standard_gamma(torch.full((x.shape[0], topics), alpha, dtype=torch.float64), generator=generator)
+    r = r / r.sum(-1, keepdim=True)
+    return eta + r.T @ x.double()
+
+
 @register_model("lda", "latent Dirichlet allocation: K topics, word topics summed out, amortized Dirichlet guide")
 class LDA(TopicModel, Model):
     """LDA on a count matrix (see module docstring). ``topics`` = K, ``alpha``/``eta`` the symmetric
@@ -69,9 +87,8 @@ class LDA(TopicModel, Model):
             with torch.random.fork_rng():
                 torch.manual_seed(0)
                 self.encoder = DirichletEncoder(V, self.hidden, self.topics)
-            # log lambda: near-flat topics with Gamma(100, 100) noise to break symmetry (Hoffman et al. 2010)
-            noise = torch._standard_gamma(torch.full((self.topics, V), 100.0), generator=gen) / 100.0
-            self.log_lambda = nn.Parameter(noise.log().to(data.x.dtype))
+            lam = initial_lambda(data.x, self.topics, self.alpha, self.eta, gen)
+            self.log_lambda = nn.Parameter(lam.log().to(data.x.dtype))
 
     def forward(self, batch):
         x = batch.x

@@ -15,6 +15,7 @@ from scipy.stats import multinomial
 
 import ppvae
 from ppvae.models import LDA
+from ppvae.models.lda import initial_lambda
 from ppvae.models.lda_cavi import (
     _Sparse,
     cvb0_init,
@@ -167,7 +168,7 @@ def test_svi_amortized_guide_recovers_planted_topics(corpus, tmp_path):
     model = LDA(topics=3, alpha=0.3, eta=0.1, hidden=32)
     fit = ppvae.fit(model, ds, guide="model", elbo="meanfield", steps=200, lr=0.05, seed=0, progress=False)
     err = matched_l1(model.topic_word(fit), truth)
-    assert err.max() < 0.15, err  # measured 0.08 at seed 0
+    assert err.max() < 0.15, err  # measured 0.037 at seed 0 (0.08 from the old flat start)
     theta = model.doc_topics(fit, ds.x[:4])
     assert theta.shape == (4, 3) and torch.allclose(theta.sum(1), torch.ones(4, dtype=torch.float64))
     assert len(model.top_words(fit, 4)) == 3
@@ -175,6 +176,26 @@ def test_svi_amortized_guide_recovers_planted_topics(corpus, tmp_path):
     again = ppvae.Fit.load(str(tmp_path))
     assert torch.equal(again.model.topic_word(again), model.topic_word(fit))
     assert torch.allclose(again.model.doc_topics(again, ds.x[:4]), theta)
+
+
+def test_initial_lambda_puts_every_word_count_in_the_topics(corpus):
+    ds, _ = corpus
+    lam = initial_lambda(ds.x, 3, 0.3, 0.1, torch.Generator().manual_seed(0))
+    assert lam.shape == (3, ds.x.shape[1]) and (lam > 0.1).all()
+    torch.testing.assert_close((lam - 0.1).sum(0), ds.x.sum(0).double(), rtol=1e-12, atol=1e-9)
+
+
+@pytest.mark.parametrize("draw", [1, 2, 3])
+def test_svi_amortized_guide_recovers_planted_topics_from_other_starts(corpus, draw):
+    """From the near-flat Gamma(100, 100) start the same three runs end at errors 0.08 / 0.10 / 0.27, and 5 of
+    10 runs at other seeds left a topic unrecovered (0.9-1.3)."""
+    ds, truth = corpus
+    model = LDA(topics=3, alpha=0.3, eta=0.1, hidden=32)
+    model.setup(ds)  # a set-up model keeps its parameters in fit: replace the start by another draw
+    model.log_lambda.data = initial_lambda(ds.x, 3, 0.3, 0.1, torch.Generator().manual_seed(draw)).log().float()
+    fit = ppvae.fit(model, ds, guide="model", elbo="meanfield", steps=200, lr=0.05, seed=draw, progress=False)
+    err = matched_l1(model.topic_word(fit), truth)
+    assert err.max() < 0.15, err  # measured 0.03-0.07 over 10 draws
 
 
 def test_svi_registry_guide_recovers_planted_topics(corpus):
