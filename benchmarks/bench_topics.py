@@ -139,10 +139,13 @@ def _summary(per_seed: dict[int, list[dict]]) -> list[dict]:
     for i, method in enumerate(r["method"] for r in per_seed[seeds[0]]):
         t = np.array([per_seed[s][i]["time_s"] for s in seeds])
         n = np.array([per_seed[s][i]["npmi_mean"] for s in seeds])
+        div = np.array([per_seed[s][i]["topic_diversity"] for s in seeds])
         sd = lambda a: a.std(ddof=1) if len(a) > 1 else 0.0  # noqa: E731
         out.append({"method": method, "time_s": float(t.mean()), "npmi_mean": float(n.mean()),
-                    "npmi_sd": float(sd(n)), "npmi_per_seed": n.tolist(), "time_per_seed": t.tolist()})
-        print(f"{method:28s} {t.mean():8.2f} s  NPMI {n.mean():+.4f} ({sd(n):.4f}) [{n.min():+.3f}, {n.max():+.3f}]")
+                    "npmi_sd": float(sd(n)), "topic_diversity": float(div.mean()), "npmi_per_seed": n.tolist(),
+                    "time_per_seed": t.tolist()})
+        print(f"{method:28s} {t.mean():8.2f} s  NPMI {n.mean():+.4f} ({sd(n):.4f}) [{n.min():+.3f}, {n.max():+.3f}]  "
+              f"diversity {div.mean():.3f}")
     return out
 
 

@@ -52,7 +52,7 @@ def initial_lambda(x: torch.Tensor, topics: int, alpha: float, eta: float, gener
     This is the lambda update of mean-field LDA (Hoffman, Blei & Bach 2010, eq. 3, step size 1) with each
     word's topic responsibilities set to its document's drawn proportions, so lambda starts on the scale of
     the word counts, each topic leaning to a different set of documents. Adam moves log lambda by about lr
-    per step, so from the near-flat Gamma(100, 100) start of natural-gradient SVI (whose first step makes
+    per step, so from the near-flat Gamma(100, 1/100) start of natural-gradient SVI (whose first step makes
     this jump) it spends hundreds of steps only reaching that scale. Measured (training loss, mean of the
     last 20 steps): reuters, K = 20, batch 64, lr 0.01, seeds 0-2: 3.83-3.85e5 after 300 steps against
     4.81e5 from the flat start, 3.24-3.26e5 after 1,000 against 3.30-3.32e5; the planted 3-topic corpus of

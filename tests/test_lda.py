@@ -187,7 +187,7 @@ def test_initial_lambda_puts_every_word_count_in_the_topics(corpus):
 
 @pytest.mark.parametrize("draw", [1, 2, 3])
 def test_svi_amortized_guide_recovers_planted_topics_from_other_starts(corpus, draw):
-    """From the near-flat Gamma(100, 100) start the same three runs end at errors 0.08 / 0.10 / 0.27, and 5 of
+    """From the near-flat Gamma(100, 1/100) start the same three runs end at errors 0.08 / 0.10 / 0.27, and 5 of
     10 runs at other seeds left a topic unrecovered (0.9-1.3)."""
     ds, truth = corpus
     model = LDA(topics=3, alpha=0.3, eta=0.1, hidden=32)
