@@ -132,8 +132,8 @@ def _goal(rows: list[dict]) -> None:
 
 
 def _summary(per_seed: dict[int, list[dict]]) -> list[dict]:
-    """Mean and sample sd over seeds of each method's time and NPMI (single seeds vary by up to 0.2 NPMI for
-    ProdLDA, so one seed does not rank the methods)."""
+    """Mean and sample sd over seeds of each method's time and NPMI, and its mean diversity (one seed's NPMI can
+    sit 0.1 from a method's mean, so one seed does not rank the methods)."""
     out = []
     seeds = sorted(per_seed)
     print(f"\nover seeds {seeds}: mean (sd) [min, max]")

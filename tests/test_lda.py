@@ -195,7 +195,7 @@ def test_svi_amortized_guide_recovers_planted_topics_from_other_starts(corpus, d
     model.log_lambda.data = initial_lambda(ds.x, 3, 0.3, 0.1, torch.Generator().manual_seed(draw)).log().float()
     fit = ppvae.fit(model, ds, guide="model", elbo="meanfield", steps=200, lr=0.05, seed=draw, progress=False)
     err = matched_l1(model.topic_word(fit), truth)
-    assert err.max() < 0.15, err  # measured 0.03-0.07 over 10 draws
+    assert err.max() < 0.15, err  # measured 0.040-0.044 here (0.03-0.07 over 10 other draws)
 
 
 def test_svi_registry_guide_recovers_planted_topics(corpus):
