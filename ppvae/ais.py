@@ -188,7 +188,7 @@ def anneal(z0: torch.Tensor, log_init: Callable, log_target: Callable, betas, *,
     eps_shape = eps.shape
     # the batch dims over which each step size's acceptance is averaged
     padded = (1,) * (len(batch) - len(eps_shape)) + tuple(eps_shape)
-    avg_dims = tuple(d for d, (s, b) in enumerate(zip(padded, batch)) if s == 1 and b != 1)
+    avg_dims = tuple(d for d, (s, b) in enumerate(zip(padded, batch, strict=True)) if s == 1 and b != 1)
     need_grad = num_steps > 1
     z = z0.detach()
     li, lt, gi, gt = _evaluate(z, log_init, log_target, need_grad)
