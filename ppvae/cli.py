@@ -366,6 +366,32 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_evidence(args) -> int:
+    """Every log p(X) estimate a run or MCMC directory allows, with standard errors and their agreement."""
+    from ._evidence_run import evidence_run
+
+    entry = evidence_run(args.run_dir, args.data, mcmc_dir=args.mcmc, standardize=args.standardize,
+                         num_samples=args.num_samples, num_steps=args.steps, num_chains=args.chains, seed=args.seed,
+                         progress=False if args.quiet else None)
+    print(f"log p(X) on {entry['data']} ({entry['num_data']} points):")
+    for e in entry["estimates"]:
+        if e["value"] is None:
+            print(f"  {e['method']:7s} n/a: {e['skipped']}")
+            continue
+        extra = {"is": f"S={e['num_samples']}", "bridge": f"N1=N2={e['info'].get('num_posterior')}",
+                 "ais": f"T={e['info'].get('num_steps')}, C={e['info'].get('num_chains')}"}[e["method"]]
+        print(f"  {e['method']:7s} {e['value']:.4f} +- {e['stderr']:.4f}  ({extra}; ESS {e['ess']:.1f})")
+    if entry["agree"] is None:
+        print("  fewer than two estimates: nothing to compare")
+    else:
+        worst = max(entry["pairs"], key=lambda q: q["z"])
+        verdict = "agree" if entry["agree"] else "DISAGREE"
+        print(f"  the estimates {verdict} within {entry['threshold_z']:g} standard errors (largest: "
+              f"{' vs '.join(worst['methods'])}, z = {worst['z']:.2f})")
+    print(f"wrote the evidence object to {os.path.join(args.run_dir, 'metrics.json')}")
+    return 0
+
+
 # -- parser -------------------------------------------------------------------------------------------
 def _common(p, with_model=True):
     if with_model:
@@ -465,6 +491,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="data points per vectorized pass (default: from free memory)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("evidence", help="log p(X) of a run or MCMC directory by every estimator it allows")
+    p.add_argument("run_dir", help="a directory written by `ppvae fit` or by `ppvae mcmc`")
+    p.add_argument("--mcmc", default=None, metavar="MCMC_DIR",
+                   help="with a fit run: also bridge sampling from this `ppvae mcmc` directory (same model and data)")
+    p.add_argument("--data", default=None, help="data set name or path (default: the directory's data set)")
+    p.add_argument("--standardize", action="store_true", help="as given to `ppvae mcmc` (MCMC directories)")
+    p.add_argument("--num-samples", type=int, default=1000, help="importance samples S over the globals")
+    p.add_argument("--steps", type=int, default=200, help="AIS annealing steps T")
+    p.add_argument("--chains", type=int, default=64, help="AIS chains C")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_evidence)
     return parser
 
 

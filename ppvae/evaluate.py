@@ -25,7 +25,7 @@ import contextlib
 import math
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyro
@@ -45,7 +45,7 @@ from ._importance import (
     particle_plate,
     run_chunks,
 )
-from ._validation import PPVAEError, check_int
+from ._validation import PPVAEError, check_choice, check_int
 from .data import Batch, Dataset
 from .model import is_local, latent_sites
 
@@ -131,23 +131,31 @@ class LogMarginal:
 
 @dataclass
 class LogEvidence:
-    """log p(X) estimated by importance sampling over the global latents."""
+    """log p(X) by one estimator: ``method`` "is" (importance sampling over the globals), "ais"
+    (annealing over all latents, :mod:`ppvae._evidence_ais`) or "bridge" (:mod:`ppvae.bridge`).
+
+    ``stderr``: the Monte Carlo standard error of ``value`` (delta method sqrt((S / ESS - 1) / S)
+    for "is"/"ais" over S weights; Frühwirth-Schnatter's RE for "bridge"). ``khat`` and ``elbo`` (the
+    mean log-weight) are NaN for "bridge". ``info``: the method's settings and diagnostics."""
 
     value: float
-    stderr: float  # delta method: sqrt((S / ESS - 1) / S)
+    stderr: float
     ess: float
     khat: float
     elbo: float
     num_samples: int
     proposal: str
+    method: str = "is"
+    info: dict = field(default_factory=dict)
 
     @property
     def gap(self) -> float:
         return self.value - self.elbo
 
     def to_dict(self) -> dict:
+        info = {k: (_finite(v) if isinstance(v, float) else v) for k, v in self.info.items()}
         return {k: (_finite(v) if isinstance(v, float) else v) for k, v in
-                {**self.__dict__, "gap": self.gap}.items()}
+                {**self.__dict__, "gap": self.gap, "info": info}.items()}
 
 
 def psis_khat(log_weights: np.ndarray, flat_tol: float = 1e-12) -> np.ndarray:
@@ -353,15 +361,27 @@ def _summarize(lw: torch.Tensor, num: int, out: dict, where: slice) -> None:
     out["mc_stderr"][where] = ((num / out["ess"][where] - 1).clamp_min(0) / num).sqrt()
 
 
-def log_evidence(fit_or_model_guide, data, *, num_samples: int = 1000, proposal="guide", chunk_size: int | None = None,
-                 seed: int = 0) -> LogEvidence:
-    """log p(X) ~ log (1/S) sum_s p(X, G_s) / q(G_s), G_s ~ q (the guide, the prior or a guide callable),
+def log_evidence(fit_or_model_guide, data, *, method: str = "is", num_samples: int = 1000, proposal="guide",
+                 chunk_size: int | None = None, seed: int = 0, **options) -> LogEvidence:
+    """log p(X) by ``method``:
 
-    with p(X | G) = prod_i sum_{z_i} p(x_i, z_i | G) summed exactly over discrete local latents.
-    Needs a model whose local latents are all discrete (continuous ones would need nested sampling).
-    ``chunk_size`` bounds the data points per vectorized pass. ``stderr`` is the delta-method
-    standard error sqrt((S / ESS - 1) / S) of log p-hat.
+    * ``"is"``: log (1/S) sum_s p(X, G_s) / q(G_s), G_s ~ q (the guide, the prior or a guide
+      callable), with p(X | G) = prod_i sum_{z_i} p(x_i, z_i | G) summed exactly over discrete local
+      latents; needs a model whose local latents are all discrete. ``chunk_size`` bounds the data
+      points per vectorized pass; ``stderr`` is the delta-method sqrt((S / ESS - 1) / S).
+    * ``"ais"``: annealed importance sampling over all continuous latents, globals and locals, from a
+      Gaussian fitted to the guide's draws (or to the draws of an MCMCResult passed as the first
+      argument) to the posterior (:func:`ppvae._evidence_ais.ais_evidence`; ``options``: num_steps,
+      num_chains, schedule, num_leapfrog, step_size, target_accept, num_init_draws, progress).
+    * ``"bridge"``: bridge sampling from the NUTS/HMC draws of a :class:`ppvae.MCMCResult` passed as
+      the first argument (:func:`ppvae.bridge.bridge_sampling`; ``options``: tol, max_iter, use_ess).
     """
+    check_choice("method", method, ("is", "ais", "bridge"))
+    if method != "is":
+        return _evidence_by(method, fit_or_model_guide, data, seed, chunk_size, options)
+    if options:
+        raise PPVAEError(f"options: method='is' takes num_samples, proposal, chunk_size and seed; got "
+                         f"{', '.join(sorted(options))}")
     num, chunk_size, seed, model, guide, fit, ds, device, q, qname, mpn, global_names, local_cont = _prepare(
         fit_or_model_guide, data, proposal, num_samples, chunk_size, seed)
     if local_cont:
@@ -399,6 +419,26 @@ def log_evidence(fit_or_model_guide, data, *, num_samples: int = 1000, proposal=
                       "(Yao et al. 2018); use a better proposal or more samples", ImportanceWarning, stacklevel=2)
     return LogEvidence(value=lse - math.log(num), stderr=math.sqrt(max(num / ess - 1, 0.0) / num), ess=ess, khat=khat,
                        elbo=float(lw.mean()), num_samples=num, proposal=qname)
+
+
+def _evidence_by(method, source, data, seed, chunk_size, options) -> LogEvidence:
+    """``log_evidence`` by 'ais' or 'bridge', its options checked against the estimator's signature."""
+    import inspect
+
+    from ._evidence_ais import ais_evidence
+    from .bridge import bridge_sampling
+    from .mcmc import MCMCResult
+
+    fn = ais_evidence if method == "ais" else bridge_sampling
+    allowed = sorted(set(inspect.signature(fn).parameters) - {"source", "mcmc", "data", "seed", "chunk_size"})
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise PPVAEError(f"options: method='{method}' takes {', '.join(allowed)}; got {', '.join(unknown)}")
+    if method == "bridge" and not isinstance(source, MCMCResult):
+        raise PPVAEError("fit_or_model_guide: method='bridge' needs posterior draws; expected the ppvae.MCMCResult "
+                         f"of ppvae.run_mcmc; got {type(source).__name__}")
+    extra = {} if chunk_size is None else {"chunk_size": check_int("chunk_size", chunk_size, low=1)}
+    return fn(source, data, seed=seed, **extra, **options)
 
 
 def _draw_globals(model, q, ds, num, mpn, global_names):
