@@ -23,7 +23,9 @@ Transitions are HMC (Neal 2011) with ``num_leapfrog`` leapfrog steps and a unit 
 step size is adapted during the run as in Wu et al. 2017 ("On the quantitative analysis of
 decoder-based generative models", sec. 3-4, and their released code): after each transition it is
 multiplied by 1.02 when the acceptance rate (averaged over the dims where ``step_size`` broadcasts)
-is above ``target_accept`` and by 0.98 otherwise, clamped to [1e-4, 10]. A ``step_size`` of shape
+is above ``target_accept`` and by 0.98 otherwise (``adapt=True``), or with ``adapt`` a float g by the
+stochastic-approximation step log eps += g (rate - target_accept) (Andrieu & Thoms 2008, sec. 4),
+clamped to [1e-4, 10]. A ``step_size`` of shape
 (1, N) for a batch (C, N) thus adapts one step size per data point over its C chains.
 
 Everything here is pure tensors: callers (``ppvae.evaluate`` for per-point AIS, the evidence code)
@@ -135,15 +137,15 @@ def _evaluate(z, log_init, log_target, need_grad: bool):
         li, lt = log_init(z), log_target(z)
         if not need_grad:
             return li.detach(), lt.detach(), None, None
-        gi = _grad(li, z)
+        gi = _grad(li, z, retain=True)  # the two densities may share a graph (a memoized model trace)
         gt = _grad(lt, z)
     return li.detach(), lt.detach(), gi, gt
 
 
-def _grad(out, z):
+def _grad(out, z, retain: bool = False):
     if not out.requires_grad:  # e.g. a density that does not depend on z
         return torch.zeros_like(z)
-    (g,) = torch.autograd.grad(out.sum(), z, allow_unused=True)
+    (g,) = torch.autograd.grad(out.sum(), z, allow_unused=True, retain_graph=retain)
     return torch.zeros_like(z) if g is None else g
 
 
@@ -203,7 +205,7 @@ def anneal(z0: torch.Tensor, log_init: Callable, log_target: Callable, betas, *,
             rate = rate.reshape(padded).reshape(eps_shape) if rate.dim() else rate
             accept_sum = accept_sum + rate
             if adapt:
-                eps = torch.where(rate > target_accept, eps * STEP_UP, eps * STEP_DOWN).clamp(STEP_MIN, STEP_MAX)
+                eps = _adapt(eps, rate, target_accept, adapt)
                 eps = eps.to(z0.dtype)
         if progress is not None:
             progress(1)
@@ -212,6 +214,16 @@ def anneal(z0: torch.Tensor, log_init: Callable, log_target: Callable, betas, *,
     return AISResult(log_weights=log_w, accept_rate=accept, step_size=eps, z=z, num_steps=num_steps,
                      num_leapfrog=num_leapfrog, num_transitions=transitions,
                      num_gradients=1 + transitions * num_leapfrog)
+
+
+def _adapt(eps, rate, target_accept, adapt):
+    """Wu et al.'s rule (``adapt=True``: x1.02 above the target acceptance, x0.98 below) or, with
+    ``adapt`` a float g, the stochastic-approximation step log eps += g (rate - target_accept)."""
+    if adapt is True:
+        eps = torch.where(rate > target_accept, eps * STEP_UP, eps * STEP_DOWN)
+    else:
+        eps = eps * torch.exp(float(adapt) * (rate - target_accept))
+    return eps.clamp(STEP_MIN, STEP_MAX)
 
 
 def _hmc_step(z, li, lt, gi, gt, beta, eps, num_leapfrog, log_init, log_target):

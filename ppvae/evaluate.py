@@ -72,9 +72,12 @@ class LogMarginal:
     khat: torch.Tensor
     elbo: torch.Tensor
     mc_stderr: torch.Tensor  # per point, delta method: sqrt((K / ESS - 1) / K)
-    num_samples: int
+    num_samples: int  # weights per point: K for importance sampling, the number of chains C for AIS
     proposal: str
     chunk_size: int
+    method: str = "is"
+    accept_rate: torch.Tensor | None = None  # AIS: per point, mean HMC acceptance over its chains and steps
+    settings: dict = field(default_factory=dict)  # AIS: num_steps, num_chains, schedule, leapfrog, step size
 
     @property
     def mean(self) -> float:
@@ -125,7 +128,9 @@ class LogMarginal:
             "ess_mean": _finite(self.ess_mean), "ess_min": _finite(float(self.ess.min())),
             "khat_max": _finite(self.khat_max), "num_khat_over_0_7": self.num_khat_over_0_7,
             "mc_stderr": _finite(self.mc_stderr_mean), "elbo_mean": _finite(self.elbo_mean),
-            "gap_mean": _finite(self.gap_mean), "chunk_size": self.chunk_size,
+            "gap_mean": _finite(self.gap_mean), "chunk_size": self.chunk_size, "method": self.method,
+            **({"settings": self.settings} if self.settings else {}),
+            **({} if self.accept_rate is None else {"accept_rate_mean": _finite(float(self.accept_rate.nanmean()))}),
         }
 
 
@@ -287,8 +292,15 @@ def _global_values(fit, model, guide, ds, names, given):
 
 # -- the API ------------------------------------------------------------------------------------------
 def log_marginal(fit_or_model_guide, data, *, num_samples: int = 1000, proposal="guide", chunk_size: int | None = None,
-                 seed: int = 0, global_values: dict | None = None, warn: bool = True) -> LogMarginal:
-    """Per-point log p(x_i | G) by importance sampling (see the module docstring).
+                 seed: int = 0, global_values: dict | None = None, warn: bool = True, method: str = "is",
+                 num_steps: int = 500, num_chains: int = 16, schedule="sigmoid", num_leapfrog: int = 5,
+                 step_size: float = 0.1, target_accept: float = 0.65, progress: bool | None = None) -> LogMarginal:
+    """Per-point log p(x_i | G) by importance sampling (see the module docstring) or, with
+    ``method="ais"``, by annealed importance sampling (:mod:`ppvae._local_ais`; Neal 2001, Wu et al.
+    2017 sec. 3-4): ``num_chains`` chains per point annealed from the proposal to the posterior over
+    ``num_steps`` steps of ``schedule`` ('sigmoid', 'linear', a callable or betas; :mod:`ppvae.ais`)
+    with HMC transitions of ``num_leapfrog`` leapfrog steps, the step size (from ``step_size``)
+    adapted per point toward ``target_accept``. ``num_samples`` is for importance sampling only.
 
     ``fit_or_model_guide``: a :class:`ppvae.Fit` or a ``(model, guide)`` pair. ``proposal``:
     ``"guide"`` (the fitted guide's local sites), ``"prior"``, or a guide callable. ``chunk_size``:
@@ -297,10 +309,21 @@ def log_marginal(fit_or_model_guide, data, *, num_samples: int = 1000, proposal=
     A model whose only local latents are discrete has exact weights: log p(x_i | G) is computed once
     by enumeration, every one of the K weights equals it (ESS = K, k-hat = -inf).
     """
-    num, chunk_size, seed, model, guide, fit, ds, device, q, qname, mpn, global_names, local_cont = _prepare(
-        fit_or_model_guide, data, proposal, num_samples, chunk_size, seed)
+    if check_choice("method", method, ("is", "ais")) == "ais":
+        from ._local_ais import ais_log_marginal, check_ais_options
+
+        settings, betas = check_ais_options(num_steps, num_chains, schedule, num_leapfrog, step_size, target_accept)
+        num_samples = settings["num_chains"]
+    prepared = _prepare(fit_or_model_guide, data, proposal, num_samples, chunk_size, seed)
+    num, chunk_size, seed, model, guide, fit, ds, device, q, qname, mpn, global_names, local_cont = prepared
     if q is not None:
         check_guide_is_factorized(q, bool(local_cont))
+    if method == "ais":
+        out, accept, steps, chunk = ais_log_marginal(prepared, settings, betas, global_values, progress)
+        result = LogMarginal(num_samples=num, proposal=qname, chunk_size=chunk, method="ais", accept_rate=accept,
+                             settings={**settings, "final_step_size_median": _finite(float(steps.nanmedian()))},
+                             **out)
+        return _warn_khat(result, warn)
     n = len(ds)
     out = {k: torch.empty(n, dtype=torch.float64) for k in ("values", "ess", "khat", "elbo", "mc_stderr")}
     draws = num if local_cont else 1
@@ -317,12 +340,17 @@ def log_marginal(fit_or_model_guide, data, *, num_samples: int = 1000, proposal=
             return auto_chunk(traces, m, n, device)
 
         chunk = run_chunks(n, chunk_size, run, probe=max(2, min(16, 100_000 // draws)))
-    result = LogMarginal(num_samples=num, proposal=qname, chunk_size=chunk, **out)
+    return _warn_khat(LogMarginal(num_samples=num, proposal=qname, chunk_size=chunk, **out), warn)
+
+
+def _warn_khat(result: LogMarginal, warn: bool) -> LogMarginal:
     if warn and result.num_khat_over_0_7:
+        advice = ("more chains or steps" if result.method == "ais" else
+                  "a better proposal, more samples, or method='ais'")
         warnings.warn(
-            f"log_marginal: Pareto k-hat > {KHAT_THRESHOLD} for {result.num_khat_over_0_7} of {n} points (max "
-            f"{result.khat_max:.2f}): the estimate for those points is unreliable (Yao et al. 2018); use a better "
-            "proposal or more samples", ImportanceWarning, stacklevel=2,
+            f"log_marginal: Pareto k-hat > {KHAT_THRESHOLD} for {result.num_khat_over_0_7} of {len(result.values)} "
+            f"points (max {result.khat_max:.2f}): the estimate for those points is unreliable (Yao et al. 2018); "
+            f"use {advice}", ImportanceWarning, stacklevel=3,
         )
     return result
 
