@@ -16,6 +16,7 @@ from ._validation import (  # noqa: E402
     check_int,
     check_tensor,
 )
+from .bdmc import BDMCResult, bdmc  # noqa: E402
 from .compare import Comparison, compare  # noqa: E402
 from .data import (  # noqa: E402
     Batch,
@@ -46,7 +47,7 @@ __all__ = [
     "fit", "Fit", "fit_em", "EMFit",
     # evaluation and comparison
     "log_marginal", "LogMarginal", "log_evidence", "LogEvidence", "inference_gaps", "InferenceGaps",
-    "run_mcmc", "MCMCResult", "local_posterior", "to_inference_data", "compare", "Comparison",
+    "bdmc", "BDMCResult", "run_mcmc", "MCMCResult", "local_posterior", "to_inference_data", "compare", "Comparison",
     # validation for model authors
     "PPVAEError", "NonFiniteError", "check_choice", "check_float", "check_int", "check_tensor",
 ]

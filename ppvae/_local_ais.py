@@ -282,9 +282,10 @@ def check_ais_options(num_steps, num_chains, schedule, num_leapfrog, step_size, 
     return settings, make_schedule(schedule, num_steps)
 
 
-def ais_log_marginal(prepared: tuple, settings: dict, betas, global_values, progress) -> tuple:
+def ais_log_marginal(prepared: tuple, settings: dict, betas, global_values, progress, start=None) -> tuple:
     """Per-point AIS over all points, chunked (halved on out-of-memory) as importance sampling is;
-    returns (summary tensors, acceptance (N,), step sizes (N,), chunk size)."""
+    returns (summary tensors, acceptance (N,), step sizes (N,), chunk size). ``start``: exact local
+    latents of every point, name -> (value, data dim), for reverse AIS (``betas`` from 1 to 0)."""
     from .evaluate import _global_values, _seeded, _summarize
 
     _, chunk_size, seed, model, guide, fit, ds, device, q, _, mpn, global_names, local_cont = prepared
@@ -296,17 +297,19 @@ def ais_log_marginal(prepared: tuple, settings: dict, betas, global_values, prog
     with torch.no_grad(), pyro.validation_enabled(False), _seeded(seed, device), frozen(model, guide, q):
         globals_ = _global_values(fit, model, guide, ds, global_names, global_values)
 
-        def run(start: int, m: int) -> int:
-            batch = Batch(ds.x[start:start + m], None, torch.arange(start, start + m, device=device), n)
-            where = slice(start, start + m)
+        def run(first: int, m: int) -> int:
+            batch = Batch(ds.x[first:first + m], None, torch.arange(first, first + m, device=device), n)
+            where = slice(first, first + m)
             with autoguide_subsample(q, n) if q is not None else contextlib.nullcontext():
                 if not local_cont:  # discrete locals only: exact weights by enumeration, nothing to anneal
-                    log_w, traces = local_log_weights(model, q, batch, 1, mpn, globals_, check=start == 0)
+                    log_w, traces = local_log_weights(model, q, batch, 1, mpn, globals_, check=first == 0)
                     _check_has_locals(traces["model"])
                 else:
                     tick = (lambda k: bar.update(k * m)) if bar is not None else None
-                    log_w, acc, eps, traces = point_ais(model, q, batch, num, mpn, globals_, betas,
-                                                        check=start == 0, progress=tick, **hmc)
+                    here = None if start is None else {
+                        k: (v.narrow(d, first, m), d) for k, (v, d) in start.items()}
+                    log_w, acc, eps, traces = point_ais(model, q, batch, num, mpn, globals_, betas, start=here,
+                                                        check=first == 0, progress=tick, **hmc)
                     accept[where], steps[where] = acc.cpu(), eps.double().cpu()
             check_log_weights(log_w, traces)
             _summarize(log_w, num, out, where)
