@@ -123,7 +123,8 @@ def ais_evidence(source, data, *, num_steps: int = 200, num_chains: int = 64, sc
     HMC with ``num_leapfrog`` leapfrog steps whose one step size adapts toward ``target_accept``.
     ``num_init_draws`` guide draws fit p_0. Returns a :class:`ppvae.LogEvidence` (``method="ais"``)
     whose ESS, k-hat and delta-method ``stderr`` are those of the C chain weights."""
-    from .evaluate import KHAT_THRESHOLD, LogEvidence, psis_khat
+    from .evaluate import KHAT_THRESHOLD, psis_khat
+    from .evidence import LogEvidence
 
     num_steps = check_int("num_steps", num_steps, low=1)
     num_chains = check_int("num_chains", num_chains, low=1)

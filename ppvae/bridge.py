@@ -146,7 +146,7 @@ def bridge_sampling(mcmc, data, *, tol: float = 1e-10, max_iter: int = 1000, use
     per vectorized evaluation of the log joint. Returns a :class:`ppvae.LogEvidence` with
     ``method="bridge"``, ``stderr`` = RE, and ``info`` holding N1, N2, iterations and RE^2.
     """
-    from .evaluate import LogEvidence
+    from .evidence import LogEvidence
     from .mcmc import MCMCResult
 
     if not isinstance(mcmc, MCMCResult):

@@ -1,4 +1,4 @@
-"""Per-datapoint log p(x) by importance sampling, with diagnostics; the evidence over global latents.
+"""Per-datapoint log p(x) by importance sampling, with diagnostics.
 
 For every data point, with the global latents G fixed at the fit's point estimate and K draws of the
 local continuous latents c_ik from a proposal q (the fitted guide, the prior, or a user's guide)::
@@ -11,8 +11,8 @@ is the ELBO. Per point it reports the effective sample size 1 / sum_k wbar_ik^2 
 weights (Kong 1992) and the Pareto k-hat of the weights (Yao et al. 2018, "Yes, but did it work?",
 sec. 2; computed by ``arviz.psislw``): k-hat > 0.7 means the estimate is unreliable.
 
-:func:`log_evidence` estimates log p(X) = log E_q(G)[p(X, G) / q(G)] with G drawn from the guide
-(or the prior) and the local discrete latents summed out exactly.
+:func:`log_evidence` (in :mod:`ppvae.evidence`, importable from here) estimates log p(X) by importance
+sampling over the globals, by AIS over all latents or by bridge sampling from NUTS draws.
 
 Weights are computed vectorized over particles (:mod:`ppvae._importance`), batched over data points
 in chunks whose size is given or chosen from free memory, halved on an out-of-memory error; the
@@ -31,22 +31,18 @@ import numpy as np
 import pyro
 import torch
 from pyro import poutine
-from pyro.poutine.util import site_is_subsample
 
 from ._importance import (
-    _is_sampled,
     auto_chunk,
     autoguide_subsample,
     check_guide_is_factorized,
     check_log_weights,
-    data_log_likelihood,
-    global_log_density,
     local_log_weights,
-    particle_plate,
     run_chunks,
 )
 from ._validation import PPVAEError, check_choice, check_int
 from .data import Batch, Dataset
+from .evidence import LogEvidence, log_evidence  # noqa: F401 -- re-exported (moved to evidence.py)
 from .model import is_local, latent_sites
 
 __all__ = ["LogMarginal", "LogEvidence", "ImportanceWarning", "log_marginal", "log_evidence", "psis_khat",
@@ -132,35 +128,6 @@ class LogMarginal:
             **({"settings": self.settings} if self.settings else {}),
             **({} if self.accept_rate is None else {"accept_rate_mean": _finite(float(self.accept_rate.nanmean()))}),
         }
-
-
-@dataclass
-class LogEvidence:
-    """log p(X) by one estimator: ``method`` "is" (importance sampling over the globals), "ais"
-    (annealing over all latents, :mod:`ppvae._evidence_ais`) or "bridge" (:mod:`ppvae.bridge`).
-
-    ``stderr``: the Monte Carlo standard error of ``value`` (delta method sqrt((S / ESS - 1) / S)
-    for "is"/"ais" over S weights; Frühwirth-Schnatter's RE for "bridge"). ``khat`` and ``elbo`` (the
-    mean log-weight) are NaN for "bridge". ``info``: the method's settings and diagnostics."""
-
-    value: float
-    stderr: float
-    ess: float
-    khat: float
-    elbo: float
-    num_samples: int
-    proposal: str
-    method: str = "is"
-    info: dict = field(default_factory=dict)
-
-    @property
-    def gap(self) -> float:
-        return self.value - self.elbo
-
-    def to_dict(self) -> dict:
-        info = {k: (_finite(v) if isinstance(v, float) else v) for k, v in self.info.items()}
-        return {k: (_finite(v) if isinstance(v, float) else v) for k, v in
-                {**self.__dict__, "gap": self.gap, "info": info}.items()}
 
 
 def psis_khat(log_weights: np.ndarray, flat_tol: float = 1e-12) -> np.ndarray:
@@ -387,109 +354,6 @@ def _summarize(lw: torch.Tensor, num: int, out: dict, where: slice) -> None:
     out["ess"][where] = (1.0 / torch.exp(2 * (lw - lse)).sum(0)).cpu()
     out["khat"][where] = torch.from_numpy(psis_khat(lw.T.cpu().numpy(), flat_tol))
     out["mc_stderr"][where] = ((num / out["ess"][where] - 1).clamp_min(0) / num).sqrt()
-
-
-def log_evidence(fit_or_model_guide, data, *, method: str = "is", num_samples: int = 1000, proposal="guide",
-                 chunk_size: int | None = None, seed: int = 0, **options) -> LogEvidence:
-    """log p(X) by ``method``:
-
-    * ``"is"``: log (1/S) sum_s p(X, G_s) / q(G_s), G_s ~ q (the guide, the prior or a guide
-      callable), with p(X | G) = prod_i sum_{z_i} p(x_i, z_i | G) summed exactly over discrete local
-      latents; needs a model whose local latents are all discrete. ``chunk_size`` bounds the data
-      points per vectorized pass; ``stderr`` is the delta-method sqrt((S / ESS - 1) / S).
-    * ``"ais"``: annealed importance sampling over all continuous latents, globals and locals, from a
-      Gaussian fitted to the guide's draws (or to the draws of an MCMCResult passed as the first
-      argument) to the posterior (:func:`ppvae._evidence_ais.ais_evidence`; ``options``: num_steps,
-      num_chains, schedule, num_leapfrog, step_size, target_accept, num_init_draws, progress).
-    * ``"bridge"``: bridge sampling from the NUTS/HMC draws of a :class:`ppvae.MCMCResult` passed as
-      the first argument (:func:`ppvae.bridge.bridge_sampling`; ``options``: tol, max_iter, use_ess).
-    """
-    check_choice("method", method, ("is", "ais", "bridge"))
-    if method != "is":
-        return _evidence_by(method, fit_or_model_guide, data, seed, chunk_size, options)
-    if options:
-        raise PPVAEError(f"options: method='is' takes num_samples, proposal, chunk_size and seed; got "
-                         f"{', '.join(sorted(options))}")
-    num, chunk_size, seed, model, guide, fit, ds, device, q, qname, mpn, global_names, local_cont = _prepare(
-        fit_or_model_guide, data, proposal, num_samples, chunk_size, seed)
-    if local_cont:
-        raise PPVAEError(
-            f"log_evidence: the model has continuous local latents ({', '.join(local_cont)}); it supports models whose "
-            "local latents are discrete; use log_marginal for per-point estimates"
-        )
-    n = len(ds)
-    with torch.no_grad(), pyro.validation_enabled(False), _seeded(seed, device):
-        values, log_q = _draw_globals(model, q, ds, num, mpn, global_names)
-        loglik = torch.zeros(num, dtype=torch.float64, device=device)
-        prior = {}
-
-        def run(start: int, m: int) -> int:
-            nonlocal loglik
-            batch = Batch(ds.x[start:start + m], None, torch.arange(start, start + m, device=device), n)
-            lp, mtr = data_log_likelihood(model, batch, num, mpn, values)
-            lp = lp.double()
-            check_log_weights(lp, {"model": mtr})
-            loglik = loglik + lp.sum(-1)
-            if "value" not in prior:
-                prior["value"] = global_log_density(mtr, global_names, num, mpn)
-            return auto_chunk({"model": mtr}, m, n, device)
-
-        run_chunks(n, chunk_size, run, probe=max(2, min(16, 100_000 // num)))
-    lw = (prior.get("value", 0.0) + loglik - log_q).cpu()
-    if torch.isnan(lw).any() or (lw == math.inf).any():
-        raise PPVAEError("proposal: log-weights over the globals are NaN or +inf: the proposal puts mass where "
-                         "the prior has none")
-    lse = float(torch.logsumexp(lw, 0))
-    ess = float(1.0 / torch.exp(2 * (lw - lse)).sum())
-    khat = float(psis_khat(lw[None].numpy())[0])
-    if khat > KHAT_THRESHOLD:
-        warnings.warn(f"log_evidence: Pareto k-hat = {khat:.2f} > {KHAT_THRESHOLD}: the estimate is unreliable "
-                      "(Yao et al. 2018); use a better proposal or more samples", ImportanceWarning, stacklevel=2)
-    return LogEvidence(value=lse - math.log(num), stderr=math.sqrt(max(num / ess - 1, 0.0) / num), ess=ess, khat=khat,
-                       elbo=float(lw.mean()), num_samples=num, proposal=qname)
-
-
-def _evidence_by(method, source, data, seed, chunk_size, options) -> LogEvidence:
-    """``log_evidence`` by 'ais' or 'bridge', its options checked against the estimator's signature."""
-    import inspect
-
-    from ._evidence_ais import ais_evidence
-    from .bridge import bridge_sampling
-    from .mcmc import MCMCResult
-
-    fn = ais_evidence if method == "ais" else bridge_sampling
-    allowed = sorted(set(inspect.signature(fn).parameters) - {"source", "mcmc", "data", "seed", "chunk_size"})
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise PPVAEError(f"options: method='{method}' takes {', '.join(allowed)}; got {', '.join(unknown)}")
-    if method == "bridge" and not isinstance(source, MCMCResult):
-        raise PPVAEError("fit_or_model_guide: method='bridge' needs posterior draws; expected the ppvae.MCMCResult "
-                         f"of ppvae.run_mcmc; got {type(source).__name__}")
-    extra = {} if chunk_size is None else {"chunk_size": check_int("chunk_size", chunk_size, low=1)}
-    return fn(source, data, seed=seed, **extra, **options)
-
-
-def _draw_globals(model, q, ds, num, mpn, global_names):
-    """S draws of the global latents from the proposal (or prior) with their log-density, shape (S,)."""
-    batch = Batch(ds.x[:1], None, torch.zeros(1, dtype=torch.long, device=ds.x.device), len(ds))
-    with particle_plate(num, mpn) if num > 1 else contextlib.nullcontext():
-        src = poutine.trace(q if q is not None else model).get_trace(batch if q is None else ds.batch())
-    sampled = [name for name, s in src.nodes.items() if _is_sampled(s)]
-    unknown = sorted(set(sampled) - set(global_names)) if q is not None else []
-    if unknown:
-        raise PPVAEError(
-            f"proposal: the guide samples site(s) {', '.join(unknown)} that are not global latents of the model "
-            f"({', '.join(global_names) or 'none'})"
-        )
-    missing = sorted(set(global_names) - set(sampled))
-    if missing:
-        raise PPVAEError(f"proposal: the guide does not sample the model's global latent site(s) {', '.join(missing)}")
-    values = {name: src.nodes[name]["value"] for name in global_names}
-    if q is None:
-        return values, global_log_density(src, global_names, num, mpn)
-    every = [name for name, s in src.nodes.items()
-             if s["type"] == "sample" and not s["is_observed"] and not site_is_subsample(s)]
-    return values, global_log_density(src, every, num, mpn)
 
 
 # -- a saved run (the ``ppvae evaluate`` command) -----------------------------------------------------

@@ -2,51 +2,34 @@
 checked against closed forms; the vectorized log joint both use, checked against the NUTS potential; the
 `ppvae evidence` command; bad input."""
 
+import importlib.util
 import json
 import math
+import pathlib
 
-import pyro
-import pyro.distributions as dist
 import pytest
 import torch
 
 import ppvae
 from models.gmm import GMM
 from models.normal_gamma import NormalGamma
-from ppvae import Model, PPVAEError
+from ppvae import PPVAEError
 from ppvae._joint import log_density, potential_for, unconstrained_draws
 from ppvae.bridge import bridge_sampling, iterate_bridge, relative_mse
 from ppvae.mcmc import MCMCResult
 
-# eight schools (Rubin 1981): effects y_i and their standard errors sigma_i
-Y = [28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0]
-SIGMA = [15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0]
-
-
-class HierarchicalNormal(Model):
-    """mu ~ N(0, s0^2), theta_i ~ N(mu, tau^2), y_i ~ N(theta_i, sigma_i^2), tau known; x = (y, sigma)."""
-
-    def __init__(self, s0: float = 5.0, tau: float = 4.0):
-        super().__init__()
-        self.s0, self.tau = s0, tau
-
-    def forward(self, batch):
-        x = batch.x
-        mu = pyro.sample("mu", dist.Normal(x.new_tensor(0.0), self.s0))
-        with self.data_plate(batch):
-            theta = pyro.sample("theta", dist.Normal(mu, self.tau))
-            pyro.sample("y", dist.Normal(theta, x[:, 1]), obs=x[:, 0])
-
-    def log_evidence_exact(self, x) -> float:
-        """log N(y; 0, s0^2 1 1^T + diag(tau^2 + sigma_i^2)): theta and mu integrated out in closed form."""
-        y, s = x[:, 0].double(), x[:, 1].double()
-        cov = self.s0 ** 2 * torch.ones(len(y), len(y), dtype=torch.float64) + torch.diag(self.tau ** 2 + s ** 2)
-        return float(dist.MultivariateNormal(torch.zeros_like(y), cov).log_prob(y))
+# the hierarchical normal model of eight schools (mu, theta_i; tau known) and its closed-form evidence
+# live in the example script, loaded from its file (as test_model does with examples/custom_model.py)
+_spec = importlib.util.spec_from_file_location("evidence_schools",
+                                               pathlib.Path(__file__).parents[1] / "examples" / "evidence_schools.py")
+_example = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_example)
+HierarchicalNormal = _example.HierarchicalNormal
 
 
 @pytest.fixture(scope="module")
 def schools():
-    return torch.tensor([Y, SIGMA], dtype=torch.float64).T
+    return _example.schools()
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +152,7 @@ def test_ais_hierarchical_normal_from_guide_within_three_stderr(schools):
 
 def test_ais_from_mcmc_draws_within_three_stderr(schools_nuts, schools):
     model, run = schools_nuts
-    est = ppvae.log_evidence(run, schools, method="ais", num_steps=50, num_chains=32, seed=1)
+    est = ppvae.log_evidence(run, schools, method="ais", num_steps=100, num_chains=32, seed=1)
     assert est.stderr < 0.1 and _within(est, model.log_evidence_exact(schools)), est
 
 
