@@ -352,8 +352,13 @@ def cmd_evaluate(args) -> int:
 
     if not os.path.isdir(args.run_dir):
         raise PPVAEError(f"run_dir: expected a run directory written by `ppvae fit`; got {args.run_dir}")
+    ais = {} if args.method == "is" else {
+        "num_steps": args.steps, "num_chains": args.chains, "num_leapfrog": args.leapfrog, "schedule": args.schedule,
+        "progress": False if args.quiet else None}
     _, entry = evaluate_run(args.run_dir, args.data, num_samples=args.num_samples, proposal=args.proposal,
-                            chunk_size=args.chunk_size, seed=args.seed)
+                            chunk_size=args.chunk_size, seed=args.seed, method=args.method, **ais)
+    if args.method == "ais":
+        return _print_ais(args, entry)
     se = entry["stderr"] if entry["stderr"] is not None else float("nan")
     print(f"log p(x): mean {entry['mean']:.4f} +- {se:.4f} over {entry['num_points']} points, "
           f"total {entry['total']:.3f} (K={entry['num_samples']}, {entry['proposal']} proposal); "
@@ -363,6 +368,45 @@ def cmd_evaluate(args) -> int:
     for warning in entry["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"wrote {os.path.join(args.run_dir, 'metrics.json')} and log_marginal.png")
+    return 0
+
+
+def _print_ais(args, entry) -> int:
+    s, ref = entry["settings"], entry["is"]
+    se = entry["stderr"] if entry["stderr"] is not None else float("nan")
+    print(f"log p(x) by AIS: mean {entry['mean']:.4f} +- {se:.4f} over {entry['num_points']} points "
+          f"(T={s['num_steps']}, C={s['num_chains']}, L={s['num_leapfrog']}, {s['schedule']} schedule, "
+          f"{entry['proposal']} proposal); "
+          f"Monte Carlo s.e. {entry['mc_stderr']:.4f}; HMC acceptance {entry['accept_rate_mean']:.2f}")
+    khat = "n/a (C < 25 chains)" if entry["khat_max"] is None else f"{entry['khat_max']:.3f}"
+    print(f"chain weights: ESS mean {entry['ess_mean']:.1f} of {s['num_chains']}; k-hat max {khat}")
+    ik = "n/a" if ref["khat_max"] is None else f"{ref['khat_max']:.3f}"
+    print(f"IS at K={ref['num_samples']}: mean {ref['mean']:.4f}, k-hat max {ik}, {ref['num_khat_over_0_7']} "
+          f"points with k-hat > 0.7; AIS - IS {entry['ais_minus_is_mean']:+.4f} nats on average, AIS higher on "
+          f"{entry['ais_above_is']} of {entry['num_points']}")
+    for warning in entry["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"wrote {os.path.join(args.run_dir, 'metrics.json')}, log_marginal.png and ais_vs_is.png")
+    return 0
+
+
+def cmd_bdmc(args) -> int:
+    """BDMC bounds of log p(x) on points simulated from a run, for each T in --steps."""
+    from ._ais_run import bdmc_run
+
+    if not os.path.isdir(args.run_dir):
+        raise PPVAEError(f"run_dir: expected a run directory written by `ppvae fit`; got {args.run_dir}")
+    try:
+        steps = [int(t) for t in args.steps.split(",")]
+    except ValueError:
+        raise PPVAEError(f"--steps: expected comma-separated integers, e.g. 50,100,200; got '{args.steps}'") from None
+    result, _ = bdmc_run(args.run_dir, args.data, seed=args.seed, num_points=args.points, num_steps=steps,
+                         num_chains=args.chains, num_leapfrog=args.leapfrog, proposal=args.proposal,
+                         schedule=args.schedule, chunk_size=args.chunk_size, progress=False if args.quiet else None)
+    print(f"BDMC on {result.lower.shape[-1]} points simulated from the run, C={result.num_chains}, "
+          f"{result.proposal} proposal: mean bounds of log p(x)")
+    print(result.table())
+    print(f"wrote {os.path.join(args.run_dir, 'metrics.json')} and bdmc.png")
     return 0
 
 
@@ -404,6 +448,16 @@ def _common(p, with_model=True):
     p.add_argument("--out", required=True, help="run directory to create")
     p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
 
+
+
+def _ais_options(p, steps_type, steps_default) -> None:
+    """AIS flags shared by `evaluate --method ais` and `bdmc`."""
+    p.add_argument("--steps", type=steps_type, default=steps_default,
+                   help="annealing steps T" + (" (comma-separated list)" if steps_type is str else ""))
+    p.add_argument("--chains", type=int, default=16, help="AIS chains per data point")
+    p.add_argument("--leapfrog", type=int, default=5, help="leapfrog steps per HMC transition")
+    p.add_argument("--schedule", default="sigmoid", choices=("sigmoid", "linear"))
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ppvae", description="Latent-variable models on Pyro: fit, evaluate, compare.")
@@ -490,7 +544,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-size", type=int, default=None,
                    help="data points per vectorized pass (default: from free memory)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--method", default="is", choices=("is", "ais"), help="importance sampling or annealed IS")
+    _ais_options(p, steps_type=int, steps_default=500)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("bdmc", help="BDMC bounds of log p(x) on points simulated from a run (certifies AIS)")
+    p.add_argument("run_dir", help="a run directory written by `ppvae fit`")
+    p.add_argument("--data", default=None, help="where the globals are read (default: the run's data set)")
+    p.add_argument("--points", type=int, default=100, help="simulated data points")
+    p.add_argument("--proposal", default="guide", choices=("guide", "prior"))
+    p.add_argument("--chunk-size", type=int, default=None, help="data points per vectorized pass")
+    p.add_argument("--seed", type=int, default=0)
+    _ais_options(p, steps_type=str, steps_default="100,200,400")
+    p.set_defaults(func=cmd_bdmc)
 
     p = sub.add_parser("evidence", help="log p(X) of a run or MCMC directory by every estimator it allows")
     p.add_argument("run_dir", help="a directory written by `ppvae fit` or by `ppvae mcmc`")

@@ -378,31 +378,25 @@ def _run_data(fit, data: str | None) -> Dataset:
 
 
 def evaluate_run(run_dir: str, data: str | None = None, *, num_samples: int = 1000, proposal: str = "guide",
-                 chunk_size: int | None = None, seed: int = 0) -> tuple[LogMarginal, dict]:
+                 chunk_size: int | None = None, seed: int = 0, method: str = "is", **ais) -> tuple[LogMarginal, dict]:
     """Load a run (:meth:`Fit.load`), estimate log p(x) on ``data`` and add a ``log_marginal`` object
-    to ``RUN_DIR/metrics.json`` (written atomically, other keys kept) and ``log_marginal.png``."""
-    import json
-
+    to ``RUN_DIR/metrics.json`` (written atomically, other keys kept) and ``log_marginal.png``.
+    ``method="ais"`` (options ``ais`` as :func:`log_marginal`'s): see :func:`ppvae._ais_run.evaluate_run_ais`."""
+    from ._ais_run import evaluate_run_ais, update_metrics
     from .plots import plot_log_marginal
-    from .results import Fit, atomic_write
+    from .results import Fit
 
+    if check_choice("method", method, ("is", "ais")) == "ais":
+        return evaluate_run_ais(run_dir, data, num_samples=num_samples, proposal=proposal, chunk_size=chunk_size,
+                                seed=seed, **ais)
     fit = Fit.load(run_dir)
     ds = _run_data(fit, data)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ImportanceWarning)
         result = log_marginal(fit, ds, num_samples=num_samples, proposal=proposal, chunk_size=chunk_size, seed=seed)
-    path = os.path.join(run_dir, "metrics.json")
-    metrics = {}
-    if os.path.exists(path):
-        try:
-            with open(path) as fh:
-                metrics = json.load(fh)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise PPVAEError(f"run_dir: {path} is corrupted ({exc}); not overwriting it") from None
     entry = {**result.to_dict(), "data": ds.name, "seed": seed,
              "warnings": [str(w.message) for w in caught if issubclass(w.category, ImportanceWarning)]}
-    metrics["log_marginal"] = entry
-    atomic_write(path, lambda fh: json.dump(metrics, fh, indent=2))
+    update_metrics(run_dir, "log_marginal", entry)
     png = os.path.join(run_dir, "log_marginal.png")
     tmp = os.path.join(run_dir, ".tmp-log_marginal.png")
     plot_log_marginal(result.values.numpy(), result.khat.numpy(), tmp,

@@ -300,3 +300,19 @@ def test_model_without_local_latents_is_refused():
     with pytest.raises(PPVAEError, match="method: per-point AIS anneals the local latents"):
         _ais((NormalGamma(), None), data, num_steps=3, num_chains=2, proposal="prior",
              global_values={"mu": torch.tensor(0.0), "tau": torch.tensor(1.0)})
+
+
+def test_discrete_locals_summed_in_both_ends_of_the_path():
+    """y_i discrete and z_i | y_i continuous (test_evaluate's mixture): with the exact posterior as
+    proposal (it samples y, so q(z | x) = sum_y q(y | x) q(z | x, y) is re-traced and summed at every
+    state) every intermediate density is p(z | x), each weight is p(x) exactly (float32: 1e-5); the
+    prior proposal, q(z) = sum_y pi_y N(z | m_y, 1), T = 50, C = 32, is within 3 SE."""
+    from test_evaluate import _HierarchicalMixture
+
+    model = _HierarchicalMixture()
+    x = torch.tensor([[-2.5], [-0.3], [0.8], [2.2], [4.0]])
+    exact = model.exact(x)
+    post = _ais((model, None), x, num_steps=5, num_chains=8, proposal=model.posterior_guide)
+    torch.testing.assert_close(post.values, exact, rtol=0, atol=1e-5)
+    prior = _ais((model, None), x, num_steps=50, num_chains=32, proposal="prior", seed=0)
+    _within(prior, exact)
