@@ -1,6 +1,6 @@
 """Benchmark: annealed importance sampling of an MNIST VAE's log p(x), three parts in one process.
 
-    python benchmarks/bench_ais.py                          # the full run (about 30 min on 2 cores)
+    python benchmarks/bench_ais.py --threads 2              # the full run (about 8 min on 2 cores)
     python benchmarks/bench_ais.py --epochs 5 --images 20 --is-samples 500 --bdmc-points 20 \
         --bdmc-steps 10,20 --timing-steps 10                # a quick look (about 2 min)
 
