@@ -51,10 +51,13 @@ from .model import DATA_PLATE, is_local
 
 __all__ = ["LocalTarget", "frozen", "point_ais", "data_dim"]
 
-# log eps += 3 (acceptance - target) after each transition: Wu et al.'s +-2% per step needs ~80 steps
-# to shrink a step size 5x, too slow for runs of 50-100 steps (measured on factor analysis: acceptance
-# 0.44 against a 0.65 target, and errors past 3 standard errors, which this rate removes)
+# log eps += g (acceptance - target) after each transition, g = 3 min(1, C / 16): Wu et al.'s +-2% per
+# step needs ~80 steps to shrink a step size 5x, too slow for runs of 50-100 steps (measured on factor
+# analysis: acceptance 0.44 against a 0.65 target, and errors past 3 standard errors, which g = 3
+# removes); with fewer chains the acceptance average is noisier, so the gain shrinks with it (at C = 1,
+# g = 3 made the step size jump by e^1 and e^-2, and the estimates were 1-7 nats low at T = 20-200)
 ADAPT = 3.0
+ADAPT_CHAINS = 16
 
 
 @contextlib.contextmanager
@@ -264,7 +267,8 @@ def point_ais(model, proposal, batch, num, mpn, globals_, betas, *, start=None, 
     target = LocalTarget(model, proposal, batch, num, mpn, globals_, source, mtr, names)
     u0 = target.u0 if start is None else target.start_state({k: v for k, (v, _) in start.items()})
     step = torch.full((1, len(batch)), float(step_size), dtype=u0.dtype, device=u0.device)
-    res = anneal(u0, target.log_init, target.log_target, betas, step_size=step, adapt=ADAPT, **hmc)
+    gain = ADAPT * min(1.0, num / ADAPT_CHAINS)
+    res = anneal(u0, target.log_init, target.log_target, betas, step_size=step, adapt=gain, **hmc)
     traces = {"model": mtr, "proposal": source if proposal is not None else None}
     return res.log_weights, res.accept_rate.reshape(-1), res.step_size.reshape(-1), traces
 

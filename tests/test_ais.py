@@ -215,8 +215,14 @@ def test_fitted_autoguide_proposal_matches_the_closed_form(ppca_fit):
     """AutoNormal proposal (annealed on its own unconstrained site), T = 30, C = 32: the mean error
     over 30 points is within 3 Monte Carlo standard errors (measured -0.3 SE; seed 1: -1.8 SE)."""
     fit, ds, exact = ppca_fit
+    params = list(fit.guide.parameters())
+    flags = [p.requires_grad for p in params]
+    grads = [None if p.grad is None else p.grad.clone() for p in params]  # left by training
     res = _ais(fit, ds, num_steps=30, num_chains=32, seed=0)
     _within(res, exact)
+    # the networks were frozen during the run: no gradient reached them, and their flags are restored
+    assert [p.requires_grad for p in params] == flags
+    assert all((p.grad is None) if g is None else torch.equal(p.grad, g) for p, g in zip(params, grads, strict=True))
     assert 0.4 < float(res.accept_rate.mean()) < 0.9 and res.settings["num_steps"] == 30
     assert res.to_dict()["method"] == "ais" and res.to_dict()["settings"]["num_chains"] == 32
 
