@@ -273,7 +273,7 @@ def point_ais(model, proposal, batch, num, mpn, globals_, betas, *, start=None, 
     return res.log_weights, res.accept_rate.reshape(-1), res.step_size.reshape(-1), traces
 
 
-def check_ais_options(num_steps, num_chains, schedule, num_leapfrog, step_size, target_accept) -> dict:
+def check_ais_options(num_steps, num_chains, schedule, num_leapfrog, step_size, target_accept) -> tuple:
     """The checked AIS settings (PPVAEError naming the argument otherwise), with the betas."""
     num_steps = check_int("num_steps", num_steps, low=1)
     settings = {
