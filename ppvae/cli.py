@@ -90,11 +90,8 @@ def _load_data(args):
     from .data import load_dataset
 
     options = {"mmap": True} if getattr(args, "mmap", False) else {}
-    name = args.data
-    if ":" in name and not os.path.exists(name):  # NAME:KEY=VALUE[,KEY=VALUE], e.g. reuters:split=train
-        name, _, extra = name.partition(":")
-        options.update(_kv_pairs(extra.split(",")))
-    return load_dataset(name, standardize=getattr(args, "standardize", False), **options)
+    # NAME:KEY=VALUE[,KEY=VALUE] (e.g. reuters:split=train) is parsed by load_dataset itself
+    return load_dataset(args.data, standardize=getattr(args, "standardize", False), **options)
 
 
 # -- commands -----------------------------------------------------------------------------------------
