@@ -7,18 +7,15 @@ it into place only when everything succeeded, so a failed run leaves nothing beh
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 
+from ._rundir import CHECKPOINTS, Terminated, check_out, interrupted_message, run_directory, sigterm_unwinds
 from ._validation import PPVAEError
 
 EXIT_USAGE = 2
-CHECKPOINTS = "checkpoints"  # the folder of a run directory written during `fit` (ppvae/checkpoint.py)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,48 +33,6 @@ def _kv_pairs(pairs: list[str]) -> dict[str, str]:
             raise PPVAEError(f"hyperparameter: expected KEY=VALUE after the model name; got '{item}'")
         out[key] = value
     return out
-
-
-def check_out(out: str, overwrite: bool = False, checkpoints: bool = False, resume: bool = False) -> str:
-    """Check that ``out`` may receive a run; with ``checkpoints`` a ``checkpoints/`` folder may already be
-    there (an interrupted run), which only ``resume`` continues and ``overwrite`` starts over."""
-    out = os.path.abspath(out)
-    if os.path.exists(out):
-        if not os.path.isdir(out):
-            raise PPVAEError(f"--out: expected a directory path; got an existing file {out}")
-        others = [n for n in os.listdir(out) if not (checkpoints and n == CHECKPOINTS)]
-        if others and not overwrite:
-            raise PPVAEError(f"--out: expected a new or empty directory; {out} already has files (pass --overwrite)")
-        stale = os.path.join(out, CHECKPOINTS)
-        if checkpoints and not resume and os.path.isdir(stale) and os.listdir(stale) and not overwrite:
-            raise PPVAEError(f"--out: {stale} holds checkpoints of an earlier run; pass --resume {out} to "
-                             "continue it or --overwrite to start over")
-    return out
-
-
-@contextlib.contextmanager
-def run_directory(out: str, overwrite: bool = False, checkpoints: bool = False, resume: bool = False):
-    """Yield a temporary directory; on success move it to ``out`` (which must be new or empty).
-
-    With ``checkpoints``, ``out/checkpoints/`` is written directly during the run (so a killed run
-    leaves it for ``--resume``) and is moved into the finished run directory at the end; a failed run
-    leaves only that folder."""
-    out = check_out(out, overwrite, checkpoints, resume)
-    if checkpoints and overwrite and not resume:
-        shutil.rmtree(os.path.join(out, CHECKPOINTS), ignore_errors=True)
-    parent = os.path.dirname(out)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".ppvae-", dir=parent)
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if checkpoints and os.path.isdir(os.path.join(out, CHECKPOINTS)):
-        os.replace(os.path.join(out, CHECKPOINTS), os.path.join(tmp, CHECKPOINTS))
-    if os.path.exists(out):
-        shutil.rmtree(out)
-    os.replace(tmp, out)
 
 
 def write_metrics(directory: str, metrics: dict) -> None:
@@ -245,9 +200,13 @@ def cmd_compare(args) -> int:
     with run_directory(args.out, args.overwrite) as tmp:
         result.save(tmp)
     print(result.to_markdown())
-    failed = [r["method"] for r in result.records if r["status"] != "ok"]
-    print(f"written to {args.out}" + (f"; failed: {', '.join(failed)}" if failed else ""))
-    return 1 if len(failed) == len(result.records) else 0
+    print(f"written to {args.out}")
+    failed = [r for r in result.records if r["status"] != "ok"]
+    if failed:  # the table is written; the exit status still says that a requested method failed
+        reasons = "; ".join(f"{r['method']} ({r['error']})" for r in failed)
+        print(f"ppvae: error: {len(failed)} of {len(result.records)} methods failed: {reasons}; "
+              f"the table in {args.out} has the others", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def cmd_mcmc(args) -> int:
@@ -467,15 +426,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = None
     try:
-        args = build_parser().parse_args(argv)
-        return args.func(args)
+        with sigterm_unwinds():  # SIGTERM unwinds like Ctrl-C, so the temporary run directory is removed
+            args = build_parser().parse_args(argv)
+            return args.func(args)
     except PPVAEError as exc:
         print(f"ppvae: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print(f"ppvae: interrupted after {time.perf_counter() - start:.1f} s; nothing was written", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)
+        print(interrupted_message(argv, args, time.perf_counter() - start, terminated), file=sys.stderr)
+        return 143 if terminated else 130
 
 
 if __name__ == "__main__":

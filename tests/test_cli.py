@@ -93,3 +93,82 @@ def test_evaluate_accepts_data_options_like_fit(tmp_path, capsys):
     capsys.readouterr()
     assert main(["evaluate", str(out), "--data", "faithful:standardize=false"]) == 2
     assert "fitted on standardized data" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("out", ["/dev/null/run", "/proc/xx/run"])
+def test_out_that_cannot_be_created_is_one_line_exit_2(out, capsys):
+    # before: FileExistsError / FileNotFoundError tracebacks with exit 1
+    for argv in (["fit", "gmm", "K=2", "--data", "faithful", "--steps", "2"], ["em", "gmm", "--data", "faithful"]):
+        assert main(argv + ["--out", out]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("ppvae: error: --out:") and err.count("\n") == 1 and "Traceback" not in err
+
+
+def _start_fit(tmp_path, *extra):
+    import os
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    argv = ["fit", "gmm", "K=2", "--data", "faithful", "--steps", "1000000", "--checkpoint-every", "10", "--quiet",
+            "--out", "r", *extra]
+    return argv, subprocess.Popen([sys.executable, "-m", "ppvae.cli", *argv], cwd=tmp_path, env=env,
+                                  stderr=subprocess.PIPE, text=True)
+
+
+def _stop_after_checkpoint(proc, ckpt_dir, sig, known=()):
+    import signal
+    import time
+
+    deadline = time.monotonic() + 240  # generous: the 2-core machine may be busy; a checkpoint comes every 10 steps
+    while time.monotonic() < deadline and not set(p.name for p in ckpt_dir.glob("checkpoint-*.pt")) - set(known):
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.2)
+    proc.send_signal(getattr(signal, sig))
+    _, err = proc.communicate(timeout=120)
+    return proc.returncode, err.strip().splitlines()[-1]
+
+
+def test_sigterm_and_ctrl_c_clean_up_and_say_how_to_resume(tmp_path):
+    # before: SIGTERM left .ppvae-XXXXXXXX beside --out, and Ctrl-C said "nothing was written" beside kept checkpoints
+    ckpts = tmp_path / "r" / "checkpoints"
+    argv, proc = _start_fit(tmp_path)
+    rc, last = _stop_after_checkpoint(proc, ckpts, "SIGTERM")
+    assert rc == 143 and last.startswith("ppvae: terminated after")
+    resume = "ppvae " + " ".join(argv) + " --resume r"
+    assert f"kept {len(list(ckpts.iterdir()))} checkpoint(s) in {ckpts}" in last and last.endswith(resume)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"] and [p.name for p in (tmp_path / "r").iterdir()] == [
+        "checkpoints"]
+    # the resume command itself, interrupted by Ctrl-C: it names one --resume, not two
+    known = [p.name for p in ckpts.iterdir()]
+    _, proc = _start_fit(tmp_path, "--resume", "r")
+    rc, last = _stop_after_checkpoint(proc, ckpts, "SIGINT", known)
+    assert rc == 130 and last.startswith("ppvae: interrupted after") and last.endswith(resume)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+
+
+def test_stale_temporary_directories_of_dead_runs_are_removed(tmp_path, capsys):
+    import os
+
+    from ppvae._rundir import _host
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)  # a process that has exited
+    names = {f".ppvae-{_host()}-{pid}-abc": False,  # dead here: removed
+             f".ppvae-{_host()}-{os.getppid()}-abc": True,  # a live process: kept
+             f".ppvae-otherhost-{pid}-abc": True,  # another host's (shared file system): kept
+             ".ppvae-oldstyle1": True}  # no pid recorded: kept
+    for name in names:
+        (tmp_path / name).mkdir()
+    assert main(["em", "gmm", "K=2", "--data", "faithful", "--restarts", "1", "--out", str(tmp_path / "em")]) == 0
+    assert {p.name for p in tmp_path.iterdir()} == {"em"} | {n for n, keep in names.items() if keep}
+
+
+def test_compare_writes_the_table_then_exits_1_naming_the_failed_method(tmp_path, capsys):
+    # before: exit 0 when `exact` failed beside a working `em`
+    out = tmp_path / "cmp"
+    assert main(["compare", "gmm", "K=2", "--data", "faithful", "--methods", "em,exact", "--quiet",
+                 "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert "| em | ok |" in captured.out and (out / "comparison.md").exists()
+    assert captured.err.count("\n") == 1
+    assert captured.err.startswith("ppvae: error: 1 of 2 methods failed: exact (PPVAEError: exact: model 'gmm' has "
+                                   "no closed-form posterior")
