@@ -87,10 +87,8 @@ def _betas(text: str) -> tuple[float, float]:
 
 
 def cmd_fit(args) -> int:
-    import torch
-
     from .model import build_model
-    from .plots import plot_loss
+    from .plots import FigureGuard, plot_loss
     from .train import fit
 
     model = build_model(args.model, **_kv_pairs(args.hparams))
@@ -131,19 +129,27 @@ def cmd_fit(args) -> int:
             "config": {"hparams": model.hparams, "train": vars(result.config)},
         }
         write_metrics(tmp, metrics)
-        plot_loss(result.history["loss"], os.path.join(tmp, "loss.png"))
+        figures = FigureGuard()  # a figure that fails is named after the run is written; it never costs the fit
+        figures.draw("loss.png", plot_loss, result.history["loss"], os.path.join(tmp, "loss.png"))
         if ll is not None and result.model.discrete_latent_sites(data.batch()):
-            with torch.no_grad():
-                resp = next(iter(result.discrete_posterior(data).values()))
-            _mixture_plot(model, result.global_values(data), data, resp, os.path.join(tmp, "mixture.png"),
-                          f"{args.model} by {result.method}")
+            figures.draw("mixture.png", _fit_mixture_plot, args.model, model, result, data, tmp)
         if hasattr(model, "report"):  # model-specific figures (e.g. the VAE's reconstructions)
-            extra = model.report(result, data, tmp)
+            extra = figures.draw(f"{args.model}'s report figures", model.report, result, data, tmp)
             if isinstance(extra, dict):  # model-specific metrics (e.g. topic coherence) join metrics.json
                 metrics.update(extra)
                 write_metrics(tmp, metrics)
     _summary(metrics, args.out)
+    figures.report(args.out)
     return 0
+
+
+def _fit_mixture_plot(name, model, result, data, tmp):
+    import torch
+
+    with torch.no_grad():
+        resp = next(iter(result.discrete_posterior(data).values()))
+    _mixture_plot(model, result.global_values(data), data, resp, os.path.join(tmp, "mixture.png"),
+                  f"{name} by {result.method}")
 
 
 def _rank(args) -> int:
@@ -158,7 +164,7 @@ def cmd_em(args) -> int:
 
     from .em import fit_em
     from .model import build_model
-    from .plots import plot_em_trace
+    from .plots import FigureGuard, plot_em_trace
 
     model = build_model(args.model, **_kv_pairs(args.hparams))
     if not hasattr(model, "em_step"):
@@ -175,14 +181,18 @@ def cmd_em(args) -> int:
             "config": {"hparams": model.hparams, **result.config},
         }
         write_metrics(tmp, metrics)
-        plot_em_trace(result.history, os.path.join(tmp, "em_trace.png"))
+        figures = FigureGuard()
+        figures.draw("em_trace.png", plot_em_trace, result.history, os.path.join(tmp, "em_trace.png"),
+                     best=result.best_restart, title=f"{args.model} by EM: {len(result.history)} restarts")
         if hasattr(model, "mixture_components"):
             with torch.no_grad():
                 x = data.x.double()
                 values = model.em_to_sites(result.params)
                 resp = model.em_responsibilities(x, result.params)
-            _mixture_plot(model, values, data, resp, os.path.join(tmp, "mixture.png"), f"{args.model} by EM")
+            figures.draw("mixture.png", _mixture_plot, model, values, data, resp, os.path.join(tmp, "mixture.png"),
+                         f"{args.model} by EM")
     _summary(metrics, args.out)
+    figures.report(args.out)
     return 0
 
 
@@ -259,7 +269,7 @@ def cmd_mcmc(args) -> int:
 def cmd_cavi(args) -> int:
     """Coordinate-ascent mean-field VI for a model that provides it (``fit_cavi``; LDA)."""
     from .model import build_model
-    from .plots import plot_em_trace
+    from .plots import FigureGuard, plot_em_trace
 
     model = build_model(args.model, **_kv_pairs(args.hparams))
     if not hasattr(model, "fit_cavi"):
@@ -273,11 +283,15 @@ def cmd_cavi(args) -> int:
                    "time_s": result.time_s, "iterations": result.num_iterations, "converged": result.converged,
                    "elbo": result.elbo, "alpha": result.alpha, "log_likelihood": None,
                    "config": {"hparams": model.hparams, **result.config}}
-        metrics.update(model.report(result, data, tmp))
+        figures = FigureGuard()
+        metrics.update(figures.draw(f"{args.model}'s report figures", model.report, result, data, tmp) or {})
         write_metrics(tmp, metrics)
-        plot_em_trace([result.history], os.path.join(tmp, "elbo_trace.png"))
+        figures.draw("elbo_trace.png", plot_em_trace, [result.history], os.path.join(tmp, "elbo_trace.png"),
+                     title=f"{args.model} by CAVI: ELBO per iteration", xlabel="CAVI iteration", ylabel="ELBO",
+                     curve="CAVI run")
     print(f"{args.model} on {data.name} ({len(data)} documents) by CAVI: {result.num_iterations} iterations, "
           f"converged: {result.converged}, ELBO {result.elbo:.2f}, time {result.time_s:.2f} s\n  written to {args.out}")
+    figures.report(args.out)
     return 0
 
 
