@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import time
+import warnings
 
 from ._rundir import CHECKPOINTS, Terminated, check_out, interrupted_message, run_directory, sigterm_unwinds
 from ._validation import PPVAEError
@@ -18,8 +19,24 @@ from ._validation import PPVAEError
 EXIT_USAGE = 2
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """``--help`` shows each option's default, except where the help already says it or there is none
+    (``None`` means the model's own or the data's; a flag's ``False`` means off)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (not action.option_strings or action.default is None or action.default is False
+                or action.default == argparse.SUPPRESS or "default" in text.lower()):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a usage error as one line on stderr and exits 2."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         raise PPVAEError(f"{self.prog}: {message}")
@@ -50,11 +67,28 @@ def _load_data(args):
 
 
 # -- commands -----------------------------------------------------------------------------------------
+def model_hyperparameters(name: str) -> str:
+    """``KEY=DEFAULT (type)`` for each constructor argument of the registered model ``name``."""
+    import inspect
+
+    from .model import get_model_class
+
+    parts = []
+    for p in list(inspect.signature(get_model_class(name).__init__).parameters.values())[1:]:
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        kind = p.annotation if isinstance(p.annotation, str) else getattr(p.annotation, "__name__", "")
+        kind = kind or ("" if p.default is p.empty else type(p.default).__name__)
+        value = "(required)" if p.default is p.empty else f"={p.default}"
+        parts.append(f"{p.name}{value}" + (f" ({kind})" if kind else ""))
+    return ", ".join(parts) or "no hyperparameters"
+
+
 def cmd_models(args) -> int:
     from .model import list_models
 
-    for name, desc in list_models().items():
-        print(f"{name:14s} {desc}")
+    for name, desc in list_models().items():  # hyperparameters as `ppvae fit NAME KEY=VALUE` takes them
+        print(f"{name:14s} {desc}\n{'':14s}   {model_hyperparameters(name)}")
     return 0
 
 
@@ -324,10 +358,12 @@ def cmd_evaluate(args) -> int:
         raise PPVAEError(f"run_dir: expected a run directory written by `ppvae fit`; got {args.run_dir}")
     _, entry = evaluate_run(args.run_dir, args.data, num_samples=args.num_samples, proposal=args.proposal,
                             chunk_size=args.chunk_size, seed=args.seed)
-    se = entry["stderr"] if entry["stderr"] is not None else float("nan")
-    print(f"log p(x): mean {entry['mean']:.4f} +- {se:.4f} over {entry['num_points']} points, "
-          f"total {entry['total']:.3f} (K={entry['num_samples']}, {entry['proposal']} proposal); "
-          f"ELBO mean {entry['elbo_mean']:.4f}")
+    se, mc = (float("nan") if entry[k] is None else entry[k] for k in ("stderr", "mc_stderr"))
+    # two different errors: the spread of log p(x_i) over the points (sd / sqrt(N)) and the Monte Carlo
+    # error of the estimated mean (the importance sampler's, from each point's ESS)
+    print(f"log p(x): mean {entry['mean']:.4f} over {entry['num_points']} points (standard error over points "
+          f"{se:.4f}; Monte Carlo error {mc:.4f}), total {entry['total']:.3f} (K={entry['num_samples']}, "
+          f"{entry['proposal']} proposal); ELBO mean {entry['elbo_mean']:.4f}")
     khat = "n/a (weights exact or K too small)" if entry["khat_max"] is None else f"{entry['khat_max']:.3f}"
     print(f"ESS mean {entry['ess_mean']:.1f}; k-hat max {khat}; {entry['num_khat_over_0_7']} points with k-hat > 0.7")
     for warning in entry["warnings"]:
@@ -344,7 +380,7 @@ def _common(p, with_model=True):
     p.add_argument("--data", required=True, help="data set name (see `ppvae datasets`; NAME:KEY=VALUE passes "
                    "loader options, e.g. reuters:split=train) or a CSV/NPY path")
     p.add_argument("--standardize", action="store_true", help="scale each column to mean 0, sd 1")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--out", required=True, help="run directory to create")
     p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
 
@@ -361,16 +397,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto_delta, auto_normal, auto_lowrank_mvn, auto_mvn, auto_iaf, amortized, model")
     p.add_argument("--elbo", default="auto", help="auto, trace, meanfield, enum")
     steps = p.add_mutually_exclusive_group()
-    steps.add_argument("--steps", type=int, default=None)
-    steps.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
+    steps.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the model's own)")
+    steps.add_argument("--epochs", type=int, default=None, help="passes over the data (instead of --steps)")
+    p.add_argument("--batch-size", type=int, default=None, help="minibatch size (default: all data, or the model's own)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default 0.01, or the model's own)")
     p.add_argument("--betas", default=None, metavar="B1,B2",
                    help="Adam's decay rates (default 0.9,0.999, or the model's own: prodlda 0.99,0.999)")
-    p.add_argument("--num-particles", type=int, default=1)
+    p.add_argument("--num-particles", type=int, default=1, help="samples per ELBO estimate")
     p.add_argument("--beta", type=float, default=1.0, help="weight of the local latents' KL term (beta-VAE)")
     p.add_argument("--kl-warmup-steps", type=int, default=0, help="ramp the KL weight linearly over these steps")
-    p.add_argument("--patience", type=int, default=None, help="early stopping after this many steps without gain")
+    p.add_argument("--patience", type=int, default=None, help="early stopping after this many steps without gain (default: off)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     p.add_argument("--jit", action=argparse.BooleanOptionalAction, default=None,
                    help="trace the objective once per batch shape (default: the model's choice; on for vae, m2)")
@@ -386,14 +422,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("em", help="fit a model by closed-form EM")
     _common(p)
-    p.add_argument("--restarts", type=int, default=10)
-    p.add_argument("--max-iter", type=int, default=1000)
+    p.add_argument("--restarts", type=int, default=10, help="EM runs from different starts; the best is kept")
+    p.add_argument("--max-iter", type=int, default=1000, help="EM iterations per restart at most")
     p.add_argument("--tol", type=float, default=1e-10, help="stop when a step gains less than this per point")
     p.set_defaults(func=cmd_em)
 
     p = sub.add_parser("cavi", help="coordinate-ascent mean-field VI (LDA: Blei et al. 2003; ELBO never decreases)")
     _common(p)
-    p.add_argument("--max-iter", type=int, default=100)
+    p.add_argument("--max-iter", type=int, default=100, help="CAVI iterations at most")
     p.add_argument("--tol", type=float, default=1e-5, help="stop when an iteration gains less than tol x |ELBO|")
     p.add_argument("--update-alpha", action="store_true", help="Newton updates of the Dirichlet alpha")
     p.set_defaults(func=cmd_cavi)
@@ -414,13 +450,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("mcmc", help="sample the posterior with NUTS or HMC (discrete latents summed out)")
     _common(p)
-    p.add_argument("--kernel", default="nuts", choices=("nuts", "hmc"))
+    p.add_argument("--kernel", default="nuts", choices=("nuts", "hmc"), help="MCMC kernel")
     p.add_argument("--samples", type=int, default=1000, help="draws per chain")
     p.add_argument("--warmup", type=int, default=500, help="warm-up steps per chain")
-    p.add_argument("--chains", type=int, default=4)
+    p.add_argument("--chains", type=int, default=4, help="chains (run one after another)")
     p.add_argument("--init", default="model", choices=("model", "prior", "em"), help="where chains start")
     p.add_argument("--order", default=None, metavar="SITE:COLUMN", help="order a location column, e.g. locs:0")
-    p.add_argument("--target-accept", type=float, default=0.8)
+    p.add_argument("--target-accept", type=float, default=0.8, help="NUTS/HMC step-size adaptation target")
     p.add_argument("--jit", action="store_true", help="compile the potential with torch.jit.trace")
     p.add_argument("--rhat", action="store_true", help="require R-hat (needs --chains >= 2)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -428,14 +464,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="per-point log p(x) of a fitted run by importance sampling")
     p.add_argument("run_dir", help="a run directory written by `ppvae fit`")
-    p.add_argument("--data", default=None, help="data set name or path (default: the run's data set)")
+    p.add_argument("--data", default=None, help="data set name, NAME:KEY=VALUE (e.g. mnist5k:split=test) or "
+                   "a path (default: the run's data set)")
     p.add_argument("--num-samples", type=int, default=1000, help="importance samples K per data point")
-    p.add_argument("--proposal", default="guide", choices=("guide", "prior"))
+    p.add_argument("--proposal", default="guide", choices=("guide", "prior"),
+                   help="where the importance samples come from: the fitted guide or the prior")
     p.add_argument("--chunk-size", type=int, default=None,
                    help="data points per vectorized pass (default: from free memory)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed of the importance samples")
     p.set_defaults(func=cmd_evaluate)
     return parser
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """A warning as one line without the internal file and source line Python prints by default."""
+    print(f"ppvae: warning: {' '.join(str(message).split())}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -443,7 +486,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = None
     try:
-        with sigterm_unwinds():  # SIGTERM unwinds like Ctrl-C, so the temporary run directory is removed
+        with sigterm_unwinds(), warnings.catch_warnings():  # SIGTERM unwinds like Ctrl-C: no temporary dir left
+            warnings.showwarning = _show_warning
             args = build_parser().parse_args(argv)
             return args.func(args)
     except PPVAEError as exc:

@@ -172,3 +172,60 @@ def test_compare_writes_the_table_then_exits_1_naming_the_failed_method(tmp_path
     assert captured.err.count("\n") == 1
     assert captured.err.startswith("ppvae: error: 1 of 2 methods failed: exact (PPVAEError: exact: model 'gmm' has "
                                    "no closed-form posterior")
+
+
+def test_cavi_warning_is_one_clean_line(tmp_path, capsys):
+    # before: "/.../ppvae/topics.py:279: ImportanceWarning: ..." followed by the source line that raised it
+    pytest.importorskip("lda")
+    assert main(["cavi", "lda", "topics=3", "--data", "reuters:split=train", "--max-iter", "1",
+                 "--out", str(tmp_path / "cv")]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err and all(line.startswith("ppvae: warning: ") for line in err)
+    assert any("k-hat > 0.7" in line for line in err) and not any(".py:" in line for line in err)
+
+
+def test_evaluate_names_both_errors(tmp_path, capsys):
+    # before: "mean -1.9479 +- 0.0223" without saying which error that is
+    out = tmp_path / "g"
+    assert main(["fit", "gmm", "K=2", "--data", "faithful", "--steps", "5", "--quiet", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--num-samples", "3"]) == 0
+    entry = json.loads((out / "metrics.json").read_text())["log_marginal"]
+    first = capsys.readouterr().out.splitlines()[0]
+    assert (f"(standard error over points {entry['stderr']:.4f}; Monte Carlo error {entry['mc_stderr']:.4f})"
+            in first) and "+-" not in first
+
+
+def test_help_shows_every_default(capsys):
+    # before: `ppvae mcmc --help` said nothing of --samples 1000, --chains 4, ...
+    import argparse
+
+    from ppvae.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    checked = 0
+    for name, parser in sub.choices.items():
+        text = " ".join(parser.format_help().split())  # what `ppvae NAME --help` prints
+        for action in parser._actions:
+            if not action.option_strings or action.default is None or action.default in (False, argparse.SUPPRESS):
+                continue
+            shown = " ".join((action.help or "").split())
+            assert f"(default: {action.default})" in text or "default" in shown.lower(), (name, action.dest)
+            checked += 1
+    assert checked >= 25  # every subcommand: fit, em, cavi, compare, mcmc, evaluate
+
+
+def test_models_lists_hyperparameters_with_defaults(capsys):
+    # before: only names and descriptions; gmm's K and covariance were found only from an error message
+    import inspect
+
+    from ppvae.model import get_model_class, list_models
+
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "K=2 (int), covariance=full (str), concentration=1.0 (float), reg_covar=1e-06 (float)" in out
+    assert "no hyperparameters" in out.split("three_coin", 1)[1].splitlines()[1]
+    for name in list_models():
+        params = list(inspect.signature(get_model_class(name).__init__).parameters.values())[1:]
+        block = out.split(f"\n{name} ", 1)[1] if not out.startswith(name) else out
+        assert all(f"{p.name}={p.default} " in block.splitlines()[1] + " " for p in params), name
