@@ -229,3 +229,10 @@ def test_models_lists_hyperparameters_with_defaults(capsys):
         params = list(inspect.signature(get_model_class(name).__init__).parameters.values())[1:]
         block = out.split(f"\n{name} ", 1)[1] if not out.startswith(name) else out
         assert all(f"{p.name}={p.default} " in block.splitlines()[1] + " " for p in params), name
+
+
+def test_output_into_a_closed_pipe_is_quiet(tmp_path):
+    # `ppvae models | head -1` used to end in a BrokenPipeError traceback
+    proc = subprocess.run(["bash", "-c", f"'{sys.executable}' -m ppvae.cli models | true; "
+                           "exit ${PIPESTATUS[0]}"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stderr == ""

@@ -25,7 +25,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 OVERRIDES = {"--epochs": "1", "--steps": "20", "--num-samples": "10", "--samples": "10", "--warmup": "10",
              "--draws": "10"}
 SKIPPED = ("pip install ", "python -m pytest")
-TIMEOUT_S = 600  # per command; generous for a busy 2-core machine (torchrun starts 2 processes); never reached when well
+TIMEOUT_S = 600  # per command: generous for a busy 2-core machine (torchrun starts 2 processes)
 
 
 def readme_commands(text: str) -> list[str]:
