@@ -123,6 +123,7 @@ def cmd_fit(args) -> int:
     if args.distributed and _rank(args) != 0:  # the other ranks train beside rank 0, which alone writes
         check_out(args.out, args.overwrite, ckpt, resume)
         fit(model, data, progress=False, **options)
+        _leave_group()
         return 0
     with run_directory(args.out, args.overwrite, ckpt, resume) as tmp:
         callbacks = model.fit_callbacks(data) if hasattr(model, "fit_callbacks") else None
@@ -152,6 +153,8 @@ def cmd_fit(args) -> int:
                 write_metrics(tmp, metrics)
     _summary(metrics, args.out)
     figures.report(args.out)
+    if args.distributed:
+        _leave_group()
     return 0
 
 
@@ -162,6 +165,16 @@ def _fit_mixture_plot(name, model, result, data, tmp):
         resp = next(iter(result.discrete_posterior(data).values()))
     _mixture_plot(model, result.global_values(data), data, resp, os.path.join(tmp, "mixture.png"),
                   f"{name} by {result.method}")
+
+
+def _leave_group() -> None:
+    """Wait until every rank is done (rank 0 writes the run after training) and leave the process group:
+    a rank that exits while another still holds the gloo group can be aborted (SIGABRT), failing torchrun."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def _rank(args) -> int:
