@@ -272,7 +272,8 @@ def cmd_mcmc(args) -> int:
         init = "prior"
     result = run_mcmc(model, data, kernel=args.kernel, num_samples=args.samples, warmup=args.warmup,
                       num_chains=args.chains, init=init, order=order, jit=args.jit, seed=args.seed,
-                      target_accept=args.target_accept, progress=False if args.quiet else None)
+                      target_accept=args.target_accept, progress=False if args.quiet else None,
+                      allow_local=args.allow_local)
     idata = to_inference_data(result, data)
     table = summary(idata)
     with run_directory(args.out, args.overwrite) as tmp:
