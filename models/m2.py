@@ -62,7 +62,7 @@ class M2(Model):
     train_defaults = {"batch_size": 100, "lr": 1e-3, "jit": True}
 
     def __init__(self, num_classes: int = 10, latent_dim: int = 50, hidden: int = 500, depth: int = 1,
-                 activation: str = "softplus", aux_weight: float = 0.1, min_scale: float = 1e-3):
+                 activation: str = "softplus", aux_weight: float = 50.0, min_scale: float = 1e-3):
         super().__init__()
         self.num_classes = check_int("num_classes", num_classes, low=2)
         self.latent_dim = check_int("latent_dim", latent_dim, low=1)
