@@ -62,7 +62,7 @@ class M2(Model):
     train_defaults = {"batch_size": 100, "lr": 1e-3, "jit": True}
 
     def __init__(self, num_classes: int = 10, latent_dim: int = 50, hidden: int = 500, depth: int = 1,
-                 activation: str = "softplus", aux_weight: float = 0.1, min_scale: float = 1e-3):
+                 activation: str = "softplus", aux_weight: float = 50.0, min_scale: float = 1e-3):
         super().__init__()
         self.num_classes = check_int("num_classes", num_classes, low=2)
         self.latent_dim = check_int("latent_dim", latent_dim, low=1)
@@ -165,11 +165,51 @@ class M2(Model):
         y = torch.arange(n, device=device) % self.num_classes
         return torch.sigmoid(self._nets[2](z, y))
 
-    def report(self, fit, data, out_dir: str) -> None:
-        """Reconstructions, class-conditional samples, latent scatter and loss curve (as the VAE)."""
+    @torch.no_grad()
+    def class_samples(self, per_class: int = 10, generator=None) -> torch.Tensor:
+        """Decoder means for ``per_class`` draws z ~ N(0, I) per class, class-major: rows c * per_class
+        to (c + 1) * per_class - 1 have y = c (the same z's for every class, so a column fixes the style)."""
+        self._built()
+        device = next(self.parameters()).device
+        z = torch.randn(per_class, self.latent_dim, generator=generator).to(device).repeat(self.num_classes, 1)
+        y = torch.arange(self.num_classes, device=device).repeat_interleave(per_class)
+        return torch.sigmoid(self._nets[2](z, y))
+
+    def heldout_accuracy(self, data) -> dict:
+        """Accuracy of argmax q(y|x) on the named data set's held-out split when ``data`` is its training
+        split (mnist5k: the 1,000 test images); {} for other data. Printed, and kept in metrics.json."""
+        if data.meta.get("split") != "train":
+            return {}
+        import ppvae
+
+        try:
+            test = ppvae.load_dataset(data.name, split="test", binarize="fixed")
+        except PPVAEError:
+            return {}
+        acc = self.accuracy(test)
+        print(f"m2: test accuracy of argmax q(y|x) = {acc:.4f} on the {len(test)} held-out images of "
+              f"{data.name} (split=test)")
+        return {"accuracy_test": acc, "num_test": len(test)}
+
+    def report(self, fit, data, out_dir: str) -> dict:
+        """Reconstructions, class-conditional samples (one row per class y, one column per z), the latent
+        scatter coloured by the classifier's argmax q(y|x) (most points are unlabeled), loss curve; and
+        the held-out accuracy (:meth:`heldout_accuracy`), returned for metrics.json."""
+        from ppvae.plots import plot_image_grid
+
         from .vae import image_report
 
-        image_report(self, fit, data, out_dir, self.encode_mean)
+        def samples(shape, path):
+            images = self.class_samples(10, torch.Generator().manual_seed(0)).cpu()
+            plot_image_grid(images, path, shape, 10, "decoder means: row = class y, column = one z ~ prior",
+                            row_labels=list(range(self.num_classes)), row_name="class y")
+
+        def colour(x):
+            return self.predict_proba(x).argmax(-1).cpu(), "argmax q(y|x)"
+
+        metrics = self.heldout_accuracy(data)
+        image_report(self, fit, data, out_dir, self.encode_mean, samples=samples, colour=colour)
+        return metrics
 
 
 def check_labels(y: torch.Tensor, num_classes: int) -> None:

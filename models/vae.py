@@ -216,8 +216,11 @@ def test_curve_callback(model, data):
 
 
 @torch.no_grad()
-def image_report(model, fit, data, out_dir: str, encode_mean) -> None:
-    """reconstructions.png, samples.png, latent.png and loss_curves.png for an image VAE."""
+def image_report(model, fit, data, out_dir: str, encode_mean, samples=None, colour=None) -> None:
+    """reconstructions.png, samples.png, latent.png and loss_curves.png for an image VAE.
+
+    ``samples(shape, path)`` draws samples.png (default: 64 decoder means at z ~ prior, 8 a row);
+    ``colour(x)`` gives (labels, legend name) for latent.png (default: the data's labels)."""
     import os
 
     import numpy as np
@@ -231,12 +234,15 @@ def image_report(model, fit, data, out_dir: str, encode_mean) -> None:
         if n:
             plot_reconstructions(x[:n].cpu(), model.reconstruct(x[:n]).cpu(),
                                  os.path.join(out_dir, "reconstructions.png"), shape)
-        samples = model.sample_prior(64, torch.Generator().manual_seed(0)).cpu()
-        plot_image_grid(samples, os.path.join(out_dir, "samples.png"), shape, 8, "decoder means at z ~ prior")
+        if samples is None:
+            prior = model.sample_prior(64, torch.Generator().manual_seed(0)).cpu()
+            plot_image_grid(prior, os.path.join(out_dir, "samples.png"), shape, 8, "decoder means at z ~ prior")
+        else:
+            samples(shape, os.path.join(out_dir, "samples.png"))
     m = min(len(x), 2000)
     z = torch.cat([encode_mean(x[i : i + 500]) for i in range(0, m, 500)]).cpu()
-    labels = None if data.y is None else data.y[:m].cpu()
-    plot_latent_2d(z, labels, os.path.join(out_dir, "latent.png"), "encoder means q(z|x)")
+    labels, name = (None if data.y is None else data.y[:m].cpu(), "label") if colour is None else colour(x[:m])
+    plot_latent_2d(z, labels, os.path.join(out_dir, "latent.png"), "encoder means q(z|x)", label_name=name)
     per_point = np.asarray(fit.history["loss"], dtype=float) / len(data)
     plot_loss(per_point, os.path.join(out_dir, "loss_curves.png"), "negative ELBO per data point",
               test_losses=getattr(model, "test_curve", None) or None)

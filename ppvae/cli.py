@@ -7,25 +7,18 @@ it into place only when everything succeeded, so a failed run leaves nothing beh
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
+import warnings
 
+from . import _cli_parser
+from ._cli_evidence import cmd_bdmc, cmd_evidence, print_ais
+from ._rundir import CHECKPOINTS, Terminated, check_out, interrupted_message, run_directory, sigterm_unwinds
 from ._validation import PPVAEError
 
 EXIT_USAGE = 2
-CHECKPOINTS = "checkpoints"  # the folder of a run directory written during `fit` (ppvae/checkpoint.py)
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a usage error as one line on stderr and exits 2."""
-
-    def error(self, message):
-        raise PPVAEError(f"{self.prog}: {message}")
 
 
 def _kv_pairs(pairs: list[str]) -> dict[str, str]:
@@ -38,48 +31,6 @@ def _kv_pairs(pairs: list[str]) -> dict[str, str]:
     return out
 
 
-def check_out(out: str, overwrite: bool = False, checkpoints: bool = False, resume: bool = False) -> str:
-    """Check that ``out`` may receive a run; with ``checkpoints`` a ``checkpoints/`` folder may already be
-    there (an interrupted run), which only ``resume`` continues and ``overwrite`` starts over."""
-    out = os.path.abspath(out)
-    if os.path.exists(out):
-        if not os.path.isdir(out):
-            raise PPVAEError(f"--out: expected a directory path; got an existing file {out}")
-        others = [n for n in os.listdir(out) if not (checkpoints and n == CHECKPOINTS)]
-        if others and not overwrite:
-            raise PPVAEError(f"--out: expected a new or empty directory; {out} already has files (pass --overwrite)")
-        stale = os.path.join(out, CHECKPOINTS)
-        if checkpoints and not resume and os.path.isdir(stale) and os.listdir(stale) and not overwrite:
-            raise PPVAEError(f"--out: {stale} holds checkpoints of an earlier run; pass --resume {out} to "
-                             "continue it or --overwrite to start over")
-    return out
-
-
-@contextlib.contextmanager
-def run_directory(out: str, overwrite: bool = False, checkpoints: bool = False, resume: bool = False):
-    """Yield a temporary directory; on success move it to ``out`` (which must be new or empty).
-
-    With ``checkpoints``, ``out/checkpoints/`` is written directly during the run (so a killed run
-    leaves it for ``--resume``) and is moved into the finished run directory at the end; a failed run
-    leaves only that folder."""
-    out = check_out(out, overwrite, checkpoints, resume)
-    if checkpoints and overwrite and not resume:
-        shutil.rmtree(os.path.join(out, CHECKPOINTS), ignore_errors=True)
-    parent = os.path.dirname(out)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".ppvae-", dir=parent)
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if checkpoints and os.path.isdir(os.path.join(out, CHECKPOINTS)):
-        os.replace(os.path.join(out, CHECKPOINTS), os.path.join(tmp, CHECKPOINTS))
-    if os.path.exists(out):
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-
-
 def write_metrics(directory: str, metrics: dict) -> None:
     from .results import atomic_write
 
@@ -90,19 +41,33 @@ def _load_data(args):
     from .data import load_dataset
 
     options = {"mmap": True} if getattr(args, "mmap", False) else {}
-    name = args.data
-    if ":" in name and not os.path.exists(name):  # NAME:KEY=VALUE[,KEY=VALUE], e.g. reuters:split=train
-        name, _, extra = name.partition(":")
-        options.update(_kv_pairs(extra.split(",")))
-    return load_dataset(name, standardize=getattr(args, "standardize", False), **options)
+    # NAME:KEY=VALUE[,KEY=VALUE] (e.g. reuters:split=train) is parsed by load_dataset itself
+    return load_dataset(args.data, standardize=getattr(args, "standardize", False), **options)
 
 
 # -- commands -----------------------------------------------------------------------------------------
+def model_hyperparameters(name: str) -> str:
+    """``KEY=DEFAULT (type)`` for each constructor argument of the registered model ``name``."""
+    import inspect
+
+    from .model import get_model_class
+
+    parts = []
+    for p in list(inspect.signature(get_model_class(name).__init__).parameters.values())[1:]:
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        kind = p.annotation if isinstance(p.annotation, str) else getattr(p.annotation, "__name__", "")
+        kind = kind or ("" if p.default is p.empty else type(p.default).__name__)
+        value = "(required)" if p.default is p.empty else f"={p.default}"
+        parts.append(f"{p.name}{value}" + (f" ({kind})" if kind else ""))
+    return ", ".join(parts) or "no hyperparameters"
+
+
 def cmd_models(args) -> int:
     from .model import list_models
 
-    for name, desc in list_models().items():
-        print(f"{name:14s} {desc}")
+    for name, desc in list_models().items():  # hyperparameters as `ppvae fit NAME KEY=VALUE` takes them
+        print(f"{name:14s} {desc}\n{'':14s}   {model_hyperparameters(name)}")
     return 0
 
 
@@ -135,10 +100,8 @@ def _betas(text: str) -> tuple[float, float]:
 
 
 def cmd_fit(args) -> int:
-    import torch
-
     from .model import build_model
-    from .plots import plot_loss
+    from .plots import FigureGuard, plot_loss
     from .train import fit
 
     model = build_model(args.model, **_kv_pairs(args.hparams))
@@ -161,6 +124,7 @@ def cmd_fit(args) -> int:
     if args.distributed and _rank(args) != 0:  # the other ranks train beside rank 0, which alone writes
         check_out(args.out, args.overwrite, ckpt, resume)
         fit(model, data, progress=False, **options)
+        _leave_group()
         return 0
     with run_directory(args.out, args.overwrite, ckpt, resume) as tmp:
         callbacks = model.fit_callbacks(data) if hasattr(model, "fit_callbacks") else None
@@ -179,19 +143,39 @@ def cmd_fit(args) -> int:
             "config": {"hparams": model.hparams, "train": vars(result.config)},
         }
         write_metrics(tmp, metrics)
-        plot_loss(result.history["loss"], os.path.join(tmp, "loss.png"))
+        figures = FigureGuard()  # a figure that fails is named after the run is written; it never costs the fit
+        figures.draw("loss.png", plot_loss, result.history["loss"], os.path.join(tmp, "loss.png"))
         if ll is not None and result.model.discrete_latent_sites(data.batch()):
-            with torch.no_grad():
-                resp = next(iter(result.discrete_posterior(data).values()))
-            _mixture_plot(model, result.global_values(data), data, resp, os.path.join(tmp, "mixture.png"),
-                          f"{args.model} by {result.method}")
+            figures.draw("mixture.png", _fit_mixture_plot, args.model, model, result, data, tmp)
         if hasattr(model, "report"):  # model-specific figures (e.g. the VAE's reconstructions)
-            extra = model.report(result, data, tmp)
+            extra = figures.draw(f"{args.model}'s report figures", model.report, result, data, tmp)
             if isinstance(extra, dict):  # model-specific metrics (e.g. topic coherence) join metrics.json
                 metrics.update(extra)
                 write_metrics(tmp, metrics)
     _summary(metrics, args.out)
+    figures.report(args.out)
+    if args.distributed:
+        _leave_group()
     return 0
+
+
+def _fit_mixture_plot(name, model, result, data, tmp):
+    import torch
+
+    with torch.no_grad():
+        resp = next(iter(result.discrete_posterior(data).values()))
+    _mixture_plot(model, result.global_values(data), data, resp, os.path.join(tmp, "mixture.png"),
+                  f"{name} by {result.method}")
+
+
+def _leave_group() -> None:
+    """Wait until every rank is done (rank 0 writes the run after training) and leave the process group:
+    a rank that exits while another still holds the gloo group can be aborted (SIGABRT), failing torchrun."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def _rank(args) -> int:
@@ -206,7 +190,7 @@ def cmd_em(args) -> int:
 
     from .em import fit_em
     from .model import build_model
-    from .plots import plot_em_trace
+    from .plots import FigureGuard, plot_em_trace
 
     model = build_model(args.model, **_kv_pairs(args.hparams))
     if not hasattr(model, "em_step"):
@@ -223,14 +207,18 @@ def cmd_em(args) -> int:
             "config": {"hparams": model.hparams, **result.config},
         }
         write_metrics(tmp, metrics)
-        plot_em_trace(result.history, os.path.join(tmp, "em_trace.png"))
+        figures = FigureGuard()
+        figures.draw("em_trace.png", plot_em_trace, result.history, os.path.join(tmp, "em_trace.png"),
+                     best=result.best_restart, title=f"{args.model} by EM: {len(result.history)} restarts")
         if hasattr(model, "mixture_components"):
             with torch.no_grad():
                 x = data.x.double()
                 values = model.em_to_sites(result.params)
                 resp = model.em_responsibilities(x, result.params)
-            _mixture_plot(model, values, data, resp, os.path.join(tmp, "mixture.png"), f"{args.model} by EM")
+            figures.draw("mixture.png", _mixture_plot, model, values, data, resp, os.path.join(tmp, "mixture.png"),
+                         f"{args.model} by EM")
     _summary(metrics, args.out)
+    figures.report(args.out)
     return 0
 
 
@@ -248,9 +236,13 @@ def cmd_compare(args) -> int:
     with run_directory(args.out, args.overwrite) as tmp:
         result.save(tmp)
     print(result.to_markdown())
-    failed = [r["method"] for r in result.records if r["status"] != "ok"]
-    print(f"written to {args.out}" + (f"; failed: {', '.join(failed)}" if failed else ""))
-    return 1 if len(failed) == len(result.records) else 0
+    print(f"written to {args.out}")
+    failed = [r for r in result.records if r["status"] != "ok"]
+    if failed:  # the table is written; the exit status still says that a requested method failed
+        reasons = "; ".join(f"{r['method']} ({r['error']})" for r in failed)
+        print(f"ppvae: error: {len(failed)} of {len(result.records)} methods failed: {reasons}; "
+              f"the table in {args.out} has the others", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def cmd_mcmc(args) -> int:
@@ -281,7 +273,8 @@ def cmd_mcmc(args) -> int:
         init = "prior"
     result = run_mcmc(model, data, kernel=args.kernel, num_samples=args.samples, warmup=args.warmup,
                       num_chains=args.chains, init=init, order=order, jit=args.jit, seed=args.seed,
-                      target_accept=args.target_accept, progress=False if args.quiet else None)
+                      target_accept=args.target_accept, progress=False if args.quiet else None,
+                      allow_local=args.allow_local)
     idata = to_inference_data(result, data)
     table = summary(idata)
     with run_directory(args.out, args.overwrite) as tmp:
@@ -303,7 +296,7 @@ def cmd_mcmc(args) -> int:
 def cmd_cavi(args) -> int:
     """Coordinate-ascent mean-field VI for a model that provides it (``fit_cavi``; LDA)."""
     from .model import build_model
-    from .plots import plot_em_trace
+    from .plots import FigureGuard, plot_em_trace
 
     model = build_model(args.model, **_kv_pairs(args.hparams))
     if not hasattr(model, "fit_cavi"):
@@ -317,11 +310,15 @@ def cmd_cavi(args) -> int:
                    "time_s": result.time_s, "iterations": result.num_iterations, "converged": result.converged,
                    "elbo": result.elbo, "alpha": result.alpha, "log_likelihood": None,
                    "config": {"hparams": model.hparams, **result.config}}
-        metrics.update(model.report(result, data, tmp))
+        figures = FigureGuard()
+        metrics.update(figures.draw(f"{args.model}'s report figures", model.report, result, data, tmp) or {})
         write_metrics(tmp, metrics)
-        plot_em_trace([result.history], os.path.join(tmp, "elbo_trace.png"))
+        figures.draw("elbo_trace.png", plot_em_trace, [result.history], os.path.join(tmp, "elbo_trace.png"),
+                     title=f"{args.model} by CAVI: ELBO per iteration", xlabel="CAVI iteration", ylabel="ELBO",
+                     curve="CAVI run")
     print(f"{args.model} on {data.name} ({len(data)} documents) by CAVI: {result.num_iterations} iterations, "
           f"converged: {result.converged}, ELBO {result.elbo:.2f}, time {result.time_s:.2f} s\n  written to {args.out}")
+    figures.report(args.out)
     return 0
 
 
@@ -358,11 +355,13 @@ def cmd_evaluate(args) -> int:
     _, entry = evaluate_run(args.run_dir, args.data, num_samples=args.num_samples, proposal=args.proposal,
                             chunk_size=args.chunk_size, seed=args.seed, method=args.method, **ais)
     if args.method == "ais":
-        return _print_ais(args, entry)
-    se = entry["stderr"] if entry["stderr"] is not None else float("nan")
-    print(f"log p(x): mean {entry['mean']:.4f} +- {se:.4f} over {entry['num_points']} points, "
-          f"total {entry['total']:.3f} (K={entry['num_samples']}, {entry['proposal']} proposal); "
-          f"ELBO mean {entry['elbo_mean']:.4f}")
+        return print_ais(args, entry)
+    se, mc = (float("nan") if entry[k] is None else entry[k] for k in ("stderr", "mc_stderr"))
+    # two different errors: the spread of log p(x_i) over the points (sd / sqrt(N)) and the Monte Carlo
+    # error of the estimated mean (the importance sampler's, from each point's ESS)
+    print(f"log p(x): mean {entry['mean']:.4f} over {entry['num_points']} points (standard error over points "
+          f"{se:.4f}; Monte Carlo error {mc:.4f}), total {entry['total']:.3f} (K={entry['num_samples']}, "
+          f"{entry['proposal']} proposal); ELBO mean {entry['elbo_mean']:.4f}")
     khat = "n/a (weights exact or K too small)" if entry["khat_max"] is None else f"{entry['khat_max']:.3f}"
     print(f"ESS mean {entry['ess_mean']:.1f}; k-hat max {khat}; {entry['num_khat_over_0_7']} points with k-hat > 0.7")
     for warning in entry["warnings"]:
@@ -371,219 +370,40 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def _print_ais(args, entry) -> int:
-    s, ref = entry["settings"], entry["is"]
-    se = entry["stderr"] if entry["stderr"] is not None else float("nan")
-    print(f"log p(x) by AIS: mean {entry['mean']:.4f} +- {se:.4f} over {entry['num_points']} points "
-          f"(T={s['num_steps']}, C={s['num_chains']}, L={s['num_leapfrog']}, {s['schedule']} schedule, "
-          f"{entry['proposal']} proposal); "
-          f"Monte Carlo s.e. {entry['mc_stderr']:.4f}; HMC acceptance {entry['accept_rate_mean']:.2f}")
-    khat = "n/a (C < 25 chains)" if entry["khat_max"] is None else f"{entry['khat_max']:.3f}"
-    print(f"chain weights: ESS mean {entry['ess_mean']:.1f} of {s['num_chains']}; k-hat max {khat}")
-    ik = "n/a" if ref["khat_max"] is None else f"{ref['khat_max']:.3f}"
-    print(f"IS at K={ref['num_samples']}: mean {ref['mean']:.4f}, k-hat max {ik}, {ref['num_khat_over_0_7']} "
-          f"points with k-hat > 0.7; AIS - IS {entry['ais_minus_is_mean']:+.4f} nats on average, AIS higher on "
-          f"{entry['ais_above_is']} of {entry['num_points']}")
-    for warning in entry["warnings"]:
-        print(f"warning: {warning}", file=sys.stderr)
-    print(f"wrote {os.path.join(args.run_dir, 'metrics.json')}, log_marginal.png and ais_vs_is.png")
-    return 0
-
-
-def cmd_bdmc(args) -> int:
-    """BDMC bounds of log p(x) on points simulated from a run, for each T in --steps."""
-    from ._ais_run import bdmc_run
-
-    if not os.path.isdir(args.run_dir):
-        raise PPVAEError(f"run_dir: expected a run directory written by `ppvae fit`; got {args.run_dir}")
-    try:
-        steps = [int(t) for t in args.steps.split(",")]
-    except ValueError:
-        raise PPVAEError(f"--steps: expected comma-separated integers, e.g. 50,100,200; got '{args.steps}'") from None
-    result, _ = bdmc_run(args.run_dir, args.data, seed=args.seed, num_points=args.points, num_steps=steps,
-                         num_chains=args.chains, num_leapfrog=args.leapfrog, proposal=args.proposal,
-                         schedule=args.schedule, chunk_size=args.chunk_size, progress=False if args.quiet else None)
-    print(f"BDMC on {result.lower.shape[-1]} points simulated from the run, C={result.num_chains}, "
-          f"{result.proposal} proposal: mean bounds of log p(x)")
-    print(result.table())
-    print(f"wrote {os.path.join(args.run_dir, 'metrics.json')} and bdmc.png")
-    return 0
-
-
-def cmd_evidence(args) -> int:
-    """Every log p(X) estimate a run or MCMC directory allows, with standard errors and their agreement."""
-    from ._evidence_run import evidence_run
-
-    entry = evidence_run(args.run_dir, args.data, mcmc_dir=args.mcmc, standardize=args.standardize,
-                         num_samples=args.num_samples, num_steps=args.steps, num_chains=args.chains, seed=args.seed,
-                         progress=False if args.quiet else None)
-    print(f"log p(X) on {entry['data']} ({entry['num_data']} points):")
-    for e in entry["estimates"]:
-        if e["value"] is None:
-            print(f"  {e['method']:7s} n/a: {e['skipped']}")
-            continue
-        extra = {"is": f"S={e['num_samples']}", "bridge": f"N1=N2={e['info'].get('num_posterior')}",
-                 "ais": f"T={e['info'].get('num_steps')}, C={e['info'].get('num_chains')}"}[e["method"]]
-        print(f"  {e['method']:7s} {e['value']:.4f} +- {e['stderr']:.4f}  ({extra}; ESS {e['ess']:.1f})")
-    if entry["agree"] is None:
-        print("  fewer than two estimates: nothing to compare")
-    else:
-        worst = max(entry["pairs"], key=lambda q: q["z"])
-        verdict = "agree" if entry["agree"] else "DISAGREE"
-        print(f"  the estimates {verdict} within {entry['threshold_z']:g} standard errors (largest: "
-              f"{' vs '.join(worst['methods'])}, z = {worst['z']:.2f})")
-    print(f"wrote the evidence object to {os.path.join(args.run_dir, 'metrics.json')}")
-    return 0
-
-
-# -- parser -------------------------------------------------------------------------------------------
-def _common(p, with_model=True):
-    if with_model:
-        p.add_argument("model", help="model name (see `ppvae models`)")
-        p.add_argument("hparams", nargs="*", metavar="KEY=VALUE", help="model hyperparameters, e.g. K=3")
-    p.add_argument("--data", required=True, help="data set name (see `ppvae datasets`; NAME:KEY=VALUE passes "
-                   "loader options, e.g. reuters:split=train) or a CSV/NPY path")
-    p.add_argument("--standardize", action="store_true", help="scale each column to mean 0, sd 1")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="run directory to create")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
-
-
-
-def _ais_options(p, steps_type, steps_default) -> None:
-    """AIS flags shared by `evaluate --method ais` and `bdmc`."""
-    p.add_argument("--steps", type=steps_type, default=steps_default,
-                   help="annealing steps T" + (" (comma-separated list)" if steps_type is str else ""))
-    p.add_argument("--chains", type=int, default=16, help="AIS chains per data point")
-    p.add_argument("--leapfrog", type=int, default=5, help="leapfrog steps per HMC transition")
-    p.add_argument("--schedule", default="sigmoid", choices=("sigmoid", "linear"))
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-
+# -- parser (ppvae/_cli_parser.py) -------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="ppvae", description="Latent-variable models on Pyro: fit, evaluate, compare.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    sub.add_parser("models", help="list the models").set_defaults(func=cmd_models)
-    sub.add_parser("datasets", help="list the bundled data sets").set_defaults(func=cmd_datasets)
+    """The ``ppvae`` argument parser wired to this module's commands."""
+    return _cli_parser.build_parser({"models": cmd_models, "datasets": cmd_datasets, "fit": cmd_fit, "em": cmd_em,
+                                     "cavi": cmd_cavi, "compare": cmd_compare, "mcmc": cmd_mcmc,
+                                     "evaluate": cmd_evaluate, "bdmc": cmd_bdmc, "evidence": cmd_evidence})
 
-    p = sub.add_parser("fit", help="fit a model by SVI")
-    _common(p)
-    p.add_argument("--guide", default="auto",
-                   help="auto_delta, auto_normal, auto_lowrank_mvn, auto_mvn, auto_iaf, amortized, model")
-    p.add_argument("--elbo", default="auto", help="auto, trace, meanfield, enum")
-    steps = p.add_mutually_exclusive_group()
-    steps.add_argument("--steps", type=int, default=None)
-    steps.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default 0.01, or the model's own)")
-    p.add_argument("--betas", default=None, metavar="B1,B2",
-                   help="Adam's decay rates (default 0.9,0.999, or the model's own: prodlda 0.99,0.999)")
-    p.add_argument("--num-particles", type=int, default=1)
-    p.add_argument("--beta", type=float, default=1.0, help="weight of the local latents' KL term (beta-VAE)")
-    p.add_argument("--kl-warmup-steps", type=int, default=0, help="ramp the KL weight linearly over these steps")
-    p.add_argument("--patience", type=int, default=None, help="early stopping after this many steps without gain")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    p.add_argument("--jit", action=argparse.BooleanOptionalAction, default=None,
-                   help="trace the objective once per batch shape (default: the model's choice; on for vae, m2)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
-                   help="write OUT/checkpoints/checkpoint-<step>.pt every N steps (and at the end)")
-    p.add_argument("--resume", default=None, metavar="RUN_DIR",
-                   help="continue from the newest checkpoint in RUN_DIR (or RUN_DIR/checkpoints)")
-    p.add_argument("--distributed", action="store_true",
-                   help="data-parallel SVI; launch with torchrun --nproc_per_node=N -m ppvae.cli fit ...")
-    p.add_argument("--mmap", action="store_true", help="memory-map an .npy --data file instead of reading it")
-    p.set_defaults(func=cmd_fit)
 
-    p = sub.add_parser("em", help="fit a model by closed-form EM")
-    _common(p)
-    p.add_argument("--restarts", type=int, default=10)
-    p.add_argument("--max-iter", type=int, default=1000)
-    p.add_argument("--tol", type=float, default=1e-10, help="stop when a step gains less than this per point")
-    p.set_defaults(func=cmd_em)
-
-    p = sub.add_parser("cavi", help="coordinate-ascent mean-field VI (LDA: Blei et al. 2003; ELBO never decreases)")
-    _common(p)
-    p.add_argument("--max-iter", type=int, default=100)
-    p.add_argument("--tol", type=float, default=1e-5, help="stop when an iteration gains less than tol x |ELBO|")
-    p.add_argument("--update-alpha", action="store_true", help="Newton updates of the Dirichlet alpha")
-    p.set_defaults(func=cmd_cavi)
-
-    p = sub.add_parser("compare", help="run a model with several methods (em, svi:<guide>, nuts, hmc); one table")
-    _common(p)
-    p.add_argument("--methods", required=True, help="comma-separated, e.g. em,svi:auto_normal,svi:auto_mvn,nuts")
-    p.add_argument("--test-fraction", type=float, default=0.2, help="held-out share of the data")
-    p.add_argument("--steps", type=int, default=2000, help="SVI steps")
-    p.add_argument("--lr", type=float, default=0.01, help="SVI learning rate")
-    p.add_argument("--draws", type=int, default=1000, help="draws from each SVI guide")
-    p.add_argument("--samples", type=int, default=500, help="MCMC draws per chain")
-    p.add_argument("--warmup", type=int, default=500, help="MCMC warm-up steps per chain")
-    p.add_argument("--chains", type=int, default=2, help="MCMC chains (run one after another)")
-    p.add_argument("--no-jit", action="store_true", help="do not compile the MCMC potential")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_compare)
-
-    p = sub.add_parser("mcmc", help="sample the posterior with NUTS or HMC (discrete latents summed out)")
-    _common(p)
-    p.add_argument("--kernel", default="nuts", choices=("nuts", "hmc"))
-    p.add_argument("--samples", type=int, default=1000, help="draws per chain")
-    p.add_argument("--warmup", type=int, default=500, help="warm-up steps per chain")
-    p.add_argument("--chains", type=int, default=4)
-    p.add_argument("--init", default="model", choices=("model", "prior", "em"), help="where chains start")
-    p.add_argument("--order", default=None, metavar="SITE:COLUMN", help="order a location column, e.g. locs:0")
-    p.add_argument("--target-accept", type=float, default=0.8)
-    p.add_argument("--jit", action="store_true", help="compile the potential with torch.jit.trace")
-    p.add_argument("--rhat", action="store_true", help="require R-hat (needs --chains >= 2)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_mcmc)
-
-    p = sub.add_parser("evaluate", help="per-point log p(x) of a fitted run by importance sampling")
-    p.add_argument("run_dir", help="a run directory written by `ppvae fit`")
-    p.add_argument("--data", default=None, help="data set name or path (default: the run's data set)")
-    p.add_argument("--num-samples", type=int, default=1000, help="importance samples K per data point")
-    p.add_argument("--proposal", default="guide", choices=("guide", "prior"))
-    p.add_argument("--chunk-size", type=int, default=None,
-                   help="data points per vectorized pass (default: from free memory)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--method", default="is", choices=("is", "ais"), help="importance sampling or annealed IS")
-    _ais_options(p, steps_type=int, steps_default=500)
-    p.set_defaults(func=cmd_evaluate)
-
-    p = sub.add_parser("bdmc", help="BDMC bounds of log p(x) on points simulated from a run (certifies AIS)")
-    p.add_argument("run_dir", help="a run directory written by `ppvae fit`")
-    p.add_argument("--data", default=None, help="where the globals are read (default: the run's data set)")
-    p.add_argument("--points", type=int, default=100, help="simulated data points")
-    p.add_argument("--proposal", default="guide", choices=("guide", "prior"))
-    p.add_argument("--chunk-size", type=int, default=None, help="data points per vectorized pass")
-    p.add_argument("--seed", type=int, default=0)
-    _ais_options(p, steps_type=str, steps_default="100,200,400")
-    p.set_defaults(func=cmd_bdmc)
-
-    p = sub.add_parser("evidence", help="log p(X) of a run or MCMC directory by every estimator it allows")
-    p.add_argument("run_dir", help="a directory written by `ppvae fit` or by `ppvae mcmc`")
-    p.add_argument("--mcmc", default=None, metavar="MCMC_DIR",
-                   help="with a fit run: also bridge sampling from this `ppvae mcmc` directory (same model and data)")
-    p.add_argument("--data", default=None, help="data set name or path (default: the directory's data set)")
-    p.add_argument("--standardize", action="store_true", help="as given to `ppvae mcmc` (MCMC directories)")
-    p.add_argument("--num-samples", type=int, default=1000, help="importance samples S over the globals")
-    p.add_argument("--steps", type=int, default=200, help="AIS annealing steps T")
-    p.add_argument("--chains", type=int, default=64, help="AIS chains C")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_evidence)
-    return parser
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """A warning as one line without the internal file and source line Python prints by default."""
+    print(f"ppvae: warning: {' '.join(str(message).split())}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = None
     try:
-        args = build_parser().parse_args(argv)
-        return args.func(args)
+        with sigterm_unwinds(), warnings.catch_warnings():  # SIGTERM unwinds like Ctrl-C: no temporary dir left
+            warnings.showwarning = _show_warning
+            args = build_parser().parse_args(argv)
+            code = args.func(args)
+            sys.stdout.flush()  # a closed pipe shows here, inside the handler below, not at interpreter exit
+            return code
     except PPVAEError as exc:
         print(f"ppvae: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print(f"ppvae: interrupted after {time.perf_counter() - start:.1f} s; nothing was written", file=sys.stderr)
-        return 130
+    except BrokenPipeError:  # `ppvae models | head`: the reader left; no traceback, and none at exit either
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)
+        print(interrupted_message(argv, args, time.perf_counter() - start, terminated), file=sys.stderr)
+        return 143 if terminated else 130
 
 
 if __name__ == "__main__":

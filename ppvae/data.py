@@ -163,19 +163,33 @@ def load_dataset(name_or_path: str | os.PathLike, *, standardize: bool = False, 
                  label_seed: int = 0, **options) -> Dataset:
     """Load a bundled data set by name (see :func:`list_datasets`) or a user's file.
 
-    A CSV has a header row; numeric columns become features (a leading unnamed or ``""`` index column,
-    as R writes, is dropped). An NPY holds an (N, D) array; ``mmap=True`` maps it instead of reading it
-    (see :func:`_read_npy`). An IDX file (``*-images-idx3-ubyte[.gz]``, LeCun's MNIST format) or an NPZ
-    (arrays ``x``/``images``/``X`` and optional ``y``/``labels``) holds images; for these the option
-    ``binarize`` in {"none" (default), "fixed", "dynamic"} applies. ``standardize`` rescales each column
-    to mean 0 and standard deviation 1 and records the constants in ``meta["standardized"]``.
-    ``labels_per_class`` keeps that many labels per class (drawn with ``label_seed``) and marks the rest
-    -1, unlabeled (:meth:`Dataset.hide_labels`; for semi-supervised models such as M2).
+    ``name_or_path`` may carry options as on the command line, ``NAME:KEY=VALUE[,KEY=VALUE]`` (e.g.
+    ``"mnist5k:split=test"``, ``"faithful:standardize=true"``; see :func:`parse_data_spec`).
+    A CSV's first row is a header when it holds a cell that is not a number (``header="auto"``, the
+    default), else it is data and the columns are named ``x0, x1, ...``; ``header=True`` / ``False``
+    says so explicitly. Numeric columns become features (a leading ``""``, ``Unnamed: 0`` or
+    ``rownames`` index column of a header, as R and pandas write, is dropped). An NPY holds an (N, D)
+    array; ``mmap=True`` maps it instead of reading it (see :func:`_read_npy`). An IDX file
+    (``*-images-idx3-ubyte[.gz]``, LeCun's MNIST format) or an NPZ (arrays ``x``/``images``/``X`` and
+    optional ``y``/``labels``) holds images; for these the option ``binarize`` in {"none" (default),
+    "fixed", "dynamic"} applies. ``standardize`` rescales each column to mean 0 and standard deviation 1
+    and records the constants in ``meta["standardized"]``. ``labels_per_class`` keeps that many labels
+    per class (drawn with ``label_seed``) and marks the rest -1, unlabeled (:meth:`Dataset.hide_labels`;
+    for semi-supervised models such as M2).
 
     The values are checked against the data set's kind: ``"counts"`` must be non-negative whole
     numbers, ``"image"`` and ``"binary"`` must lie in [0, 1].
     """
     key = str(name_or_path)
+    if key not in _REGISTRY and not os.path.exists(key) and ":" in key:
+        key, spec = parse_data_spec(key)
+        twice = sorted(set(spec) & set(options))
+        if twice:
+            raise PPVAEError(f"data: options {twice} given both in '{name_or_path}' and as arguments; give each once")
+        standardize = _flag("standardize", spec.pop("standardize", standardize)) or standardize
+        labels_per_class = spec.pop("labels_per_class", labels_per_class)
+        label_seed = spec.pop("label_seed", label_seed)
+        options.update(spec)
     if key in _REGISTRY:
         fn = _REGISTRY[key][0]
         _check_options(key, fn, options)
@@ -190,7 +204,27 @@ def load_dataset(name_or_path: str | os.PathLike, *, standardize: bool = False, 
     _check_values(ds)
     if labels_per_class is not None:
         ds = ds.hide_labels(_cli_int(labels_per_class), _cli_int(label_seed))
-    return _standardize(ds) if standardize else ds
+    return _standardize(ds) if _flag("standardize", standardize) else ds
+
+
+def parse_data_spec(text: str) -> tuple[str, dict]:
+    """Split ``"NAME:KEY=VALUE[,KEY=VALUE]"`` into ``(NAME, {KEY: VALUE})``; ``true``/``false`` become
+    booleans, other values stay text (loaders convert whole numbers themselves)."""
+    name, _, extra = str(text).partition(":")
+    options = {}
+    for item in extra.split(","):
+        k, sep, v = item.partition("=")
+        if not sep or not k.strip():
+            raise PPVAEError(f"data: expected NAME:KEY=VALUE[,KEY=VALUE] such as mnist5k:split=test; got '{text}'")
+        low = v.strip().lower()
+        options[k.strip()] = True if low == "true" else False if low == "false" else v.strip()
+    return name, options
+
+
+def _flag(name: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise PPVAEError(f"{name}: expected true or false; got {value!r}")
+    return value
 
 
 def _cli_int(value):
@@ -218,23 +252,45 @@ def _check_values(ds: Dataset) -> None:
         check_tensor(f"data '{ds.name}'", ds.x, low=0.0, high=1.0)
 
 
-def _read_csv(path: str, name: str) -> Dataset:
-    with open(path, newline="") as fh:
-        rows = list(csv.reader(fh))
-    if len(rows) < 2:
-        raise PPVAEError(f"data: expected a CSV with a header row and at least one data row; "
-                         f"got {len(rows)} rows in {path}")
-    header, body = rows[0], rows[1:]
-    drop_first = header[0].strip() in ("", "Unnamed: 0", "rownames")
-    cols = header[1:] if drop_first else header
+def _is_number(text: str) -> bool:
     try:
-        values = np.array([[float(v) for v in (r[1:] if drop_first else r)] for r in body], dtype=np.float64)
-    except ValueError as exc:
-        raise PPVAEError(f"data: expected numeric CSV values in {path}; {exc}") from None
-    if values.ndim != 2 or values.shape[1] != len(cols):
-        raise PPVAEError(f"data: expected {len(cols)} values on every row of {path}; got ragged rows")
-    return Dataset(torch.as_tensor(values, dtype=torch.get_default_dtype()), name=name,
-                   meta={"columns": [c.strip() for c in cols], "source": path})
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _read_csv(path: str, name: str, header: bool | str = "auto") -> Dataset:
+    """Read a numeric CSV. ``header="auto"`` takes the first row as column names when one of its cells is
+    not a number and as data otherwise, so no row is ever dropped unseen; ``True``/``False`` force it."""
+    if header not in ("auto", True, False):
+        raise PPVAEError(f"header: expected auto, true or false; got {header!r}")
+    with open(path, newline="") as fh:
+        rows = [r for r in csv.reader(fh) if r]
+    if header == "auto":
+        header = bool(rows) and not all(_is_number(v) for v in rows[0])
+    if len(rows) < 1 + header:
+        what = "a header row and at least one data row" if header else "at least one data row"
+        raise PPVAEError(f"data: expected a CSV with {what}; got {len(rows)} rows in {path}")
+    if header:
+        names, body = rows[0], rows[1:]
+        drop_first = names[0].strip() in ("", "Unnamed: 0", "rownames")
+        cols = [c.strip() for c in (names[1:] if drop_first else names)]
+    else:
+        body, drop_first = rows, False
+        cols = [f"x{j}" for j in range(len(rows[0]))]
+    values = []
+    for i, r in enumerate(body, start=1 + header):
+        cells = r[1:] if drop_first else r
+        if len(cells) != len(cols):
+            raise PPVAEError(f"data: expected {len(cols)} values on every row of {path}; row {i} has {len(cells)}")
+        try:
+            values.append([float(v) for v in cells])
+        except ValueError as exc:
+            hint = " (the first row is data; pass header=true, e.g. --data file.csv:header=true)" if i == 1 else ""
+            raise PPVAEError(f"data: expected numeric CSV values in {path}; row {i}: {exc}{hint}") from None
+    return Dataset(torch.as_tensor(np.array(values, dtype=np.float64), dtype=torch.get_default_dtype()), name=name,
+                   meta={"columns": cols, "source": path, "header": header})
 
 
 def _read_npy(path: str, name: str, mmap: bool = False) -> Dataset:
@@ -269,8 +325,12 @@ def _load_path(path: str, **options) -> Dataset:
         allowed = {"binarize"}
     elif path.endswith(".npy"):
         allowed = {"mmap"}
+    elif path.endswith(".csv"):
+        allowed = {"header"}
     else:
         allowed = set()
+    if "mmap" in options and "mmap" not in allowed:
+        raise PPVAEError(f"mmap: memory-mapping is for .npy files (numpy.save); got '{path}' (drop --mmap)")
     extra = sorted(set(options) - allowed)
     if extra and not allowed:
         raise PPVAEError(f"data: options {extra} apply only to named data sets; got a path '{path}'")
@@ -279,7 +339,7 @@ def _load_path(path: str, **options) -> Dataset:
     if _data_images.is_image_file(path):
         return _data_images.load_image_file(path, **options)
     if path.endswith(".csv"):
-        return _read_csv(path, name)
+        return _read_csv(path, name, **options)
     if path.endswith(".npy"):
         return _read_npy(path, name, **options)
     raise PPVAEError(f"data: expected a .csv, .npy, .npz or IDX (*-idx3-ubyte[.gz]) file; got '{path}'")

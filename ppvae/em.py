@@ -48,6 +48,12 @@ class EMFit:
 
     method = "em"
 
+    def __repr__(self) -> str:  # the restarts' traces are in ``history``; a repr shows the summary only
+        hp = ", ".join(f"{k}={v!r}" for k, v in self.model.hparams.items())
+        return (f"EMFit(model={self.model.name}({hp}), log_likelihood={self.log_likelihood:.4f}, "
+                f"restarts={len(self.history)}, best_restart={self.best_restart}, "
+                f"iterations={self.num_iterations}, converged={self.converged}, time_s={self.time_s:.2f})")
+
     @property
     def num_iterations(self) -> int:
         return len(self.history[self.best_restart])

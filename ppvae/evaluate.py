@@ -360,17 +360,22 @@ def _summarize(lw: torch.Tensor, num: int, out: dict, where: slice) -> None:
 def _run_data(fit, data: str | None) -> Dataset:
     """The data set to evaluate a run on: ``data`` (a name or path) or the run's own data set, with the
     run's standardization constants applied when it was fitted on standardized data."""
-    from .data import load_dataset
+    from .data import load_dataset, parse_data_spec
 
     info = fit.data_info
     meta = info.get("meta", {})
     name = data if data is not None else info["name"]
     options = {"split": meta["split"]} if data is None and "split" in meta else {}
+    std = meta.get("standardized")
+    if ":" in str(name) and not os.path.exists(name):  # NAME:KEY=VALUE; standardize=... is the run's to decide
+        name, options = parse_data_spec(name)
+        if options.pop("standardize", bool(std)) != bool(std):
+            raise PPVAEError(f"--data: the run was fitted on {'standardized' if std else 'unstandardized'} data; "
+                             "evaluate applies the run's own constants, so drop standardize=... from --data")
     try:
         ds = load_dataset(name, **options)
     except PPVAEError as exc:
         raise PPVAEError(f"--data: cannot load '{name}' ({exc}); pass --data NAME_OR_PATH") from None
-    std = meta.get("standardized")
     if std:
         x = (ds.x - torch.as_tensor(std["mean"], dtype=ds.x.dtype)) / torch.as_tensor(std["std"], dtype=ds.x.dtype)
         ds = Dataset(x, ds.y, name=ds.name, kind=ds.kind, meta=dict(ds.meta))

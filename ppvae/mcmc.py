@@ -448,7 +448,7 @@ def run_mcmc(model: Model, data: Dataset | torch.Tensor, *, kernel: str = "nuts"
              order: tuple[str, int] | None = None, closed_form: bool = True, jit: bool = False,
              target_accept: float = 0.8, max_tree_depth: int = 10, num_steps: int = 10, full_mass: bool = False,
              step_size: float | None = None, seed: int = 0, progress: bool | None = None,
-             max_divergences: int | None = None) -> MCMCResult:
+             max_divergences: int | None = None, allow_local: bool = False) -> MCMCResult:
     """Sample the posterior of ``model``'s continuous latents given ``data`` with NUTS or HMC.
 
     Discrete local latents are summed out exactly (see the module docstring); a discrete latent with
@@ -458,6 +458,8 @@ def run_mcmc(model: Model, data: Dataset | torch.Tensor, *, kernel: str = "nuts"
     unconstrained space. ``order=(site, column)`` constrains that location column to increase over
     components (removes label switching). ``max_divergences``: raise :class:`MCMCDivergenceError`
     when the run has more divergent transitions. ``step_size`` fixes the leapfrog step (no adaptation).
+    A model with more than 1,000 (``ppvae._mcmc_local.MAX_LOCAL_DIMENSIONS``) per-data-point continuous latent
+    coordinates is refused unless ``allow_local=True`` (use :func:`local_posterior` for one point's z).
     """
     if not isinstance(model, Model):
         raise PPVAEError(f"model: expected a ppvae.Model instance; got {type(model).__name__}")
@@ -474,6 +476,7 @@ def run_mcmc(model: Model, data: Dataset | torch.Tensor, *, kernel: str = "nuts"
     batch = data.batch()
     potential = Potential(model, batch, max_plate_nesting=model.max_plate_nesting(batch), model=model,
                           order=order, closed_form=closed_form, jit=jit)
+    check_local_dimension(potential, model, allow_local)
     mcmc, samples, elapsed = _sample(potential, kernel, model=model, fn=model, batch=batch, num_samples=num_samples,
                                      warmup=warmup, num_chains=num_chains, init=init, init_jitter=init_jitter,
                                      seed=seed, progress=progress, options=options)
@@ -491,4 +494,4 @@ def run_mcmc(model: Model, data: Dataset | torch.Tensor, *, kernel: str = "nuts"
 
 
 # HMC over one data point's local latents (kept in its own file for size)
-from ._mcmc_local import fitted_proposal, local_posterior  # noqa: E402
+from ._mcmc_local import check_local_dimension, fitted_proposal, local_posterior  # noqa: E402

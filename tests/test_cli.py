@@ -78,3 +78,161 @@ def test_console_script_runs_as_a_process(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "ppvae.cli", "fit", "gmm", "K=0", "--data", "faithful", "--out",
                            str(tmp_path / "x")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.startswith("ppvae: error: K:") and proc.stdout == ""
+
+
+def test_evaluate_accepts_data_options_like_fit(tmp_path, capsys):
+    # before: `evaluate --data faithful:standardize=true` exited 2 ("cannot load ...") and `fit` raised a TypeError
+    out = tmp_path / "std"
+    assert main(["fit", "gmm", "K=2", "--data", "faithful:standardize=true", "--guide", "auto_delta", "--steps", "50",
+                 "--quiet", "--out", str(out)]) == 0
+    fitted = json.loads((out / "metrics.json").read_text())["log_likelihood"]
+    assert main(["evaluate", str(out), "--data", "faithful:standardize=true", "--num-samples", "4"]) == 0
+    entry = json.loads((out / "metrics.json").read_text())["log_marginal"]
+    # no continuous local latent: every importance weight is the exact enumerated sum, so the totals agree
+    assert entry["total"] == pytest.approx(fitted, abs=1e-6)
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--data", "faithful:standardize=false"]) == 2
+    assert "fitted on standardized data" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("out", ["/dev/null/run", "/proc/xx/run"])
+def test_out_that_cannot_be_created_is_one_line_exit_2(out, capsys):
+    # before: FileExistsError / FileNotFoundError tracebacks with exit 1
+    for argv in (["fit", "gmm", "K=2", "--data", "faithful", "--steps", "2"], ["em", "gmm", "--data", "faithful"]):
+        assert main(argv + ["--out", out]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("ppvae: error: --out:") and err.count("\n") == 1 and "Traceback" not in err
+
+
+def _start_fit(tmp_path, *extra):
+    import os
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    argv = ["fit", "gmm", "K=2", "--data", "faithful", "--steps", "1000000", "--checkpoint-every", "10", "--quiet",
+            "--out", "r", *extra]
+    return argv, subprocess.Popen([sys.executable, "-m", "ppvae.cli", *argv], cwd=tmp_path, env=env,
+                                  stderr=subprocess.PIPE, text=True)
+
+
+def _stop_after_checkpoint(proc, ckpt_dir, sig, known=()):
+    import signal
+    import time
+
+    deadline = time.monotonic() + 240  # generous: the 2-core machine may be busy; a checkpoint comes every 10 steps
+    while time.monotonic() < deadline and not set(p.name for p in ckpt_dir.glob("checkpoint-*.pt")) - set(known):
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.2)
+    proc.send_signal(getattr(signal, sig))
+    _, err = proc.communicate(timeout=120)
+    return proc.returncode, err.strip().splitlines()[-1]
+
+
+def test_sigterm_and_ctrl_c_clean_up_and_say_how_to_resume(tmp_path):
+    # before: SIGTERM left .ppvae-XXXXXXXX beside --out, and Ctrl-C said "nothing was written" beside kept checkpoints
+    ckpts = tmp_path / "r" / "checkpoints"
+    argv, proc = _start_fit(tmp_path)
+    rc, last = _stop_after_checkpoint(proc, ckpts, "SIGTERM")
+    assert rc == 143 and last.startswith("ppvae: terminated after")
+    resume = "ppvae " + " ".join(argv) + " --resume r"
+    assert f"kept {len(list(ckpts.iterdir()))} checkpoint(s) in {ckpts}" in last and last.endswith(resume)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"] and [p.name for p in (tmp_path / "r").iterdir()] == [
+        "checkpoints"]
+    # the resume command itself, interrupted by Ctrl-C: it names one --resume, not two
+    known = [p.name for p in ckpts.iterdir()]
+    _, proc = _start_fit(tmp_path, "--resume", "r")
+    rc, last = _stop_after_checkpoint(proc, ckpts, "SIGINT", known)
+    assert rc == 130 and last.startswith("ppvae: interrupted after") and last.endswith(resume)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+
+
+def test_stale_temporary_directories_of_dead_runs_are_removed(tmp_path, capsys):
+    import os
+
+    from ppvae._rundir import _host
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)  # a process that has exited
+    names = {f".ppvae-{_host()}-{pid}-abc": False,  # dead here: removed
+             f".ppvae-{_host()}-{os.getppid()}-abc": True,  # a live process: kept
+             f".ppvae-otherhost-{pid}-abc": True,  # another host's (shared file system): kept
+             ".ppvae-oldstyle1": True}  # no pid recorded: kept
+    for name in names:
+        (tmp_path / name).mkdir()
+    assert main(["em", "gmm", "K=2", "--data", "faithful", "--restarts", "1", "--out", str(tmp_path / "em")]) == 0
+    assert {p.name for p in tmp_path.iterdir()} == {"em"} | {n for n, keep in names.items() if keep}
+
+
+def test_compare_writes_the_table_then_exits_1_naming_the_failed_method(tmp_path, capsys):
+    # before: exit 0 when `exact` failed beside a working `em`
+    out = tmp_path / "cmp"
+    assert main(["compare", "gmm", "K=2", "--data", "faithful", "--methods", "em,exact", "--quiet",
+                 "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert "| em | ok |" in captured.out and (out / "comparison.md").exists()
+    assert captured.err.count("\n") == 1
+    assert captured.err.startswith("ppvae: error: 1 of 2 methods failed: exact (PPVAEError: exact: model 'gmm' has "
+                                   "no closed-form posterior")
+
+
+def test_cavi_warning_is_one_clean_line(tmp_path, capsys):
+    # before: "/.../ppvae/topics.py:279: ImportanceWarning: ..." followed by the source line that raised it
+    pytest.importorskip("lda")
+    assert main(["cavi", "lda", "topics=3", "--data", "reuters:split=train", "--max-iter", "1",
+                 "--out", str(tmp_path / "cv")]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err and all(line.startswith("ppvae: warning: ") for line in err)
+    assert any("k-hat > 0.7" in line for line in err) and not any(".py:" in line for line in err)
+
+
+def test_evaluate_names_both_errors(tmp_path, capsys):
+    # before: "mean -1.9479 +- 0.0223" without saying which error that is
+    out = tmp_path / "g"
+    assert main(["fit", "gmm", "K=2", "--data", "faithful", "--steps", "5", "--quiet", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--num-samples", "3"]) == 0
+    entry = json.loads((out / "metrics.json").read_text())["log_marginal"]
+    first = capsys.readouterr().out.splitlines()[0]
+    assert (f"(standard error over points {entry['stderr']:.4f}; Monte Carlo error {entry['mc_stderr']:.4f})"
+            in first) and "+-" not in first
+
+
+def test_help_shows_every_default(capsys):
+    # before: `ppvae mcmc --help` said nothing of --samples 1000, --chains 4, ...
+    import argparse
+
+    from ppvae.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    checked = 0
+    for name, parser in sub.choices.items():
+        text = " ".join(parser.format_help().split())  # what `ppvae NAME --help` prints
+        for action in parser._actions:
+            if not action.option_strings or action.default is None or action.default in (False, argparse.SUPPRESS):
+                continue
+            shown = " ".join((action.help or "").split())
+            assert f"(default: {action.default})" in text or "default" in shown.lower(), (name, action.dest)
+            checked += 1
+    assert checked >= 25  # every subcommand: fit, em, cavi, compare, mcmc, evaluate
+
+
+def test_models_lists_hyperparameters_with_defaults(capsys):
+    # before: only names and descriptions; gmm's K and covariance were found only from an error message
+    import inspect
+
+    from ppvae.model import get_model_class, list_models
+
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "K=2 (int), covariance=full (str), concentration=1.0 (float), reg_covar=1e-06 (float)" in out
+    assert "no hyperparameters" in out.split("three_coin", 1)[1].splitlines()[1]
+    for name in list_models():
+        params = list(inspect.signature(get_model_class(name).__init__).parameters.values())[1:]
+        block = out.split(f"\n{name} ", 1)[1] if not out.startswith(name) else out
+        assert all(f"{p.name}={p.default} " in block.splitlines()[1] + " " for p in params), name
+
+
+def test_output_into_a_closed_pipe_is_quiet(tmp_path):
+    # `ppvae models | head -1` used to end in a BrokenPipeError traceback
+    proc = subprocess.run(["bash", "-c", f"'{sys.executable}' -m ppvae.cli models | true; "
+                           "exit ${PIPESTATUS[0]}"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stderr == ""

@@ -79,9 +79,6 @@ def test_mmap_errors(tmp_path):
         load_dataset(str(tmp_path / "ints.npy"), mmap=True)
     with pytest.raises(PPVAEError, match="mmap: expected True or False"):
         load_dataset(str(tmp_path / "ints.npy"), mmap="yes")
-    (tmp_path / "t.csv").write_text("a\n1\n")
-    with pytest.raises(PPVAEError, match="apply only to named data sets"):
-        load_dataset(str(tmp_path / "t.csv"), mmap=True)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -356,3 +353,53 @@ def test_missing_optional_packages_say_what_to_install(monkeypatch):
             load_dataset("reuters")
     finally:
         _data_text._read_reuters.cache_clear()
+
+
+# ------------------------------------------------------------------------------------------------
+# NAME:KEY=VALUE specs and headerless CSVs (issue 13, items 2, 4, 15)
+
+
+def test_data_spec_string_equals_keyword_options(faithful):
+    std = load_dataset("faithful:standardize=true")
+    assert torch.equal(std.x, load_dataset("faithful", standardize=True).x)
+    assert torch.equal(load_dataset("faithful:standardize=false").x, faithful.x)
+    with pytest.raises(PPVAEError, match="standardize: expected true or false; got 'yes'"):
+        load_dataset("faithful:standardize=yes")
+    with pytest.raises(PPVAEError, match=r"data: expected NAME:KEY=VALUE"):
+        load_dataset("faithful:standardize")
+    with pytest.raises(PPVAEError, match=r"given both"):
+        load_dataset("reuters:split=train", split="test")
+
+
+def test_csv_without_header_keeps_every_row(tmp_path):
+    # before: the first data row was taken as a header and dropped (4 rows -> "3 points")
+    path = tmp_path / "plain.csv"
+    path.write_text("1,2\n3,4.5\n5,6\n7,8\n")
+    ds = load_dataset(str(path))
+    assert len(ds) == 4 and ds.meta["header"] is False and ds.meta["columns"] == ["x0", "x1"]
+    assert torch.equal(ds.x, torch.tensor([[1.0, 2.0], [3.0, 4.5], [5.0, 6.0], [7.0, 8.0]]))
+    forced = load_dataset(f"{path}:header=true")  # explicit: the first row is a header after all
+    assert len(forced) == 3 and forced.meta["columns"] == ["1", "2"]
+    assert torch.equal(forced.x, ds.x[1:])
+
+
+def test_csv_header_detected_and_explicit_false_refuses_a_text_row(tmp_path):
+    path = tmp_path / "named.csv"
+    path.write_text("a,b\n1,2\n3,4\n")
+    ds = load_dataset(str(path))
+    assert len(ds) == 2 and ds.meta["header"] is True and ds.meta["columns"] == ["a", "b"]
+    with pytest.raises(PPVAEError, match="row 1: could not convert string to float: 'a'"):
+        load_dataset(str(path), header=False)
+    single = tmp_path / "one.csv"
+    single.write_text("1.5,2\n")
+    assert torch.equal(load_dataset(str(single)).x, torch.tensor([[1.5, 2.0]]))
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("1,2\n3\n")
+    with pytest.raises(PPVAEError, match="row 2 has 1"):
+        load_dataset(str(ragged))
+
+
+def test_mmap_on_a_csv_says_it_is_for_npy_files(tmp_path):
+    (tmp_path / "t.csv").write_text("a\n1\n")
+    with pytest.raises(PPVAEError, match=r"mmap: memory-mapping is for \.npy files"):
+        load_dataset(str(tmp_path / "t.csv"), mmap=True)

@@ -99,3 +99,13 @@ def test_em_result_saves(tmp_path, faithful):
     res.save(str(tmp_path))
     loaded = torch.load(tmp_path / "em_params.pt", weights_only=True)
     assert torch.equal(loaded["locs"], res.params["locs"])
+
+
+def test_emfit_repr_is_a_one_line_summary(faithful):
+    # before: the dataclass repr printed every restart's whole log-likelihood trace
+    em = fit_em(GMM(K=2), faithful, restarts=4, seed=0)
+    text = repr(em)
+    assert text == (f"EMFit(model=gmm(K=2, covariance='full', concentration=1.0, reg_covar=1e-06), "
+                    f"log_likelihood={em.log_likelihood:.4f}, restarts=4, best_restart={em.best_restart}, "
+                    f"iterations={em.num_iterations}, converged={em.converged}, time_s={em.time_s:.2f})")
+    assert "\n" not in text and len(text) < 200

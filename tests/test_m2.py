@@ -118,3 +118,43 @@ def test_cli_keeps_labels_per_class_and_fits_m2(tmp_path):
     assert rc == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["config"]["train"]["jit"] is True and metrics["elbo"] == "enum"
+
+
+def test_class_samples_put_one_class_per_row_with_shared_styles():
+    """Row block c of class_samples(n) is the decoder at (z_j, y = c) for the same n draws z_j."""
+    model = M2(num_classes=3, hidden=8, latent_dim=2)
+    model.setup(_toy())
+    images = model.class_samples(4, torch.Generator().manual_seed(5))
+    z = torch.randn(4, 2, generator=torch.Generator().manual_seed(5))
+    for c in range(3):
+        expected = torch.sigmoid(model._nets[2](z, torch.full((4,), c)))
+        torch.testing.assert_close(images[4 * c : 4 * c + 4], expected)
+
+
+def test_cli_prints_held_out_accuracy_and_draws_classes_as_rows(tmp_path, capsys, monkeypatch):
+    """`ppvae fit m2 --data mnist5k:...` prints the accuracy on mnist5k's 1,000 test images (before: no
+    accuracy at all) and keeps it in metrics.json; samples.png has one row per class, named on its y
+    axis; latent.png is coloured by argmax q(y|x), not by the labels (-1 for 3,900 of 4,000 points)."""
+    import json
+
+    from ppvae import plots
+    from ppvae.cli import main
+
+    figs = {}
+    for name in ("plot_image_grid", "plot_latent_2d"):
+        real = getattr(plots, name)
+        monkeypatch.setattr(plots, name, lambda *a, _real=real, _n=name, **k: figs.setdefault(_n, []).append(
+            _real(*a, **k)))
+    out = tmp_path / "m2"
+    assert main(["fit", "m2", "hidden=16", "latent_dim=4", "--data", "mnist5k:labels_per_class=10", "--steps", "3",
+                 "--out", str(out), "--quiet"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_test"] == 1000 and 0.0 <= metrics["accuracy_test"] <= 1.0
+    line = (f"m2: test accuracy of argmax q(y|x) = {metrics['accuracy_test']:.4f} on the 1000 held-out images of "
+            "mnist5k (split=test)")
+    assert line in capsys.readouterr().out.splitlines()
+    grid = figs["plot_image_grid"][-1].axes[0]  # reconstructions.png first, then samples.png
+    assert [t.get_text() for t in grid.get_yticklabels()] == [str(c) for c in range(10)]
+    assert grid.get_ylabel() == "class y" and "row = class y" in grid.get_title()
+    assert figs["plot_latent_2d"][0].axes[0].get_legend().get_title().get_text() == "argmax q(y|x)"
+    assert (out / "samples.png").exists() and (out / "latent.png").exists()

@@ -231,3 +231,20 @@ def test_divergences_over_the_limit_raise():
     x = Dataset(_normal_data(50))
     with pytest.raises(MCMCDivergenceError, match="divergent transitions in 1 x 20 draws; expected at most 0"):
         run_mcmc(NormalGamma(), x, num_samples=20, warmup=0, step_size=5.0, seed=0, max_divergences=0, progress=False)
+
+
+def test_many_local_continuous_dimensions_are_refused_with_the_count():
+    """Before: `ppvae mcmc vae --data mnist5k` ran NUTS over 200,000 dimensions with no end and no word.
+    PPCA(latent_dim=2) on 501 points has 1,002 > 1,000 local dimensions: refused before any sampling."""
+    x = torch.randn(501, 3, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(PPVAEError, match=r"PPCA has 1,002 dimensions of per-data-point continuous latents "
+                                         r"\(z: \(501, 2\)\).*more than 1,000.*local_posterior.*allow_local=True"):
+        run_mcmc(PPCA(latent_dim=2), x, num_samples=5, warmup=5, progress=False)
+
+
+def test_cli_mcmc_refuses_a_vae_in_one_line(capsys):
+    from ppvae.cli import main
+
+    assert main(["mcmc", "vae", "--data", "mnist5k", "--samples", "5", "--warmup", "5", "--out", "o"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "200,000 dimensions" in err[0] and "--allow-local" in err[0]
