@@ -162,7 +162,8 @@ def _ais_options(p, steps_type, steps_default) -> None:
                    help="annealing steps T" + (" (comma-separated list)" if steps_type is str else ""))
     p.add_argument("--chains", type=int, default=16, help="AIS chains per data point")
     p.add_argument("--leapfrog", type=int, default=5, help="leapfrog steps per HMC transition")
-    p.add_argument("--schedule", default="sigmoid", choices=("sigmoid", "linear"))
+    p.add_argument("--schedule", default="sigmoid", choices=("sigmoid", "linear"),
+                   help="the annealing path's beta schedule (sigmoidal as Wu et al. 2017, or linear)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -171,9 +172,10 @@ def _add_bdmc_evidence(sub, commands) -> None:
     p.add_argument("run_dir", help="a run directory written by `ppvae fit`")
     p.add_argument("--data", default=None, help="where the globals are read (default: the run's data set)")
     p.add_argument("--points", type=int, default=100, help="simulated data points")
-    p.add_argument("--proposal", default="guide", choices=("guide", "prior"))
+    p.add_argument("--proposal", default="guide", choices=("guide", "prior"),
+                   help="where AIS starts: the fitted guide's local factor or the prior")
     p.add_argument("--chunk-size", type=int, default=None, help="data points per vectorized pass")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed")
     _ais_options(p, steps_type=str, steps_default="100,200,400")
     p.set_defaults(func=commands["bdmc"])
 
@@ -186,6 +188,6 @@ def _add_bdmc_evidence(sub, commands) -> None:
     p.add_argument("--num-samples", type=int, default=1000, help="importance samples S over the globals")
     p.add_argument("--steps", type=int, default=200, help="AIS annealing steps T")
     p.add_argument("--chains", type=int, default=64, help="AIS chains C")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=commands["evidence"])
