@@ -296,10 +296,21 @@ class _AlignedRun:
 
 
 def summary(idata, **options):
-    """``arviz.summary`` of the posterior, printing the label-alignment note when there is one."""
+    """``arviz.summary`` of the posterior, printing the label-alignment note when there is one.
+
+    Entries constant over every draw (a Cholesky correlation factor's fixed 1s and 0s) are left out:
+    their R-hat is undefined and their "ESS" equals the draw count, which would pose as the minimum."""
+    import warnings
+
     import arviz as az
 
     note = idata.posterior.attrs.get("label_alignment")
     if note:
         print(f"note: {note}")
-    return az.summary(idata, **options)
+    round_to = options.pop("round_to", 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # arviz's divide-by-zero on the constant entries
+        table = az.summary(idata, round_to="none", **options)
+    if "sd" in table:
+        table = table[table["sd"] > 0]
+    return table if round_to in (None, "none") else table.round(round_to)

@@ -109,3 +109,22 @@ def test_continuous_local_latents_need_log_marginal():
     model.setup(data)
     with pytest.raises(PPVAEError, match="continuous local latents \\(z\\)"):
         pointwise_log_likelihood(model, data, {})
+
+
+def test_summary_leaves_out_constant_entries():
+    """A Cholesky factor's fixed entries (here corr[0, 0] = 1, corr[0, 1] = 0) are constant over the
+    draws: before, they entered the table with R-hat NaN and ESS = the draw count (4 x 100 = 400)."""
+    import arviz as az
+    import numpy as np
+
+    from ppvae.inference_data import summary
+
+    rng = np.random.default_rng(0)
+    corr = np.zeros((4, 100, 2, 2))
+    corr[..., 0, 0] = 1.0
+    corr[..., 1, 0] = rng.uniform(-0.5, 0.5, (4, 100))
+    corr[..., 1, 1] = np.sqrt(1 - corr[..., 1, 0] ** 2)
+    idata = az.from_dict(posterior={"mu": rng.normal(size=(4, 100)), "corr": corr})
+    table = summary(idata)
+    assert list(table.index) == ["mu", "corr[1, 0]", "corr[1, 1]"]
+    assert not table["r_hat"].isna().any()  # the constants had R-hat NaN
