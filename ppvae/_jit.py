@@ -32,6 +32,7 @@ import pyro
 import torch
 from torch import nn
 
+from ._validation import one_line
 from .data import Batch
 
 __all__ = ["CompiledObjective"]
@@ -105,7 +106,7 @@ class CompiledObjective:
             rewind(s0)
             loss = graph(*inputs)
         except (RuntimeError, TypeError, ValueError) as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            reason = one_line(exc)
             return self._give_up(f"torch.jit.trace failed: {reason}", batch, rewind, s0)
         for traced, expected in ((fresh_graph, fresh), (loss.detach(), eager)):  # rounding: ~1e-7 relative
             if not torch.allclose(traced, expected, rtol=1e-4, atol=1e-4, equal_nan=True):  # NaN: the trainer's guard

@@ -22,6 +22,15 @@ class NonFiniteError(PPVAEError, FloatingPointError):
     """Training produced a non-finite loss or gradient; the message names the step and site(s)."""
 
 
+def one_line(exc: BaseException) -> str:
+    """``ExceptionType: message`` on one line for an exception raised by user or Pyro code. Pyro writes
+    "Error while computing log_prob at site 'x':", the cause on the next line, then a multi-line
+    ``Trace Shapes:`` table; the lines before the table are joined and the table dropped."""
+    text = str(exc).split("Trace Shapes:")[0]
+    first = " ".join(line.strip() for line in text.splitlines() if line.strip())[:500]
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
 def _describe(value: Any) -> str:
     if isinstance(value, torch.Tensor):
         return f"tensor of shape {tuple(value.shape)} and dtype {value.dtype}"

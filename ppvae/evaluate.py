@@ -40,7 +40,7 @@ from ._importance import (
     local_log_weights,
     run_chunks,
 )
-from ._validation import PPVAEError, check_choice, check_int
+from ._validation import PPVAEError, check_choice, check_int, one_line
 from .data import Batch, Dataset
 from .evidence import LogEvidence, log_evidence  # noqa: F401 -- re-exported (moved to evidence.py)
 from .model import is_local, latent_sites
@@ -225,8 +225,10 @@ def _structure(model, ds: Dataset):
             tr = poutine.trace(model).get_trace(probe)
     except PPVAEError:
         raise
-    except Exception as exc:
-        raise PPVAEError(f"data: the model cannot run on points of shape {tuple(ds.x.shape[1:])} ({exc})") from None
+    except Exception as exc:  # the model's own code failed, not the data's shape: name its exception
+        name = getattr(model, "name", None) or type(model).__name__
+        raise PPVAEError(f"model '{name}': its forward raised {one_line(exc)} on one point of shape "
+                         f"{tuple(ds.x.shape[1:])}") from None
     mpn = 0
     for site in tr.nodes.values():
         if site["type"] == "sample":

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import warnings
 from typing import Any, Callable, ClassVar
 
 import pyro
@@ -43,7 +44,7 @@ from pyro.infer import config_enumerate
 from pyro.nn import PyroModule
 from pyro.poutine.util import site_is_subsample
 
-from ._validation import PPVAEError, check_tensor
+from ._validation import PPVAEError, check_tensor, one_line
 from .data import Batch, Dataset
 
 __all__ = ["Model", "latent_sites", "is_local", "register_model", "get_model_class", "list_models", "build_model",
@@ -141,10 +142,9 @@ class Model(PyroModule):
                 return poutine.trace(self).get_trace(batch)
         except PPVAEError:
             raise
-        except (ValueError, RuntimeError, IndexError, TypeError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        except Exception as exc:  # the user's own code: whatever it raised is named, in one line
             name = self.name or type(self).__name__
-            raise PPVAEError(f"model '{name}': running the generative story on the data failed: {first}") from exc
+            raise PPVAEError(f"model '{name}': its forward raised {one_line(exc)}") from exc
 
     def latent_sites(self, batch: Batch) -> dict[str, dict]:
         """The model's unobserved sample sites (plate subsample sites excluded), name -> site."""
@@ -153,6 +153,24 @@ class Model(PyroModule):
     def discrete_latent_sites(self, batch: Batch) -> list[str]:
         """Names of the unobserved sample sites with discrete support (summed out by enumeration)."""
         return [name for name, site in self.latent_sites(batch).items() if site["fn"].support.is_discrete]
+
+    def check_observed(self, batch: Batch, minibatched: bool) -> None:
+        """Refuse a model that observes nothing (its ELBO has no likelihood term to fit); on minibatches,
+        warn when no observed site lies inside :meth:`data_plate`, since only that plate scales the
+        likelihood by N/M (without it the prior weighs as if the data set had M points)."""
+        trace = self.trace(batch)
+        observed = [s for s in trace.nodes.values() if s["type"] == "sample" and s["is_observed"]
+                    and not site_is_subsample(s)]
+        name = self.name or type(self).__name__
+        if not observed:
+            raise PPVAEError(f"model '{name}': no observed site; forward must call pyro.sample(NAME, dist, "
+                             "obs=batch.x) for the data (there is nothing to fit)")
+        if minibatched and not any(is_local(s) for s in observed):
+            sites = ", ".join(f"'{s['name']}'" for s in observed)
+            warnings.warn(f"model '{name}': observed site(s) {sites} lie outside the data plate while training "
+                          f"on minibatches of {len(batch)} of {batch.num_total} points, so their log-likelihood is "
+                          "not scaled by N/M; wrap them in `with self.data_plate(batch):`", UserWarning,
+                          stacklevel=3)
 
     def max_plate_nesting(self, batch: Batch) -> int:
         """The deepest plate dimension used by the model (``max_plate_nesting`` for Pyro)."""

@@ -33,7 +33,7 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
 from ._jit import CompiledObjective
-from ._validation import NonFiniteError, PPVAEError, check_choice, check_float, check_int
+from ._validation import NonFiniteError, PPVAEError, check_choice, check_float, check_int, one_line
 from .data import Batch, Dataset
 from .guides import guide_spec_name, make_guide
 from .model import DATA_PLATE, Model
@@ -181,8 +181,8 @@ def _nonfinite_sites(model_fn: Callable, guide: Callable, batch: Batch, rng_stat
                     continue
                 try:
                     lp = site["fn"].log_prob(site["value"])
-                except Exception:
-                    lp = torch.tensor(float("nan"))
+                except Exception:  # a shape error, not a non-finite value: the caller reports it as it is
+                    continue
                 if not torch.isfinite(lp).all() or not torch.isfinite(site["value"]).all():
                     bad.append(f"{label}:{name}")
     return bad
@@ -234,6 +234,7 @@ class _Trainer:
     def __init__(self, model: Model, data: Dataset, cfg: TrainConfig, guide_spec: Any):
         self.model, self.data, self.cfg = model, data, cfg
         probe = data.batch(torch.arange(min(len(data), cfg.batch_size or len(data)), device=data.x.device))
+        model.check_observed(probe, minibatched=len(probe) < len(data))
         self.discrete_sites = model.discrete_latent_sites(probe)
         self.max_plate_nesting = model.max_plate_nesting(probe)
         self.model_fn = model.enumerated() if self.discrete_sites else model
@@ -266,7 +267,7 @@ class _Trainer:
         except (ValueError, RuntimeError, IndexError) as exc:  # Pyro's validation or a shape error
             if _nonfinite_sites(self.model_fn, self.guide, batch, rng_state):
                 self._raise_nonfinite(float("nan"), False, batch, 0, rng_state)
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = one_line(exc)
             raise PPVAEError(f"model/guide: the first training step failed on the data: {first}") from exc
         values = [s["value"] for s in capture.trace.nodes.values()]  # a plain nn.Parameter has no unconstrained()
         params = {id(p): p for p in (v.unconstrained() if hasattr(v, "unconstrained") else v for v in values)}

@@ -98,7 +98,7 @@ def test_first_step_errors_are_clear():
 
     with pytest.raises(ppvae.NonFiniteError, match="step 0.*model:obs"):
         ppvae.fit(ZeroScale(), torch.randn(5, 1), guide="auto_normal", steps=2, progress=False)
-    with pytest.raises(ppvae.PPVAEError, match="generative story on the data failed: Shape mismatch"):
+    with pytest.raises(ppvae.PPVAEError, match="its forward raised ValueError: Shape mismatch"):
         ppvae.fit(WrongShape(), torch.randn(5, 1), guide="auto_normal", steps=2, progress=False)
 
 
