@@ -29,7 +29,7 @@ from pyro.infer.autoguide import AutoContinuous, AutoGuide
 from pyro.poutine.util import site_is_subsample
 
 from ._enum import data_plate_log_prob
-from ._validation import PPVAEError
+from ._validation import PPVAEError, one_line
 from .data import Batch
 from .model import DATA_PLATE, is_local
 
@@ -45,6 +45,43 @@ def is_oom(exc: BaseException) -> bool:
     return (oom_type is not None and isinstance(exc, oom_type)) or (
         isinstance(exc, RuntimeError) and "out of memory" in str(exc)
     )
+
+
+class _LastSite(poutine.messenger.Messenger):
+    """Records the name of the last sample site a model reached (to say where a broadcast failed)."""
+
+    last = None
+
+    def _postprocess_message(self, msg):
+        if msg["type"] == "sample" and not site_is_subsample(msg):
+            self.last = msg["name"]
+
+
+@contextlib.contextmanager
+def draws_broadcast(model, num: int, names):
+    """Run a model vectorized over ``num`` draws of its global latents ``names`` (a leading dimension
+    left of every plate), turning a failure into a PPVAEError that states the rule.
+
+    The rule (README, "Writing a model"): a model must broadcast over leading dimensions of its global
+    latents, as Pyro's vectorized particles require: a global vector ``w`` arrives with shape (S, 1, D)
+    (draws left of the data plate), so ``X @ w`` fails where ``(X * w).sum(-1)`` gives (S, N). A failure
+    with one draw is not this rule's and propagates unchanged."""
+    recorder = _LastSite()
+    try:
+        with recorder:
+            yield
+    except PPVAEError:
+        raise
+    except (RuntimeError, ValueError, IndexError) as exc:
+        if num <= 1:
+            raise
+        name = getattr(model, "name", None) or type(model).__name__
+        where = f"after site '{recorder.last}'" if recorder.last else "before its first sample site"
+        raise PPVAEError(
+            f"model '{name}': its forward fails when the global latents ({', '.join(names) or 'none'}) carry a "
+            f"leading dimension of {num} draws ({where}: {one_line(exc)}); write it to broadcast over leading "
+            "dimensions (a vector w then has shape (draws, 1, D)), e.g. (X * w).sum(-1) instead of X @ w"
+        ) from exc
 
 
 def particle_plate(num: int, max_plate_nesting: int):
@@ -138,8 +175,9 @@ def data_log_likelihood(model, batch, num: int, max_plate_nesting: int, values: 
     if len(batch) == 1:
         lp, trace = data_log_likelihood(model, _twice(batch), num, max_plate_nesting, values)
         return lp[:, :1], trace
-    with particle_plate(num, max_plate_nesting) if num > 1 else contextlib.nullcontext():
-        trace = _enum_trace(model, batch, max_plate_nesting, values)
+    with draws_broadcast(model, num, list(values)):
+        with particle_plate(num, max_plate_nesting) if num > 1 else contextlib.nullcontext():
+            trace = _enum_trace(model, batch, max_plate_nesting, values)
     return _expand(data_plate_log_prob(trace), (num, len(batch))), trace
 
 

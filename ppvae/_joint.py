@@ -23,7 +23,7 @@ from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
 from ._enum import data_plate_log_prob
-from ._importance import _enum_trace, _expand, global_log_density
+from ._importance import _enum_trace, _expand, draws_broadcast, global_log_density
 from ._validation import PPVAEError
 from .data import Batch, Dataset
 from .mcmc import Potential
@@ -57,7 +57,8 @@ def _log_joint(potential: Potential, values: dict, num: int) -> torch.Tensor:
     """log sum_z p(X, z, theta_s) of shape (S,) for constrained ``values`` (site -> (S, *shape))."""
     mpn, batch = potential.mpn, potential.batch
     placed = {n: _place(v, potential.sites[n], num, mpn) for n, v in values.items()}
-    with pyro.validation_enabled(False), pyro.plate(DRAWS, num, dim=-(mpn + 1)):
+    with draws_broadcast(potential.fn, num, list(values)), pyro.validation_enabled(False), \
+            pyro.plate(DRAWS, num, dim=-(mpn + 1)):
         if potential._enumerates:
             trace = _enum_trace(potential.fn, batch, mpn, placed)
         else:
