@@ -244,7 +244,8 @@ def cmd_compare(args) -> int:
     check_out(args.out, args.overwrite)
     result = compare(model, data, methods, test_fraction=args.test_fraction, seed=args.seed, svi_steps=args.steps,
                      svi_lr=args.lr, num_draws=args.draws, num_samples=args.samples, warmup=args.warmup,
-                     num_chains=args.chains, jit=not args.no_jit, progress=False if args.quiet else None)
+                     num_chains=args.chains, jit=not args.no_jit, progress=False if args.quiet else None,
+                     cores=args.cores)
     with run_directory(args.out, args.overwrite) as tmp:
         result.save(tmp)
     print(result.to_markdown())
@@ -281,7 +282,7 @@ def cmd_mcmc(args) -> int:
         init = "prior"
     result = run_mcmc(model, data, kernel=args.kernel, num_samples=args.samples, warmup=args.warmup,
                       num_chains=args.chains, init=init, order=order, jit=args.jit, seed=args.seed,
-                      target_accept=args.target_accept, progress=False if args.quiet else None)
+                      target_accept=args.target_accept, progress=False if args.quiet else None, cores=args.cores)
     idata = to_inference_data(result, data)
     table = summary(idata)
     with run_directory(args.out, args.overwrite) as tmp:
@@ -368,6 +369,9 @@ def cmd_evaluate(args) -> int:
 
 # -- parser -------------------------------------------------------------------------------------------
 def _common(p, with_model=True):
+    p.add_argument("--threads", type=int, default=None,
+                   help=f"torch intra-op threads (default {DEFAULT_THREADS}: fastest for small models on a shared "
+                        "machine; try more for a large network on an idle one)")
     if with_model:
         p.add_argument("model", help="model name (see `ppvae models`)")
         p.add_argument("hparams", nargs="*", metavar="KEY=VALUE", help="model hyperparameters, e.g. K=3")
@@ -377,6 +381,20 @@ def _common(p, with_model=True):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="run directory to create")
     p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
+
+
+DEFAULT_THREADS = 1  # measured: small models run 1.3-3.4x slower at 2 threads on a busy 2-core machine (README)
+
+
+def _set_threads(args) -> None:
+    """``--threads``: torch intra-op threads of this process (worker processes always use one)."""
+    import torch
+
+    threads = getattr(args, "threads", None)
+    threads = DEFAULT_THREADS if threads is None else threads
+    if threads < 1:
+        raise PPVAEError(f"--threads: expected an integer >= 1; got {threads}")
+    torch.set_num_threads(threads)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -437,7 +455,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--draws", type=int, default=1000, help="draws from each SVI guide")
     p.add_argument("--samples", type=int, default=500, help="MCMC draws per chain")
     p.add_argument("--warmup", type=int, default=500, help="MCMC warm-up steps per chain")
-    p.add_argument("--chains", type=int, default=2, help="MCMC chains (run one after another)")
+    p.add_argument("--chains", type=int, default=2, help="MCMC chains")
+    p.add_argument("--cores", type=int, default=None,
+                   help="worker processes for the MCMC chains (default: the available cores, at most --chains)")
     p.add_argument("--no-jit", action="store_true", help="do not compile the MCMC potential")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_compare)
@@ -448,6 +468,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=1000, help="draws per chain")
     p.add_argument("--warmup", type=int, default=500, help="warm-up steps per chain")
     p.add_argument("--chains", type=int, default=4)
+    p.add_argument("--cores", type=int, default=None,
+                   help="worker processes for the chains, one thread each (default: the available cores, at most "
+                        "--chains); draws are identical for any value")
     p.add_argument("--init", default="model", choices=("model", "prior", "em"), help="where chains start")
     p.add_argument("--order", default=None, metavar="SITE:COLUMN", help="order a location column, e.g. locs:0")
     p.add_argument("--target-accept", type=float, default=0.8)
@@ -461,6 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help="data set name or path (default: the run's data set)")
     p.add_argument("--num-samples", type=int, default=1000, help="importance samples K per data point")
     p.add_argument("--proposal", default="guide", choices=("guide", "prior"))
+    p.add_argument("--threads", type=int, default=None, help=f"torch intra-op threads (default {DEFAULT_THREADS})")
     p.add_argument("--chunk-size", type=int, default=None,
                    help="data points per vectorized pass (default: from free memory)")
     p.add_argument("--seed", type=int, default=0)
@@ -472,6 +496,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         args = build_parser().parse_args(argv)
+        _set_threads(args)
         return args.func(args)
     except PPVAEError as exc:
         print(f"ppvae: error: {exc}", file=sys.stderr)
