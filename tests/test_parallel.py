@@ -67,3 +67,13 @@ def test_mcmc_chains_on_two_cores_equal_one_core_bit_for_bit():
     assert runs[1].config["cores"] == 2
     # chains differ from one another (each has its own seed and start)
     assert not torch.equal(runs[0].samples["locs"][0], runs[0].samples["locs"][1])
+
+
+def test_cli_threads_and_cores_refuse_bad_values(tmp_path, capsys):
+    from ppvae.cli import main
+
+    assert main(["mcmc", "gmm", "K=2", "--data", "faithful", "--cores", "0", "--out", str(tmp_path / "a")]) == 2
+    assert "cores: expected an integer >= 1; got 0" in capsys.readouterr().err
+    assert main(["em", "gmm", "K=2", "--data", "faithful", "--threads", "0", "--out", str(tmp_path / "b")]) == 2
+    assert "--threads: expected an integer >= 1; got 0" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
