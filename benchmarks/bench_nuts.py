@@ -26,6 +26,13 @@ by ordering locs[:, 0] (the fair number); the ratios use the relabelled one. The
     python benchmarks/bench_nuts.py --chains 4 --warmup 150 --draws 300
     python benchmarks/bench_nuts.py --chains 2 --warmup 300 --draws 500 --leapfrogs   # + cost per leapfrog step
 
+    python benchmarks/bench_nuts.py --cores 2 --chains 4 --warmup 500 --draws 1000   # parallel chains
+
+``--cores N`` runs only ppvae's default NUTS (the EM fit done once, outside the timing) with the chains
+in this process (1 core) and then on N worker processes of one thread each, checks that the draws are
+identical bit for bit, and prints the speed-up (goal >= 1.7x for 4 chains on 2 cores). The parallel
+time includes starting the workers (forkserver) and compiling the potential in each.
+
 ``--leapfrogs`` counts the gradient evaluations (Pyro's ``potential_grad``, one per leapfrog step plus
 one per initialization) of every run, to split ESS/s into steps per iteration, seconds per step and
 ESS per draw.
@@ -114,6 +121,23 @@ def run_ppvae(data, chains, warmup, draws, seed, full_mass, order=("locs", 0)):
             result.num_divergences)
 
 
+def run_cores(data, chains, warmup, draws, seed, cores):
+    """4 chains on 1 core, then on ``cores`` workers: wall time of each, identical draws, speed-up."""
+    model = GMM(K=2, covariance="diag")
+    em = fit_em(model, data, restarts=5, seed=seed)
+    times, runs = {}, {}
+    for c in (1, cores):
+        start = time.perf_counter()
+        runs[c] = run_mcmc(model, data, num_samples=draws, warmup=warmup, num_chains=chains, init=em,
+                           order=("locs", 0), jit=True, seed=seed, progress=False, cores=c)
+        times[c] = time.perf_counter() - start
+        print(f"ppvae NUTS, {chains} chains x ({warmup} + {draws}), cores {c}: {times[c]:.1f} s wall", flush=True)
+    same = all(torch.equal(runs[1].samples[k], runs[cores].samples[k]) for k in runs[1].samples)
+    speedup = times[1] / times[cores]
+    print(f"draws identical on 1 and {cores} cores: {same}; speed-up {speedup:.2f}x "
+          f"(goal >= 1.7x for 4 chains on 2 cores: {'met' if same and speedup >= 1.7 else 'NOT met'})")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 chains x (150 warm-up + 300 draws)")
@@ -123,11 +147,15 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-plain", action="store_true", help="run only ppvae (for profiling)")
     parser.add_argument("--leapfrogs", action="store_true", help="count leapfrog steps (gradient evaluations)")
+    parser.add_argument("--cores", type=int, default=None, help="only: chains on 1 core vs on this many workers")
     args = parser.parse_args(argv)
     chains, warmup, draws = (2, 150, 300) if args.quick else (4, 500, 1000)
     chains, warmup, draws = args.chains or chains, args.warmup or warmup, args.draws or draws
     torch.set_num_threads(1)
     data = load_dataset("faithful", standardize=True)
+    if args.cores:
+        run_cores(data, chains, warmup, draws, args.seed, args.cores)
+        return
     ref = GMM(K=2, covariance="diag")
     ref.setup(data)
     print(f"GMM K=2 diag, standardized Old Faithful (N={len(data)}); {chains} chains x ({warmup} warm-up + {draws} "

@@ -32,7 +32,28 @@ class _Parser(argparse.ArgumentParser):
         raise PPVAEError(f"{self.prog}: {message}")
 
 
+DEFAULT_THREADS = 1  # measured: small models run 1.3-3.4x slower at 2 threads on a busy 2-core machine (README)
+
+
+def set_threads(args) -> None:
+    """``--threads``: torch intra-op threads of this process (MCMC worker processes always use one)."""
+    import torch
+
+    threads = getattr(args, "threads", None)
+    threads = DEFAULT_THREADS if threads is None else threads
+    if threads < 1:
+        raise PPVAEError(f"--threads: expected an integer >= 1; got {threads}")
+    torch.set_num_threads(threads)
+
+
+def _threads(p) -> None:
+    p.add_argument("--threads", type=int, default=None,
+                   help=f"torch intra-op threads (default {DEFAULT_THREADS}: fastest for small models on a shared "
+                        "machine; try more for a large network on an idle one)")
+
+
 def _common(p, with_model=True):
+    _threads(p)
     if with_model:
         p.add_argument("model", help="model name (see `ppvae models`)")
         p.add_argument("hparams", nargs="*", metavar="KEY=VALUE", help="model hyperparameters, e.g. K=3")
@@ -117,7 +138,9 @@ def _add_compare_mcmc(sub, commands) -> None:
     p.add_argument("--draws", type=int, default=1000, help="draws from each SVI guide")
     p.add_argument("--samples", type=int, default=500, help="MCMC draws per chain")
     p.add_argument("--warmup", type=int, default=500, help="MCMC warm-up steps per chain")
-    p.add_argument("--chains", type=int, default=2, help="MCMC chains (run one after another)")
+    p.add_argument("--chains", type=int, default=2, help="MCMC chains")
+    p.add_argument("--cores", type=int, default=None,
+                   help="worker processes for the MCMC chains (default: the available cores, at most --chains)")
     p.add_argument("--no-jit", action="store_true", help="do not compile the MCMC potential")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=commands["compare"])
@@ -127,7 +150,10 @@ def _add_compare_mcmc(sub, commands) -> None:
     p.add_argument("--kernel", default="nuts", choices=("nuts", "hmc"), help="MCMC kernel")
     p.add_argument("--samples", type=int, default=1000, help="draws per chain")
     p.add_argument("--warmup", type=int, default=500, help="warm-up steps per chain")
-    p.add_argument("--chains", type=int, default=4, help="chains (run one after another)")
+    p.add_argument("--chains", type=int, default=4, help="chains")
+    p.add_argument("--cores", type=int, default=None,
+                   help="worker processes for the chains, one thread each (default: the available cores, at most "
+                        "--chains); draws are identical for any value")
     p.add_argument("--init", default="model", choices=("model", "prior", "em"), help="where chains start")
     p.add_argument("--order", default=None, metavar="SITE:COLUMN", help="order a location column, e.g. locs:0")
     p.add_argument("--target-accept", type=float, default=0.8, help="NUTS/HMC step-size adaptation target")
@@ -143,6 +169,7 @@ def _add_compare_mcmc(sub, commands) -> None:
 def _add_evaluate(sub, commands) -> None:
     p = sub.add_parser("evaluate", help="per-point log p(x) of a fitted run by importance sampling or AIS")
     p.add_argument("run_dir", help="a run directory written by `ppvae fit`")
+    _threads(p)
     p.add_argument("--data", default=None, help="data set name, NAME:KEY=VALUE (e.g. mnist5k:split=test) or "
                    "a path (default: the run's data set)")
     p.add_argument("--num-samples", type=int, default=1000, help="importance samples K per data point")
@@ -170,6 +197,7 @@ def _ais_options(p, steps_type, steps_default) -> None:
 def _add_bdmc_evidence(sub, commands) -> None:
     p = sub.add_parser("bdmc", help="BDMC bounds of log p(x) on points simulated from a run (certifies AIS)")
     p.add_argument("run_dir", help="a run directory written by `ppvae fit`")
+    _threads(p)
     p.add_argument("--data", default=None, help="where the globals are read (default: the run's data set)")
     p.add_argument("--points", type=int, default=100, help="simulated data points")
     p.add_argument("--proposal", default="guide", choices=("guide", "prior"),
@@ -181,6 +209,7 @@ def _add_bdmc_evidence(sub, commands) -> None:
 
     p = sub.add_parser("evidence", help="log p(X) of a run or MCMC directory by every estimator it allows")
     p.add_argument("run_dir", help="a directory written by `ppvae fit` or by `ppvae mcmc`")
+    _threads(p)
     p.add_argument("--mcmc", default=None, metavar="MCMC_DIR",
                    help="with a fit run: also bridge sampling from this `ppvae mcmc` directory (same model and data)")
     p.add_argument("--data", default=None, help="data set name or path (default: the directory's data set)")

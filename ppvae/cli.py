@@ -232,7 +232,8 @@ def cmd_compare(args) -> int:
     check_out(args.out, args.overwrite)
     result = compare(model, data, methods, test_fraction=args.test_fraction, seed=args.seed, svi_steps=args.steps,
                      svi_lr=args.lr, num_draws=args.draws, num_samples=args.samples, warmup=args.warmup,
-                     num_chains=args.chains, jit=not args.no_jit, progress=False if args.quiet else None)
+                     num_chains=args.chains, jit=not args.no_jit, progress=False if args.quiet else None,
+                     cores=args.cores)
     with run_directory(args.out, args.overwrite) as tmp:
         result.save(tmp)
     print(result.to_markdown())
@@ -274,7 +275,7 @@ def cmd_mcmc(args) -> int:
     result = run_mcmc(model, data, kernel=args.kernel, num_samples=args.samples, warmup=args.warmup,
                       num_chains=args.chains, init=init, order=order, jit=args.jit, seed=args.seed,
                       target_accept=args.target_accept, progress=False if args.quiet else None,
-                      allow_local=args.allow_local)
+                      allow_local=args.allow_local, cores=args.cores)
     idata = to_inference_data(result, data)
     table = summary(idata)
     with run_directory(args.out, args.overwrite) as tmp:
@@ -391,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         with sigterm_unwinds(), warnings.catch_warnings():  # SIGTERM unwinds like Ctrl-C: no temporary dir left
             warnings.showwarning = _show_warning
             args = build_parser().parse_args(argv)
+            _cli_parser.set_threads(args)
             code = args.func(args)
             sys.stdout.flush()  # a closed pipe shows here, inside the handler below, not at interpreter exit
             return code

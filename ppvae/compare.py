@@ -234,7 +234,7 @@ def _run_mcmc(model, kernel, train, test, opts, state):
     limit = int(opts["max_divergence_fraction"] * opts["num_chains"] * opts["num_samples"])
     result = run_mcmc(model, train, kernel=kernel, num_samples=opts["num_samples"], warmup=opts["warmup"],
                       num_chains=opts["num_chains"], init=state.get("em"), order=order, jit=opts["jit"],
-                      seed=opts["seed"], progress=opts["progress"], max_divergences=limit)
+                      seed=opts["seed"], progress=opts["progress"], max_divergences=limit, cores=opts["cores"])
     idata = to_inference_data(result, train, align_column=state.get("column"))
     _remember_column(idata, state)
     rec, draws = _bayes_record(model, idata, test, state)
@@ -290,19 +290,23 @@ def compare(model, data, methods, *, hparams: dict | None = None, test_fraction:
             svi_steps: int = 2000, svi_lr: float = 0.01, num_draws: int = 1000, num_samples: int = 500,
             warmup: int = 500, num_chains: int = 2, jit: bool = True, em_restarts: int = 5,
             max_divergence_fraction: float = 0.05, num_ll_samples: int = 1000,
-            progress: bool | None = False) -> Comparison:
+            progress: bool | None = False, cores: int | None = None) -> Comparison:
     """Run ``model`` on ``data`` with every method in ``methods`` and return a :class:`Comparison`.
 
     ``model``: a registered name (with ``hparams``) or a :class:`ppvae.Model` (copied per method).
     The data are split once (``test_fraction``, ``seed``); every method sees the same training part.
     NUTS/HMC start from the EM fit when ``em`` is among the methods (else they order the mixture's
     location coordinate) and fail when divergences exceed ``max_divergence_fraction`` of the draws.
+    ``cores``: worker processes for the MCMC chains (see :func:`ppvae.mcmc.run_mcmc`). The methods
+    themselves run one after another: NUTS/HMC start from the EM fit and every method aligns mixture
+    labels on the coordinate the first one chose, so they are not independent.
     """
     methods = parse_methods(methods)
     opts = _options(test_fraction=test_fraction, seed=seed, svi_steps=svi_steps, svi_lr=svi_lr, num_draws=num_draws,
                     num_samples=num_samples, warmup=warmup, num_chains=num_chains, jit=bool(jit),
                     em_restarts=em_restarts, max_divergence_fraction=max_divergence_fraction,
                     num_ll_samples=num_ll_samples, progress=progress)
+    opts["cores"] = cores
     base = build_model(model, **(hparams or {})) if isinstance(model, str) else model
     if not isinstance(base, Model):
         raise PPVAEError(f"model: expected a model name or a ppvae.Model; got {type(model).__name__}")
@@ -334,7 +338,8 @@ def compare(model, data, methods, *, hparams: dict | None = None, test_fraction:
         records[m] = rec
         if d is not None:
             draws[m] = d
-    settings = {**{k: v for k, v in opts.items() if k != "progress"}, "num_train": len(train), "num_test": len(test),
+    settings = {**{k: v for k, v in opts.items() if k not in ("progress", "cores")}, "num_train": len(train),
+                "num_test": len(test),
                 "hparams": base.hparams, "notes": sorted(state.get("notes", set()))}
     name = model if isinstance(model, str) else (base.name or type(base).__name__)
     return Comparison(name, data.name, [records[m] for m in methods], draws, settings)

@@ -16,9 +16,10 @@ latents as one flat unconstrained vector (fewer Python loops per leapfrog step i
 potential is handed to Pyro's ``NUTS`` (Hoffman & Gelman 2014, Algorithm 6 with multinomial sampling,
 Betancourt 2017) or ``HMC`` (Neal 2011, sec. 5.3.3) and optionally compiled with ``torch.jit.trace``.
 
-Chains run one after another in this process (Pyro's ``_UnarySampler`` fed one start per chain):
-Pyro's multiprocess sampler pays a process start-up and re-import per chain (``spawn``) and falls
-back to sequential chains anyway when the machine has fewer cores than chains + 1.
+Chains run in parallel, one per worker process with one intra-op thread (``cores``, default every
+available core up to the number of chains; :mod:`ppvae._parallel` says why Python's process pool and
+not Pyro's multiprocess sampler, and why ``forkserver``). Chain c has its own seed and start, so its
+draws are the same bit for bit on 1 core or many.
 
 Label switching: ``order=("locs", 0)`` samples the mixture in the region mu_1,c < ... < mu_K,c of
 one location coordinate c (an ``OrderedTransform`` on that column; Jasra, Holmes & Stephens 2005,
@@ -42,7 +43,6 @@ from pyro import poutine
 from pyro.distributions.transforms import OrderedTransform
 from pyro.infer.autoguide.initialization import InitMessenger, init_to_median, init_to_value
 from pyro.infer.mcmc import HMC, MCMC, NUTS
-from pyro.infer.mcmc.api import _UnarySampler
 from pyro.poutine.runtime import NonlocalExit
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import biject_to, constraints
@@ -403,39 +403,89 @@ def _validate(kind, num_samples, warmup, num_chains, seed, options):
     check_int("num_steps", options["num_steps"], low=1)
 
 
-def _progress_enabled(progress) -> bool:
-    import sys
-
-    return sys.stderr.isatty() if progress is None else bool(progress)
-
-
 _FLAT = "_theta"  # the one site the Pyro kernel samples: every latent, unconstrained, in one vector
 
 
-def _sample(potential: Potential, kind: str, *, model, fn, batch, num_samples, warmup, num_chains, init,
-            init_jitter, seed, progress, options) -> tuple[MCMC, dict, float]:
-    """Run ``num_chains`` chains one after another in this process; return (mcmc, samples, seconds).
+def chain_seed(seed: int, chain: int) -> int:
+    """The RNG seed of chain ``chain`` of a run seeded ``seed`` (NumPy's ``SeedSequence``: independent
+    streams). Each chain has its own, so its draws do not depend on which process runs it or after what."""
+    import numpy as np
 
-    ``samples`` are constrained, per site, shaped (chains, draws, ...); the Pyro ``mcmc`` holds the
-    flat unconstrained vector (site ``"_theta"``, see :meth:`Potential.energy`)."""
-    pyro.set_rng_seed(seed)
+    return int(np.random.SeedSequence([seed, chain]).generate_state(1)[0])
+
+
+def _run_chain(task: dict) -> tuple[torch.Tensor, dict]:
+    """One chain: (draws of the flat unconstrained vector, shaped (num_samples, n); Pyro's diagnostics).
+
+    ``task["potential"]`` is the :class:`Potential` (in this process) or the keyword arguments that
+    build it (in a worker process: a traced JIT function cannot be pickled). Run in a worker by
+    :func:`ppvae._parallel.parallel_map`; progress goes through :func:`ppvae._parallel.report`."""
+    from pyro.infer.mcmc.api import _gen_samples
+
+    from ._parallel import report
+
+    potential = task["potential"]
+    if not isinstance(potential, Potential):
+        with pyro.validation_enabled(False):
+            potential = Potential(**potential)
+    pyro.set_rng_seed(task["seed"])
+    kernel = _kernel(task["kind"], lambda params: potential.energy(params[_FLAT]), task["options"])
+    kernel.initial_params = {_FLAT: task["init"]}
+    draws = []
+    with pyro.validation_enabled(False):
+        samples = _gen_samples(kernel, task["warmup"], task["num_samples"], lambda *_: report(1), None)
+        next(samples)  # the structure of the sampled sites: one flat vector
+        for _ in range(task["num_samples"]):
+            draws.append(next(samples).clone())
+        diagnostics = next(samples)
+    return torch.stack(draws), diagnostics
+
+
+def _sample(potential: Potential, kind: str, *, model, fn, batch, num_samples, warmup, num_chains, init,
+            init_jitter, seed, progress, options, cores=1, rebuild: dict | None = None) -> tuple[MCMC, dict, float]:
+    """Run ``num_chains`` chains on ``cores`` worker processes (1: in this process, one after another);
+    return (mcmc, samples, seconds).
+
+    Chain c is seeded :func:`chain_seed` (seed, c) and starts at its own point, so its draws are the same
+    bit for bit whatever ``cores`` is (on CPU). ``rebuild``: the keyword arguments of :class:`Potential`
+    for the workers (needed when ``cores`` > 1). ``samples`` are constrained, per site, shaped
+    (chains, draws, ...); the Pyro ``mcmc`` holds the flat unconstrained vector (site ``"_theta"``)."""
+    from ._parallel import parallel_map, resolve_workers
+
     start = time.perf_counter()
+    pyro.set_rng_seed(seed)
     inits = _initial_params(potential, model, fn, batch, init, num_chains, seed, init_jitter)
     potential.check_closed_form({k: v[0] for k, v in inits.items()})
     flat = potential.flatten(inits)  # (chains, n)
-    kernel = _kernel(kind, lambda params: potential.energy(params[_FLAT]), options)
-    disable = not _progress_enabled(progress)
-    mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup, num_chains=1,
-                initial_params={_FLAT: flat[0]}, transforms={}, disable_progbar=disable)
-    if num_chains > 1:  # Pyro's in-process sampler, fed one start per chain (no worker processes)
-        mcmc.num_chains, mcmc._diagnostics = num_chains, [None] * num_chains
-        mcmc.sampler = _UnarySampler(kernel, num_samples, warmup, num_chains, disable, initial_params={_FLAT: flat})
-    with pyro.validation_enabled(False):
-        mcmc.run()
+    workers = resolve_workers(cores, num_chains)
+    shared = potential if workers == 1 or rebuild is None else rebuild
+    if workers > 1 and rebuild is None:
+        workers = 1
+    tasks = [{"potential": shared, "kind": kind, "options": options, "warmup": warmup, "num_samples": num_samples,
+              "init": flat[c].detach(), "seed": chain_seed(seed, c)} for c in range(num_chains)]
+    results = parallel_map(_run_chain, tasks, workers=workers, progress=_progress_flag(progress), desc=kind,
+                           totals=[warmup + num_samples] * num_chains, part_name="chain")
     elapsed = time.perf_counter() - start
-    unconstrained = potential.unflatten(mcmc.get_samples(group_by_chain=True)[_FLAT].detach())
+    mcmc = MCMC(_kernel(kind, lambda params: potential.energy(params[_FLAT]), options), num_samples=num_samples,
+                warmup_steps=warmup, num_chains=1, initial_params={_FLAT: flat[0]}, transforms={},
+                disable_progbar=True)
+    mcmc.num_chains = num_chains
+    mcmc._samples = {_FLAT: torch.stack([r[0] for r in results])}  # what MCMC.run leaves: (chains, draws, n)
+    mcmc._diagnostics = [r[1] for r in results]
+    unconstrained = potential.unflatten(mcmc._samples[_FLAT].detach())
     samples = {n: t.inv(unconstrained[n]) for n, t in potential.transforms.items()}  # no Jacobians needed here
     return mcmc, samples, elapsed
+
+
+def _progress_flag(progress) -> bool | None:
+    """None (the default): a bar on a terminal, plain lines elsewhere (ppvae._progress)."""
+    return None if progress is None else bool(progress)
+
+
+def _workers_used(cores, num_chains: int) -> int:
+    from ._parallel import resolve_workers
+
+    return resolve_workers(cores, num_chains)
 
 
 def _divergences(mcmc: MCMC) -> int:
@@ -448,7 +498,8 @@ def run_mcmc(model: Model, data: Dataset | torch.Tensor, *, kernel: str = "nuts"
              order: tuple[str, int] | None = None, closed_form: bool = True, jit: bool = False,
              target_accept: float = 0.8, max_tree_depth: int = 10, num_steps: int = 10, full_mass: bool = False,
              step_size: float | None = None, seed: int = 0, progress: bool | None = None,
-             max_divergences: int | None = None, allow_local: bool = False) -> MCMCResult:
+             max_divergences: int | None = None, allow_local: bool = False,
+             cores: int | None = None) -> MCMCResult:
     """Sample the posterior of ``model``'s continuous latents given ``data`` with NUTS or HMC.
 
     Discrete local latents are summed out exactly (see the module docstring); a discrete latent with
@@ -460,6 +511,10 @@ def run_mcmc(model: Model, data: Dataset | torch.Tensor, *, kernel: str = "nuts"
     when the run has more divergent transitions. ``step_size`` fixes the leapfrog step (no adaptation).
     A model with more than 1,000 (``ppvae._mcmc_local.MAX_LOCAL_DIMENSIONS``) per-data-point continuous latent
     coordinates is refused unless ``allow_local=True`` (use :func:`local_posterior` for one point's z).
+    ``cores``: worker processes for the chains (None: every available core, at most ``num_chains``; 1: in
+    this process); the draws are identical for every value. With ``cores`` > 1 the model must be
+    picklable, and a script must guard its top level with ``if __name__ == "__main__":``.
+    ``progress``: None shows a bar per chain on a terminal and a plain line every 30 s elsewhere.
     """
     if not isinstance(model, Model):
         raise PPVAEError(f"model: expected a ppvae.Model instance; got {type(model).__name__}")
@@ -474,16 +529,19 @@ def run_mcmc(model: Model, data: Dataset | torch.Tensor, *, kernel: str = "nuts"
     with pyro.validation_enabled(False):
         model.setup(data)
     batch = data.batch()
-    potential = Potential(model, batch, max_plate_nesting=model.max_plate_nesting(batch), model=model,
-                          order=order, closed_form=closed_form, jit=jit)
+    spec = {"fn": model, "batch": batch, "max_plate_nesting": model.max_plate_nesting(batch), "model": model,
+            "order": order, "closed_form": closed_form, "jit": jit}
+    potential = Potential(**spec)
     check_local_dimension(potential, model, allow_local)
+    if cores is not None:
+        check_int("cores", cores, low=1)
     mcmc, samples, elapsed = _sample(potential, kernel, model=model, fn=model, batch=batch, num_samples=num_samples,
                                      warmup=warmup, num_chains=num_chains, init=init, init_jitter=init_jitter,
-                                     seed=seed, progress=progress, options=options)
+                                     seed=seed, progress=progress, options=options, cores=cores, rebuild=spec)
     result = MCMCResult(model, mcmc, samples, kernel, elapsed, _divergences(mcmc),
                         data_info={"name": data.name, "num_data": len(data)},
                         config={"kernel": kernel, "num_samples": num_samples, "warmup": warmup,
-                                "num_chains": num_chains,
+                                "num_chains": num_chains, "cores": _workers_used(cores, num_chains),
                                 "order": list(order) if order else None, "jit": jit, "seed": seed,
                                 "closed_form": potential.closed_form, "gradient": potential.gradient, **options})
     if max_divergences is not None and result.num_divergences > max_divergences:

@@ -333,13 +333,10 @@ class _Trainer:
 
 
 def _progress(total: int, enabled: bool | None):
-    if enabled is None:
-        enabled = sys.stderr.isatty()
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
+    """The shared display (ppvae._progress): a bar on a terminal, a plain line every 30 s elsewhere."""
+    from ._progress import Progress
 
-    return tqdm(total=total, desc="fit", unit="step", leave=False, dynamic_ncols=True)
+    return None if enabled is False else Progress("fit", total, unit="step", enabled=enabled)
 
 
 def fit(
@@ -361,7 +358,8 @@ def fit(
     :param guide: a registered guide name (``auto``, ``auto_delta``, ``auto_normal``, ...), or a guide
         callable of the user's (its name is then not saved; reload with the same object).
     :param elbo: ``auto``, ``trace``, ``meanfield``, ``enum`` or another registered objective.
-    :param progress: tqdm bar with the running loss; default only when stderr is a terminal.
+    :param progress: None (default): a bar with the running loss on a terminal, a plain line (percent,
+        rate, ETA, loss) every 30 s elsewhere; False: nothing.
     :param options: :class:`TrainConfig` fields: ``steps`` or ``epochs``, ``batch_size``, ``lr``,
         ``betas`` (Adam's, default (0.9, 0.999)), ``optimizer``, ``lr_schedule``, ``num_particles``, ``seed``,
         ``device``, ``patience``, ``tol``,
