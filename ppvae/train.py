@@ -21,7 +21,6 @@ import contextlib
 import dataclasses
 import functools
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
