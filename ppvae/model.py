@@ -158,7 +158,8 @@ class Model(PyroModule):
         """Refuse a model that observes nothing (its ELBO has no likelihood term to fit); on minibatches,
         warn when no observed site lies inside :meth:`data_plate`, since only that plate scales the
         likelihood by N/M (without it the prior weighs as if the data set had M points)."""
-        trace = self.trace(batch)
+        with torch.random.fork_rng(devices=[]):  # a check: the caller's random stream stays as it was
+            trace = self.trace(batch)
         observed = [s for s in trace.nodes.values() if s["type"] == "sample" and s["is_observed"]
                     and not site_is_subsample(s)]
         name = self.name or type(self).__name__
