@@ -18,7 +18,6 @@ matrix fits the posterior's scales; the affine map leaves the normalizer unchang
 
 from __future__ import annotations
 
-import contextlib
 import math
 import sys
 
@@ -28,26 +27,12 @@ from pyro import poutine
 
 from ._joint import dataset_of, log_density, ordered_log_count, potential_for, unconstrained_draws
 from ._validation import PPVAEError, check_float, check_int
-from .ais import anneal, make_schedule
+from .ais import anneal, frozen, make_schedule
 
 __all__ = ["ais_evidence", "initial_gaussian"]
 
 DRAWS = "_ppvae_evidence_draws"
 MAX_FULL_COV = 1000  # above this many latent coordinates p_0 is diagonal (a D x D Cholesky per step is too dear)
-
-
-@contextlib.contextmanager
-def _frozen(*modules):
-    """Parameters of ``modules`` without gradients inside the context, so HMC differentiates only u."""
-    params = [p for m in modules if isinstance(m, torch.nn.Module) for p in m.parameters()]
-    saved = [p.requires_grad for p in params]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in zip(params, saved, strict=True):
-            p.requires_grad_(flag)
 
 
 def _guide_draws(potential, guide, num: int) -> dict:
@@ -147,7 +132,7 @@ def ais_evidence(source, data, *, num_steps: int = 200, num_chains: int = 64, sc
             return log_density(potential, (mean + w @ chol.T).to(dtype), chunk_size) + log_jac
 
         bar = _bar(num_steps, progress)
-        with _frozen(model), pyro.validation_enabled(False):
+        with frozen(model), pyro.validation_enabled(False):
             z0 = torch.randn(num_chains, dim, dtype=torch.float64)
             result = anneal(z0, log_init, log_target, betas, num_leapfrog=num_leapfrog, step_size=step_size,
                             target_accept=target_accept, progress=bar.update if bar is not None else None)

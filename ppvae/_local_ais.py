@@ -45,11 +45,11 @@ from ._importance import (
     run_chunks,
 )
 from ._validation import PPVAEError, check_float, check_int
-from .ais import anneal, make_schedule
+from .ais import anneal, frozen, make_schedule
 from .data import Batch
 from .model import DATA_PLATE, is_local
 
-__all__ = ["LocalTarget", "frozen", "point_ais", "data_dim"]
+__all__ = ["LocalTarget", "point_ais", "data_dim"]
 
 # log eps += g (acceptance - target) after each transition, g = 3 min(1, C / 16): Wu et al.'s +-2% per
 # step needs ~80 steps to shrink a step size 5x, too slow for runs of 50-100 steps (measured on factor
@@ -58,21 +58,6 @@ __all__ = ["LocalTarget", "frozen", "point_ais", "data_dim"]
 # g = 3 made the step size jump by e^1 and e^-2, and the estimates were 1-7 nats low at T = 20-200)
 ADAPT = 3.0
 ADAPT_CHAINS = 16
-
-
-@contextlib.contextmanager
-def frozen(*modules):
-    """Parameters of ``modules`` with ``requires_grad`` off inside the context (restored after), so
-    gradients of the annealed densities flow to the latents only."""
-    params = [p for m in modules if isinstance(m, torch.nn.Module) for p in m.parameters()]
-    saved = [p.requires_grad for p in params]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in zip(params, saved, strict=True):
-            p.requires_grad_(flag)
 
 
 @dataclass

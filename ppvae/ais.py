@@ -34,6 +34,7 @@ supply log p_0 and log f_1 on the unconstrained space, Jacobians included.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -255,3 +256,18 @@ def _hmc_step(z, li, lt, gi, gt, beta, eps, num_leapfrog, log_init, log_target):
 def _per_chain(eps, z):
     """Step sizes broadcast to (*batch, 1) against states (*batch, D)."""
     return eps.reshape(eps.shape + (1,)) if eps.dim() else eps
+
+
+@contextlib.contextmanager
+def frozen(*modules):
+    """Parameters of ``modules`` with ``requires_grad`` off inside the context (restored after), so
+    gradients of the annealed densities flow to the latents only."""
+    params = [p for m in modules if isinstance(m, torch.nn.Module) for p in m.parameters()]
+    saved = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(params, saved, strict=True):
+            p.requires_grad_(flag)

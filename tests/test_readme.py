@@ -1,12 +1,14 @@
 """Every command in README.md's ```bash blocks runs and exits 0, so a README command cannot rot.
 
-The commands run in README order, one subprocess each, in one fresh working directory (a command such as
+The commands run in README order, one subprocess each, in one fresh working directory with the repository's
+examples/ and benchmarks/ linked in (a command such as
 `ppvae evaluate runs/vae` needs the `ppvae fit ... --out runs/vae` before it), with the ppvae and torchrun
 of this interpreter's environment on PATH. Each command runs as written except for the OVERRIDES below,
 which only shorten how long it runs (the values the README gives are the ones its numbers were measured
 with; here the point is that the command works):
 
-  --epochs N -> 1, --steps N -> 20, --num-samples N -> 10, --samples N -> 10, --warmup N -> 10, --draws N -> 10
+  --epochs N -> 1, --steps N -> 20, --num-samples N -> 10, --samples N -> 50, --warmup N -> 10, --draws N -> 10
+  (50 MCMC draws: bridge sampling needs 2 D + 2 draws in each half)
 
 Skipped parts of a command line (split on `&&`): `pip install ...` (this environment is already the one the
 README's set-up command builds, and the test must not change it or reach a network) and `python -m pytest`
@@ -22,7 +24,7 @@ from pathlib import Path
 import pytest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-OVERRIDES = {"--epochs": "1", "--steps": "20", "--num-samples": "10", "--samples": "10", "--warmup": "10",
+OVERRIDES = {"--epochs": "1", "--steps": "20", "--num-samples": "10", "--samples": "50", "--warmup": "10",
              "--draws": "10"}
 SKIPPED = ("pip install ", "python -m pytest")
 TIMEOUT_S = 600  # per command: generous for a busy 2-core machine (torchrun starts 2 processes)
@@ -51,7 +53,7 @@ def test_readme_parsing_and_overrides():
     text = "x\n```bash\npip install -e . && ppvae fit vae --epochs 50 --out r  # c\n```\n```python\nno\n```\n" \
            "```bash\npython -m pytest -q\nppvae mcmc m --samples=1000 --warmup 5 --num-samples 7\n```\n"
     assert readme_commands(text) == ["ppvae fit vae --epochs 1 --out r  # c",
-                                     "ppvae mcmc m --samples=10 --warmup 10 --num-samples 10"]
+                                     "ppvae mcmc m --samples=50 --warmup 10 --num-samples 10"]
 
 
 COMMANDS = readme_commands(README.read_text())
@@ -59,7 +61,12 @@ COMMANDS = readme_commands(README.read_text())
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    return tmp_path_factory.mktemp("readme")
+    """A fresh directory that looks like the repository root to the commands (examples/ and benchmarks/
+    linked in, as `python examples/x.py` needs) while their outputs (runs/...) land outside the checkout."""
+    path = tmp_path_factory.mktemp("readme")
+    for name in ("examples", "benchmarks"):
+        (path / name).symlink_to(README.parent / name, target_is_directory=True)
+    return path
 
 
 def test_readme_has_the_commands_it_promises():
