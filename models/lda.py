@@ -31,6 +31,8 @@ from torch import nn
 from ppvae import Model, PPVAEError, check_float, check_int, register_model
 from ppvae.topics import TopicModel, WordCounts, check_counts
 
+from .lda_cavi import e_step, expected_log_beta, fit_cavi
+
 
 class DirichletEncoder(nn.Module):
     """c_d -> Dirichlet concentration: softplus MLP over log(1 + c_d), output softplus + ``floor``."""
@@ -136,8 +138,6 @@ class LDA(TopicModel, Model):
         """(D, K) topic proportions of (new) documents: the encoder's posterior mean for the own
         guide; otherwise the mean of the variational Dirichlet from the CAVI E step with beta fixed
         (E log beta from a CAVI fit, log beta at the point estimate for other fits)."""
-        from .lda_cavi import e_step, expected_log_beta
-
         x = check_counts("counts", counts)
         vocab_size = self.vocab_size if self.vocab_size is not None else self.topic_word(fit_or_params).shape[1]
         if x.shape[1] != vocab_size:
@@ -156,8 +156,6 @@ class LDA(TopicModel, Model):
         """((model, proposal), global values) for :func:`ppvae.topics.heldout_log_likelihood`: beta fixed
         at its posterior mean; proposal the amortized Dirichlet for the own guide, else
         q(theta_d) = Dir(gamma_d) from a CAVI E step on each document with beta fixed."""
-        from .lda_cavi import e_step, expected_log_beta
-
         dtype = self.log_lambda.dtype if self.vocab_size is not None else torch.get_default_dtype()
         beta = self.topic_word(fit_or_params).to(dtype)
         if getattr(fit_or_params, "guide", None) == self.guide:
@@ -174,8 +172,6 @@ class LDA(TopicModel, Model):
 
     def fit_cavi(self, data, **options):
         """Coordinate-ascent mean-field VI (:func:`models.lda_cavi.fit_cavi`) with this model's K, alpha, eta."""
-        from .lda_cavi import fit_cavi
-
         if hasattr(data, "meta") and data.meta.get("vocab") is not None:
             self.vocab = list(data.meta["vocab"])
         return fit_cavi(self, data, **options)

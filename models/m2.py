@@ -32,8 +32,12 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
+import ppvae
 from ppvae import Model, PPVAEError, check_choice, check_float, check_int, register_model
-from ppvae.amortized import ACTIVATIONS, mlp
+from ppvae.nn import ACTIVATIONS, mlp
+from ppvae.plots import plot_image_grid
+
+from .vae import image_report
 
 __all__ = ["M2"]
 
@@ -180,7 +184,6 @@ class M2(Model):
         split (mnist5k: the 1,000 test images); {} for other data. Printed, and kept in metrics.json."""
         if data.meta.get("split") != "train":
             return {}
-        import ppvae
 
         try:
             test = ppvae.load_dataset(data.name, split="test", binarize="fixed")
@@ -195,9 +198,6 @@ class M2(Model):
         """Reconstructions, class-conditional samples (one row per class y, one column per z), the latent
         scatter coloured by the classifier's argmax q(y|x) (most points are unlabeled), loss curve; and
         the held-out accuracy (:meth:`heldout_accuracy`), returned for metrics.json."""
-        from ppvae.plots import plot_image_grid
-
-        from .vae import image_report
 
         def samples(shape, path):
             images = self.class_samples(10, torch.Generator().manual_seed(0)).cpu()

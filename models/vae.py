@@ -26,13 +26,18 @@ the saved data shape), so ``build_model("vae")`` needs no input size.
 
 from __future__ import annotations
 
+import os
+
+import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro.infer import Trace_ELBO
 from torch import nn
 
-from ppvae import Model, PPVAEError, check_choice, check_float, check_int, register_model
-from ppvae.amortized import ACTIVATIONS, mlp
+from ppvae import Model, PPVAEError, check_choice, check_float, check_int, load_dataset, register_model
+from ppvae.nn import ACTIVATIONS, mlp
+from ppvae.plots import plot_image_grid, plot_latent_2d, plot_loss, plot_reconstructions
 
 __all__ = ["VAE", "ConvEncoder", "ConvDecoder"]
 
@@ -186,8 +191,6 @@ class VAE(Model):
 
 def held_out(data):
     """The test split of a bundled image data set trained on its train split (same binarization), else None."""
-    from ppvae import load_dataset
-
     if data.meta.get("split") != "train" or data.name not in ("mnist5k", "fashion-mnist"):
         return None
     test = load_dataset(data.name, split="test", binarize=data.meta.get("binarize", "fixed"))
@@ -197,8 +200,6 @@ def held_out(data):
 def test_curve_callback(model, data):
     """A trainer callback: at the end of every epoch, -ELBO per point on the held-out split (one
     sample per point, Trace_ELBO), stored in ``model.test_curve`` as (step, value) pairs."""
-    from pyro.infer import Trace_ELBO
-
     test = held_out(data)
     model.test_curve = []
     if test is None:
@@ -221,11 +222,8 @@ def image_report(model, fit, data, out_dir: str, encode_mean, samples=None, colo
 
     ``samples(shape, path)`` draws samples.png (default: 64 decoder means at z ~ prior, 8 a row);
     ``colour(x)`` gives (labels, legend name) for latent.png (default: the data's labels)."""
-    import os
 
-    import numpy as np
 
-    from ppvae.plots import plot_image_grid, plot_latent_2d, plot_loss, plot_reconstructions
 
     shape = tuple(data.meta.get("image_shape") or ())
     x = data.x.reshape(len(data), -1)

@@ -1,13 +1,14 @@
 """ppvae: latent-variable models on Pyro, fitted by SVI, evaluated honestly, compared with MCMC and EM."""
 
-__version__ = "0.1.0"
+import pyro as _pyro
 
-import pyro as _pyro  # noqa: E402
+from ._version import __version__  # noqa: F401
 
 # Parameters live in their modules, not in Pyro's global param store: otherwise two fits of the same
 # model and guide in one process share parameters by name, and fitting one silently changes the other.
 _pyro.settings.set(module_local_params=True)
 
+from ._mcmc_local import fitted_proposal, local_posterior  # noqa: E402
 from ._validation import (  # noqa: E402
     NonFiniteError,
     PPVAEError,
@@ -28,11 +29,11 @@ from .data import (  # noqa: E402
     register_dataset,
 )
 from .em import EMFit, fit_em  # noqa: E402
-from .evaluate import LogEvidence, LogMarginal, log_evidence, log_marginal  # noqa: E402
+from .evaluate import ImportanceWarning, LogEvidence, LogMarginal, log_evidence, log_marginal  # noqa: E402
 from .gaps import InferenceGaps, inference_gaps  # noqa: E402
 from .guides import list_guides, make_guide, register_guide  # noqa: E402
 from .inference_data import to_inference_data  # noqa: E402
-from .mcmc import MCMCResult, local_posterior, run_mcmc  # noqa: E402
+from .mcmc import MCMCDivergenceError, MCMCResult, run_mcmc  # noqa: E402
 from .model import Model, build_model, list_models, register_model  # noqa: E402
 from .objectives import list_elbos, make_elbo, register_elbo  # noqa: E402
 from .results import Fit  # noqa: E402
@@ -47,7 +48,8 @@ __all__ = [
     "fit", "Fit", "fit_em", "EMFit",
     # evaluation and comparison
     "log_marginal", "LogMarginal", "log_evidence", "LogEvidence", "inference_gaps", "InferenceGaps",
-    "bdmc", "BDMCResult", "run_mcmc", "MCMCResult", "local_posterior", "to_inference_data", "compare", "Comparison",
+    "bdmc", "BDMCResult", "run_mcmc", "MCMCResult", "MCMCDivergenceError", "local_posterior", "fitted_proposal",
+    "to_inference_data", "compare", "Comparison", "ImportanceWarning",
     # validation for model authors
     "PPVAEError", "NonFiniteError", "check_choice", "check_float", "check_int", "check_tensor",
 ]

@@ -7,15 +7,18 @@ import json
 import os
 import warnings
 
-from ._validation import PPVAEError
+from ._estimate import ImportanceWarning, _run_data
+from ._validation import PPVAEError, check_choice
+from .bdmc import bdmc
+from .evaluate import LogMarginal, log_marginal
+from .plots import plot_ais_vs_is, plot_bdmc, plot_log_marginal
+from .results import Fit, atomic_write
 
-__all__ = ["update_metrics", "evaluate_run_ais", "bdmc_run"]
+__all__ = ["evaluate_run", "update_metrics", "evaluate_run_ais", "bdmc_run"]
 
 
 def update_metrics(run_dir: str, key: str, entry: dict) -> str:
     """Set ``metrics[key] = entry`` in ``RUN_DIR/metrics.json``, refusing to overwrite a corrupted file."""
-    from .results import atomic_write
-
     path = os.path.join(run_dir, "metrics.json")
     metrics = {}
     if os.path.exists(path):
@@ -41,10 +44,6 @@ def evaluate_run_ais(run_dir: str, data: str | None = None, *, num_samples: int 
     importance sampling at K = ``num_samples`` for comparison: metrics.json's ``log_marginal`` (the AIS
     result, with ``is`` holding the importance-sampling summary), ``log_marginal.png`` and
     ``ais_vs_is.png`` (per-point AIS against IS, coloured by IS k-hat)."""
-    from .evaluate import ImportanceWarning, _run_data, log_marginal
-    from .plots import plot_ais_vs_is, plot_log_marginal
-    from .results import Fit
-
     fit = Fit.load(run_dir)
     ds = _run_data(fit, data)
     with warnings.catch_warnings(record=True) as caught:
@@ -73,11 +72,6 @@ def evaluate_run_ais(run_dir: str, data: str | None = None, *, num_samples: int 
 def bdmc_run(run_dir: str, data: str | None = None, *, seed: int = 0, **options) -> tuple:
     """:func:`ppvae.bdmc` on a run (points simulated from it; ``data`` only supplies the globals and
     the point shape): metrics.json's ``bdmc`` object and ``bdmc.png`` (the bounds against T)."""
-    from .bdmc import bdmc
-    from .evaluate import _run_data
-    from .plots import plot_bdmc
-    from .results import Fit
-
     fit = Fit.load(run_dir)
     ds = _run_data(fit, data)
     result = bdmc(fit, ds, seed=seed, **options)
@@ -86,4 +80,28 @@ def bdmc_run(run_dir: str, data: str | None = None, *, seed: int = 0, **options)
     _figure(run_dir, "bdmc.png", lambda p: plot_bdmc(
         result.num_steps, result.mean_lower, result.mean_upper, p,
         f"{fit.model.name}: BDMC on {result.lower.shape[-1]} simulated points, C={result.num_chains}"))
+    return result, entry
+
+
+def evaluate_run(run_dir: str, data: str | None = None, *, num_samples: int = 1000, proposal: str = "guide",
+                 chunk_size: int | None = None, seed: int = 0, method: str = "is", **ais) -> tuple[LogMarginal, dict]:
+    """Load a run (:meth:`Fit.load`), estimate log p(x) on ``data`` and add a ``log_marginal`` object
+    to ``RUN_DIR/metrics.json`` (written atomically, other keys kept) and ``log_marginal.png``.
+    ``method="ais"`` (options ``ais`` as :func:`log_marginal`'s): see :func:`ppvae._ais_run.evaluate_run_ais`."""
+    if check_choice("method", method, ("is", "ais")) == "ais":
+        return evaluate_run_ais(run_dir, data, num_samples=num_samples, proposal=proposal, chunk_size=chunk_size,
+                                seed=seed, **ais)
+    fit = Fit.load(run_dir)
+    ds = _run_data(fit, data)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ImportanceWarning)
+        result = log_marginal(fit, ds, num_samples=num_samples, proposal=proposal, chunk_size=chunk_size, seed=seed)
+    entry = {**result.to_dict(), "data": ds.name, "seed": seed,
+             "warnings": [str(w.message) for w in caught if issubclass(w.category, ImportanceWarning)]}
+    update_metrics(run_dir, "log_marginal", entry)
+    png = os.path.join(run_dir, "log_marginal.png")
+    tmp = os.path.join(run_dir, ".tmp-log_marginal.png")
+    plot_log_marginal(result.values.numpy(), result.khat.numpy(), tmp,
+                      f"{fit.model.name}: log p(x) by importance sampling, K={num_samples}, {result.proposal} proposal")
+    os.replace(tmp, png)
     return result, entry

@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import sys
 
+from ._ais_run import bdmc_run
+from ._evidence_run import evidence_run
 from ._validation import PPVAEError
 
 
@@ -32,8 +34,6 @@ def print_ais(args, entry) -> int:
 
 def cmd_bdmc(args) -> int:
     """BDMC bounds of log p(x) on points simulated from a run, for each T in --steps."""
-    from ._ais_run import bdmc_run
-
     if not os.path.isdir(args.run_dir):
         raise PPVAEError(f"run_dir: expected a run directory written by `ppvae fit`; got {args.run_dir}")
     try:
@@ -52,8 +52,6 @@ def cmd_bdmc(args) -> int:
 
 def cmd_evidence(args) -> int:
     """Every log p(X) estimate a run or MCMC directory allows, with standard errors and their agreement."""
-    from ._evidence_run import evidence_run
-
     entry = evidence_run(args.run_dir, args.data, mcmc_dir=args.mcmc, standardize=args.standardize,
                          num_samples=args.num_samples, num_steps=args.steps, num_chains=args.chains, seed=args.seed,
                          progress=False if args.quiet else None)

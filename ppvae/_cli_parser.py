@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from typing import Callable
 
+import torch
+
 from ._validation import PPVAEError
 
 
@@ -37,8 +39,6 @@ DEFAULT_THREADS = 1  # measured: a GMM fit is as fast at 1 thread idle, 2.2x fas
 
 def set_threads(args) -> None:
     """``--threads``: torch intra-op threads of this process (MCMC worker processes always use one)."""
-    import torch
-
     threads = getattr(args, "threads", None)
     threads = DEFAULT_THREADS if threads is None else threads
     if threads < 1:

@@ -41,8 +41,9 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from ._data_registry import register_dataset
+from ._dataset import Dataset
 from ._validation import PPVAEError, _describe, check_choice
-from .data import Dataset, register_dataset
 
 BINARIZE = ("fixed", "dynamic", "none")
 FASHION_ROOT = "/usr/share/datasets/fashion-mnist"

@@ -33,8 +33,9 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
+from ._data_registry import register_dataset
+from ._dataset import Dataset
 from ._validation import PPVAEError, _describe, check_choice, check_float, check_int, check_tensor
-from .data import Dataset, register_dataset
 
 TOKEN_PATTERN = r"(?u)\b[a-zA-Z][a-zA-Z]+\b"
 REUTERS_DOCS, REUTERS_TRAIN_FRACTION = 395, 0.8
@@ -218,7 +219,7 @@ def corpus_from_texts(
 def _read_reuters() -> tuple[np.ndarray, tuple[str, ...], tuple[str, ...]]:
     """(counts (395, 4258) read-only, vocab, titles) from the lda package, parsed once per process."""
     try:
-        from lda import datasets as lda_datasets
+        from lda import datasets as lda_datasets  # optional extra (ppvae[topics])
     except ImportError:
         raise PPVAEError("reuters: expected the PyPI package lda, which ships the Reuters sample; got it not "
                          "installed (pip install 'ppvae[topics]' or pip install lda)") from None

@@ -25,9 +25,11 @@ import pyro
 import torch
 from pyro import poutine
 
+from ._estimate import KHAT_THRESHOLD, LogEvidence, _resolve, psis_khat
 from ._joint import dataset_of, log_density, ordered_log_count, potential_for, unconstrained_draws
 from ._validation import PPVAEError, check_float, check_int
 from .ais import anneal, frozen, make_schedule
+from .mcmc import MCMCResult
 
 __all__ = ["ais_evidence", "initial_gaussian"]
 
@@ -79,9 +81,6 @@ def initial_gaussian(u: torch.Tensor, what: str) -> tuple[torch.Tensor, torch.Te
 
 def _source(source, data, num_init_draws):
     """(potential, m, L, description) from a Fit, a (model, guide) pair or an MCMCResult."""
-    from .evaluate import _resolve
-    from .mcmc import MCMCResult
-
     ds = dataset_of(data)
     if isinstance(source, MCMCResult):
         if source.model is None:
@@ -108,9 +107,6 @@ def ais_evidence(source, data, *, num_steps: int = 200, num_chains: int = 64, sc
     HMC with ``num_leapfrog`` leapfrog steps whose one step size adapts toward ``target_accept``.
     ``num_init_draws`` guide draws fit p_0. Returns a :class:`ppvae.LogEvidence` (``method="ais"``)
     whose ESS, k-hat and delta-method ``stderr`` are those of the C chain weights."""
-    from .evaluate import KHAT_THRESHOLD, psis_khat
-    from .evidence import LogEvidence
-
     num_steps = check_int("num_steps", num_steps, low=1)
     num_chains = check_int("num_chains", num_chains, low=1)
     num_init_draws = check_int("num_init_draws", num_init_draws, low=2)
@@ -158,6 +154,6 @@ def ais_evidence(source, data, *, num_steps: int = 200, num_chains: int = 64, sc
 def _bar(total: int, progress):
     if not (sys.stderr.isatty() if progress is None else bool(progress)):
         return None
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # heavy-ish: only when a progress bar is shown
 
     return tqdm(total=total, desc="ais evidence", unit="step", leave=False, dynamic_ncols=True)

@@ -17,7 +17,13 @@ import os
 
 import torch
 
+from ._estimate import _run_data
 from ._validation import PPVAEError
+from .data import load_dataset
+from .evaluate import log_evidence
+from .mcmc import MCMCResult
+from .model import build_model
+from .results import Fit, atomic_write
 
 __all__ = ["evidence_run", "load_mcmc_dir", "agreement", "AGREE_Z"]
 
@@ -37,10 +43,6 @@ def _read_metrics(directory: str) -> dict:
 
 def load_mcmc_dir(directory: str, data: str | None = None, standardize: bool = False):
     """(MCMCResult, Dataset) from a directory of ``ppvae mcmc`` (``metrics.json``, ``samples.pt``)."""
-    from .data import load_dataset
-    from .mcmc import MCMCResult
-    from .model import build_model
-
     metrics = _read_metrics(directory)
     samples_path = os.path.join(directory, "samples.pt")
     if not metrics or "config" not in metrics or not os.path.exists(samples_path):
@@ -90,9 +92,6 @@ def evidence_run(directory: str, data: str | None = None, *, mcmc_dir: str | Non
                  standardize: bool = False, num_samples: int = 1000, num_steps: int = 200, num_chains: int = 64,
                  seed: int = 0, progress: bool | None = None) -> dict:
     """Every estimate of log p(X) for ``directory`` (module docstring); returns the ``evidence`` object."""
-    from .evaluate import _run_data, log_evidence
-    from .results import Fit, atomic_write
-
     if not os.path.isdir(directory):
         raise PPVAEError(f"run_dir: expected a directory written by `ppvae fit` or `ppvae mcmc`; got {directory}")
     ais = {"num_steps": num_steps, "num_chains": num_chains, "progress": progress}

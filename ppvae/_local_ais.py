@@ -28,6 +28,7 @@ from pyro import poutine
 from torch.distributions import biject_to
 
 from ._enum import data_plate_log_prob
+from ._estimate import _global_values, _seeded, _summarize
 from ._importance import (
     _check_sites,
     _enum_trace,
@@ -275,8 +276,6 @@ def ais_log_marginal(prepared: tuple, settings: dict, betas, global_values, prog
     """Per-point AIS over all points, chunked (halved on out-of-memory) as importance sampling is;
     returns (summary tensors, acceptance (N,), step sizes (N,), chunk size). ``start``: exact local
     latents of every point, name -> (value, data dim), for reverse AIS (``betas`` from 1 to 0)."""
-    from .evaluate import _global_values, _seeded, _summarize
-
     _, chunk_size, seed, model, guide, fit, ds, device, q, _, mpn, global_names, local_cont = prepared
     n, num = len(ds), settings["num_chains"]
     out = {k: torch.empty(n, dtype=torch.float64) for k in ("values", "ess", "khat", "elbo", "mc_stderr")}
@@ -322,6 +321,6 @@ def _bar(total: int, enabled):
         enabled = sys.stderr.isatty()
     if not enabled:
         return None
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # heavy-ish: only when a progress bar is shown
 
     return tqdm(total=total, desc="ais", unit="point-step", leave=False, dynamic_ncols=True)

@@ -1,4 +1,4 @@
-"""HMC over one data point's local latents with the model held fixed (re-exported by ppvae.mcmc).
+"""HMC over one data point's local latents with the model held fixed (exported as ppvae.local_posterior).
 
 :func:`local_posterior` samples p(z | x, theta-hat) for a single point: the fitted global latents are
 conditioned and the network weights frozen, and NUTS runs on the potential of :class:`ppvae.mcmc.Potential`.
@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Callable
 
 import pyro
+import pyro.distributions as dist
 import torch
 from pyro import poutine
 
@@ -18,26 +19,7 @@ from .data import Batch
 from .mcmc import MCMCResult, Potential, _divergences, _sample, _validate
 from .model import Model, is_local
 
-__all__ = ["local_posterior", "fitted_proposal", "check_local_dimension", "MAX_LOCAL_DIMENSIONS"]
-
-MAX_LOCAL_DIMENSIONS = 1000  # per-data-point continuous latent coordinates NUTS/HMC accept without allow_local
-
-
-def check_local_dimension(potential: Potential, model: Model, allow_local: bool) -> None:
-    """Refuse NUTS/HMC over more than :data:`MAX_LOCAL_DIMENSIONS` per-data-point continuous latent
-    coordinates (a VAE's z on mnist5k: 4,000 x 50 = 200,000): the joint chain then mixes over every
-    point's z and does not finish in useful time (no word for hours). ``local_posterior`` samples one
-    point's p(z | x, theta-hat) instead; ``allow_local=True`` runs the joint chain anyway."""
-    local = {n: s["value"].numel() for n, s in potential.sites.items() if is_local(s)}
-    total = sum(local.values())
-    if total > MAX_LOCAL_DIMENSIONS and not allow_local:
-        shown = ", ".join(f"{n}: {tuple(potential.sites[n]['value'].shape)}" for n in local)
-        raise PPVAEError(
-            f"model: {type(model).__name__} has {total:,} dimensions of per-data-point continuous latents ({shown}); "
-            f"NUTS/HMC over more than {MAX_LOCAL_DIMENSIONS:,} does not finish in useful time. Use "
-            "ppvae.local_posterior(fit, x) for one point's p(z | x), or pass allow_local=True "
-            "(--allow-local) to sample them jointly anyway")
-
+__all__ = ["local_posterior", "fitted_proposal"]
 
 def local_posterior(fit_or_model, x: torch.Tensor, *, values: dict | None = None, num_samples: int = 500,
                     warmup: int = 300, num_chains: int = 1, init: dict | None = None, init_jitter: float = 0.5,
@@ -87,8 +69,6 @@ def fitted_proposal(result: MCMCResult, model: Model, *, scale: float = 1.2, df:
     posterior's). Pass it as ``proposal=`` to ``ppvae.log_marginal``: importance sampling from a
     proposal close to p(z | x) estimates log p(x) with small variance (Wu et al. 2017 use AIS from
     HMC-refined proposals for the same purpose)."""
-    import pyro.distributions as dist
-
     check_float("scale", scale, low=0.0, strict=True)
     check_float("df", df, low=0.0, strict=True)
     fitted = {}

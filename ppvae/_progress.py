@@ -46,7 +46,7 @@ class Progress:
         self._printed = False
         self._bars = []
         if self.mode == "bar":
-            from tqdm.auto import tqdm
+            from tqdm.auto import tqdm  # heavy-ish: only when a progress bar is shown
 
             multi = len(self.totals) > 1
             self._bars = [tqdm(total=t, desc=f"{desc} {part_name} {i + 1}" if multi else desc, unit=unit,

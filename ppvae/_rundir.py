@@ -17,6 +17,7 @@ import socket
 import tempfile
 
 from ._validation import PPVAEError
+from .checkpoint import _checkpoints
 
 CHECKPOINTS = "checkpoints"  # the folder of a run directory written during `fit` (ppvae/checkpoint.py)
 PREFIX = ".ppvae-"
@@ -149,7 +150,6 @@ def interrupted_message(argv: list[str], args, elapsed: float, terminated: bool 
     out = getattr(args, "out", None)
     if getattr(args, "command", None) != "fit" or not out:
         return f"{head}; nothing was written"
-    from .checkpoint import _checkpoints
 
     found = _checkpoints(os.path.join(os.path.abspath(out), CHECKPOINTS))
     if not found:

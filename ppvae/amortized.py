@@ -32,23 +32,10 @@ from torch import nn
 from torch.distributions import biject_to
 
 from ._validation import PPVAEError, check_choice, check_float, check_int
-from .guides import register_guide
 from .model import DATA_PLATE, Model, is_local, latent_sites
+from .nn import ACTIVATIONS, mlp
 
-__all__ = ["AmortizedGuide", "mlp", "ACTIVATIONS", "local_site_info"]
-
-ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "softplus": nn.Softplus, "elu": nn.ELU, "gelu": nn.GELU}
-
-
-def mlp(widths: list[int], activation: type[nn.Module] = nn.Tanh) -> nn.Sequential:
-    """Linear layers of the given widths with ``activation`` between them (none after the last)."""
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
-        layers.append(nn.Linear(a, b))
-        if i < len(widths) - 2:
-            layers.append(activation())
-    return nn.Sequential(*layers)
-
+__all__ = ["AmortizedGuide", "local_site_info", "amortized_guide"]
 
 def is_real_support(support) -> bool:
     while isinstance(support, constraints.independent):
@@ -173,6 +160,6 @@ class AmortizedGuide(nn.Module):
         return values
 
 
-@register_guide("amortized", "encoder network q(z_i | x_i) for local continuous latents (+ AutoNormal for globals)")
-def _amortized(model: Model, init_loc_fn=init_to_median, **options):
+def amortized_guide(model: Model, init_loc_fn=init_to_median, **options):
+    """The factory registered as guide ``"amortized"`` (by :mod:`ppvae.guides`)."""
     return AmortizedGuide(model, init_loc_fn=init_loc_fn, **options)

@@ -23,6 +23,7 @@ import pyro
 import torch
 from pyro import poutine
 
+from ._estimate import _global_values, _prepare, _resolve, _run_data, _seeded
 from ._local_ais import ais_log_marginal, check_ais_options, data_dim
 from ._validation import PPVAEError, check_int
 from .data import Batch, Dataset
@@ -109,8 +110,6 @@ def bdmc(fit_or_model_guide, data=None, *, num_points: int = 100, num_steps=(100
     ``num_steps`` (an int or a list); see the module docstring. ``data``: the data the globals are
     read from and whose point shape is simulated (default: a Fit's own data set). Other options as
     :func:`ppvae.log_marginal` with ``method="ais"``."""
-    from .evaluate import _global_values, _prepare, _resolve, _run_data, _seeded
-
     steps = [num_steps] if isinstance(num_steps, int) else list(num_steps)
     if not steps:
         raise PPVAEError("num_steps: expected an integer >= 1 or a non-empty list of them; got []")

@@ -45,7 +45,9 @@ import math
 import warnings
 
 import torch
+from pyro.ops.stats import effective_sample_size
 
+from ._estimate import LogEvidence
 from ._joint import (
     check_against_potential,
     dataset_of,
@@ -55,6 +57,7 @@ from ._joint import (
     unconstrained_draws,
 )
 from ._validation import PPVAEError, check_float, check_int
+from .mcmc import MCMCResult
 
 __all__ = ["bridge_sampling", "iterate_bridge", "relative_mse", "BridgeWarning", "MIN_DRAWS_PER_DIM"]
 
@@ -95,8 +98,6 @@ def _log_mean_exp(x: torch.Tensor) -> torch.Tensor:
 def relative_mse(log_pi_post, log_g_post, log_pi_prop, log_g_prop, log_z: float, num_chains: int) -> float:
     """Frühwirth-Schnatter 2004's RE^2 of p-hat(X) (module docstring); ``*_post`` are (chains * draws,)
     in chain-major order, ``*_prop`` are (N2,)."""
-    from pyro.ops.stats import effective_sample_size
-
     n1, n2 = log_pi_post.numel(), log_pi_prop.numel()
     s1, s2 = n1 / (n1 + n2), n2 / (n1 + n2)
     p_prop, p_post = (log_pi_prop - log_z).exp(), (log_pi_post - log_z).exp()
@@ -146,9 +147,6 @@ def bridge_sampling(mcmc, data, *, tol: float = 1e-10, max_iter: int = 1000, use
     per vectorized evaluation of the log joint. Returns a :class:`ppvae.LogEvidence` with
     ``method="bridge"``, ``stderr`` = RE, and ``info`` holding N1, N2, iterations and RE^2.
     """
-    from .evidence import LogEvidence
-    from .mcmc import MCMCResult
-
     if not isinstance(mcmc, MCMCResult):
         raise PPVAEError(f"mcmc: expected a ppvae.MCMCResult (from ppvae.run_mcmc); got {type(mcmc).__name__}")
     if mcmc.model is None:
@@ -183,8 +181,6 @@ def bridge_sampling(mcmc, data, *, tol: float = 1e-10, max_iter: int = 1000, use
 
 def _estimate(LogEvidence, l1, l2, log_pi_post, log_g_post, log_pi_prop, log_g_prop, chains, tol, max_iter, use_ess,
               log_count, settings):
-    from pyro.ops.stats import effective_sample_size
-
     n1, n2 = l1.numel(), l2.numel()
     ess = float(effective_sample_size(l1.reshape(chains, -1).unsqueeze(-1))[0]) if chains * 2 <= n1 else float(n1)
     ess = min(ess, float(n1)) if math.isfinite(ess) and ess > 0 else float(n1)

@@ -33,8 +33,8 @@ import numpy as np
 import pyro
 import torch
 
-from . import __version__
 from ._validation import PPVAEError, check_int
+from ._version import __version__
 
 __all__ = ["Checkpointer", "check_version", "latest_checkpoint", "load_checkpoint", "prepare_run", "resume_trainer",
            "save_checkpoint"]

@@ -7,16 +7,30 @@ it into place only when everything succeeded, so a failed run leaves nothing beh
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import sys
 import time
 import warnings
 
+import torch
+
 from . import _cli_parser
+from ._ais_run import evaluate_run
 from ._cli_evidence import cmd_bdmc, cmd_evidence, print_ais
 from ._rundir import CHECKPOINTS, Terminated, check_out, interrupted_message, run_directory, sigterm_unwinds
 from ._validation import PPVAEError
+from .compare import compare, parse_methods
+from .data import list_datasets, load_dataset
+from .distributed import init_from_env
+from .em import fit_em
+from .inference_data import summary, to_inference_data
+from .mcmc import run_mcmc
+from .model import build_model, get_model_class, list_models
+from .plots import FigureGuard, plot_em_trace, plot_loss, plot_mixture_2d
+from .results import atomic_write
+from .train import fit
 
 EXIT_USAGE = 2
 
@@ -32,14 +46,10 @@ def _kv_pairs(pairs: list[str]) -> dict[str, str]:
 
 
 def write_metrics(directory: str, metrics: dict) -> None:
-    from .results import atomic_write
-
     atomic_write(os.path.join(directory, "metrics.json"), lambda fh: json.dump(metrics, fh, indent=2))
 
 
 def _load_data(args):
-    from .data import load_dataset
-
     options = {"mmap": True} if getattr(args, "mmap", False) else {}
     # NAME:KEY=VALUE[,KEY=VALUE] (e.g. reuters:split=train) is parsed by load_dataset itself
     return load_dataset(args.data, standardize=getattr(args, "standardize", False), **options)
@@ -48,9 +58,6 @@ def _load_data(args):
 # -- commands -----------------------------------------------------------------------------------------
 def model_hyperparameters(name: str) -> str:
     """``KEY=DEFAULT (type)`` for each constructor argument of the registered model ``name``."""
-    import inspect
-
-    from .model import get_model_class
 
     parts = []
     for p in list(inspect.signature(get_model_class(name).__init__).parameters.values())[1:]:
@@ -64,24 +71,18 @@ def model_hyperparameters(name: str) -> str:
 
 
 def cmd_models(args) -> int:
-    from .model import list_models
-
     for name, desc in list_models().items():  # hyperparameters as `ppvae fit NAME KEY=VALUE` takes them
         print(f"{name:14s} {desc}\n{'':14s}   {model_hyperparameters(name)}")
     return 0
 
 
 def cmd_datasets(args) -> int:
-    from .data import list_datasets
-
     for name, desc in list_datasets().items():
         print(f"{name:14s} {desc}")
     return 0
 
 
 def _mixture_plot(model, values, data, resp, path, title):
-    from .plots import plot_mixture_2d
-
     if data.x.shape[1] != 2 or not hasattr(model, "mixture_components"):
         return
     w, locs, covs = model.mixture_components(values)
@@ -100,10 +101,6 @@ def _betas(text: str) -> tuple[float, float]:
 
 
 def cmd_fit(args) -> int:
-    from .model import build_model
-    from .plots import FigureGuard, plot_loss
-    from .train import fit
-
     model = build_model(args.model, **_kv_pairs(args.hparams))
     data = _load_data(args)
     defaults = getattr(model, "train_defaults", {})  # a model's own defaults for flags left unset
@@ -160,8 +157,6 @@ def cmd_fit(args) -> int:
 
 
 def _fit_mixture_plot(name, model, result, data, tmp):
-    import torch
-
     with torch.no_grad():
         resp = next(iter(result.discrete_posterior(data).values()))
     _mixture_plot(model, result.global_values(data), data, resp, os.path.join(tmp, "mixture.png"),
@@ -171,7 +166,7 @@ def _fit_mixture_plot(name, model, result, data, tmp):
 def _leave_group() -> None:
     """Wait until every rank is done (rank 0 writes the run after training) and leave the process group:
     a rank that exits while another still holds the gloo group can be aborted (SIGABRT), failing torchrun."""
-    import torch.distributed as dist
+    import torch.distributed as dist  # only for multi-process runs
 
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
@@ -180,17 +175,10 @@ def _leave_group() -> None:
 
 def _rank(args) -> int:
     """Join the torchrun process group (ppvae/distributed.py); this process's rank."""
-    from .distributed import init_from_env
-
     return init_from_env(args.device)[0]
 
 
 def cmd_em(args) -> int:
-    import torch
-
-    from .em import fit_em
-    from .model import build_model
-    from .plots import FigureGuard, plot_em_trace
 
     model = build_model(args.model, **_kv_pairs(args.hparams))
     if not hasattr(model, "em_step"):
@@ -223,9 +211,6 @@ def cmd_em(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from .compare import compare, parse_methods
-    from .model import build_model
-
     methods = parse_methods(args.methods)
     model = build_model(args.model, **_kv_pairs(args.hparams))
     data = _load_data(args)
@@ -247,12 +232,6 @@ def cmd_compare(args) -> int:
 
 
 def cmd_mcmc(args) -> int:
-    import torch
-
-    from .inference_data import summary, to_inference_data
-    from .mcmc import run_mcmc
-    from .model import build_model
-    from .results import atomic_write
 
     if args.rhat and args.chains < 2:
         raise PPVAEError(f"--rhat: R-hat compares chains; expected --chains >= 2; got {args.chains}")
@@ -267,8 +246,6 @@ def cmd_mcmc(args) -> int:
         order = (site, int(column))
     init = None
     if args.init == "em":
-        from .em import fit_em
-
         init = fit_em(model, data, restarts=5, seed=args.seed)
     elif args.init == "prior":
         init = "prior"
@@ -296,9 +273,6 @@ def cmd_mcmc(args) -> int:
 
 def cmd_cavi(args) -> int:
     """Coordinate-ascent mean-field VI for a model that provides it (``fit_cavi``; LDA)."""
-    from .model import build_model
-    from .plots import FigureGuard, plot_em_trace
-
     model = build_model(args.model, **_kv_pairs(args.hparams))
     if not hasattr(model, "fit_cavi"):
         raise PPVAEError(f"model: '{args.model}' has no coordinate-ascent VI (fit_cavi); use lda")
@@ -324,8 +298,6 @@ def cmd_cavi(args) -> int:
 
 
 def _em_models() -> list[str]:
-    from .model import get_model_class, list_models
-
     return [n for n in list_models() if hasattr(get_model_class(n), "em_step")]
 
 
@@ -346,8 +318,6 @@ def _summary(metrics: dict, out: str) -> None:
 
 
 def cmd_evaluate(args) -> int:
-    from .evaluate import evaluate_run
-
     if not os.path.isdir(args.run_dir):
         raise PPVAEError(f"run_dir: expected a run directory written by `ppvae fit`; got {args.run_dir}")
     ais = {} if args.method == "is" else {

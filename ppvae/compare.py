@@ -35,9 +35,16 @@ import numpy as np
 import torch
 
 from ._compare_report import Comparison, _float
+from ._labels import align_labels, component_sites, location_site, single_trace
 from ._validation import PPVAEError, check_float, check_int
 from .data import Dataset
-from .model import Model, build_model
+from .em import fit_em
+from .evaluate import log_marginal
+from .guides import list_guides
+from .inference_data import GuidePosterior, pointwise_log_likelihood, to_inference_data
+from .mcmc import run_mcmc
+from .model import Model, build_model, is_local, latent_sites
+from .train import fit
 
 __all__ = ["compare", "Comparison", "parse_methods"]
 
@@ -46,8 +53,6 @@ MCMC_KERNELS = ("nuts", "hmc")
 
 def parse_methods(methods) -> list[str]:
     """Validate method names (a comma-separated string or a list) before anything runs."""
-    from .guides import list_guides
-
     if isinstance(methods, str):
         methods = [m.strip() for m in methods.split(",") if m.strip()]
     if not methods:
@@ -117,7 +122,7 @@ def _lpd(ll: torch.Tensor) -> float:
 
 
 def _loo(idata) -> dict:
-    import arviz as az
+    import arviz as az  # heavy: loaded only when ArviZ summaries are needed
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -135,8 +140,6 @@ def _draws_from(idata) -> dict[str, torch.Tensor]:
 
 
 def _bayes_record(model, idata, test, state, point: bool = False) -> tuple[dict, dict]:
-    from .inference_data import pointwise_log_likelihood
-
     draws = _draws_from(idata)
     ll_name = next(iter(idata.log_likelihood.data_vars))
     rec = {"train_loglik": _lpd(torch.as_tensor(idata.log_likelihood[ll_name].values)),
@@ -151,9 +154,6 @@ def _bayes_record(model, idata, test, state, point: bool = False) -> tuple[dict,
 
 
 def _run_em(model, train, test, opts, state):
-    from .em import fit_em
-    from .inference_data import align_labels, pointwise_log_likelihood
-
     result = fit_em(model, train, restarts=opts["em_restarts"], seed=opts["seed"])
     values = {k: v.to(torch.get_default_dtype()) for k, v in model.em_to_sites(result.params).items()}
     aligned, _ = align_labels({k: v[None, None] for k, v in values.items()}, model, train, column=state.get("column"))
@@ -166,9 +166,6 @@ def _run_em(model, train, test, opts, state):
 
 
 def _run_svi(model, guide, train, test, opts, state):
-    from .inference_data import to_inference_data
-    from .train import fit
-
     f = fit(model, train, guide=guide, steps=opts["svi_steps"], lr=opts["svi_lr"], seed=opts["seed"],
             progress=opts["progress"])
     if _continuous_locals(model, train):
@@ -187,16 +184,12 @@ def _run_svi(model, guide, train, test, opts, state):
 
 
 def _continuous_locals(model, data) -> list[str]:
-    from .model import is_local
-
     return [n for n, s in model.latent_sites(data.batch()).items() if is_local(s) and not s["fn"].support.is_discrete]
 
 
 def _estimated_record(f, train, test, opts, state) -> dict:
     """A model with continuous local latents: log p(x_i) by importance sampling (``ppvae.log_marginal``
     with the guide as proposal); PSIS-LOO needs p(x_i | theta) in closed form and is left out."""
-    from .evaluate import log_marginal
-
     train_lm = log_marginal(f, train, num_samples=opts["num_ll_samples"], seed=opts["seed"])
     test_lm = log_marginal(f, test, num_samples=opts["num_ll_samples"], seed=opts["seed"])
     state.setdefault("notes", set()).add(
@@ -207,8 +200,6 @@ def _estimated_record(f, train, test, opts, state) -> dict:
 
 
 def _run_exact(model, train, test, opts, state):
-    from .inference_data import GuidePosterior, to_inference_data
-
     if not hasattr(model, "posterior_guide"):
         raise PPVAEError(f"exact: model '{model.name or type(model).__name__}' has no closed-form posterior "
                          "(posterior_guide)")
@@ -219,15 +210,13 @@ def _run_exact(model, train, test, opts, state):
 
 
 def _run_mcmc(model, kernel, train, test, opts, state):
-    import arviz as az
+    import arviz as az  # heavy: loaded only when ArviZ summaries are needed
 
-    from .inference_data import to_inference_data
-    from .mcmc import run_mcmc
 
     local = _continuous_locals(model, train)
     if local:
         raise PPVAEError(f"{kernel}: the model has continuous local latents ({', '.join(local)}); compare runs "
-                         "MCMC over global latents only (use ppvae.mcmc.local_posterior for one point's z)")
+                         "MCMC over global latents only (use ppvae.local_posterior for one point's z)")
     # from the EM fit the chains stay in one labelling and the draws are aligned afterwards (measured in
     # benchmarks/bench_nuts.py: the ordering transform lengthens trajectories); without it, order the locations
     order = None if state.get("em") is not None else _auto_order(model, train, state)
@@ -255,15 +244,11 @@ def _run_mcmc(model, kernel, train, test, opts, state):
 
 def _auto_order(model, train, state):
     """Order the mixture's location site along the alignment coordinate (0 until one is chosen)."""
-    from .inference_data import _location_site, _single_trace
-    from .mcmc import component_sites
-    from .model import latent_sites
-
     with torch.no_grad():
-        sites = latent_sites(_single_trace(model, train.batch()))
+        sites = latent_sites(single_trace(model, train.batch()))
     values = {n: s["value"] for n, s in sites.items() if not s["fn"].support.is_discrete}
     comp = component_sites(model, values)
-    loc = _location_site(model, comp, {n: s["fn"].support for n, s in sites.items()}) if comp else None
+    loc = location_site(model, comp, {n: s["fn"].support for n, s in sites.items()}) if comp else None
     if loc is None or values[loc].dim() != 2:
         return None
     return (loc, state.get("column") or 0)

@@ -8,8 +8,9 @@ likelihood by ``N / M`` (the unbiased minibatch estimator of Hoffman et al. 2013
 Bundled data sets are registered with :func:`register_dataset` and listed by :func:`list_datasets`;
 :func:`load_dataset` also reads a user's own CSV, NPY (optionally memory-mapped), NPZ or IDX file, and
 :func:`corpus_from_texts` / :func:`corpus_from_counts` turn a user's documents into a count data set.
-The image data sets live in ``_data_images.py``, the text ones in ``_data_text.py``. Nothing is
-downloaded at run time.
+The image data sets live in ``_data_images.py``, the text ones in ``_data_text.py``; the containers in
+``_dataset.py`` and the registry in ``_data_registry.py``, which those loaders import (downward).
+Nothing is downloaded at run time.
 """
 
 from __future__ import annotations
@@ -17,14 +18,18 @@ from __future__ import annotations
 import csv
 import inspect
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from importlib import resources
 from typing import Callable
 
 import numpy as np
 import torch
 
-from ._validation import PPVAEError, check_choice, check_float, check_int, check_tensor
+from . import _data_images
+from ._data_registry import _REGISTRY, list_datasets, register_dataset
+from ._data_text import corpus_from_counts, corpus_from_texts
+from ._dataset import Batch, Dataset
+from ._validation import PPVAEError, check_choice, check_tensor
 
 __all__ = [
     "Batch",
@@ -37,118 +42,6 @@ __all__ = [
 ]
 
 KINDS = ("real", "binary", "image", "counts")
-
-
-@dataclass
-class Batch:
-    """A minibatch: ``x`` (M, ...), optional labels ``y`` (M,), ``index`` (M,) into the full data set
-    and ``size`` = N, the number of points in the full data set."""
-
-    x: torch.Tensor
-    y: torch.Tensor | None = None
-    index: torch.Tensor | None = None
-    size: int | None = None
-
-    def __len__(self) -> int:
-        return self.x.shape[0]
-
-    @property
-    def num_total(self) -> int:
-        return len(self) if self.size is None else int(self.size)
-
-    def to(self, device) -> "Batch":
-        move = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return Batch(move(self.x), move(self.y), move(self.index), self.size)
-
-
-@dataclass
-class Dataset:
-    """Observations ``x`` with the data points along dimension 0, optional labels ``y`` and metadata.
-
-    ``kind`` tells models what the values are: ``"real"`` (continuous features), ``"binary"`` or
-    ``"image"`` (values in [0, 1], images keep their 2-D shape in ``meta["image_shape"]``),
-    ``"counts"`` (non-negative integers, e.g. a document x word matrix).
-    """
-
-    x: torch.Tensor
-    y: torch.Tensor | None = None
-    name: str = "custom"
-    kind: str = "real"
-    meta: dict = field(default_factory=dict)
-
-    def __post_init__(self):
-        self.x = check_tensor(f"data '{self.name}'", self.x, ndim=(1, 2, 3, 4), dtype="float")
-        if self.x.dim() == 1:
-            self.x = self.x.unsqueeze(-1)
-        if self.y is not None:
-            self.y = check_tensor(f"labels of '{self.name}'", self.y, ndim=1, dtype="long")
-            if len(self.y) != len(self.x):
-                raise PPVAEError(
-                    f"labels of '{self.name}': expected {len(self.x)} labels, one per data point; got {len(self.y)}"
-                )
-
-    def __len__(self) -> int:
-        return self.x.shape[0]
-
-    def batch(self, index: torch.Tensor | None = None) -> Batch:
-        """The points at ``index`` (all points when ``None``) as a :class:`Batch` of this data set."""
-        if index is None:
-            return Batch(self.x, self.y, None, len(self))
-        return Batch(self.x[index], None if self.y is None else self.y[index], index, len(self))
-
-    def subset(self, index) -> "Dataset":
-        index = torch.as_tensor(index, dtype=torch.long)
-        return replace(self, x=self.x[index], y=None if self.y is None else self.y[index], meta=dict(self.meta))
-
-    def hide_labels(self, per_class: int, seed: int = 0) -> "Dataset":
-        """A copy that keeps ``per_class`` labels of every class (drawn with ``seed``) and sets the others
-        to -1 (unlabeled), as in Kingma et al.'s (2014) 100-label MNIST setting (10 per class)."""
-        per_class = check_int("labels_per_class", per_class, low=0)
-        if self.y is None:
-            raise PPVAEError(f"labels_per_class: needs a data set with labels; '{self.name}' has none")
-        gen = torch.Generator().manual_seed(check_int("label_seed", seed, low=0))
-        y = torch.full_like(self.y, -1)
-        for c in torch.unique(self.y[self.y >= 0]).tolist():
-            idx = (self.y == c).nonzero().squeeze(-1)
-            keep = idx[torch.randperm(len(idx), generator=gen)[:per_class]]
-            y[keep] = c
-        return replace(self, y=y, meta={**self.meta, "labels_per_class": per_class})
-
-    def split(self, test_fraction: float = 0.2, seed: int = 0) -> tuple["Dataset", "Dataset"]:
-        """A fixed random split into (train, test): a permutation drawn from ``seed``."""
-        check_float("test_fraction", test_fraction, low=0.0, high=1.0, strict=True)
-        n_test = int(round(len(self) * test_fraction))
-        if n_test < 1 or n_test >= len(self):
-            raise PPVAEError(f"test_fraction: leaves an empty part for {len(self)} points; got {test_fraction}")
-        perm = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
-        train, test = self.subset(perm[n_test:]), self.subset(perm[:n_test])
-        train.name, test.name = f"{self.name}[train]", f"{self.name}[test]"
-        return train, test
-
-    def to(self, device) -> "Dataset":
-        """This data set on ``device``; itself when already there (a memory-mapped ``x`` stays mapped
-        and is not scanned again)."""
-        if self.x.device == torch.device(device) and (self.y is None or self.y.device == self.x.device):
-            return self
-        return replace(self, x=self.x.to(device), y=None if self.y is None else self.y.to(device))
-
-
-_REGISTRY: dict[str, tuple[Callable[..., Dataset], str]] = {}
-
-
-def register_dataset(name: str, description: str):
-    """Decorator: register ``fn(**options) -> Dataset`` as the bundled data set ``name``."""
-
-    def wrap(fn):
-        _REGISTRY[name] = (fn, description)
-        return fn
-
-    return wrap
-
-
-def list_datasets() -> dict[str, str]:
-    """Names of the data sets loadable by name, with one-line descriptions."""
-    return {name: desc for name, (_, desc) in sorted(_REGISTRY.items())}
 
 
 def _standardize(ds: Dataset) -> Dataset:
@@ -353,7 +246,3 @@ def _faithful() -> Dataset:
     ds.meta["source"] = "R datasets::faithful (Haerdle 1991; Azzalini & Bowman 1990), bundled"
     return ds
 
-
-# Registering imports: these modules define more data sets with @register_dataset (and the corpus builders).
-from . import _data_images  # noqa: E402
-from ._data_text import corpus_from_counts, corpus_from_texts  # noqa: E402

@@ -23,15 +23,22 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import warnings
 from dataclasses import dataclass, field
 
-import numpy as np
 import pyro
 import torch
-from pyro import poutine
 
+from ._estimate import (  # noqa: F401 -- KHAT_THRESHOLD, ImportanceWarning and psis_khat re-exported
+    KHAT_THRESHOLD,
+    ImportanceWarning,
+    _finite,
+    _global_values,
+    _prepare,
+    _seeded,
+    _summarize,
+    psis_khat,
+)
 from ._importance import (
     auto_chunk,
     autoguide_subsample,
@@ -40,24 +47,12 @@ from ._importance import (
     local_log_weights,
     run_chunks,
 )
-from ._validation import PPVAEError, check_choice, check_int, one_line
-from .data import Batch, Dataset
+from ._local_ais import ais_log_marginal, check_ais_options
+from ._validation import check_choice
+from .data import Batch
 from .evidence import LogEvidence, log_evidence  # noqa: F401 -- re-exported (moved to evidence.py)
-from .model import is_local, latent_sites
 
-__all__ = ["LogMarginal", "LogEvidence", "ImportanceWarning", "log_marginal", "log_evidence", "psis_khat",
-           "evaluate_run"]
-
-KHAT_THRESHOLD = 0.7
-
-
-class ImportanceWarning(UserWarning):
-    """Pareto k-hat above 0.7: the importance-sampling estimate is unreliable for some points."""
-
-
-def _finite(x: float):
-    return float(x) if math.isfinite(x) else None
-
+__all__ = ["LogMarginal", "LogEvidence", "ImportanceWarning", "log_marginal", "log_evidence", "psis_khat"]
 
 @dataclass
 class LogMarginal:
@@ -130,135 +125,7 @@ class LogMarginal:
         }
 
 
-def psis_khat(log_weights: np.ndarray, flat_tol: float = 1e-12) -> np.ndarray:
-    """Pareto k-hat per row of ``log_weights`` (rows x samples) by ``arviz.psislw`` (Vehtari et al.
-    2024). Rows whose weights are all equal (spread <= flat_tol (1 + |max|)) get -inf (no tail: the
-    estimate is exact); with too few samples for the tail fit (fewer than 5 in the tail, i.e. about
-    K < 25) every row gets NaN."""
-    log_weights = np.asarray(log_weights, dtype=np.float64)
-    rows, num = log_weights.shape
-    khat = np.full(rows, np.nan)
-    spread = log_weights.max(1) - log_weights.min(1)
-    flat = (spread <= flat_tol * (1 + np.abs(log_weights.max(1)))) & (num > 1)
-    khat[flat] = -np.inf
-    tail = math.ceil(min(0.2 * num, 3 * math.sqrt(num)))
-    todo = ~flat
-    if tail >= 5 and todo.any():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import arviz
-
-            khat[todo] = np.asarray(arviz.psislw(log_weights[todo])[1], dtype=np.float64)
-    return khat
-
-
-@contextlib.contextmanager
-def _seeded(seed: int, device: torch.device):
-    """Draw from torch's generator seeded with ``seed``, leaving the caller's RNG state untouched."""
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        yield
-
-
 # -- inputs -------------------------------------------------------------------------------------------
-def _resolve(obj):
-    """(model, guide, fit) from a Fit, a (model, guide) pair or a model."""
-    from .results import Fit
-
-    if isinstance(obj, Fit):
-        return obj.model, obj.guide, obj
-    if isinstance(obj, tuple) and len(obj) == 2 and callable(obj[0]) and (obj[1] is None or callable(obj[1])):
-        return obj[0], obj[1], None
-    if isinstance(obj, torch.nn.Module) and callable(obj):
-        return obj, None, None
-    raise PPVAEError(f"fit_or_model_guide: expected a ppvae.Fit or a (model, guide) pair; got {type(obj).__name__}")
-
-
-def _param_of(*modules):
-    for m in modules:
-        if isinstance(m, torch.nn.Module):
-            for t in list(m.parameters()) + list(m.buffers()):
-                if t.is_floating_point():
-                    return t
-    return None
-
-
-def _dataset(data, fit, model, guide) -> tuple[Dataset, torch.device]:
-    if isinstance(data, Dataset):
-        ds = data
-    elif isinstance(data, Batch):
-        ds = Dataset(data.x)
-    else:
-        ds = Dataset(data, name="data")
-    if fit is not None:
-        expected = tuple(fit.data_info["x_shape"][1:])
-        if tuple(ds.x.shape[1:]) != expected:
-            raise PPVAEError(
-                f"data: the model was fitted on points of shape {expected}; got points of shape {tuple(ds.x.shape[1:])}"
-            )
-    ref = _param_of(model, guide)
-    device = ref.device if ref is not None else (fit.device if fit is not None else torch.device("cpu"))
-    x = ds.x.to(device, dtype=ref.dtype if ref is not None else ds.x.dtype)
-    return Dataset(x, name=ds.name, kind=ds.kind, meta=ds.meta), device
-
-
-def _proposal(proposal, guide):
-    if isinstance(proposal, str):
-        if proposal == "prior":
-            return None, "prior"
-        if proposal == "guide":
-            if guide is None:
-                raise PPVAEError("proposal: 'guide' needs a fitted guide; pass a Fit or a (model, guide) pair, "
-                                 "or use 'prior'")
-            return guide, "guide"
-        raise PPVAEError(f"proposal: expected guide, prior or a guide callable; got '{proposal}'")
-    if callable(proposal):
-        return proposal, getattr(proposal, "__name__", type(proposal).__name__)
-    raise PPVAEError(f"proposal: expected guide, prior or a guide callable; got {type(proposal).__name__}")
-
-
-def _structure(model, ds: Dataset):
-    """(max_plate_nesting, global latent names, local continuous latent names) of the model."""
-    probe = Batch(ds.x[:1], None, torch.zeros(1, dtype=torch.long, device=ds.x.device), len(ds))
-    try:
-        with poutine.block(), pyro.validation_enabled(False):
-            tr = poutine.trace(model).get_trace(probe)
-    except PPVAEError:
-        raise
-    except Exception as exc:  # the model's own code failed, not the data's shape: name its exception
-        name = getattr(model, "name", None) or type(model).__name__
-        raise PPVAEError(f"model '{name}': its forward raised {one_line(exc)} on one point of shape "
-                         f"{tuple(ds.x.shape[1:])}") from None
-    mpn = 0
-    for site in tr.nodes.values():
-        if site["type"] == "sample":
-            mpn = max([mpn] + [-f.dim for f in site["cond_indep_stack"] if f.vectorized and f.dim is not None])
-    sites = latent_sites(tr)
-    globals_ = [n for n, s in sites.items() if not is_local(s)]
-    local_cont = [n for n, s in sites.items() if is_local(s) and not s["fn"].support.is_discrete]
-    return mpn, globals_, local_cont
-
-
-def _global_values(fit, model, guide, ds, names, given):
-    if given is not None:
-        missing = sorted(set(names) - set(given))
-        if missing:
-            raise PPVAEError(f"global_values: expected values for every global latent; missing {', '.join(missing)}")
-        return {k: torch.as_tensor(v, device=ds.x.device) for k, v in given.items()}
-    if not names:
-        return {}
-    if fit is not None:
-        return fit.global_values(ds)
-    if guide is None:
-        raise PPVAEError(f"global_values: the model has global latents ({', '.join(names)}); "
-                         "pass a guide or global_values")
-    from .results import _guide_median
-
-    with torch.no_grad(), pyro.validation_enabled(False):
-        values = _guide_median(guide, ds.batch())
-    return {k: v.detach() for k, v in values.items() if k in names}
-
-
 # -- the API ------------------------------------------------------------------------------------------
 def log_marginal(fit_or_model_guide, data, *, num_samples: int = 1000, proposal="guide", chunk_size: int | None = None,
                  seed: int = 0, global_values: dict | None = None, warn: bool = True, method: str = "is",
@@ -279,8 +146,6 @@ def log_marginal(fit_or_model_guide, data, *, num_samples: int = 1000, proposal=
     by enumeration, every one of the K weights equals it (ESS = K, k-hat = -inf).
     """
     if check_choice("method", method, ("is", "ais")) == "ais":
-        from ._local_ais import ais_log_marginal, check_ais_options
-
         settings, betas = check_ais_options(num_steps, num_chains, schedule, num_leapfrog, step_size, target_accept)
         num_samples = settings["num_chains"]
     prepared = _prepare(fit_or_model_guide, data, proposal, num_samples, chunk_size, seed)
@@ -324,89 +189,3 @@ def _warn_khat(result: LogMarginal, warn: bool) -> LogMarginal:
     return result
 
 
-def _prepare(fit_or_model_guide, data, proposal, num_samples, chunk_size, seed) -> tuple:
-    """The checked arguments and the pieces both estimators start from: (num_samples, chunk_size,
-    seed, model, guide, fit, dataset, device, proposal, proposal name, max plate nesting, global
-    site names, continuous local site names)."""
-    num = check_int("num_samples", num_samples, low=1)
-    if chunk_size is not None:
-        chunk_size = check_int("chunk_size", chunk_size, low=1)
-    seed = check_int("seed", seed)
-    model, guide, fit = _resolve(fit_or_model_guide)
-    ds, device = _dataset(data, fit, model, guide)
-    q, qname = _proposal(proposal, guide)
-    return (num, chunk_size, seed, model, guide, fit, ds, device, q, qname, *_structure(model, ds))
-
-
-def _summarize(lw: torch.Tensor, num: int, out: dict, where: slice) -> None:
-    """Per-point log-mean-exp, ELBO, ESS and k-hat of log-weights ``lw`` (draws, m) in float64;
-    weights equal to within 64 ulps of the dtype they were computed in count as exactly equal."""
-    flat_tol = 64 * torch.finfo(lw.dtype).eps
-    lw = lw.double()
-    out["mc_stderr"][where] = 0.0
-    if lw.shape[0] == 1 and num > 1:  # exact weights, all equal
-        out["values"][where] = lw[0].cpu()
-        out["elbo"][where] = lw[0].cpu()
-        out["ess"][where] = float(num)
-        out["khat"][where] = -math.inf
-        return
-    lse = torch.logsumexp(lw, dim=0)
-    out["values"][where] = (lse - math.log(num)).cpu()
-    out["elbo"][where] = lw.mean(0).cpu()
-    out["ess"][where] = (1.0 / torch.exp(2 * (lw - lse)).sum(0)).cpu()
-    out["khat"][where] = torch.from_numpy(psis_khat(lw.T.cpu().numpy(), flat_tol))
-    out["mc_stderr"][where] = ((num / out["ess"][where] - 1).clamp_min(0) / num).sqrt()
-
-
-# -- a saved run (the ``ppvae evaluate`` command) -----------------------------------------------------
-def _run_data(fit, data: str | None) -> Dataset:
-    """The data set to evaluate a run on: ``data`` (a name or path) or the run's own data set, with the
-    run's standardization constants applied when it was fitted on standardized data."""
-    from .data import load_dataset, parse_data_spec
-
-    info = fit.data_info
-    meta = info.get("meta", {})
-    name = data if data is not None else info["name"]
-    options = {"split": meta["split"]} if data is None and "split" in meta else {}
-    std = meta.get("standardized")
-    if ":" in str(name) and not os.path.exists(name):  # NAME:KEY=VALUE; standardize=... is the run's to decide
-        name, options = parse_data_spec(name)
-        if options.pop("standardize", bool(std)) != bool(std):
-            raise PPVAEError(f"--data: the run was fitted on {'standardized' if std else 'unstandardized'} data; "
-                             "evaluate applies the run's own constants, so drop standardize=... from --data")
-    try:
-        ds = load_dataset(name, **options)
-    except PPVAEError as exc:
-        raise PPVAEError(f"--data: cannot load '{name}' ({exc}); pass --data NAME_OR_PATH") from None
-    if std:
-        x = (ds.x - torch.as_tensor(std["mean"], dtype=ds.x.dtype)) / torch.as_tensor(std["std"], dtype=ds.x.dtype)
-        ds = Dataset(x, ds.y, name=ds.name, kind=ds.kind, meta=dict(ds.meta))
-    return ds
-
-
-def evaluate_run(run_dir: str, data: str | None = None, *, num_samples: int = 1000, proposal: str = "guide",
-                 chunk_size: int | None = None, seed: int = 0, method: str = "is", **ais) -> tuple[LogMarginal, dict]:
-    """Load a run (:meth:`Fit.load`), estimate log p(x) on ``data`` and add a ``log_marginal`` object
-    to ``RUN_DIR/metrics.json`` (written atomically, other keys kept) and ``log_marginal.png``.
-    ``method="ais"`` (options ``ais`` as :func:`log_marginal`'s): see :func:`ppvae._ais_run.evaluate_run_ais`."""
-    from ._ais_run import evaluate_run_ais, update_metrics
-    from .plots import plot_log_marginal
-    from .results import Fit
-
-    if check_choice("method", method, ("is", "ais")) == "ais":
-        return evaluate_run_ais(run_dir, data, num_samples=num_samples, proposal=proposal, chunk_size=chunk_size,
-                                seed=seed, **ais)
-    fit = Fit.load(run_dir)
-    ds = _run_data(fit, data)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ImportanceWarning)
-        result = log_marginal(fit, ds, num_samples=num_samples, proposal=proposal, chunk_size=chunk_size, seed=seed)
-    entry = {**result.to_dict(), "data": ds.name, "seed": seed,
-             "warnings": [str(w.message) for w in caught if issubclass(w.category, ImportanceWarning)]}
-    update_metrics(run_dir, "log_marginal", entry)
-    png = os.path.join(run_dir, "log_marginal.png")
-    tmp = os.path.join(run_dir, ".tmp-log_marginal.png")
-    plot_log_marginal(result.values.numpy(), result.khat.numpy(), tmp,
-                      f"{fit.model.name}: log p(x) by importance sampling, K={num_samples}, {result.proposal} proposal")
-    os.replace(tmp, png)
-    return result, entry

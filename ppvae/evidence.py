@@ -19,15 +19,17 @@ Two independent estimators that agree within their standard errors are the certi
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import warnings
-from dataclasses import dataclass, field
 
 import pyro
 import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
+from ._estimate import KHAT_THRESHOLD, ImportanceWarning, LogEvidence, _prepare, _seeded, psis_khat
+from ._evidence_ais import ais_evidence
 from ._importance import (
     _is_sampled,
     auto_chunk,
@@ -38,40 +40,11 @@ from ._importance import (
     run_chunks,
 )
 from ._validation import PPVAEError, check_choice, check_int
+from .bridge import bridge_sampling
 from .data import Batch
+from .mcmc import MCMCResult
 
 __all__ = ["LogEvidence", "log_evidence"]
-
-
-@dataclass
-class LogEvidence:
-    """log p(X) by one estimator: ``method`` "is" (importance sampling over the globals), "ais"
-    (annealing over all latents, :mod:`ppvae._evidence_ais`) or "bridge" (:mod:`ppvae.bridge`).
-
-    ``stderr``: the Monte Carlo standard error of ``value`` (delta method sqrt((S / ESS - 1) / S)
-    for "is"/"ais" over S weights; Frühwirth-Schnatter's RE for "bridge"). ``khat`` and ``elbo`` (the
-    mean log-weight) are NaN for "bridge". ``info``: the method's settings and diagnostics."""
-
-    value: float
-    stderr: float
-    ess: float
-    khat: float
-    elbo: float
-    num_samples: int
-    proposal: str
-    method: str = "is"
-    info: dict = field(default_factory=dict)
-
-    @property
-    def gap(self) -> float:
-        return self.value - self.elbo
-
-    def to_dict(self) -> dict:
-        from .evaluate import _finite
-
-        info = {k: (_finite(v) if isinstance(v, float) else v) for k, v in self.info.items()}
-        return {k: (_finite(v) if isinstance(v, float) else v) for k, v in
-                {**self.__dict__, "gap": self.gap, "info": info}.items()}
 
 
 def log_evidence(fit_or_model_guide, data, *, method: str = "is", num_samples: int = 1000, proposal="guide",
@@ -100,8 +73,6 @@ def log_evidence(fit_or_model_guide, data, *, method: str = "is", num_samples: i
 
 def _importance_evidence(fit_or_model_guide, data, num_samples, proposal, chunk_size, seed) -> LogEvidence:
     """method="is": S draws of the globals from the proposal, p(X | G_s) summed over the data in chunks."""
-    from .evaluate import KHAT_THRESHOLD, ImportanceWarning, _prepare, _seeded, psis_khat
-
     num, chunk_size, seed, model, guide, fit, ds, device, q, qname, mpn, global_names, local_cont = _prepare(
         fit_or_model_guide, data, proposal, num_samples, chunk_size, seed)
     if local_cont:
@@ -143,11 +114,6 @@ def _importance_evidence(fit_or_model_guide, data, num_samples, proposal, chunk_
 
 def _evidence_by(method, source, data, seed, chunk_size, options) -> LogEvidence:
     """``log_evidence`` by 'ais' or 'bridge', its options checked against the estimator's signature."""
-    import inspect
-
-    from ._evidence_ais import ais_evidence
-    from .bridge import bridge_sampling
-    from .mcmc import MCMCResult
 
     fn = ais_evidence if method == "ais" else bridge_sampling
     allowed = sorted(set(inspect.signature(fn).parameters) - {"source", "mcmc", "data", "seed", "chunk_size"})

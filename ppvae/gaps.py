@@ -31,6 +31,7 @@ from torch import nn
 from ._validation import PPVAEError, check_float, check_int
 from .amortized import AmortizedGuide, local_site_info, site_distribution
 from .data import Batch, Dataset
+from .evaluate import log_marginal
 from .model import DATA_PLATE
 from .objectives import make_elbo
 
@@ -169,8 +170,6 @@ def inference_gaps(fit, data, *, num_samples: int = 5000, steps: int = 500, lr: 
     """Cremer et al.'s (2018) decomposition on ``data`` (see the module docstring): ``num_samples``
     importance samples per point for log p(x) and both ELBOs; ``steps``/``lr``/``elbo`` for
     :func:`optimize_local`."""
-    from .evaluate import log_marginal
-
     if not isinstance(data, Dataset):
         data = Dataset(data)
     local = optimize_local(fit, data, steps=steps, lr=lr, elbo=elbo, seed=seed)

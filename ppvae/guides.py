@@ -29,6 +29,7 @@ from pyro.infer import autoguide
 from pyro.infer.autoguide.initialization import init_to_median, init_to_value
 
 from ._validation import PPVAEError
+from .amortized import amortized_guide
 from .model import Model
 
 __all__ = ["make_guide", "register_guide", "list_guides", "guide_spec_name"]
@@ -108,6 +109,10 @@ def _iaf(model: Model, init_loc_fn=init_to_median, hidden_dim: int | None = None
     return _AutoIAF(_continuous_part(model), init_loc_fn, hidden_dim=hidden_dim, num_transforms=num_transforms)
 
 
+register_guide("amortized", "encoder network q(z_i | x_i) for local continuous latents (+ AutoNormal for globals)")(
+    amortized_guide)
+
+
 @register_guide("model", "the model's own guide(batch) method")
 def _own(model: Model, init_loc_fn=None):
     if not model.has_own_guide:
@@ -143,5 +148,3 @@ def make_guide(spec: Any, model: Model, init_values: dict[str, torch.Tensor] | N
     except ValueError as exc:  # an option value the autoguide rejects, e.g. rank <= 0
         raise PPVAEError(f"guide_options: guide '{spec}' rejected {options} ({exc})") from None
 
-
-from . import amortized as _amortized  # noqa: E402,F401  (registers guide "amortized")

@@ -25,6 +25,7 @@ and :func:`summary` prints a note.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -34,9 +35,10 @@ from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
 from ._enum import data_plate_log_prob, enumerated_trace
+from ._labels import align_labels, component_sites, single_trace
 from ._validation import PPVAEError, check_int
 from .data import Batch, Dataset
-from .mcmc import MCMCResult, component_sites
+from .mcmc import MCMCResult
 from .model import DATA_PLATE, is_local, latent_sites
 
 __all__ = ["to_inference_data", "pointwise_log_likelihood", "align_labels", "guide_draws", "svi_draws", "summary",
@@ -49,11 +51,6 @@ def _as_dataset(data) -> Dataset:
     return data if isinstance(data, Dataset) else Dataset(data)
 
 
-def _single_trace(model, batch):
-    with poutine.block(), pyro.validation_enabled(False):
-        return poutine.trace(model).get_trace(batch)
-
-
 # -- the pointwise log-likelihood --------------------------------------------------------------------
 def pointwise_log_likelihood(model, data, draws: dict, *, chunk_size: int | None = None) -> torch.Tensor:
     """log p(x_i | theta_s) for every draw s and point i: a tensor of shape (S, N).
@@ -64,7 +61,7 @@ def pointwise_log_likelihood(model, data, draws: dict, *, chunk_size: int | None
     """
     data = _as_dataset(data)
     batch = data.batch()
-    trace = _single_trace(model, batch)
+    trace = single_trace(model, batch)
     sites = latent_sites(trace)
     local_cont = [n for n, s in sites.items() if is_local(s) and not s["fn"].support.is_discrete]
     if local_cont:
@@ -101,65 +98,13 @@ def _vectorized(model, batch, trace, draws, mpn) -> torch.Tensor:
     return lp.reshape(S, len(batch))
 
 
-# -- label alignment ---------------------------------------------------------------------------------
-def _location_site(model, comp: dict, supports: dict) -> str | None:
-    declared = getattr(model, "location_site", None)
-    if declared is not None:
-        return declared
-    for name in comp:
-        base = getattr(supports.get(name), "base_constraint", supports.get(name))
-        if base is torch.distributions.constraints.real:
-            return name
-    return None
-
-
-def align_labels(samples: dict, model, data, column: int | None = None) -> tuple[dict, dict | None]:
-    """Permute mixture components in every draw so one location coordinate increases.
-
-    ``samples``: site -> (chains, draws, ...) arrays. Returns (aligned samples, info) where info says
-    which site and coordinate ordered the labels (``None`` when the model has no exchangeable
-    components). The coordinate is the one whose sorted component values are furthest apart on
-    average (relative to their spread), so ties between components are rare, unless ``column`` is given.
-    """
-    first = {k: torch.as_tensor(v)[0, 0] for k, v in samples.items()}
-    comp = component_sites(model, first)
-    if not comp:
-        return samples, None
-    supports = {n: s["fn"].support for n, s in latent_sites(_single_trace(model, _as_dataset(data).batch())).items()}
-    loc = _location_site(model, comp, supports)
-    if loc is None or loc not in samples:
-        return samples, None
-    locs = torch.as_tensor(samples[loc]).movedim(2 + comp[loc], 2)  # (C, S, K, ...)
-    locs = locs.reshape(locs.shape[:3] + (-1,))
-    ranked = locs.sort(dim=2).values
-    gap = (ranked[:, :, 1:] - ranked[:, :, :-1]).amin(2).mean((0, 1)) / locs.std((0, 1, 2)).clamp_min(1e-12)
-    column = int(gap.argmax()) if column is None else check_int("column", column, low=0, high=locs.shape[-1] - 1)
-    perm = locs[..., column].argsort(dim=2)  # (C, S, K)
-    aligned = {}
-    for name, value in samples.items():
-        value = torch.as_tensor(value)
-        if name not in comp:
-            aligned[name] = value
-            continue
-        axis = 2 + comp[name]
-        moved = value.movedim(axis, 2)
-        index = perm.reshape(perm.shape + (1,) * (moved.dim() - 3)).expand_as(moved)
-        aligned[name] = moved.gather(2, index).movedim(2, axis)
-    switched = float((perm != torch.arange(perm.shape[-1])).any(-1).float().mean())
-    info = {"method": "ordering by a location coordinate", "site": loc, "coordinate": column,
-            "fraction_permuted": switched,
-            "note": f"mixture labels aligned across draws and chains by ordering {loc}[k, {column}] "
-                    f"increasingly over components k ({100 * switched:.1f}% of draws relabelled)"}
-    return aligned, info
-
-
 # -- draws from a guide ------------------------------------------------------------------------------
 def guide_draws(model, guide, data, num_draws: int = 1000, seed: int = 0) -> dict[str, torch.Tensor]:
     """S draws of the model's global latents from ``guide``, vectorized under a plate over draws
     (sequential ``pyro.infer.Predictive(model, guide=guide)`` for a guide that does not vectorize):
     site -> (S, ...)."""
     batch = _as_dataset(data).batch()
-    sites = latent_sites(_single_trace(model, batch))
+    sites = latent_sites(single_trace(model, batch))
     names = [n for n, s in sites.items() if not is_local(s)]
     num_draws = check_int("num_draws", num_draws, low=1)
     pyro.set_rng_seed(seed)
@@ -214,7 +159,7 @@ def _coords_dims(model, data: Dataset, samples: dict, obs: dict) -> tuple[dict, 
 
 
 def _observed(model, batch: Batch) -> dict[str, torch.Tensor]:
-    tr = _single_trace(model, batch)
+    tr = single_trace(model, batch)
     return {n: s["value"].detach() for n, s in tr.nodes.items()
             if s["type"] == "sample" and s["is_observed"] and not site_is_subsample(s)
             and any(f.name == DATA_PLATE for f in s["cond_indep_stack"])}
@@ -232,7 +177,7 @@ def to_inference_data(result, data, *, num_draws: int = 1000, seed: int = 0, ali
     see the module docstring; named after the observed site), observed_data, and for MCMC
     sample_stats (``diverging``). ``num_draws``/``seed`` apply to SVI fits (draws from the guide).
     """
-    import arviz as az
+    import arviz as az  # heavy: loaded only when an InferenceData is built
 
     data = _as_dataset(data)
     model = result.model
@@ -300,9 +245,7 @@ def summary(idata, **options):
 
     Entries constant over every draw (a Cholesky correlation factor's fixed 1s and 0s) are left out:
     their R-hat is undefined and their "ESS" equals the draw count, which would pose as the minimum."""
-    import warnings
-
-    import arviz as az
+    import arviz as az  # heavy: loaded only when an InferenceData is built
 
     note = idata.posterior.attrs.get("label_alignment")
     if note:

@@ -25,9 +25,9 @@ Label switching: ``order=("locs", 0)`` samples the mixture in the region mu_1,c 
 one location coordinate c (an ``OrderedTransform`` on that column; Jasra, Holmes & Stephens 2005,
 sec. 4.1), which removes the K! symmetric copies of the posterior.
 
-For amortized models, :func:`local_posterior` runs NUTS over one data point's local latent z with the
-fitted globals and network weights held fixed: samples of p(z | x, theta-hat), the gold standard the
-encoder is judged against.
+For amortized models, :func:`ppvae.local_posterior` (``_mcmc_local.py``) runs NUTS over one data point's
+local latent z with the fitted globals and network weights held fixed: samples of p(z | x, theta-hat),
+the gold standard the encoder is judged against.
 """
 
 from __future__ import annotations
@@ -37,24 +37,29 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
 import pyro
 import torch
 from pyro import poutine
 from pyro.distributions.transforms import OrderedTransform
 from pyro.infer.autoguide.initialization import InitMessenger, init_to_median, init_to_value
 from pyro.infer.mcmc import HMC, MCMC, NUTS
+from pyro.infer.mcmc.api import _gen_samples
+from pyro.ops.stats import effective_sample_size, split_gelman_rubin
 from pyro.poutine.runtime import NonlocalExit
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import biject_to, constraints
 from torch.distributions.transforms import Transform
 
 from ._enum import data_plate_log_prob, enumerated_trace
+from ._labels import component_sites
+from ._mcmc_checks import check_local_dimension
+from ._parallel import parallel_map, report, resolve_workers
 from ._validation import PPVAEError, check_choice, check_float, check_int
 from .data import Batch, Dataset
 from .model import DATA_PLATE, Model, is_local, latent_sites
 
-__all__ = ["run_mcmc", "MCMCResult", "MCMCDivergenceError", "Potential", "local_posterior", "fitted_proposal",
-           "component_sites"]
+__all__ = ["run_mcmc", "MCMCResult", "MCMCDivergenceError", "Potential"]
 
 
 class MCMCDivergenceError(PPVAEError):
@@ -83,21 +88,6 @@ class _OrderedColumn(Transform):
 
     def log_abs_det_jacobian(self, u, y):
         return self._ordered.log_abs_det_jacobian(u[..., self.column], y[..., self.column])
-
-
-def component_sites(model: Model, values: dict) -> dict[str, int]:
-    """Sites indexed by mixture component (name -> axis of the component dimension).
-
-    ``model.component_sites`` when the model declares it; else, for a model with ``K`` components,
-    every site whose leading dimension has size K.
-    """
-    declared = getattr(model, "component_sites", None)
-    if declared is not None:
-        return dict(declared)
-    K = getattr(model, "K", None)
-    if not isinstance(K, int) or K < 2:
-        return {}
-    return {n: 0 for n, v in values.items() if v.dim() >= 1 and v.shape[0] == K}
 
 
 def _check_enumerable(sites: dict) -> None:
@@ -325,20 +315,12 @@ class MCMCResult:
         if self.num_chains < 2:
             raise PPVAEError(f"rhat: expected at least 2 chains to compare; got {self.num_chains} "
                              "(run with num_chains >= 2)")
-        from pyro.ops.stats import split_gelman_rubin
 
         return {k: split_gelman_rubin(v) for k, v in self.samples.items()}
 
     def ess(self) -> dict[str, torch.Tensor]:
         """Effective sample size per site element over all chains (Pyro's ``effective_sample_size``)."""
-        from pyro.ops.stats import effective_sample_size
-
         return {k: effective_sample_size(v) for k, v in self.samples.items()}
-
-    def to_inference_data(self, data, **options):
-        from .inference_data import to_inference_data
-
-        return to_inference_data(self, data, **options)
 
 
 def _initial_params(potential: Potential, model, fn, batch, init, num_chains, seed, jitter) -> dict:
@@ -409,8 +391,6 @@ _FLAT = "_theta"  # the one site the Pyro kernel samples: every latent, unconstr
 def chain_seed(seed: int, chain: int) -> int:
     """The RNG seed of chain ``chain`` of a run seeded ``seed`` (NumPy's ``SeedSequence``: independent
     streams). Each chain has its own, so its draws do not depend on which process runs it or after what."""
-    import numpy as np
-
     return int(np.random.SeedSequence([seed, chain]).generate_state(1)[0])
 
 
@@ -420,9 +400,6 @@ def _run_chain(task: dict) -> tuple[torch.Tensor, dict]:
     ``task["potential"]`` is the :class:`Potential` (in this process) or the keyword arguments that
     build it (in a worker process: a traced JIT function cannot be pickled). Run in a worker by
     :func:`ppvae._parallel.parallel_map`; progress goes through :func:`ppvae._parallel.report`."""
-    from pyro.infer.mcmc.api import _gen_samples
-
-    from ._parallel import report
 
     potential = task["potential"]
     if not isinstance(potential, Potential):
@@ -450,8 +427,6 @@ def _sample(potential: Potential, kind: str, *, model, fn, batch, num_samples, w
     bit for bit whatever ``cores`` is (on CPU). ``rebuild``: the keyword arguments of :class:`Potential`
     for the workers (needed when ``cores`` > 1). ``samples`` are constrained, per site, shaped
     (chains, draws, ...); the Pyro ``mcmc`` holds the flat unconstrained vector (site ``"_theta"``)."""
-    from ._parallel import parallel_map, resolve_workers
-
     start = time.perf_counter()
     pyro.set_rng_seed(seed)
     inits = _initial_params(potential, model, fn, batch, init, num_chains, seed, init_jitter)
@@ -483,8 +458,6 @@ def _progress_flag(progress) -> bool | None:
 
 
 def _workers_used(cores, num_chains: int) -> int:
-    from ._parallel import resolve_workers
-
     return resolve_workers(cores, num_chains)
 
 
@@ -509,8 +482,8 @@ def run_mcmc(model: Model, data: Dataset | torch.Tensor, *, kernel: str = "nuts"
     unconstrained space. ``order=(site, column)`` constrains that location column to increase over
     components (removes label switching). ``max_divergences``: raise :class:`MCMCDivergenceError`
     when the run has more divergent transitions. ``step_size`` fixes the leapfrog step (no adaptation).
-    A model with more than 1,000 (``ppvae._mcmc_local.MAX_LOCAL_DIMENSIONS``) per-data-point continuous latent
-    coordinates is refused unless ``allow_local=True`` (use :func:`local_posterior` for one point's z).
+    A model with more than 1,000 (``ppvae._mcmc_checks.MAX_LOCAL_DIMENSIONS``) per-data-point continuous latent
+    coordinates is refused unless ``allow_local=True`` (use :func:`ppvae.local_posterior` for one point's z).
     ``cores``: worker processes for the chains (None: every available core, at most ``num_chains``; 1: in
     this process); the draws are identical for every value. With ``cores`` > 1 the model must be
     picklable, and a script must guard its top level with ``if __name__ == "__main__":``.
@@ -550,6 +523,3 @@ def run_mcmc(model: Model, data: Dataset | torch.Tensor, *, kernel: str = "nuts"
             f"expected at most {max_divergences} (raise target_accept, reparametrize, or pass order=)")
     return result
 
-
-# HMC over one data point's local latents (kept in its own file for size)
-from ._mcmc_local import check_local_dimension, fitted_proposal, local_posterior  # noqa: E402

@@ -27,6 +27,7 @@ from pyro.infer.util import is_validation_enabled, torch_item
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 from pyro.util import warn_if_nan
 
+from ._importance import IWAE
 from ._validation import PPVAEError, check_int
 
 __all__ = ["make_elbo", "register_elbo", "list_elbos"]
@@ -151,8 +152,6 @@ register_elbo("enum", "TraceEnum_ELBO: discrete latents summed out by enumeratio
 
 @register_elbo("iwae", "importance-weighted bound, K = num_particles (Burda et al. 2015, eq. 8)", enumerates=True)
 def _iwae(num_particles=1, vectorize_particles=True, max_plate_nesting=float("inf"), **options):
-    from ._importance import IWAE  # per-point log-weights with enumerated discrete latents summed exactly
-
     return IWAE(num_particles=num_particles, max_plate_nesting=max_plate_nesting, **options)
 
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import math
 import sys
+from typing import TYPE_CHECKING
 
-import matplotlib
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["FigureGuard", "plot_loss", "plot_mixture_2d", "plot_em_trace", "plot_top_words",
            "plot_image_grid", "plot_reconstructions", "plot_latent_2d", "plot_marginals", "plot_log_marginal",
@@ -23,11 +23,22 @@ __all__ = ["FigureGuard", "plot_loss", "plot_mixture_2d", "plot_em_trace", "plot
 
 
 def _cmap(name: str):
+    import matplotlib  # heavy: loaded when the first figure is drawn, not at import ppvae
+
     return matplotlib.colormaps[name]
+
+
+def _max_n_locator(**options):
+    from matplotlib.ticker import MaxNLocator  # heavy: loaded when a figure is drawn
+
+    return MaxNLocator(**options)
 
 
 def _figure(figsize, nrows: int = 1, ncols: int = 1, **kw):
     """A Figure on its own Agg canvas (no pyplot) and its axes (an array when ``squeeze=False``)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # heavy: loaded when a figure is drawn
+    from matplotlib.figure import Figure  # heavy: loaded when a figure is drawn
+
     fig = Figure(figsize=figsize)
     FigureCanvasAgg(fig)
     return fig, fig.subplots(nrows, ncols, **kw)
@@ -158,7 +169,7 @@ def plot_top_words(words, weights, npmi, path: str, title: str = "top words per 
         ax.barh(y, weights[t], color=_cmap("tab20")(t % 20))
         ax.set_yticks(y)
         ax.set_yticklabels(words[t], fontsize=7)
-        ax.xaxis.set_major_locator(MaxNLocator(nbins=3, prune="upper"))
+        ax.xaxis.set_major_locator(_max_n_locator(nbins=3, prune="upper"))
         ax.tick_params(axis="x", labelsize=6)
         ax.set_title(f"topic {t}  NPMI {npmi[t]:+.2f}", fontsize=8)
     fig.suptitle(title, fontsize=10)

@@ -24,9 +24,9 @@ from pyro import poutine
 from pyro.distributions.transforms import biject_to
 from pyro.infer import TraceEnum_ELBO, infer_discrete
 
-from . import __version__
 from ._enum import data_plate_log_prob, enumerated_trace
 from ._validation import PPVAEError, check_choice
+from ._version import __version__
 from .data import Batch, Dataset
 from .guides import make_guide
 from .model import Model, build_model, is_local

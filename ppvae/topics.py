@@ -29,6 +29,7 @@ A topic model (:class:`TopicModel`) exposes ``topic_word(fit)`` (K x V, rows sum
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from typing import Sequence
 
@@ -36,6 +37,9 @@ import torch
 from pyro.distributions import TorchDistribution, constraints
 
 from ._validation import PPVAEError, check_int, check_tensor
+from .data import load_dataset
+from .evaluate import log_marginal
+from .plots import plot_top_words
 
 __all__ = [
     "WordCounts", "check_counts", "check_num_topics", "log_multinomial_coefficient", "perplexity",
@@ -248,9 +252,6 @@ class TopicModel:
     def report(self, fit, data, out_dir: str) -> dict:
         """CLI hook: topic metrics on ``data`` (NPMI over ``data`` as reference corpus, diversity, top
         words), printed, and a figure ``topics.png`` of each topic's top words in ``out_dir``."""
-        import os
-
-        from .plots import plot_top_words
 
         tw = self.topic_word(fit)
         vocab = self._vocab(data.meta.get("vocab"))
@@ -269,8 +270,6 @@ def heldout_log_likelihood(model, fit_or_params, data, *, num_samples: int = 100
     mode). Returns ``log_marginal`` (its ``to_dict()``), ``log_p_docs`` (per document, float64) with
     their Monte Carlo standard errors ``mc_stderr_docs``,
     ``log_p_per_doc`` (their mean) and the per-token ``perplexity``."""
-    from .evaluate import log_marginal
-
     x = check_counts("data", data)
     (model_fn, guide_fn), global_values = model.importance_pair(fit_or_params)
     was = model.training
@@ -291,7 +290,6 @@ def report_heldout(model, fit, data, num_samples: int = 200) -> dict:
     with a test split (``meta["split"] == "train"``): perplexity on the test split."""
     if data.meta.get("split") != "train":
         return {}
-    from .data import load_dataset
 
     test = load_dataset(data.name, split="test")
     out = heldout_log_likelihood(model, fit, test, num_samples=num_samples)

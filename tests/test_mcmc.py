@@ -13,14 +13,13 @@ import pytest
 import torch
 
 from ppvae import Dataset, Model, PPVAEError, fit, load_dataset, log_marginal
+from ppvae._mcmc_local import fitted_proposal, local_posterior
 from ppvae.em import fit_em
 from ppvae.mcmc import (
     MCMCDivergenceError,
     Potential,
     _initial_params,
     _OrderedColumn,
-    fitted_proposal,
-    local_posterior,
     run_mcmc,
 )
 from ppvae.models import GMM, PPCA, NormalGamma
