@@ -246,11 +246,6 @@ class GMM(Model):
         log_joint = w.log() + dist.MultivariateNormal(mu, covariance_matrix=cov).log_prob(x.unsqueeze(-2))
         return torch.softmax(log_joint, -1)
 
-    @staticmethod
-    def num_free_parameters(K: int, D: int, covariance: str) -> int:
-        cov = D * (D + 1) // 2 if covariance == "full" else D
-        return K - 1 + K * D + K * cov
-
     def __repr__(self):
         return f"GMM(K={self.K}, covariance={self.covariance!r})"
 

@@ -222,9 +222,6 @@ def image_report(model, fit, data, out_dir: str, encode_mean, samples=None, colo
 
     ``samples(shape, path)`` draws samples.png (default: 64 decoder means at z ~ prior, 8 a row);
     ``colour(x)`` gives (labels, legend name) for latent.png (default: the data's labels)."""
-
-
-
     shape = tuple(data.meta.get("image_shape") or ())
     x = data.x.reshape(len(data), -1)
     if len(shape) == 2 and shape[0] * shape[1] == x.shape[1]:

@@ -158,7 +158,6 @@ def _add_compare_mcmc(sub, commands) -> None:
     p.add_argument("--order", default=None, metavar="SITE:COLUMN", help="order a location column, e.g. locs:0")
     p.add_argument("--target-accept", type=float, default=0.8, help="NUTS/HMC step-size adaptation target")
     p.add_argument("--jit", action="store_true", help="compile the potential with torch.jit.trace")
-    p.add_argument("--rhat", action="store_true", help="require R-hat (needs --chains >= 2)")
     p.add_argument("--allow-local", action="store_true",
                    help="sample more than 1,000 per-data-point continuous latent dimensions jointly "
                    "(refused otherwise)")

@@ -179,7 +179,6 @@ def _rank(args) -> int:
 
 
 def cmd_em(args) -> int:
-
     model = build_model(args.model, **_kv_pairs(args.hparams))
     if not hasattr(model, "em_step"):
         raise PPVAEError(f"model: '{args.model}' has no closed-form EM; models with EM: {', '.join(_em_models())}")
@@ -232,9 +231,6 @@ def cmd_compare(args) -> int:
 
 
 def cmd_mcmc(args) -> int:
-
-    if args.rhat and args.chains < 2:
-        raise PPVAEError(f"--rhat: R-hat compares chains; expected --chains >= 2; got {args.chains}")
     model = build_model(args.model, **_kv_pairs(args.hparams))
     data = _load_data(args)
     check_out(args.out, args.overwrite)

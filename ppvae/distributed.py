@@ -34,7 +34,7 @@ import torch.distributed as dist
 from ._validation import PPVAEError
 from .data import Batch, Dataset
 
-__all__ = ["init_from_env", "attach", "DataShard", "is_main_process"]
+__all__ = ["init_from_env", "attach", "DataShard"]
 
 _ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
@@ -57,11 +57,6 @@ def init_from_env(device: str = "cpu") -> tuple[int, int]:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
         dist.init_process_group("nccl" if cuda else "gloo", init_method="env://")
     return dist.get_rank(), dist.get_world_size()
-
-
-def is_main_process() -> bool:
-    """True outside data-parallel runs and on rank 0."""
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 class DataShard(Dataset):

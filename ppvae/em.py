@@ -59,11 +59,6 @@ class EMFit:
     def num_iterations(self) -> int:
         return len(self.history[self.best_restart])
 
-    def log_likelihood_points(self, x: torch.Tensor) -> torch.Tensor:
-        """Per-point log p(x_i | fitted parameters)."""
-        _, ll = self.model.em_step(x.to(torch.float64), self.params)
-        return ll
-
     def save(self, path: str) -> None:
         os.makedirs(path, exist_ok=True)
         state = {k: v.detach().cpu() for k, v in self.params.items()}

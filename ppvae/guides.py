@@ -49,6 +49,7 @@ def register_guide(name: str, description: str):
 
 
 def list_guides() -> dict[str, str]:
+    """Names of the registered guides (``make_guide``'s spec), with one-line descriptions."""
     return {name: desc for name, (_, desc) in sorted(_GUIDES.items())}
 
 

@@ -41,7 +41,7 @@ from .data import Batch, Dataset
 from .mcmc import MCMCResult
 from .model import DATA_PLATE, is_local, latent_sites
 
-__all__ = ["to_inference_data", "pointwise_log_likelihood", "align_labels", "guide_draws", "svi_draws", "summary",
+__all__ = ["to_inference_data", "pointwise_log_likelihood", "align_labels", "guide_draws", "summary",
            "GuidePosterior"]
 
 DRAWS_PLATE = "_ppvae_draws"
@@ -122,11 +122,6 @@ def guide_draws(model, guide, data, num_draws: int = 1000, seed: int = 0) -> dic
         except (RuntimeError, ValueError, IndexError, KeyError, NotImplementedError):
             out = pyro.infer.Predictive(model, guide=guide, num_samples=num_draws, return_sites=names)(batch)
     return {n: out[n].detach().reshape((num_draws,) + tuple(sites[n]["value"].shape)) for n in names}
-
-
-def svi_draws(fit, data, num_draws: int = 1000, seed: int = 0) -> dict[str, torch.Tensor]:
-    """S draws of the global latents from a fitted guide: site -> (S, ...)."""
-    return guide_draws(fit.model, fit.guide, data, num_draws, seed)
 
 
 # -- InferenceData -----------------------------------------------------------------------------------

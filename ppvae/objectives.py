@@ -50,6 +50,7 @@ def register_elbo(name: str, description: str, *, enumerates: bool = False):
 
 
 def list_elbos() -> dict[str, str]:
+    """Names of the registered ELBOs (``make_elbo``'s spec), with one-line descriptions."""
     return {name: desc for name, (_, desc, _) in sorted(_ELBOS.items())}
 
 
