@@ -1,13 +1,7 @@
 """ppvae: latent-variable models on Pyro, fitted by SVI, evaluated honestly, compared with MCMC and EM."""
 
-import pyro as _pyro
-
-from ._version import __version__  # noqa: F401
-
-# Parameters live in their modules, not in Pyro's global param store: otherwise two fits of the same
-# model and guide in one process share parameters by name, and fitting one silently changes the other.
-_pyro.settings.set(module_local_params=True)
-
+# No global settings are changed here: ppvae's models and guides keep their parameters in their modules
+# by turning Pyro's module_local_params on around their own construction and calls (ppvae/_params.py).
 from ._mcmc_local import fitted_proposal, local_posterior  # noqa: E402
 from ._validation import (  # noqa: E402
     NonFiniteError,
@@ -17,6 +11,7 @@ from ._validation import (  # noqa: E402
     check_int,
     check_tensor,
 )
+from ._version import __version__  # noqa: F401
 from .bdmc import BDMCResult, bdmc  # noqa: E402
 from .compare import Comparison, compare  # noqa: E402
 from .data import (  # noqa: E402

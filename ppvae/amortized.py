@@ -31,6 +31,7 @@ from pyro.infer.autoguide.initialization import init_to_median
 from torch import nn
 from torch.distributions import biject_to
 
+from ._params import LocalParams
 from ._validation import PPVAEError, check_choice, check_float, check_int
 from .model import DATA_PLATE, Model, is_local, latent_sites
 from .nn import ACTIVATIONS, mlp
@@ -84,7 +85,7 @@ def site_distribution(info: dict, loc: torch.Tensor, scale: torch.Tensor) -> dis
     return dist.TransformedDistribution(base, [info["transform"]])
 
 
-class AmortizedGuide(nn.Module):
+class AmortizedGuide(LocalParams, nn.Module):
     """Encoder network for the local continuous sites plus an autoguide for the global ones."""
 
     def __init__(self, model: Model, init_loc_fn=init_to_median, hidden: int = 200, depth: int = 2,

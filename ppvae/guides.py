@@ -28,6 +28,7 @@ from pyro import poutine
 from pyro.infer import autoguide
 from pyro.infer.autoguide.initialization import init_to_median, init_to_value
 
+from ._params import LocalParams, local_params
 from ._validation import PPVAEError
 from .amortized import amortized_guide
 from .model import Model
@@ -74,19 +75,29 @@ def _auto(cls, **fixed):
     return factory
 
 
-register_guide("auto_delta", "MAP point estimates of every continuous latent (AutoDelta)")(_auto(autoguide.AutoDelta))
+def _local(cls: type) -> type:
+    """``cls`` whose calls run with module-local parameters (:mod:`ppvae._params`); same name, same base."""
+    return type(cls.__name__, (LocalParams, cls), {"__module__": __name__, "__qualname__": f"_local_{cls.__name__}",
+                                                    "__doc__": cls.__doc__})
+
+
+_local_AutoDelta, _local_AutoNormal = _local(autoguide.AutoDelta), _local(autoguide.AutoNormal)
+_local_AutoLowRankMultivariateNormal = _local(autoguide.AutoLowRankMultivariateNormal)
+_local_AutoMultivariateNormal = _local(autoguide.AutoMultivariateNormal)
+
+register_guide("auto_delta", "MAP point estimates of every continuous latent (AutoDelta)")(_auto(_local_AutoDelta))
 register_guide("auto_normal", "mean-field normal over the unconstrained latents (AutoNormal)")(
-    _auto(autoguide.AutoNormal)
+    _auto(_local_AutoNormal)
 )
 register_guide("auto_lowrank_mvn", "low-rank + diagonal multivariate normal (AutoLowRankMultivariateNormal)")(
-    _auto(autoguide.AutoLowRankMultivariateNormal)
+    _auto(_local_AutoLowRankMultivariateNormal)
 )
 register_guide("auto_mvn", "full-rank multivariate normal (AutoMultivariateNormal)")(
-    _auto(autoguide.AutoMultivariateNormal)
+    _auto(_local_AutoMultivariateNormal)
 )
 
 
-class _AutoIAF(autoguide.AutoIAFNormal):
+class _AutoIAF(LocalParams, autoguide.AutoIAFNormal):
     """:class:`~pyro.infer.autoguide.AutoIAFNormal` whose flow output is shifted to the model's initial
     values: q(z) = law of T(eps) + z0, eps ~ N(0, I), T a stack of inverse autoregressive transforms
     (Kingma et al. 2016, eq. 10), z0 the unconstrained initial latent vector. Pyro's version starts
@@ -143,7 +154,8 @@ def make_guide(spec: Any, model: Model, init_values: dict[str, torch.Tensor] | N
         raise PPVAEError(f"guide: expected one of {', '.join(sorted(_GUIDES))} or a guide callable; got {spec!r}")
     init = init_to_value(values=init_values, fallback=init_to_median) if init_values else init_to_median
     try:
-        return _GUIDES[spec][0](model, init_loc_fn=init, **options)
+        with local_params():  # built with module-local parameters; its calls are wrapped too (LocalParams)
+            return _GUIDES[spec][0](model, init_loc_fn=init, **options)
     except TypeError as exc:
         raise PPVAEError(f"guide_options: guide '{spec}' does not accept {sorted(options)} ({exc})") from None
     except ValueError as exc:  # an option value the autoguide rejects, e.g. rank <= 0

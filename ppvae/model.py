@@ -44,6 +44,7 @@ from pyro.infer import config_enumerate
 from pyro.nn import PyroModule
 from pyro.poutine.util import site_is_subsample
 
+from ._params import local_params
 from ._validation import PPVAEError, check_tensor, one_line
 from .data import Batch, Dataset
 
@@ -75,6 +76,14 @@ class Model(PyroModule):
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     data_kinds: ClassVar[tuple[str, ...]] = ("real", "binary", "image", "counts")
+
+    def __init__(self, name: str = ""):
+        with local_params():  # the module's param state exists only if the setting is on when it is built
+            super().__init__(name)
+
+    def __call__(self, *args, **kwargs):
+        with local_params():
+            return super().__call__(*args, **kwargs)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

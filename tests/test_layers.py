@@ -22,7 +22,7 @@ PACKAGES = {"ppvae": os.path.join(ROOT, "ppvae"), "ppvae.models": os.path.join(R
 
 # Lowest layer first. A module may import its own layer and the layers below it. Mirrored in README "Layout".
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("foundation", ("ppvae._version", "ppvae._validation", "ppvae._progress", "ppvae._parallel", "ppvae._io",
+    ("foundation", ("ppvae._version", "ppvae._params", "ppvae._validation", "ppvae._progress", "ppvae._parallel", "ppvae._io",
                     "ppvae.nn", "ppvae.ais", "ppvae.plots")),
     ("data", ("ppvae._dataset", "ppvae._data_registry", "ppvae._data_images", "ppvae._data_text", "ppvae.data")),
     ("model", ("ppvae.model", "ppvae._enum", "ppvae._labels", "ppvae._jit")),
