@@ -279,8 +279,9 @@ def report() -> str:
         f"levels (longest import chain, cycles collapsed): {levels(edges)}",
         f"cycles: {len(cyc)}" + "".join(f"\n  {' <-> '.join(c)}" for c in cyc),
         f"upward imports (against LAYERS): {len(ups)}" + "".join(f"\n  {a} -> {b}" for a, b in ups),
-        f"function-local first-party imports: {len(local_first)}",
-        f"function-local third-party imports: {len(local_third)} ("
+        f"function-local first-party import statements: {len({(a, line) for a, _, line in local_first})}",
+        f"imports inside a cycle: {sum(1 for c in cyc for a in c for b in edges[a] if b in c)}",
+        f"function-local third-party import statements: {len(local_third)} ("
         + ", ".join(sorted({n for _, n, _ in local_third})) + ")",
     ]
     return "\n".join(lines)
