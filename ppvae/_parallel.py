@@ -1,5 +1,5 @@
-"""Map a picklable function over independent tasks in worker processes: MCMC chains today; any other
-embarrassingly parallel work (EM restarts, importance sampling over chunks of data points) fits the same call.
+"""Map a picklable function over independent tasks in worker processes: MCMC chains and EM restarts today; other
+embarrassingly parallel work (importance sampling over chunks of data points) fits the same call.
 
 :func:`parallel_map(fn, tasks, workers=N)` returns ``[fn(t) for t in tasks]`` in task order, each task
 run by one of N worker processes with one intra-op thread (N processes x 1 thread, never

@@ -473,7 +473,8 @@ def _sample(potential: Potential, kind: str, *, model, fn, batch, num_samples, w
     if workers > 1 and rebuild is None:
         workers = 1
     key = f"{os.getpid()}-{time.time_ns()}"  # one run: the workers' cached Potential is valid for it only
-    tasks = [{"potential": shared, "potential_key": key, "kind": kind, "options": options, "warmup": warmup, "num_samples": num_samples,
+    tasks = [{"potential": shared, "potential_key": key, "kind": kind, "options": options, "warmup": warmup,
+              "num_samples": num_samples,
               "init": flat[c].detach(), "seed": chain_seed(seed, c)} for c in range(num_chains)]
     results = parallel_map(_run_chain, tasks, workers=workers, progress=_progress_flag(progress), desc=kind,
                            totals=[warmup + num_samples] * num_chains, part_name="chain")
