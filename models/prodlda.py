@@ -66,6 +66,13 @@ class SparseLinear(nn.Module):
         self.weight_t = nn.Parameter(dense.weight.detach().T.contiguous())
         self.bias = nn.Parameter(dense.bias.detach().clone())
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # a run saved with the dense layer (before sparse_input existed) loads as the same function
+        dense = state_dict.pop(prefix + "weight", None)
+        if dense is not None and prefix + "weight_t" not in state_dict:
+            state_dict[prefix + "weight_t"] = dense.T.contiguous()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def forward(self, x: torch.Tensor, nonzero=None) -> torch.Tensor:
         """``nonzero``: :func:`nonzero_counts` of ``x`` where the caller has it already."""
         rows, cols, values = nonzero_counts(x) if nonzero is None else nonzero

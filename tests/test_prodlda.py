@@ -153,6 +153,9 @@ def test_sparse_input_layer_and_coefficient_equal_the_dense_ones():
     (sparse(x) ** 2).sum().backward()
     (dense(x) ** 2).sum().backward()
     torch.testing.assert_close(sparse.weight_t.grad, dense.weight.grad.T, rtol=1e-12, atol=1e-12)
+    loaded = SparseLinear(40, 5).double()
+    loaded.load_state_dict(dense.state_dict())  # a run saved with the dense layer
+    torch.testing.assert_close(loaded(x), dense(x), rtol=1e-12, atol=1e-12)
     coef = sparse_log_multinomial_coefficient(x, nonzero_counts(x))
     torch.testing.assert_close(coef, log_multinomial_coefficient(x), rtol=1e-12, atol=1e-12)
     log_p = torch.log_softmax(torch.randn(7, 40, generator=gen, dtype=torch.float64), -1)
