@@ -118,6 +118,8 @@ def _add_em_cavi(sub, commands) -> None:
     p.add_argument("--restarts", type=int, default=10, help="EM runs from different starts; the best is kept")
     p.add_argument("--max-iter", type=int, default=1000, help="EM iterations per restart at most")
     p.add_argument("--tol", type=float, default=1e-10, help="stop when a step gains less than this per point")
+    p.add_argument("--cores", type=int, default=1,
+                   help="worker processes for the restarts, one thread each (results identical for any value)")
     p.set_defaults(func=commands["em"])
 
     p = sub.add_parser("cavi", help="coordinate-ascent mean-field VI (LDA: Blei et al. 2003; ELBO never decreases)")

@@ -1,5 +1,5 @@
-"""Map a picklable function over independent tasks in worker processes: MCMC chains today; any other
-embarrassingly parallel work (EM restarts, importance sampling over chunks of data points) fits the same call.
+"""Map a picklable function over independent tasks in worker processes: MCMC chains and EM restarts today; other
+embarrassingly parallel work (importance sampling over chunks of data points) fits the same call.
 
 :func:`parallel_map(fn, tasks, workers=N)` returns ``[fn(t) for t in tasks]`` in task order, each task
 run by one of N worker processes with one intra-op thread (N processes x 1 thread, never
@@ -45,7 +45,7 @@ import torch
 from ._progress import Progress
 from ._validation import PPVAEError, check_int
 
-__all__ = ["parallel_map", "available_cores", "report", "resolve_workers", "start_method"]
+__all__ = ["parallel_map", "available_cores", "prestart_workers", "report", "resolve_workers", "start_method"]
 
 _PRELOAD = ["torch", "pyro", "ppvae.mcmc", "ppvae.em"]
 _REPORT_EVERY_S = 0.2  # batch progress messages: a queue put per leapfrog iteration would cost more than it shows
@@ -168,10 +168,25 @@ def parallel_map(fn: Callable, tasks: Sequence, *, workers: int | None = 1, thre
         return _map_in_workers(fn, tasks, workers, threads, display, count_tasks=totals is None)
 
 
-def _map_in_workers(fn, tasks, workers, threads, display: Progress, count_tasks: bool) -> list:
+def _context():
     ctx = mp.get_context(start_method())
     if ctx.get_start_method() == "forkserver":
         ctx.set_forkserver_preload(_PRELOAD)
+    return ctx
+
+
+def prestart_workers() -> None:
+    """Start the forkserver now, without waiting for it: it imports ``_PRELOAD`` (torch, Pyro, ppvae: the seconds
+    a fresh interpreter takes to import them) while the caller prepares the tasks, instead of
+    after. A no-op under ``spawn``, and when the server already runs (it serves every later map too)."""
+    if _context().get_start_method() == "forkserver":
+        from multiprocessing import forkserver  # only where the platform has it
+
+        forkserver.ensure_running()
+
+
+def _map_in_workers(fn, tasks, workers, threads, display: Progress, count_tasks: bool) -> list:
+    ctx = _context()
     progress_queue = ctx.Queue()
     executor = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
                                    initargs=(progress_queue, threads, torch.get_default_dtype()))

@@ -184,7 +184,8 @@ def cmd_em(args) -> int:
         raise PPVAEError(f"model: '{args.model}' has no closed-form EM; models with EM: {', '.join(_em_models())}")
     data = _load_data(args)
     with run_directory(args.out, args.overwrite) as tmp:
-        result = fit_em(model, data, restarts=args.restarts, max_iter=args.max_iter, tol=args.tol, seed=args.seed)
+        result = fit_em(model, data, restarts=args.restarts, max_iter=args.max_iter, tol=args.tol, seed=args.seed,
+                        cores=args.cores)
         result.save(tmp)
         metrics = {
             "model": args.model, "method": "em", "num_data": len(data), "data": data.name, "time_s": result.time_s,

@@ -32,6 +32,7 @@ the gold standard the encoder is judged against.
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -54,7 +55,7 @@ from torch.distributions.transforms import Transform
 from ._enum import data_plate_log_prob, enumerated_trace
 from ._labels import component_sites
 from ._mcmc_checks import check_local_dimension
-from ._parallel import parallel_map, report, resolve_workers
+from ._parallel import parallel_map, prestart_workers, report, resolve_workers
 from ._validation import PPVAEError, check_choice, check_float, check_int
 from .data import Batch, Dataset
 from .model import DATA_PLATE, Model, is_local, latent_sites
@@ -394,6 +395,11 @@ def chain_seed(seed: int, chain: int) -> int:
     return int(np.random.SeedSequence([seed, chain]).generate_state(1)[0])
 
 
+# a worker process's Potential, keyed by the run that built it: its later chains reuse it (and its compiled
+# graph), as the chains of a sequential run share theirs
+_WORKER_POTENTIAL: dict[str, "Potential"] = {}
+
+
 def _run_chain(task: dict) -> tuple[torch.Tensor, dict]:
     """One chain: (draws of the flat unconstrained vector, shaped (num_samples, n); Pyro's diagnostics).
 
@@ -402,9 +408,13 @@ def _run_chain(task: dict) -> tuple[torch.Tensor, dict]:
     :func:`ppvae._parallel.parallel_map`; progress goes through :func:`ppvae._parallel.report`."""
 
     potential = task["potential"]
-    if not isinstance(potential, Potential):
-        with pyro.validation_enabled(False):
-            potential = Potential(**potential)
+    if not isinstance(potential, Potential):  # in a worker: build it once per worker, not once per chain
+        key = task.get("potential_key")
+        if key not in _WORKER_POTENTIAL:
+            _WORKER_POTENTIAL.clear()
+            with pyro.validation_enabled(False):
+                _WORKER_POTENTIAL[key] = Potential(**potential)
+        potential = _WORKER_POTENTIAL[key]
     pyro.set_rng_seed(task["seed"])
     kernel = _kernel(task["kind"], lambda params: potential.energy(params[_FLAT]), task["options"])
     kernel.initial_params = {_FLAT: task["init"]}
@@ -436,7 +446,9 @@ def _sample(potential: Potential, kind: str, *, model, fn, batch, num_samples, w
     shared = potential if workers == 1 or rebuild is None else rebuild
     if workers > 1 and rebuild is None:
         workers = 1
-    tasks = [{"potential": shared, "kind": kind, "options": options, "warmup": warmup, "num_samples": num_samples,
+    key = f"{os.getpid()}-{time.time_ns()}"  # one run: the workers' cached Potential is valid for it only
+    tasks = [{"potential": shared, "potential_key": key, "kind": kind, "options": options, "warmup": warmup,
+              "num_samples": num_samples,
               "init": flat[c].detach(), "seed": chain_seed(seed, c)} for c in range(num_chains)]
     results = parallel_map(_run_chain, tasks, workers=workers, progress=_progress_flag(progress), desc=kind,
                            totals=[warmup + num_samples] * num_chains, part_name="chain")
@@ -499,6 +511,10 @@ def run_mcmc(model: Model, data: Dataset | torch.Tensor, *, kernel: str = "nuts"
     if step_size is not None:
         options["step_size"] = check_float("step_size", step_size, low=0.0, strict=True)
     init_jitter = check_float("init_jitter", init_jitter, low=0.0)
+    if cores is not None:
+        check_int("cores", cores, low=1)
+    if _workers_used(cores, num_chains) > 1:
+        prestart_workers()  # the server imports torch, Pyro and ppvae while this process builds the potential
     with pyro.validation_enabled(False):
         model.setup(data)
     batch = data.batch()
@@ -506,8 +522,6 @@ def run_mcmc(model: Model, data: Dataset | torch.Tensor, *, kernel: str = "nuts"
             "order": order, "closed_form": closed_form, "jit": jit}
     potential = Potential(**spec)
     check_local_dimension(potential, model, allow_local)
-    if cores is not None:
-        check_int("cores", cores, low=1)
     mcmc, samples, elapsed = _sample(potential, kernel, model=model, fn=model, batch=batch, num_samples=num_samples,
                                      warmup=warmup, num_chains=num_chains, init=init, init_jitter=init_jitter,
                                      seed=seed, progress=progress, options=options, cores=cores, rebuild=spec)

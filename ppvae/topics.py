@@ -51,29 +51,50 @@ __all__ = [
 class WordCounts(TorchDistribution):
     """Multinomial over a count vector whose total is the document's own length (see module docstring).
 
-    ``probs`` (..., V) are the word probabilities; ``total_count`` (...) the document lengths used for
-    sampling (``log_prob`` reads the total from the value, so documents of any length share one
-    distribution object).
+    ``probs`` (..., V) are the word probabilities, or ``log_probs`` their logarithms (normalized, e.g. from
+    ``log_softmax``: the log-likelihood is then sum_w c_dw log p_dw without taking a log of a softmax);
+    ``total_count`` (...) the document lengths used for sampling (``log_prob`` reads the total from the
+    value, so documents of any length share one distribution object). ``log_coefficient``: an optional
+    pair (counts, log C(counts)) computed by the caller (e.g. from the nonzero counts only); ``log_prob``
+    uses it when called with that very tensor, and computes :func:`log_multinomial_coefficient` otherwise.
     """
 
     arg_constraints = {"probs": constraints.simplex}
     support = constraints.independent(constraints.nonnegative_integer, 1)
     has_rsample = False
 
-    def __init__(self, probs: torch.Tensor, total_count: torch.Tensor | None = None, validate_args=None):
-        self.probs = probs
+    def __init__(self, probs: torch.Tensor | None = None, total_count: torch.Tensor | None = None,
+                 validate_args=None, *, log_probs: torch.Tensor | None = None, log_coefficient=None):
+        if (probs is None) == (log_probs is None):
+            raise ValueError("WordCounts: expected exactly one of probs and log_probs")
+        self._probs, self.log_probs = probs, log_probs
         self.total_count = total_count
-        super().__init__(probs.shape[:-1], probs.shape[-1:], validate_args=validate_args)
+        self.log_coefficient = log_coefficient
+        shape = (probs if probs is not None else log_probs).shape
+        super().__init__(shape[:-1], shape[-1:], validate_args=validate_args)
+
+    @property
+    def probs(self) -> torch.Tensor:
+        return self._probs if self._probs is not None else self.log_probs.exp()
 
     def expand(self, batch_shape, _instance=None):
         shape = torch.Size(batch_shape)
         total = None if self.total_count is None else self.total_count.expand(shape)
-        return WordCounts(self.probs.expand(shape + self.event_shape), total, validate_args=False)
+        coefficient = self.log_coefficient if shape == self.batch_shape else None
+        if self.log_probs is not None:
+            return WordCounts(None, total, validate_args=False, log_coefficient=coefficient,
+                              log_probs=self.log_probs.expand(shape + self.event_shape))
+        return WordCounts(self.probs.expand(shape + self.event_shape), total, validate_args=False,
+                          log_coefficient=coefficient)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:
             self._validate_sample(value)
-        return log_multinomial_coefficient(value) + torch.xlogy(value, self.probs).sum(-1)
+        given = self.log_coefficient
+        coef = given[1] if given is not None and given[0] is value else log_multinomial_coefficient(value)
+        if self.log_probs is not None:
+            return coef + (value * self.log_probs).sum(-1)
+        return coef + torch.xlogy(value, self.probs).sum(-1)
 
     @torch.no_grad()
     def sample(self, sample_shape=()):

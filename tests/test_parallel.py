@@ -77,3 +77,93 @@ def test_cli_threads_and_cores_refuse_bad_values(tmp_path, capsys):
     assert main(["em", "gmm", "K=2", "--data", "faithful", "--threads", "0", "--out", str(tmp_path / "b")]) == 2
     assert "--threads: expected an integer >= 1; got 0" in capsys.readouterr().err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def _descendants(root: int) -> dict[int, str]:
+    """{pid: start time} of every live descendant of ``root``, read from /proc (the start time tells a pid
+    reused by a new process from the old one)."""
+    import os
+
+    children, start = {}, {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:  # exited meanwhile
+            continue
+        if fields[0] != "Z":  # a zombie has stopped running; only its parent's wait() is left
+            children.setdefault(int(fields[1]), []).append(int(entry))
+            start[int(entry)] = fields[19]
+    out, todo = {}, [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out[child] = start[child]
+            todo.append(child)
+    return out
+
+
+def _start_time(pid: int) -> str | None:
+    """The start time of a running (not zombie) process ``pid``, None when there is none."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] == "Z" else fields[19]
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir("/proc/self"), reason="reads the process table from /proc")
+def test_ctrl_c_on_parallel_mcmc_stops_every_worker_and_writes_nothing(tmp_path):
+    """SIGINT to `ppvae mcmc --cores 2` while both workers sample: exit 130, no process of its tree (forkserver,
+    workers, resource tracker) left running, nothing in --out's directory."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    argv = ["mcmc", "gmm", "K=2", "--data", "faithful", "--chains", "4", "--cores", "2", "--warmup", "20",
+            "--samples", "1000000", "--quiet", "--out", "r"]
+    proc = subprocess.Popen([sys.executable, "-m", "ppvae.cli", *argv], cwd=tmp_path, env=env,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240  # generous: starting the forkserver imports torch, slow on a busy machine
+    tree: dict[int, str] = {}
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read()
+        tree.update(_descendants(proc.pid))
+        # resource tracker + forkserver + 2 workers, the workers forked from the forkserver, busy sampling
+        forkserver = [p for p in tree if _descendants(p)]
+        if len(tree) >= 4 and forkserver:
+            break
+        time.sleep(0.2)
+    workers = _descendants(forkserver[0])
+    assert len(workers) == 2, tree
+    time.sleep(1.0)  # into the chains
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1].startswith("ppvae: interrupted after"), err
+    assert "Traceback" not in err, err
+    deadline = time.monotonic() + 60  # the forkserver and tracker exit when they read EOF from the parent
+    alive = dict(tree)
+    while alive and time.monotonic() < deadline:
+        alive = {p: s for p, s in tree.items() if _start_time(p) == s}
+        if alive:
+            time.sleep(0.2)
+    assert not alive, f"still running after Ctrl-C: {alive}"
+    assert os.listdir(tmp_path) == []  # no run directory, no .ppvae-* temporary directory
+
+
+def test_em_restarts_on_two_cores_equal_one_core():
+    data = ppvae.load_dataset("faithful", standardize=True)
+    fits = [ppvae.fit_em(GMM(K=3), data, restarts=4, max_iter=50, seed=3, cores=c) for c in (1, 2)]
+    assert fits[0].history == fits[1].history  # every restart's trace, exactly
+    assert fits[0].best_restart == fits[1].best_restart
+    for name in fits[0].params:
+        assert torch.equal(fits[0].params[name], fits[1].params[name])
+    assert len({round(h[-1], 6) for h in fits[0].history}) > 1  # the restarts really differ
+    with pytest.raises(ppvae.PPVAEError, match="cores: expected an integer >= 1; got 0"):
+        ppvae.fit_em(GMM(K=2), data, cores=0)

@@ -133,3 +133,34 @@ def test_bad_input():
         ppvae.fit(ProdLDA(topics=2), ppvae.Dataset(torch.tensor([[1.0, -1.0, 2.0]]), kind="counts"), steps=1)
     with pytest.raises(ppvae.PPVAEError, match="hyperparameter: model 'prodlda' takes"):
         ppvae.build_model("prodlda", K="3")
+
+
+def test_sparse_input_layer_and_coefficient_equal_the_dense_ones():
+    from torch import nn
+
+    from ppvae.models.prodlda import SparseLinear, nonzero_counts, sparse_log_multinomial_coefficient
+    from ppvae.topics import WordCounts, log_multinomial_coefficient
+
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.rand(7, 40, generator=gen) < 0.1) * torch.randint(1, 6, (7, 40), generator=gen).double()
+    x[2] = 0  # an empty document: an empty bag
+    torch.manual_seed(1)
+    dense = nn.Linear(40, 5).double()
+    torch.manual_seed(1)
+    sparse = SparseLinear(40, 5).double()
+    assert torch.equal(sparse.weight_t, dense.weight.T) and torch.equal(sparse.bias, dense.bias)  # same init
+    torch.testing.assert_close(sparse(x), dense(x), rtol=1e-12, atol=1e-12)
+    (sparse(x) ** 2).sum().backward()
+    (dense(x) ** 2).sum().backward()
+    torch.testing.assert_close(sparse.weight_t.grad, dense.weight.grad.T, rtol=1e-12, atol=1e-12)
+    loaded = SparseLinear(40, 5).double()
+    loaded.load_state_dict(dense.state_dict())  # a run saved with the dense layer
+    torch.testing.assert_close(loaded(x), dense(x), rtol=1e-12, atol=1e-12)
+    coef = sparse_log_multinomial_coefficient(x, nonzero_counts(x))
+    torch.testing.assert_close(coef, log_multinomial_coefficient(x), rtol=1e-12, atol=1e-12)
+    log_p = torch.log_softmax(torch.randn(7, 40, generator=gen, dtype=torch.float64), -1)
+    by_logs = WordCounts(None, log_probs=log_p, log_coefficient=(x, coef)).log_prob(x)
+    torch.testing.assert_close(by_logs, WordCounts(log_p.exp()).log_prob(x), rtol=1e-12, atol=1e-10)
+    other = x.clone()  # another tensor: its own coefficient, not the one given for x
+    torch.testing.assert_close(WordCounts(None, log_probs=log_p, log_coefficient=(x, coef + 1)).log_prob(other),
+                               WordCounts(log_p.exp()).log_prob(x), rtol=1e-12, atol=1e-10)
