@@ -39,7 +39,7 @@ def load_mcmc_dir(directory: str, data: str | None = None, standardize: bool = F
     """(MCMCResult, Dataset) from a directory of ``ppvae mcmc`` (``metrics.json``, ``samples.pt``)."""
     from .data import load_dataset
     from .mcmc import MCMCResult
-    from .model import build_model
+    from .model import build_model, get_model_class
 
     metrics = _read_metrics(directory)
     samples_path = os.path.join(directory, "samples.pt")
@@ -48,6 +48,7 @@ def load_mcmc_dir(directory: str, data: str | None = None, standardize: bool = F
                          f"got {directory}")
     try:
         samples = torch.load(samples_path, map_location="cpu", weights_only=True)
+        get_model_class(metrics["model"], metrics.get("model_import"))  # never imports: names what to import
         model = build_model(metrics["model"], **metrics["config"]["hparams"])
     except (KeyError, TypeError, RuntimeError) as exc:
         raise PPVAEError(f"--mcmc: {directory} is not a readable ppvae mcmc directory ({exc})") from None

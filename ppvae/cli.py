@@ -13,7 +13,7 @@ import sys
 import time
 import warnings
 
-from . import _cli_parser
+from . import _cli_models, _cli_parser
 from ._cli_evidence import cmd_bdmc, cmd_evidence, print_ais
 from ._rundir import CHECKPOINTS, Terminated, check_out, interrupted_message, run_directory, sigterm_unwinds
 from ._validation import PPVAEError
@@ -34,6 +34,8 @@ def _kv_pairs(pairs: list[str]) -> dict[str, str]:
 def write_metrics(directory: str, metrics: dict) -> None:
     from .results import atomic_write
 
+    if "model" in metrics and "model_import" not in metrics:  # where a user's model comes from (None: the zoo)
+        metrics["model_import"] = _cli_models.model_import_of(metrics["model"])
     atomic_write(os.path.join(directory, "metrics.json"), lambda fh: json.dump(metrics, fh, indent=2))
 
 
@@ -120,6 +122,7 @@ def cmd_fit(args) -> int:
         jit=args.jit if args.jit is not None else defaults.get("jit", False),
         checkpoint_dir=os.path.join(os.path.abspath(args.out), CHECKPOINTS) if ckpt else None,  # written directly
         checkpoint_every=args.checkpoint_every, resume=args.resume, distributed=args.distributed,
+        check_convergence=not args.no_convergence_check,
     )
     if args.distributed and _rank(args) != 0:  # the other ranks train beside rank 0, which alone writes
         check_out(args.out, args.overwrite, ckpt, resume)
@@ -249,8 +252,10 @@ def cmd_compare(args) -> int:
 def cmd_mcmc(args) -> int:
     import torch
 
+    from ._plots_mcmc import plot_mcmc_rank, plot_mcmc_trace
     from .inference_data import summary, to_inference_data
     from .mcmc import run_mcmc
+    from .plots import FigureGuard
     from .model import build_model
     from .results import atomic_write
 
@@ -288,9 +293,14 @@ def cmd_mcmc(args) -> int:
                    if result.num_chains >= 2 else None, "label_alignment": idata.posterior.attrs.get("label_alignment"),
                    "config": {"hparams": model.hparams, **result.config}}
         write_metrics(tmp, metrics)
+        figures = FigureGuard()  # beside the samples; a figure that fails never costs the run
+        title = f"{args.model} by {args.kernel}"
+        figures.draw("trace.png", plot_mcmc_trace, idata.posterior, os.path.join(tmp, "trace.png"), title)
+        figures.draw("rank.png", plot_mcmc_rank, idata.posterior, os.path.join(tmp, "rank.png"), title)
     print(table.to_string())
     print(f"{args.kernel}: {result.num_chains} x {result.num_draws} draws in {result.time_s:.1f} s, "
           f"{result.num_divergences} divergences; written to {args.out}")
+    figures.report(args.out)
     return 0
 
 
@@ -393,6 +403,7 @@ def main(argv: list[str] | None = None) -> int:
             warnings.showwarning = _show_warning
             args = build_parser().parse_args(argv)
             _cli_parser.set_threads(args)
+            _cli_models.apply_imports(args)
             code = args.func(args)
             sys.stdout.flush()  # a closed pipe shows here, inside the handler below, not at interpreter exit
             return code

@@ -41,7 +41,7 @@ KINDS = ("real", "binary", "image", "counts")
 
 @dataclass
 class Batch:
-    """A minibatch: ``x`` (M, ...), optional labels ``y`` (M,), ``index`` (M,) into the full data set
+    """A minibatch: ``x`` (M, ...), optional labels or response ``y`` (M, ...), ``index`` (M,) into the full data set
     and ``size`` = N, the number of points in the full data set."""
 
     x: torch.Tensor
@@ -63,7 +63,11 @@ class Batch:
 
 @dataclass
 class Dataset:
-    """Observations ``x`` with the data points along dimension 0, optional labels ``y`` and metadata.
+    """Observations ``x`` with the data points along dimension 0, optional ``y`` and metadata.
+
+    ``y`` is either integer class labels, shape (N,) (-1 = unlabeled; e.g. for M2), or, when it is a
+    floating-point array, a real-valued response of shape (N,) or (N, K) for regression models, which
+    read ``batch.y`` beside the covariates ``batch.x`` (``Dataset(x, y)``; ``--data file.csv:target=COLUMN``).
 
     ``kind`` tells models what the values are: ``"real"`` (continuous features), ``"binary"`` or
     ``"image"`` (values in [0, 1], images keep their 2-D shape in ``meta["image_shape"]``),
@@ -81,11 +85,12 @@ class Dataset:
         if self.x.dim() == 1:
             self.x = self.x.unsqueeze(-1)
         if self.y is not None:
-            self.y = check_tensor(f"labels of '{self.name}'", self.y, ndim=1, dtype="long")
-            if len(self.y) != len(self.x):
-                raise PPVAEError(
-                    f"labels of '{self.name}': expected {len(self.x)} labels, one per data point; got {len(self.y)}"
-                )
+            self.y = _check_y(self.name, self.y, len(self.x))
+
+    @property
+    def has_response(self) -> bool:
+        """Whether ``y`` is a real-valued response (regression) rather than integer class labels."""
+        return self.y is not None and self.y.is_floating_point()
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -104,8 +109,9 @@ class Dataset:
         """A copy that keeps ``per_class`` labels of every class (drawn with ``seed``) and sets the others
         to -1 (unlabeled), as in Kingma et al.'s (2014) 100-label MNIST setting (10 per class)."""
         per_class = check_int("labels_per_class", per_class, low=0)
-        if self.y is None:
-            raise PPVAEError(f"labels_per_class: needs a data set with labels; '{self.name}' has none")
+        if self.y is None or self.has_response:
+            what = "a real-valued response" if self.y is not None else "none"
+            raise PPVAEError(f"labels_per_class: needs a data set with class labels; '{self.name}' has {what}")
         gen = torch.Generator().manual_seed(check_int("label_seed", seed, low=0))
         y = torch.full_like(self.y, -1)
         for c in torch.unique(self.y[self.y >= 0]).tolist():
@@ -131,6 +137,19 @@ class Dataset:
         if self.x.device == torch.device(device) and (self.y is None or self.y.device == self.x.device):
             return self
         return replace(self, x=self.x.to(device), y=None if self.y is None else self.y.to(device))
+
+
+def _check_y(name: str, y, n: int) -> torch.Tensor:
+    """Integer labels (N,) stay long; a floating ``y`` is a real-valued response (N,) or (N, K), finite."""
+    is_float = (y.is_floating_point() if isinstance(y, torch.Tensor)
+                else np.issubdtype(np.asarray(y).dtype, np.floating) if isinstance(y, (np.ndarray, list, tuple))
+                else False)
+    label = "response y" if is_float else "labels"
+    y = check_tensor(f"{label} of '{name}'", y, ndim=(1, 2) if is_float else 1, dtype="float" if is_float else "long")
+    if len(y) != n:
+        raise PPVAEError(f"{label} of '{name}': expected {n} {'values' if is_float else 'labels'}, one per data "
+                         f"point; got {len(y)}")
+    return y
 
 
 _REGISTRY: dict[str, tuple[Callable[..., Dataset], str]] = {}
@@ -260,9 +279,11 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _read_csv(path: str, name: str, header: bool | str = "auto") -> Dataset:
+def _read_csv(path: str, name: str, header: bool | str = "auto", target: str | None = None) -> Dataset:
     """Read a numeric CSV. ``header="auto"`` takes the first row as column names when one of its cells is
-    not a number and as data otherwise, so no row is ever dropped unseen; ``True``/``False`` force it."""
+    not a number and as data otherwise, so no row is ever dropped unseen; ``True``/``False`` force it.
+    ``target`` (a column name, or a 0-based column index) is taken out of ``x`` as the real-valued
+    response ``y`` of a regression (``--data file.csv:target=price``)."""
     if header not in ("auto", True, False):
         raise PPVAEError(f"header: expected auto, true or false; got {header!r}")
     with open(path, newline="") as fh:
@@ -289,8 +310,31 @@ def _read_csv(path: str, name: str, header: bool | str = "auto") -> Dataset:
         except ValueError as exc:
             hint = " (the first row is data; pass header=true, e.g. --data file.csv:header=true)" if i == 1 else ""
             raise PPVAEError(f"data: expected numeric CSV values in {path}; row {i}: {exc}{hint}") from None
-    return Dataset(torch.as_tensor(np.array(values, dtype=np.float64), dtype=torch.get_default_dtype()), name=name,
-                   meta={"columns": cols, "source": path, "header": header})
+    x = torch.as_tensor(np.array(values, dtype=np.float64), dtype=torch.get_default_dtype())
+    meta = {"columns": cols, "source": path, "header": header}
+    if target is None:
+        return Dataset(x, name=name, meta=meta)
+    j = _target_column(str(target), cols, path)
+    if len(cols) < 2:
+        raise PPVAEError(f"target: the CSV {path} has one column; expected covariates beside the response")
+    keep = [i for i in range(len(cols)) if i != j]
+    meta.update(columns=[cols[i] for i in keep], target=cols[j])
+    return Dataset(x[:, keep], x[:, j], name=name, meta=meta)
+
+
+def _target_column(target: str, cols: list[str], path: str) -> int:
+    """The index of the response column ``target``: a column name, else a 0-based index (negative from the end)."""
+    if target in cols:
+        return cols.index(target)
+    try:
+        j = int(target)
+    except ValueError:
+        raise PPVAEError(f"target: expected a column of {path} (one of {', '.join(cols)}, or a 0-based index); "
+                         f"got '{target}'") from None
+    if not -len(cols) <= j < len(cols):
+        raise PPVAEError(f"target: expected a column index in 0..{len(cols) - 1} for the {len(cols)} columns of "
+                         f"{path}; got {j}")
+    return j % len(cols)
 
 
 def _read_npy(path: str, name: str, mmap: bool = False) -> Dataset:
@@ -326,7 +370,7 @@ def _load_path(path: str, **options) -> Dataset:
     elif path.endswith(".npy"):
         allowed = {"mmap"}
     elif path.endswith(".csv"):
-        allowed = {"header"}
+        allowed = {"header", "target"}
     else:
         allowed = set()
     if "mmap" in options and "mmap" not in allowed:

@@ -187,7 +187,7 @@ def _dataset(data, fit, model, guide) -> tuple[Dataset, torch.device]:
     if isinstance(data, Dataset):
         ds = data
     elif isinstance(data, Batch):
-        ds = Dataset(data.x)
+        ds = Dataset(data.x, data.y)
     else:
         ds = Dataset(data, name="data")
     if fit is not None:
@@ -219,7 +219,8 @@ def _proposal(proposal, guide):
 
 def _structure(model, ds: Dataset):
     """(max_plate_nesting, global latent names, local continuous latent names) of the model."""
-    probe = Batch(ds.x[:1], None, torch.zeros(1, dtype=torch.long, device=ds.x.device), len(ds))
+    y = None if ds.y is None else ds.y[:1]  # a regression's response rides with x
+    probe = Batch(ds.x[:1], y, torch.zeros(1, dtype=torch.long, device=ds.x.device), len(ds))
     try:
         with poutine.block(), pyro.validation_enabled(False):
             tr = poutine.trace(model).get_trace(probe)
@@ -301,7 +302,7 @@ def log_marginal(fit_or_model_guide, data, *, num_samples: int = 1000, proposal=
 
         def run(start: int, m: int) -> int:
             idx = torch.arange(start, start + m, device=device)
-            batch = Batch(ds.x[start:start + m], None, idx, n)
+            batch = Batch(ds.x[start:start + m], None if ds.y is None else ds.y[start:start + m], idx, n)
             with autoguide_subsample(q, n) if q is not None else contextlib.nullcontext():
                 log_w, traces = local_log_weights(model, q, batch, draws, mpn, globals_, check=start == 0)
             check_log_weights(log_w, traces)
@@ -362,13 +363,16 @@ def _summarize(lw: torch.Tensor, num: int, out: dict, where: slice) -> None:
 def _run_data(fit, data: str | None) -> Dataset:
     """The data set to evaluate a run on: ``data`` (a name or path) or the run's own data set, with the
     run's standardization constants applied when it was fitted on standardized data."""
-    from .data import load_dataset, parse_data_spec
+    from .data import list_datasets, load_dataset, parse_data_spec
 
     info = fit.data_info
     meta = info.get("meta", {})
     name = data if data is not None else info["name"]
     options = {"split": meta["split"]} if data is None and "split" in meta else {}
     std = meta.get("standardized")
+    if data is None and name not in list_datasets() and os.path.isfile(str(meta.get("source", ""))):
+        name = meta["source"]  # a user's own file, read again from where the run read it
+        options.update({"target": meta["target"]} if "target" in meta else {})
     if ":" in str(name) and not os.path.exists(name):  # NAME:KEY=VALUE; standardize=... is the run's to decide
         name, options = parse_data_spec(name)
         if options.pop("standardize", bool(std)) != bool(std):
