@@ -6,11 +6,13 @@ least :data:`MIN_WINDOW`; runs shorter than :data:`MIN_STEPS` are not checked), 
 least-squares line ``loss_t = a + b t`` over them, and call the run *still falling* when the line's
 decrease across the window, ``D = -b (n - 1)``, exceeds all three of
 
-* ``2 s``: twice the residual standard deviation ``s = sqrt(RSS / (n - 2))``, the step-to-step noise of
-  the loss (the drift is larger than the noise of one loss value);
+* ``3 s``: three times the residual standard deviation ``s = sqrt(RSS / (n - 2))``, the step-to-step
+  noise of the loss (the drift is larger than the noise of one loss value; with n >= 50 points this is
+  at least 6 se(D) for independent noise and 3.5 se(D) for AR(1) noise with r = 0.5);
 * ``3 se(D)``: three standard errors of ``D`` itself, ``se(D) = (n - 1) s / sqrt(sum (t - tbar)^2)``
-  (the usual slope test; with n >= 30 points ``2 s`` already exceeds 3.1 se(D), so a flat curve of
-  independent noise warns with probability below 0.1%);
+  inflated by ``sqrt((1 + r) / (1 - r))`` for the lag-1 autocorrelation r >= 0 of the residuals
+  (successive SVI losses are correlated; the AR(1) correction of a trend's standard error, e.g.
+  Santer et al. 2000, J. Geophys. Res. 105, eq. 6, with the effective sample size n (1 - r) / (1 + r));
 * ``rel_tol |mean loss over the window|`` (default 0.1%): a drift too small to matter is not reported.
 
 The remedy named is the usual one: more steps, a higher learning rate, standardized data (a scale
@@ -26,8 +28,8 @@ import numpy as np
 
 __all__ = ["Convergence", "check_convergence", "MIN_STEPS", "MIN_WINDOW"]
 
-MIN_STEPS = 50  # fewer losses than this: no verdict (the window would be too short to tell drift from noise)
-MIN_WINDOW = 30  # the window holds at least this many losses
+MIN_STEPS = 100  # fewer losses than this: no verdict (the window would be too short to tell drift from noise)
+MIN_WINDOW = 50  # the window holds at least this many losses
 FRACTION = 0.2  # the window is the last 20% of the run
 
 
@@ -65,7 +67,9 @@ def check_convergence(losses, *, fraction: float = FRACTION, rel_tol: float = 1e
     resid = y - y.mean() - slope * tc
     s = math.sqrt(float(resid @ resid) / (n - 2))
     decrease = -slope * (n - 1)
-    se = (n - 1) * s / math.sqrt(sxx)
+    r = float(resid[:-1] @ resid[1:]) / max(float(resid @ resid), 1e-300)
+    r = min(max(r, 0.0), 0.95)
+    se = (n - 1) * s / math.sqrt(sxx) * math.sqrt((1 + r) / (1 - r))
     mean = float(y.mean())
-    falling = decrease > 2 * s and decrease > 3 * se and decrease > rel_tol * abs(mean)
+    falling = decrease > 3 * s and decrease > 3 * se and decrease > rel_tol * abs(mean)
     return Convergence(bool(falling), n, decrease, s, se, mean)

@@ -199,7 +199,8 @@ def _dataset(data, fit, model, guide) -> tuple[Dataset, torch.device]:
     ref = _param_of(model, guide)
     device = ref.device if ref is not None else (fit.device if fit is not None else torch.device("cpu"))
     x = ds.x.to(device, dtype=ref.dtype if ref is not None else ds.x.dtype)
-    return Dataset(x, name=ds.name, kind=ds.kind, meta=ds.meta), device
+    y = None if ds.y is None else ds.y.to(device, dtype=x.dtype if ds.y.is_floating_point() else ds.y.dtype)
+    return Dataset(x, y, name=ds.name, kind=ds.kind, meta=ds.meta), device
 
 
 def _proposal(proposal, guide):
