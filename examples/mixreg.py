@@ -29,13 +29,13 @@ class MixtureOfRegressions(ppvae.Model):
     def forward(self, batch):
         x, zeros = batch.x, batch.x.new_zeros(self.K)
         weights = pyro.sample("weights", dist.Dirichlet(zeros + 1.0))
-        with pyro.plate("components", self.K):
-            w = pyro.sample("w", dist.Normal(x.new_zeros(self.K, x.shape[1]), self.prior_sd).to_event(1))
-            b = pyro.sample("b", dist.Normal(zeros, self.prior_sd))
+        # components as event dimensions, not a plate (as the zoo's GMM): Vindex then broadcasts them alike
+        # under enumeration of z and vectorized draws (MCMC log-likelihoods, evaluation)
+        w = pyro.sample("w", dist.Normal(x.new_zeros(self.K, x.shape[1]), self.prior_sd).to_event(2))
+        b = pyro.sample("b", dist.Normal(zeros, self.prior_sd).to_event(1))
         sigma = pyro.sample("sigma", dist.LogNormal(zeros.sum(), 1.0))
         with self.data_plate(batch):
             z = pyro.sample("z", dist.Categorical(weights))
-            # Vindex: index the component dimension under enumerated z and vectorized draws alike
             mean = (x * Vindex(w)[..., z, :]).sum(-1) + Vindex(b)[..., z]
             pyro.sample("y", dist.Normal(mean, sigma), obs=batch.y)
 

@@ -9,11 +9,13 @@ the user typed; a run directory's recorded ``model_import`` is never imported by
 
 from __future__ import annotations
 
+import inspect
+
 from ._model_import import is_import_spec
 from ._validation import PPVAEError
-from .model import get_model_class, import_model, model_import_path
+from .model import get_model_class, import_model, list_models, model_import_path
 
-__all__ = ["add_import_option", "apply_imports", "model_import_of"]
+__all__ = ["add_import_option", "apply_imports", "model_import_of", "model_hyperparameters", "cmd_models"]
 
 
 def add_import_option(p) -> None:
@@ -37,3 +39,23 @@ def apply_imports(args) -> None:
 def model_import_of(name: str) -> str | None:
     """The import path a run of model ``name`` records (None for the zoo)."""
     return model_import_path(get_model_class(name))
+
+
+def model_hyperparameters(name: str) -> str:
+    """``KEY=DEFAULT (type)`` for each constructor argument of the registered model ``name``."""
+    parts = []
+    for p in list(inspect.signature(get_model_class(name).__init__).parameters.values())[1:]:
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        kind = p.annotation if isinstance(p.annotation, str) else getattr(p.annotation, "__name__", "")
+        kind = kind or ("" if p.default is p.empty else type(p.default).__name__)
+        value = "(required)" if p.default is p.empty else f"={p.default}"
+        parts.append(f"{p.name}{value}" + (f" ({kind})" if kind else ""))
+    return ", ".join(parts) or "no hyperparameters"
+
+
+def cmd_models(args) -> int:
+    """``ppvae models``: the zoo, models imported by ``--import`` and installed packages' entry points."""
+    for name, desc in list_models().items():  # hyperparameters as `ppvae fit NAME KEY=VALUE` takes them
+        print(f"{name:14s} {desc}\n{'':14s}   {model_hyperparameters(name)}")
+    return 0

@@ -29,12 +29,13 @@ def scalar_draws(posterior, max_panels: int = 12) -> tuple[dict[str, np.ndarray]
         shape = values.shape[2:]
         flat = values.reshape(values.shape[:2] + (-1,))
         coords = [np.asarray(var[d].values) if d in var.coords else np.arange(n)
-                  for d, n in zip(var.dims[2:], shape)]
+                  for d, n in zip(var.dims[2:], shape, strict=True)]
         for k in range(flat.shape[-1]):
             total += 1
             if len(out) < max_panels:  # labelled by the coordinates ArviZ holds (e.g. w[x0] for a CSV column)
                 index = np.unravel_index(k, shape) if shape else ()
-                label = f"{name}[{','.join(str(c[i]) for c, i in zip(coords, index))}]" if shape else str(name)
+                where = ",".join(str(c[i]) for c, i in zip(coords, index, strict=True))
+                label = f"{name}[{where}]" if shape else str(name)
                 out[label] = flat[..., k]
     return out, total
 

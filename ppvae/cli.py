@@ -48,31 +48,6 @@ def _load_data(args):
 
 
 # -- commands -----------------------------------------------------------------------------------------
-def model_hyperparameters(name: str) -> str:
-    """``KEY=DEFAULT (type)`` for each constructor argument of the registered model ``name``."""
-    import inspect
-
-    from .model import get_model_class
-
-    parts = []
-    for p in list(inspect.signature(get_model_class(name).__init__).parameters.values())[1:]:
-        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            continue
-        kind = p.annotation if isinstance(p.annotation, str) else getattr(p.annotation, "__name__", "")
-        kind = kind or ("" if p.default is p.empty else type(p.default).__name__)
-        value = "(required)" if p.default is p.empty else f"={p.default}"
-        parts.append(f"{p.name}{value}" + (f" ({kind})" if kind else ""))
-    return ", ".join(parts) or "no hyperparameters"
-
-
-def cmd_models(args) -> int:
-    from .model import list_models
-
-    for name, desc in list_models().items():  # hyperparameters as `ppvae fit NAME KEY=VALUE` takes them
-        print(f"{name:14s} {desc}\n{'':14s}   {model_hyperparameters(name)}")
-    return 0
-
-
 def cmd_datasets(args) -> int:
     from .data import list_datasets
 
@@ -255,8 +230,8 @@ def cmd_mcmc(args) -> int:
     from ._plots_mcmc import plot_mcmc_rank, plot_mcmc_trace
     from .inference_data import summary, to_inference_data
     from .mcmc import run_mcmc
-    from .plots import FigureGuard
     from .model import build_model
+    from .plots import FigureGuard
     from .results import atomic_write
 
     if args.rhat and args.chains < 2:
@@ -384,8 +359,8 @@ def cmd_evaluate(args) -> int:
 # -- parser (ppvae/_cli_parser.py) -------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     """The ``ppvae`` argument parser wired to this module's commands."""
-    return _cli_parser.build_parser({"models": cmd_models, "datasets": cmd_datasets, "fit": cmd_fit, "em": cmd_em,
-                                     "cavi": cmd_cavi, "compare": cmd_compare, "mcmc": cmd_mcmc,
+    return _cli_parser.build_parser({"models": _cli_models.cmd_models, "datasets": cmd_datasets, "fit": cmd_fit,
+                                     "em": cmd_em, "cavi": cmd_cavi, "compare": cmd_compare, "mcmc": cmd_mcmc,
                                      "evaluate": cmd_evaluate, "bdmc": cmd_bdmc, "evidence": cmd_evidence})
 
 
