@@ -10,6 +10,8 @@ many were left out). The figures are drawn on Figures of their own (ppvae/plots.
 
 from __future__ import annotations
 
+import warnings
+
 import arviz as az
 import numpy as np
 
@@ -49,7 +51,9 @@ def plot_mcmc_trace(posterior, path: str, title: str = "", max_panels: int = 12)
     """Trace plot (ArviZ ``plot_trace``) of the global sites of ``posterior`` (an ArviZ posterior group)."""
     draws, total = scalar_draws(posterior, max_panels)
     fig, axes = _figure((9.0, 1.6 * len(draws) + 0.8), len(draws), 2, squeeze=False)
-    az.plot_trace(az.from_dict(posterior=draws), axes=axes, compact=False, show=False)
+    with warnings.catch_warnings():  # ArviZ 0.x calls a matplotlib API deprecated in 3.11: not the user's concern
+        warnings.simplefilter("ignore", DeprecationWarning)
+        az.plot_trace(az.from_dict(posterior=draws), axes=axes, compact=False, show=False)
     fig.suptitle(_title("trace (density per chain | draws in order)", len(draws), total, title))
     return _save(fig, path, rect=(0, 0, 1, 0.97))
 
@@ -62,6 +66,8 @@ def plot_mcmc_rank(posterior, path: str, title: str = "", max_panels: int = 12):
     fig, axes = _figure((4.0 * ncols, 2.6 * nrows + 0.6), nrows, ncols, squeeze=False)
     for ax in axes.ravel()[len(draws):]:
         ax.set_visible(False)
-    az.plot_rank(az.from_dict(posterior=draws), ax=axes.ravel()[:len(draws)], show=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        az.plot_rank(az.from_dict(posterior=draws), ax=axes.ravel()[:len(draws)], show=False)
     fig.suptitle(_title("rank histograms per chain (flat when chains mix)", len(draws), total, title))
     return _save(fig, path, rect=(0, 0, 1, 0.96))
