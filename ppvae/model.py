@@ -9,7 +9,9 @@ supplies:
   Variational Inference", eq. 8) and every later capability (per-point evaluation, MCMC, ArviZ)
   finds the data dimension by the plate's name;
 * hyperparameter bookkeeping (``model.hparams``, recorded from the constructor call, so a saved run
-  rebuilds its model) and **registration by name** (:func:`register_model`);
+  rebuilds its model) and **registration by name** (:func:`register_model`; a user's model may also be
+  named by import path, :func:`import_model`, or published by a package under the ``ppvae.models``
+  entry-point group, see :mod:`ppvae._model_import`);
 * enumeration of discrete latents: sample sites with finite discrete support are marked for parallel
   enumeration (``config_enumerate``) and summed out exactly by ``TraceEnum_ELBO``.
 
