@@ -8,6 +8,7 @@ from typing import Callable
 
 import torch
 
+from ._cli_models import add_import_option
 from ._validation import PPVAEError
 
 
@@ -47,6 +48,7 @@ def set_threads(args) -> None:
 
 
 def _threads(p) -> None:
+    add_import_option(p)  # every command that runs a model (or loads a run) can import a user's model first
     p.add_argument("--threads", type=int, default=None,
                    help=f"torch intra-op threads (default {DEFAULT_THREADS}: fastest for small models on a shared "
                         "machine; try more for a large network on an idle one)")
@@ -55,7 +57,8 @@ def _threads(p) -> None:
 def _common(p, with_model=True):
     _threads(p)
     if with_model:
-        p.add_argument("model", help="model name (see `ppvae models`)")
+        p.add_argument("model", help="model name (see `ppvae models`), or a user's model as MODULE:CLASS or "
+                       "FILE.py:CLASS")
         p.add_argument("hparams", nargs="*", metavar="KEY=VALUE", help="model hyperparameters, e.g. K=3")
     p.add_argument("--data", required=True, help="data set name (see `ppvae datasets`; NAME:KEY=VALUE passes "
                    "loader options, e.g. reuters:split=train) or a CSV/NPY path")
@@ -69,7 +72,9 @@ def build_parser(commands: dict[str, Callable]) -> argparse.ArgumentParser:
     """The ``ppvae`` parser; ``commands`` maps each subcommand to the function that runs it."""
     parser = _Parser(prog="ppvae", description="Latent-variable models on Pyro: fit, evaluate, compare.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    sub.add_parser("models", help="list the models").set_defaults(func=commands["models"])
+    p = sub.add_parser("models", help="list the models (zoo, installed packages' ppvae.models entry points)")
+    add_import_option(p)
+    p.set_defaults(func=commands["models"])
     sub.add_parser("datasets", help="list the bundled data sets").set_defaults(func=commands["datasets"])
     _add_fit(sub, commands)
     _add_em_cavi(sub, commands)
@@ -109,6 +114,8 @@ def _add_fit(sub, commands) -> None:
     p.add_argument("--distributed", action="store_true",
                    help="data-parallel SVI; launch with torchrun --nproc_per_node=N -m ppvae.cli fit ...")
     p.add_argument("--mmap", action="store_true", help="memory-map an .npy --data file instead of reading it")
+    p.add_argument("--no-convergence-check", action="store_true",
+                   help="no warning when the loss is still falling at the end (rule: ppvae/_convergence.py)")
     p.set_defaults(func=commands["fit"])
 
 

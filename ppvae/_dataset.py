@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+import numpy as np
 import torch
 
 from ._validation import PPVAEError, check_float, check_int, check_tensor
@@ -14,7 +15,7 @@ __all__ = ["Batch", "Dataset"]
 
 @dataclass
 class Batch:
-    """A minibatch: ``x`` (M, ...), optional labels ``y`` (M,), ``index`` (M,) into the full data set
+    """A minibatch: ``x`` (M, ...), optional labels or response ``y`` (M, ...), ``index`` (M,) into the full data set
     and ``size`` = N, the number of points in the full data set."""
 
     x: torch.Tensor
@@ -36,7 +37,11 @@ class Batch:
 
 @dataclass
 class Dataset:
-    """Observations ``x`` with the data points along dimension 0, optional labels ``y`` and metadata.
+    """Observations ``x`` with the data points along dimension 0, optional ``y`` and metadata.
+
+    ``y`` is either integer class labels, shape (N,) (-1 = unlabeled; e.g. for M2), or, when it is a
+    floating-point array, a real-valued response of shape (N,) or (N, K) for regression models, which
+    read ``batch.y`` beside the covariates ``batch.x`` (``Dataset(x, y)``; ``--data file.csv:target=COLUMN``).
 
     ``kind`` tells models what the values are: ``"real"`` (continuous features), ``"binary"`` or
     ``"image"`` (values in [0, 1], images keep their 2-D shape in ``meta["image_shape"]``),
@@ -54,11 +59,12 @@ class Dataset:
         if self.x.dim() == 1:
             self.x = self.x.unsqueeze(-1)
         if self.y is not None:
-            self.y = check_tensor(f"labels of '{self.name}'", self.y, ndim=1, dtype="long")
-            if len(self.y) != len(self.x):
-                raise PPVAEError(
-                    f"labels of '{self.name}': expected {len(self.x)} labels, one per data point; got {len(self.y)}"
-                )
+            self.y = _check_y(self.name, self.y, len(self.x))
+
+    @property
+    def has_response(self) -> bool:
+        """Whether ``y`` is a real-valued response (regression) rather than integer class labels."""
+        return self.y is not None and self.y.is_floating_point()
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -77,8 +83,9 @@ class Dataset:
         """A copy that keeps ``per_class`` labels of every class (drawn with ``seed``) and sets the others
         to -1 (unlabeled), as in Kingma et al.'s (2014) 100-label MNIST setting (10 per class)."""
         per_class = check_int("labels_per_class", per_class, low=0)
-        if self.y is None:
-            raise PPVAEError(f"labels_per_class: needs a data set with labels; '{self.name}' has none")
+        if self.y is None or self.has_response:
+            what = "a real-valued response" if self.y is not None else "none"
+            raise PPVAEError(f"labels_per_class: needs a data set with class labels; '{self.name}' has {what}")
         gen = torch.Generator().manual_seed(check_int("label_seed", seed, low=0))
         y = torch.full_like(self.y, -1)
         for c in torch.unique(self.y[self.y >= 0]).tolist():
@@ -104,3 +111,16 @@ class Dataset:
         if self.x.device == torch.device(device) and (self.y is None or self.y.device == self.x.device):
             return self
         return replace(self, x=self.x.to(device), y=None if self.y is None else self.y.to(device))
+
+
+def _check_y(name: str, y, n: int) -> torch.Tensor:
+    """Integer labels (N,) stay long; a floating ``y`` is a real-valued response (N,) or (N, K), finite."""
+    is_float = (y.is_floating_point() if isinstance(y, torch.Tensor)
+                else np.issubdtype(np.asarray(y).dtype, np.floating) if isinstance(y, (np.ndarray, list, tuple))
+                else False)
+    label = "response y" if is_float else "labels"
+    y = check_tensor(f"{label} of '{name}'", y, ndim=(1, 2) if is_float else 1, dtype="float" if is_float else "long")
+    if len(y) != n:
+        raise PPVAEError(f"{label} of '{name}': expected {n} {'values' if is_float else 'labels'}, one per data "
+                         f"point; got {len(y)}")
+    return y

@@ -17,7 +17,7 @@ import torch
 from pyro import poutine
 
 from ._validation import PPVAEError, check_int, one_line
-from .data import Batch, Dataset, load_dataset, parse_data_spec
+from .data import Batch, Dataset, list_datasets, load_dataset, parse_data_spec
 from .model import is_local, latent_sites
 from .results import Fit, _guide_median
 
@@ -89,7 +89,7 @@ def _dataset(data, fit, model, guide) -> tuple[Dataset, torch.device]:
     if isinstance(data, Dataset):
         ds = data
     elif isinstance(data, Batch):
-        ds = Dataset(data.x)
+        ds = Dataset(data.x, data.y)
     else:
         ds = Dataset(data, name="data")
     if fit is not None:
@@ -101,7 +101,8 @@ def _dataset(data, fit, model, guide) -> tuple[Dataset, torch.device]:
     ref = _param_of(model, guide)
     device = ref.device if ref is not None else (fit.device if fit is not None else torch.device("cpu"))
     x = ds.x.to(device, dtype=ref.dtype if ref is not None else ds.x.dtype)
-    return Dataset(x, name=ds.name, kind=ds.kind, meta=ds.meta), device
+    y = None if ds.y is None else ds.y.to(device, dtype=x.dtype if ds.y.is_floating_point() else ds.y.dtype)
+    return Dataset(x, y, name=ds.name, kind=ds.kind, meta=ds.meta), device
 
 
 def _proposal(proposal, guide):
@@ -121,7 +122,8 @@ def _proposal(proposal, guide):
 
 def _structure(model, ds: Dataset):
     """(max_plate_nesting, global latent names, local continuous latent names) of the model."""
-    probe = Batch(ds.x[:1], None, torch.zeros(1, dtype=torch.long, device=ds.x.device), len(ds))
+    y = None if ds.y is None else ds.y[:1]  # a regression's response rides with x
+    probe = Batch(ds.x[:1], y, torch.zeros(1, dtype=torch.long, device=ds.x.device), len(ds))
     try:
         with poutine.block(), pyro.validation_enabled(False):
             tr = poutine.trace(model).get_trace(probe)
@@ -202,6 +204,9 @@ def _run_data(fit, data: str | None) -> Dataset:
     name = data if data is not None else info["name"]
     options = {"split": meta["split"]} if data is None and "split" in meta else {}
     std = meta.get("standardized")
+    if data is None and name not in list_datasets() and os.path.isfile(str(meta.get("source", ""))):
+        name = meta["source"]  # a user's own file, read again from where the run read it
+        options.update({"target": meta["target"]} if "target" in meta else {})
     if ":" in str(name) and not os.path.exists(name):  # NAME:KEY=VALUE; standardize=... is the run's to decide
         name, options = parse_data_spec(name)
         if options.pop("standardize", bool(std)) != bool(std):

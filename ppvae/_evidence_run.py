@@ -22,7 +22,7 @@ from ._validation import PPVAEError
 from .data import load_dataset
 from .evaluate import log_evidence
 from .mcmc import MCMCResult
-from .model import build_model
+from .model import build_model, get_model_class
 from .results import Fit, atomic_write
 
 __all__ = ["evidence_run", "load_mcmc_dir", "agreement", "AGREE_Z"]
@@ -50,6 +50,7 @@ def load_mcmc_dir(directory: str, data: str | None = None, standardize: bool = F
                          f"got {directory}")
     try:
         samples = torch.load(samples_path, map_location="cpu", weights_only=True)
+        get_model_class(metrics["model"], metrics.get("model_import"))  # never imports: names what to import
         model = build_model(metrics["model"], **metrics["config"]["hparams"])
     except (KeyError, TypeError, RuntimeError) as exc:
         raise PPVAEError(f"--mcmc: {directory} is not a readable ppvae mcmc directory ({exc})") from None

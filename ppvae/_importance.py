@@ -166,7 +166,8 @@ def local_log_weights(model, proposal, batch, num: int, max_plate_nesting: int, 
 def _twice(batch):
     """A one-point batch as two copies of its point."""
     index = batch.index.repeat(2) if batch.index is not None else None
-    return Batch(batch.x.expand(2, *batch.x.shape[1:]), None, index, batch.num_total)
+    y = None if batch.y is None else batch.y.expand(2, *batch.y.shape[1:])  # a regression's response too
+    return Batch(batch.x.expand(2, *batch.x.shape[1:]), y, index, batch.num_total)
 
 
 def data_log_likelihood(model, batch, num: int, max_plate_nesting: int, values: dict) -> tuple[torch.Tensor, object]:

@@ -135,5 +135,5 @@ def dataset_of(data) -> Dataset:
     if isinstance(data, Dataset):
         return data
     if isinstance(data, Batch):
-        return Dataset(data.x)
+        return Dataset(data.x, data.y)
     return Dataset(data, name="data")

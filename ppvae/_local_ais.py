@@ -286,7 +286,8 @@ def ais_log_marginal(prepared: tuple, settings: dict, betas, global_values, prog
         globals_ = _global_values(fit, model, guide, ds, global_names, global_values)
 
         def run(first: int, m: int) -> int:
-            batch = Batch(ds.x[first:first + m], None, torch.arange(first, first + m, device=device), n)
+            y = None if ds.y is None else ds.y[first:first + m]  # a regression's response rides with x
+            batch = Batch(ds.x[first:first + m], y, torch.arange(first, first + m, device=device), n)
             where = slice(first, first + m)
             with autoguide_subsample(q, n) if q is not None else contextlib.nullcontext():
                 if not local_cont:  # discrete locals only: exact weights by enumeration, nothing to anneal

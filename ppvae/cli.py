@@ -7,7 +7,6 @@ it into place only when everything succeeded, so a failed run leaves nothing beh
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import sys
@@ -16,9 +15,10 @@ import warnings
 
 import torch
 
-from . import _cli_parser
+from . import _cli_models, _cli_parser
 from ._ais_run import evaluate_run
 from ._cli_evidence import cmd_bdmc, cmd_evidence, print_ais
+from ._plots_mcmc import plot_mcmc_rank, plot_mcmc_trace
 from ._rundir import CHECKPOINTS, Terminated, check_out, interrupted_message, run_directory, sigterm_unwinds
 from ._validation import PPVAEError
 from .compare import compare, parse_methods
@@ -46,6 +46,8 @@ def _kv_pairs(pairs: list[str]) -> dict[str, str]:
 
 
 def write_metrics(directory: str, metrics: dict) -> None:
+    if "model" in metrics and "model_import" not in metrics:  # where a user's model comes from (None: the zoo)
+        metrics["model_import"] = _cli_models.model_import_of(metrics["model"])
     atomic_write(os.path.join(directory, "metrics.json"), lambda fh: json.dump(metrics, fh, indent=2))
 
 
@@ -56,26 +58,6 @@ def _load_data(args):
 
 
 # -- commands -----------------------------------------------------------------------------------------
-def model_hyperparameters(name: str) -> str:
-    """``KEY=DEFAULT (type)`` for each constructor argument of the registered model ``name``."""
-
-    parts = []
-    for p in list(inspect.signature(get_model_class(name).__init__).parameters.values())[1:]:
-        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            continue
-        kind = p.annotation if isinstance(p.annotation, str) else getattr(p.annotation, "__name__", "")
-        kind = kind or ("" if p.default is p.empty else type(p.default).__name__)
-        value = "(required)" if p.default is p.empty else f"={p.default}"
-        parts.append(f"{p.name}{value}" + (f" ({kind})" if kind else ""))
-    return ", ".join(parts) or "no hyperparameters"
-
-
-def cmd_models(args) -> int:
-    for name, desc in list_models().items():  # hyperparameters as `ppvae fit NAME KEY=VALUE` takes them
-        print(f"{name:14s} {desc}\n{'':14s}   {model_hyperparameters(name)}")
-    return 0
-
-
 def cmd_datasets(args) -> int:
     for name, desc in list_datasets().items():
         print(f"{name:14s} {desc}")
@@ -117,6 +99,7 @@ def cmd_fit(args) -> int:
         jit=args.jit if args.jit is not None else defaults.get("jit", False),
         checkpoint_dir=os.path.join(os.path.abspath(args.out), CHECKPOINTS) if ckpt else None,  # written directly
         checkpoint_every=args.checkpoint_every, resume=args.resume, distributed=args.distributed,
+        check_convergence=not args.no_convergence_check,
     )
     if args.distributed and _rank(args) != 0:  # the other ranks train beside rank 0, which alone writes
         check_out(args.out, args.overwrite, ckpt, resume)
@@ -262,9 +245,14 @@ def cmd_mcmc(args) -> int:
                    if result.num_chains >= 2 else None, "label_alignment": idata.posterior.attrs.get("label_alignment"),
                    "config": {"hparams": model.hparams, **result.config}}
         write_metrics(tmp, metrics)
+        figures = FigureGuard()  # beside the samples; a figure that fails never costs the run
+        title = f"{args.model} by {args.kernel}"
+        figures.draw("trace.png", plot_mcmc_trace, idata.posterior, os.path.join(tmp, "trace.png"), title)
+        figures.draw("rank.png", plot_mcmc_rank, idata.posterior, os.path.join(tmp, "rank.png"), title)
     print(table.to_string())
     print(f"{args.kernel}: {result.num_chains} x {result.num_draws} draws in {result.time_s:.1f} s, "
           f"{result.num_divergences} divergences; written to {args.out}")
+    figures.report(args.out)
     return 0
 
 
@@ -341,8 +329,8 @@ def cmd_evaluate(args) -> int:
 # -- parser (ppvae/_cli_parser.py) -------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     """The ``ppvae`` argument parser wired to this module's commands."""
-    return _cli_parser.build_parser({"models": cmd_models, "datasets": cmd_datasets, "fit": cmd_fit, "em": cmd_em,
-                                     "cavi": cmd_cavi, "compare": cmd_compare, "mcmc": cmd_mcmc,
+    return _cli_parser.build_parser({"models": _cli_models.cmd_models, "datasets": cmd_datasets, "fit": cmd_fit,
+                                     "em": cmd_em, "cavi": cmd_cavi, "compare": cmd_compare, "mcmc": cmd_mcmc,
                                      "evaluate": cmd_evaluate, "bdmc": cmd_bdmc, "evidence": cmd_evidence})
 
 
@@ -360,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
             warnings.showwarning = _show_warning
             args = build_parser().parse_args(argv)
             _cli_parser.set_threads(args)
+            _cli_models.apply_imports(args)
             code = args.func(args)
             sys.stdout.flush()  # a closed pipe shows here, inside the handler below, not at interpreter exit
             return code

@@ -153,9 +153,11 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _read_csv(path: str, name: str, header: bool | str = "auto") -> Dataset:
+def _read_csv(path: str, name: str, header: bool | str = "auto", target: str | None = None) -> Dataset:
     """Read a numeric CSV. ``header="auto"`` takes the first row as column names when one of its cells is
-    not a number and as data otherwise, so no row is ever dropped unseen; ``True``/``False`` force it."""
+    not a number and as data otherwise, so no row is ever dropped unseen; ``True``/``False`` force it.
+    ``target`` (a column name, or a 0-based column index) is taken out of ``x`` as the real-valued
+    response ``y`` of a regression (``--data file.csv:target=price``)."""
     if header not in ("auto", True, False):
         raise PPVAEError(f"header: expected auto, true or false; got {header!r}")
     with open(path, newline="") as fh:
@@ -182,8 +184,31 @@ def _read_csv(path: str, name: str, header: bool | str = "auto") -> Dataset:
         except ValueError as exc:
             hint = " (the first row is data; pass header=true, e.g. --data file.csv:header=true)" if i == 1 else ""
             raise PPVAEError(f"data: expected numeric CSV values in {path}; row {i}: {exc}{hint}") from None
-    return Dataset(torch.as_tensor(np.array(values, dtype=np.float64), dtype=torch.get_default_dtype()), name=name,
-                   meta={"columns": cols, "source": path, "header": header})
+    x = torch.as_tensor(np.array(values, dtype=np.float64), dtype=torch.get_default_dtype())
+    meta = {"columns": cols, "source": path, "header": header}
+    if target is None:
+        return Dataset(x, name=name, meta=meta)
+    j = _target_column(str(target), cols, path)
+    if len(cols) < 2:
+        raise PPVAEError(f"target: the CSV {path} has one column; expected covariates beside the response")
+    keep = [i for i in range(len(cols)) if i != j]
+    meta.update(columns=[cols[i] for i in keep], target=cols[j])
+    return Dataset(x[:, keep], x[:, j], name=name, meta=meta)
+
+
+def _target_column(target: str, cols: list[str], path: str) -> int:
+    """The index of the response column ``target``: a column name, else a 0-based index (negative from the end)."""
+    if target in cols:
+        return cols.index(target)
+    try:
+        j = int(target)
+    except ValueError:
+        raise PPVAEError(f"target: expected a column of {path} (one of {', '.join(cols)}, or a 0-based index); "
+                         f"got '{target}'") from None
+    if not -len(cols) <= j < len(cols):
+        raise PPVAEError(f"target: expected a column index in 0..{len(cols) - 1} for the {len(cols)} columns of "
+                         f"{path}; got {j}")
+    return j % len(cols)
 
 
 def _read_npy(path: str, name: str, mmap: bool = False) -> Dataset:
@@ -219,7 +244,7 @@ def _load_path(path: str, **options) -> Dataset:
     elif path.endswith(".npy"):
         allowed = {"mmap"}
     elif path.endswith(".csv"):
-        allowed = {"header"}
+        allowed = {"header", "target"}
     else:
         allowed = set()
     if "mmap" in options and "mmap" not in allowed:

@@ -166,7 +166,7 @@ def log_marginal(fit_or_model_guide, data, *, num_samples: int = 1000, proposal=
 
         def run(start: int, m: int) -> int:
             idx = torch.arange(start, start + m, device=device)
-            batch = Batch(ds.x[start:start + m], None, idx, n)
+            batch = Batch(ds.x[start:start + m], None if ds.y is None else ds.y[start:start + m], idx, n)
             with autoguide_subsample(q, n) if q is not None else contextlib.nullcontext():
                 log_w, traces = local_log_weights(model, q, batch, draws, mpn, globals_, check=start == 0)
             check_log_weights(log_w, traces)

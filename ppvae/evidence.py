@@ -88,7 +88,8 @@ def _importance_evidence(fit_or_model_guide, data, num_samples, proposal, chunk_
 
         def run(start: int, m: int) -> int:
             nonlocal loglik
-            batch = Batch(ds.x[start:start + m], None, torch.arange(start, start + m, device=device), n)
+            y = None if ds.y is None else ds.y[start:start + m]  # a regression's response rides with x
+            batch = Batch(ds.x[start:start + m], y, torch.arange(start, start + m, device=device), n)
             lp, mtr = data_log_likelihood(model, batch, num, mpn, values)
             lp = lp.double()
             check_log_weights(lp, {"model": mtr})
@@ -129,7 +130,8 @@ def _evidence_by(method, source, data, seed, chunk_size, options) -> LogEvidence
 
 def _draw_globals(model, q, ds, num, mpn, global_names):
     """S draws of the global latents from the proposal (or prior) with their log-density, shape (S,)."""
-    batch = Batch(ds.x[:1], None, torch.zeros(1, dtype=torch.long, device=ds.x.device), len(ds))
+    y = None if ds.y is None else ds.y[:1]  # a regression's response rides with x
+    batch = Batch(ds.x[:1], y, torch.zeros(1, dtype=torch.long, device=ds.x.device), len(ds))
     with particle_plate(num, mpn) if num > 1 else contextlib.nullcontext():
         src = poutine.trace(q if q is not None else model).get_trace(batch if q is None else ds.batch())
     sampled = [name for name, s in src.nodes.items() if _is_sampled(s)]

@@ -109,7 +109,8 @@ def optimize_local(fit, data, *, steps: int = 500, lr: float = 0.01, elbo: str =
     if not isinstance(data, Dataset):
         data = Dataset(data)
     device = fit.device
-    batch = Batch(data.x.to(device), None, torch.arange(len(data), device=device), len(data))
+    y = None if data.y is None else data.y.to(device)  # a regression's response rides with x
+    batch = Batch(data.x.to(device), y, torch.arange(len(data), device=device), len(data))
     model, values = _conditioned_model(fit, data)
     sites, _, discrete = local_site_info(model, batch)
     if not sites:

@@ -9,7 +9,9 @@ supplies:
   Variational Inference", eq. 8) and every later capability (per-point evaluation, MCMC, ArviZ)
   finds the data dimension by the plate's name;
 * hyperparameter bookkeeping (``model.hparams``, recorded from the constructor call, so a saved run
-  rebuilds its model) and **registration by name** (:func:`register_model`);
+  rebuilds its model) and **registration by name** (:func:`register_model`; a user's model may also be
+  named by import path, :func:`import_model`, or published by a package under the ``ppvae.models``
+  entry-point group, see :mod:`ppvae._model_import`);
 * enumeration of discrete latents: sample sites with finite discrete support are marked for parallel
   enumeration (``config_enumerate``) and summed out exactly by ``TraceEnum_ELBO``.
 
@@ -44,12 +46,13 @@ from pyro.infer import config_enumerate
 from pyro.nn import PyroModule
 from pyro.poutine.util import site_is_subsample
 
+from ._model_import import is_import_spec, load_object, model_entry_points
 from ._params import local_params
 from ._validation import PPVAEError, check_tensor, one_line
 from .data import Batch, Dataset
 
 __all__ = ["Model", "latent_sites", "is_local", "register_model", "get_model_class", "list_models", "build_model",
-           "DATA_PLATE"]
+           "import_model", "model_import_path", "DATA_PLATE"]
 
 DATA_PLATE = "data"  # the one name every capability uses to find the data dimension
 
@@ -225,17 +228,78 @@ def _load_zoo() -> None:
     import ppvae.models  # noqa: F401  (registers the bundled models)
 
 
+def _entry_point_class(name: str, ep) -> type[Model]:
+    """Load the ``ppvae.models`` entry point ``ep`` and register its class under ``name`` (ppvae/_model_import.py)."""
+    try:
+        cls = ep.load()
+    except Exception as exc:  # an installed package's import failed: name the package and entry point
+        raise PPVAEError(f"model: entry point '{name} = {ep.value}' (group ppvae.models) failed to load: "
+                         f"{one_line(exc)}") from exc
+    if not (isinstance(cls, type) and issubclass(cls, Model)):
+        raise PPVAEError(f"model: entry point '{name} = {ep.value}' (group ppvae.models) is not a ppvae.Model "
+                         f"subclass; got {cls!r}")
+    if not cls.name:
+        register_model(name)(cls)
+    _MODELS[name] = cls
+    cls._ppvae_import = ep.value
+    return cls
+
+
 def list_models() -> dict[str, str]:
-    """Registered model names with one-line descriptions."""
+    """Registered model names with one-line descriptions: the zoo, models registered in this process and
+    the ``ppvae.models`` entry points of installed packages (one that fails to load is skipped with a warning)."""
     _load_zoo()
+    for name, ep in model_entry_points().items():
+        if name not in _MODELS:
+            try:
+                _entry_point_class(name, ep)
+            except PPVAEError as exc:
+                warnings.warn(str(exc), UserWarning, stacklevel=2)
     return {name: cls.description for name, cls in sorted(_MODELS.items())}
 
 
-def get_model_class(name: str) -> type[Model]:
+def get_model_class(name: str, import_path: str | None = None) -> type[Model]:
+    """The model class registered as ``name`` (zoo, this process, or a ``ppvae.models`` entry point).
+    Never imports an import path: ``import_path`` (what a saved run recorded) only goes into the error."""
     _load_zoo()
-    if name not in _MODELS:
-        raise PPVAEError(f"model: expected one of {', '.join(sorted(_MODELS))}; got '{name}'")
-    return _MODELS[name]
+    if name in _MODELS:
+        return _MODELS[name]
+    ep = model_entry_points().get(name)
+    if ep is not None:
+        return _entry_point_class(name, ep)
+    if import_path or is_import_spec(name):
+        spec = import_path or name
+        raise PPVAEError(f"model: '{name}' is not registered in this process; it is imported from '{spec}'. "
+                         f"On the command line pass --import {spec} (or give the model as {spec}); in Python call "
+                         f"ppvae.import_model('{spec}') first. ppvae does not import code named in a run by itself")
+    raise PPVAEError(f"model: expected one of {', '.join(sorted(_MODELS))} (or MODULE:CLASS, FILE.py:CLASS); "
+                     f"got '{name}'")
+
+
+def import_model(spec: str) -> type[Model] | None:
+    """Import the user's model named by ``spec`` and register it: ``"module:Class"`` or ``"path/file.py:Class"``
+    returns the class (registered under its ``@register_model`` name, else under ``spec`` itself);
+    ``"module"`` or ``"file.py"`` imports the module only (its classes register themselves) and returns None.
+    A saved run records ``spec`` as the model's import path (``model_import`` in config.json)."""
+    obj = load_object(spec)
+    if ":" not in spec:
+        for value in vars(obj).values():  # the module's own registered classes remember where they came from
+            if isinstance(value, type) and issubclass(value, Model) and value.__module__ == obj.__name__:
+                value._ppvae_import = f"{spec}:{value.__qualname__}"
+        return None
+    if not (isinstance(obj, type) and issubclass(obj, Model)):
+        raise PPVAEError(f"model: expected a ppvae.Model subclass at '{spec}'; got {obj!r}")
+    if not obj.name or _MODELS.get(obj.name) is not obj:
+        register_model(obj.name or spec, obj.description)(obj)
+    obj._ppvae_import = spec
+    return obj
+
+
+def model_import_path(cls: type[Model]) -> str | None:
+    """Where ``cls`` is imported from, as ``module:Class`` or the spec it was imported by; None for the zoo."""
+    if cls.__module__.startswith("ppvae.models"):
+        return None
+    return cls.__dict__.get("_ppvae_import") or f"{cls.__module__}:{cls.__qualname__}"
 
 
 def _coerce(name: str, model: str, value: Any, annotation: Any, default: Any) -> Any:

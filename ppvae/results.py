@@ -29,7 +29,7 @@ from ._validation import PPVAEError, check_choice
 from ._version import __version__
 from .data import Batch, Dataset
 from .guides import make_guide
-from .model import Model, build_model, is_local
+from .model import Model, build_model, get_model_class, is_local, model_import_path
 from .train import TrainConfig, resolve_device
 
 __all__ = ["Fit", "atomic_write"]
@@ -151,6 +151,7 @@ class Fit:
         config = {
             "ppvae_version": __version__,
             "model": self.model.name,
+            "model_import": model_import_path(type(self.model)),  # named in the error when not registered
             "hparams": self.model.hparams,
             "train": asdict(self.config),
             "elbo": self.elbo_name,
@@ -187,6 +188,7 @@ class Fit:
             raise PPVAEError(f"load: {os.path.join(path, PARAMS)} is not a ppvae parameter file (no 'model' state)")
         try:
             cfg = TrainConfig(**config["train"])
+            get_model_class(config["model"], config.get("model_import"))  # never imports: names what to import
             model = build_model(config["model"], **config["hparams"])
             info = config["data"]
         except (KeyError, TypeError) as exc:
@@ -194,7 +196,8 @@ class Fit:
         stub = Dataset(torch.zeros(info["x_shape"]), None, name=info["name"], kind=info["kind"],
                        meta=dict(info["meta"]))
         if info.get("has_labels"):
-            stub.y = torch.zeros(len(stub), dtype=torch.long)
+            y_shape = info.get("y_shape") or [len(stub)]
+            stub.y = torch.zeros(y_shape) if info.get("y_float") else torch.zeros(y_shape, dtype=torch.long)
         cfg.device = "cpu"
         with pyro.validation_enabled(False):
             model.setup(stub)

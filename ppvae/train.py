@@ -22,6 +22,7 @@ import dataclasses
 import functools
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -31,6 +32,7 @@ from pyro import poutine
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
+from ._convergence import check_convergence as convergence_of
 from ._jit import CompiledObjective
 from ._validation import NonFiniteError, PPVAEError, check_choice, check_float, check_int, one_line
 from .data import Batch, Dataset
@@ -348,6 +350,7 @@ def fit(
     callbacks: list[Callable[["_Trainer"], None]] | None = None,
     resume: str | None = None,
     distributed: bool = False,
+    check_convergence: bool = True,
     **options,
 ):
     """Fit ``model`` to ``data`` by SVI and return a :class:`ppvae.Fit`.
@@ -371,6 +374,8 @@ def fit(
         continue from its newest checkpoint; on CPU the result equals an uninterrupted run's exactly.
     :param distributed: data-parallel SVI over the initialized ``torch.distributed`` process group
         (or the torchrun environment); see :mod:`ppvae.distributed`.
+    :param check_convergence: warn (``UserWarning``, naming the remedy) when the loss is still falling
+        at the end by more than its noise; the rule is in :mod:`ppvae._convergence`.
     """
     from .results import Fit
 
@@ -406,6 +411,10 @@ def fit(
     if run is not None:
         elapsed = run.finish(trainer, elapsed)
     history = {"loss": trainer.losses, "steps": trainer.step, "time_s": elapsed, "stopped_early": stopped_early}
+    if check_convergence and not stopped_early:  # the one hook of ppvae/_convergence.py
+        verdict = convergence_of(trainer.losses)
+        if verdict.still_falling:
+            warnings.warn(verdict.message(), UserWarning, stacklevel=2)
     return Fit(model, trainer.guide, cfg, history, data_info=_data_info(data), elbo_name=trainer.elbo_name)
 
 
@@ -454,6 +463,8 @@ def _data_info(data: Dataset) -> dict:
         "num_data": len(data),
         "x_shape": list(data.x.shape),
         "has_labels": data.y is not None,
+        "y_shape": None if data.y is None else list(data.y.shape),  # a real-valued response is floating
+        "y_float": data.y is not None and data.y.is_floating_point(),
         "meta": {k: v for k, v in data.meta.items()
-                 if k in ("image_shape", "columns", "standardized", "source", "split")},
+                 if k in ("image_shape", "columns", "standardized", "source", "split", "target")},
     }

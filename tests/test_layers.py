@@ -22,10 +22,10 @@ PACKAGES = {"ppvae": os.path.join(ROOT, "ppvae"), "ppvae.models": os.path.join(R
 
 # Lowest layer first. A module may import its own layer and the layers below it. Mirrored in README "Layout".
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("foundation", ("ppvae._version", "ppvae._params", "ppvae._validation", "ppvae._progress", "ppvae._parallel", "ppvae._io",
-                    "ppvae.nn", "ppvae.ais", "ppvae.plots")),
+    ("foundation", ("ppvae._version", "ppvae._params", "ppvae._validation", "ppvae._progress", "ppvae._parallel",
+                    "ppvae._io", "ppvae._convergence", "ppvae.nn", "ppvae.ais", "ppvae.plots", "ppvae._plots_mcmc")),
     ("data", ("ppvae._dataset", "ppvae._data_registry", "ppvae._data_images", "ppvae._data_text", "ppvae.data")),
-    ("model", ("ppvae.model", "ppvae._enum", "ppvae._labels", "ppvae._jit")),
+    ("model", ("ppvae._model_import", "ppvae.model", "ppvae._enum", "ppvae._labels", "ppvae._jit")),
     ("inference", ("ppvae.amortized", "ppvae.guides", "ppvae._importance", "ppvae.objectives", "ppvae._mcmc_checks",
                    "ppvae.mcmc", "ppvae._mcmc_local", "ppvae._joint")),
     ("training", ("ppvae.train", "ppvae.checkpoint", "ppvae.distributed", "ppvae.results", "ppvae.em")),
@@ -33,13 +33,14 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                     "ppvae.evaluate", "ppvae.bdmc", "ppvae.gaps", "ppvae.inference_data", "ppvae.topics",
                     "ppvae._compare_report", "ppvae.compare")),
     ("commands", ("ppvae._ais_run", "ppvae._evidence_run", "ppvae._rundir", "ppvae._cli_parser",
-                  "ppvae._cli_evidence", "ppvae.cli")),
+                  "ppvae._cli_evidence", "ppvae._cli_models", "ppvae.cli")),
     ("api", ("ppvae",)),
     ("models", ("ppvae.models",)),  # the bundled models: clients of the public API, like a user's own
 ]
 
 # Function-local imports that are allowed, by (importer, imported module prefix): optional heavy dependencies.
-LAZY_THIRD_PARTY = ("matplotlib", "arviz", "torch.distributed", "tqdm", "lda")  # lda: the optional [topics] extra
+# lda: the optional [topics] extra; multiprocessing: its forkserver exists on POSIX only
+LAZY_THIRD_PARTY = ("matplotlib", "arviz", "torch.distributed", "tqdm", "lda", "multiprocessing")
 
 # One first-party edge that points up on purpose: the model registry loads the bundled models (a client of
 # the public API) on first lookup, as it would load a plugin. It is not part of the import graph.
