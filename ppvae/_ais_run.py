@@ -7,6 +7,7 @@ import json
 import os
 import warnings
 
+from ._io import atomic_write
 from ._validation import PPVAEError
 
 __all__ = ["update_metrics", "evaluate_run_ais", "bdmc_run"]
@@ -14,8 +15,6 @@ __all__ = ["update_metrics", "evaluate_run_ais", "bdmc_run"]
 
 def update_metrics(run_dir: str, key: str, entry: dict) -> str:
     """Set ``metrics[key] = entry`` in ``RUN_DIR/metrics.json``, refusing to overwrite a corrupted file."""
-    from .results import atomic_write
-
     path = os.path.join(run_dir, "metrics.json")
     metrics = {}
     if os.path.exists(path):

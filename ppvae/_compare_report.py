@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ._io import atomic_write
+
 __all__ = ["Comparison"]
 
 
@@ -90,7 +92,6 @@ class Comparison:
     def save(self, directory: str) -> dict[str, str]:
         """Write comparison.md, comparison.csv, comparison.json and marginals.png into ``directory``."""
         from .plots import plot_marginals
-        from .results import atomic_write
 
         os.makedirs(directory, exist_ok=True)
         paths = {ext: os.path.join(directory, f"comparison.{ext}") for ext in ("md", "csv", "json")}

@@ -17,6 +17,7 @@ import os
 
 import torch
 
+from ._io import atomic_write
 from ._validation import PPVAEError
 
 __all__ = ["evidence_run", "load_mcmc_dir", "agreement", "AGREE_Z"]
@@ -91,7 +92,7 @@ def evidence_run(directory: str, data: str | None = None, *, mcmc_dir: str | Non
                  seed: int = 0, progress: bool | None = None) -> dict:
     """Every estimate of log p(X) for ``directory`` (module docstring); returns the ``evidence`` object."""
     from .evaluate import _run_data, log_evidence
-    from .results import Fit, atomic_write
+    from .results import Fit
 
     if not os.path.isdir(directory):
         raise PPVAEError(f"run_dir: expected a directory written by `ppvae fit` or `ppvae mcmc`; got {directory}")

@@ -8,14 +8,14 @@ loading never executes code from the file. It records everything the next step d
 * ``optimizer`` / ``scheduler``: the state dicts of the one Adam optimizer and its lr schedule;
 * ``rng``: the torch (and CUDA), numpy and Python RNG states;
 * ``step``, ``losses`` (the loss history), ``time_s`` and ``config`` (JSON text: ppvae version,
-  model name and hyperparameters, :class:`~ppvae.train.TrainConfig`).
+  model name and hyperparameters, :class:`~ppvae._config.TrainConfig`).
 
-The minibatch of step ``t`` is a function of (seed, t) alone (:func:`ppvae.train.batch_at`), so
+The minibatch of step ``t`` is a function of (seed, t) alone (:func:`ppvae._config.batch_at`), so
 parameters + optimizer state + RNG states + step determine the rest of the run: on CPU a resumed
 run's losses and final parameters equal an uninterrupted run's bit for bit.
 
 Each file is written to a temporary name in the same directory, fsynced and renamed
-(:func:`ppvae.results.atomic_write`); the previous checkpoint is deleted only after the new one is in
+(:func:`ppvae._io.atomic_write`); the previous checkpoint is deleted only after the new one is in
 place, so a process killed at any instant leaves the last complete checkpoint readable and never a
 torn one. With data-parallel training only rank 0 writes.
 """
@@ -30,13 +30,14 @@ import time
 from dataclasses import asdict
 
 import numpy as np
-import pyro
 import torch
 
 from . import __version__
+from ._io import atomic_write, check_version, fsync_dir, load_tensors
 from ._validation import PPVAEError, check_int
+from .distributed import attach
 
-__all__ = ["Checkpointer", "check_version", "latest_checkpoint", "load_checkpoint", "prepare_run", "resume_trainer",
+__all__ = ["Checkpointer", "latest_checkpoint", "load_checkpoint", "prepare_run", "resume_trainer",
            "save_checkpoint"]
 
 FORMAT = "ppvae-checkpoint-1"
@@ -44,15 +45,6 @@ _NAME = re.compile(r"^checkpoint-(\d+)\.pt$")
 _KEYS = ("format", "ppvae_version", "step", "params", "optimizer", "scheduler", "rng", "losses", "config")
 # TrainConfig fields a resumed run may change: where/how often to checkpoint, early stopping, device.
 _FREE = {"steps", "epochs", "checkpoint_dir", "checkpoint_every", "device", "patience", "tol"}
-
-
-def check_version(found: str, where: str) -> None:
-    """Files load across patch versions only: major.minor of ``found`` must equal this ppvae's."""
-    if not isinstance(found, str) or found.split(".")[:2] != __version__.split(".")[:2]:
-        raise PPVAEError(
-            f"load: {where} was written by ppvae {found}; this is ppvae {__version__} and runs load only "
-            "within the same major.minor version (refit, or load it with the version that wrote it)"
-        )
 
 
 # -- RNG states as plain tensors and lists (weights_only-loadable) ---------------------------------------
@@ -91,8 +83,6 @@ def _config_text(trainer) -> str:
 
 def save_checkpoint(trainer, directory: str, keep: int = 2, time_s: float = 0.0) -> str:
     """Write ``directory/checkpoint-<step>.pt`` atomically, then delete all but the ``keep`` newest."""
-    from .results import atomic_write
-
     if trainer.optim is None:
         raise PPVAEError("checkpoint: nothing to save before the first step")
     os.makedirs(directory, exist_ok=True)
@@ -110,24 +100,10 @@ def save_checkpoint(trainer, directory: str, keep: int = 2, time_s: float = 0.0)
     }
     path = os.path.join(directory, f"checkpoint-{trainer.step:09d}.pt")
     atomic_write(path, lambda fh: torch.save(state, fh), mode="wb")
-    _fsync_dir(directory)
+    fsync_dir(directory)
     for old in _checkpoints(directory)[:-keep]:
         os.unlink(old)
     return path
-
-
-def _fsync_dir(directory: str) -> None:
-    """Make the rename durable (the directory entry itself is flushed)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class Checkpointer:
@@ -166,8 +142,6 @@ def prepare_run(trainer, resume: str | None = None, distributed: bool = False) -
     of the newest checkpoint at ``resume``, and the :class:`Checkpointer` callback (rank 0 only)."""
     rank = 0
     if distributed:
-        from .distributed import attach
-
         rank = attach(trainer)
     offset = 0.0
     if resume is not None:
@@ -202,12 +176,7 @@ def latest_checkpoint(path: str) -> str:
 
 def load_checkpoint(path: str) -> dict:
     """Read a checkpoint file (tensors and plain values only; no code from the file runs)."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise PPVAEError(f"load: checkpoint {path} is missing") from None
-    except Exception as exc:  # noqa: BLE001 -- refused unpickling, torn or foreign file
-        raise PPVAEError(f"load: checkpoint {path} {describe_load_error(exc)}") from None
+    state = load_tensors(path, f"checkpoint {path}")
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise PPVAEError(f"load: {path} is not a ppvae checkpoint (no '{FORMAT}' format tag)")
     missing = [k for k in _KEYS if k not in state]
@@ -217,36 +186,7 @@ def load_checkpoint(path: str) -> dict:
     return state
 
 
-def describe_load_error(exc: Exception) -> str:
-    """Why ``torch.load(weights_only=True)`` refused a file, in words (nothing from the file ran)."""
-    text = str(exc)
-    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
-    if found:
-        return (f"holds Python objects ({found.group(1)}) that loading would have to execute; refused "
-                "without running anything (only tensors and plain values are loaded)")
-    if "Weights only load failed" in text:
-        found = re.search(r"(Unsupported operand \d+|Unsupported class [\w.]+)", text)
-        detail = found.group(1) if found else "not a tensors-only pickle"
-        return (f"is not a tensors-only torch file (corrupted, or a pickle of Python objects: {detail}); "
-                "refused without running anything")
-    first = text.strip().splitlines()[0].split(". ")[0] if text.strip() else "empty or cut short"
-    return f"is corrupted or truncated and cannot be read ({type(exc).__name__}: {first})"
-
-
 # -- resuming -------------------------------------------------------------------------------------
-def ensure_initialized(trainer) -> None:
-    """Create the parameters and the optimizer without taking a step: one traced loss evaluation on the
-    current step's batch (RNG states are put back, so the run continues as if it had not happened)."""
-    from .train import batch_at
-
-    if trainer.optim is not None:
-        return
-    rng = pyro.util.get_rng_state()
-    batch, _ = batch_at(trainer.data, trainer.cfg, trainer.step)
-    trainer._init_params(batch, torch.get_rng_state())
-    pyro.util.set_rng_state(rng)
-
-
 def _check_compatible(trainer, config: dict, path: str) -> None:
     model = trainer.model
     if config.get("model") != model.name or config.get("hparams") != json.loads(json.dumps(model.hparams, default=str)):
@@ -272,7 +212,7 @@ def resume_trainer(trainer, path: str) -> dict:
     step = int(state["step"])
     if step > trainer.total:
         raise PPVAEError(f"resume: checkpoint {file} is at step {step}, past the {trainer.total} steps asked for")
-    ensure_initialized(trainer)
+    trainer.initialize()
     saved = state["params"]
     if len(saved) != len(trainer.params) or any(s.shape != p.shape for s, p in zip(saved, trainer.params, strict=True)):
         shapes = [tuple(s.shape) for s in saved], [tuple(p.shape) for p in trainer.params]

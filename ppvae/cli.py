@@ -15,6 +15,7 @@ import warnings
 
 from . import _cli_parser
 from ._cli_evidence import cmd_bdmc, cmd_evidence, print_ais
+from ._io import atomic_write
 from ._rundir import CHECKPOINTS, Terminated, check_out, interrupted_message, run_directory, sigterm_unwinds
 from ._validation import PPVAEError
 
@@ -32,8 +33,6 @@ def _kv_pairs(pairs: list[str]) -> dict[str, str]:
 
 
 def write_metrics(directory: str, metrics: dict) -> None:
-    from .results import atomic_write
-
     atomic_write(os.path.join(directory, "metrics.json"), lambda fh: json.dump(metrics, fh, indent=2))
 
 
@@ -252,8 +251,6 @@ def cmd_mcmc(args) -> int:
     from .inference_data import summary, to_inference_data
     from .mcmc import run_mcmc
     from .model import build_model
-    from .results import atomic_write
-
     if args.rhat and args.chains < 2:
         raise PPVAEError(f"--rhat: R-hat compares chains; expected --chains >= 2; got {args.chains}")
     model = build_model(args.model, **_kv_pairs(args.hparams))

@@ -2,7 +2,7 @@
 
 Every process runs the same trainer with the same seed (so model, guide and optimizer start
 identical, as DistributedDataParallel's initial broadcast would make them) and draws the same global
-minibatch B_t of M points at step t (:func:`ppvae.train.batch_at`). Process r evaluates the ELBO only
+minibatch B_t of M points at step t (:func:`ppvae._config.batch_at`). Process r evaluates the ELBO only
 on its share B_t^r (``torch.tensor_split`` of the batch indices: M_r points, read from the data set
 only then, so a memory-mapped data set is never loaded whole), with the likelihood scaled to the full
 data set through the data plate (N / M_r, Hoffman et al. 2013, eq. 8). The per-process gradients
@@ -133,8 +133,6 @@ class _GradientAllReduce:
 def attach(trainer) -> int:
     """Make ``trainer`` data-parallel over the current process group (initialized from the torchrun
     environment if needed): share each minibatch, combine loss and gradients. Returns the rank."""
-    from .checkpoint import ensure_initialized
-
     rank, world = init_from_env(trainer.cfg.device)
     if world > 1:
         n = len(trainer.data)
@@ -144,6 +142,6 @@ def attach(trainer) -> int:
                              f"batch_size={bs} with N={n} (last batch {n % bs or bs})")
     trainer.data = DataShard.of(trainer.data, rank, world)
     trainer.elbo = _AllReducedLoss(trainer.elbo, trainer.data, trainer)
-    ensure_initialized(trainer)
+    trainer.initialize()
     trainer.grad_sync = _GradientAllReduce(trainer.params)
     return rank

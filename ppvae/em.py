@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ._io import atomic_write
 from ._validation import PPVAEError, check_float, check_int
 from .data import Dataset
 from .model import Model
@@ -64,8 +65,6 @@ class EMFit:
         return ll
 
     def save(self, path: str) -> None:
-        from .results import atomic_write
-
         os.makedirs(path, exist_ok=True)
         state = {k: v.detach().cpu() for k, v in self.params.items()}
         atomic_write(os.path.join(path, "em_params.pt"), lambda fh: torch.save(state, fh), mode="wb")
