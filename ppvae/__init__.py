@@ -17,6 +17,7 @@ from ._validation import (  # noqa: E402
     check_tensor,
 )
 from .bdmc import BDMCResult, bdmc  # noqa: E402
+from .callbacks import Callback, EarlyStopping  # noqa: E402
 from .compare import Comparison, compare  # noqa: E402
 from .data import (  # noqa: E402
     Batch,
@@ -36,7 +37,7 @@ from .mcmc import MCMCResult, local_posterior, run_mcmc  # noqa: E402
 from .model import Model, build_model, list_models, register_model  # noqa: E402
 from .objectives import list_elbos, make_elbo, register_elbo  # noqa: E402
 from .results import Fit  # noqa: E402
-from .train import fit  # noqa: E402
+from .train import Trainer, fit  # noqa: E402
 
 __all__ = [
     # data and models
@@ -44,7 +45,7 @@ __all__ = [
     "corpus_from_counts", "Model", "build_model", "list_models", "register_model",
     # fitting
     "make_guide", "list_guides", "register_guide", "make_elbo", "list_elbos", "register_elbo",
-    "fit", "Fit", "fit_em", "EMFit",
+    "fit", "Fit", "Trainer", "Callback", "EarlyStopping", "fit_em", "EMFit",
     # evaluation and comparison
     "log_marginal", "LogMarginal", "log_evidence", "LogEvidence", "inference_gaps", "InferenceGaps",
     "bdmc", "BDMCResult", "run_mcmc", "MCMCResult", "local_posterior", "to_inference_data", "compare", "Comparison",
