@@ -98,6 +98,12 @@ class Trainer:
         self.strategy = SingleProcess() if strategy is None else strategy
         if cfg.jit and type(self.strategy) is not SingleProcess:
             raise PPVAEError("jit: the compiled objective cannot hold the distributed all-reduce; use jit=False")
+        if callbacks is not None and not isinstance(callbacks, (list, tuple)):
+            raise PPVAEError(f"callbacks: expected a list of ppvae.Callback instances; got {callbacks!r:.60}")
+        missing = [m for m in ("setup", "batch", "combine_loss", "is_main") if not hasattr(self.strategy, m)]
+        if missing:
+            raise PPVAEError(f"strategy: expected a ppvae.distributed.SingleProcess-like object; "
+                             f"{type(self.strategy).__name__} has no {', '.join(missing)}")
         user = [as_callback(cb) for cb in (callbacks or [])]
 
         pyro.clear_param_store()

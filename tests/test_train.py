@@ -341,3 +341,7 @@ def test_state_dict_errors_are_clear(faithful):
         ppvae.Trainer(GMM(K=2), faithful, **{**GMM_RUN, "steps": 8}).load_state_dict(state)
     with pytest.raises(ppvae.PPVAEError, match="holds parameters of shapes"):
         ppvae.Trainer(GMM(K=3), faithful, **GMM_RUN).load_state_dict(state)
+    with pytest.raises(ppvae.PPVAEError, match="callbacks: expected a list"):
+        ppvae.Trainer(GMM(K=2), faithful, callbacks=ppvae.EarlyStopping(3), **GMM_RUN)
+    with pytest.raises(ppvae.PPVAEError, match="strategy: .* object has no setup, batch, combine_loss, is_main"):
+        ppvae.Trainer(GMM(K=2), faithful, strategy=object(), **GMM_RUN)
