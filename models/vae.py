@@ -35,7 +35,7 @@ import torch
 from pyro.infer import Trace_ELBO
 from torch import nn
 
-from ppvae import Model, PPVAEError, check_choice, check_float, check_int, load_dataset, register_model
+from ppvae import Callback, Model, PPVAEError, check_choice, check_float, check_int, load_dataset, register_model
 from ppvae.nn import ACTIVATIONS, mlp
 from ppvae.plots import plot_image_grid, plot_latent_2d, plot_loss, plot_reconstructions
 
@@ -180,8 +180,8 @@ class VAE(Model):
         return self.likelihood_dist(z.to(device)).mean
 
     def fit_callbacks(self, data) -> list:
-        """For ``ppvae fit``: a callback recording the held-out loss once per epoch (see :func:`test_curve`)."""
-        return [test_curve_callback(self, data)]
+        """For ``ppvae fit``: a callback recording the held-out loss once per epoch (:class:`TestCurve`)."""
+        return [TestCurve(self, data)]
 
     def report(self, fit, data, out_dir: str) -> None:
         """Figures for ``ppvae fit``: reconstructions beside inputs, prior samples, a 2-D latent
@@ -197,23 +197,30 @@ def held_out(data):
     return test.subset(torch.arange(min(len(test), 1000)))
 
 
-def test_curve_callback(model, data):
-    """A trainer callback: at the end of every epoch, -ELBO per point on the held-out split (one
-    sample per point, Trace_ELBO), stored in ``model.test_curve`` as (step, value) pairs."""
-    test = held_out(data)
-    model.test_curve = []
-    if test is None:
-        return lambda trainer: None
-    batch = test.batch()
+class TestCurve(Callback):
+    """A trainer callback: at the end of every epoch and of the fit, -ELBO per point on the held-out
+    split (one sample per point, Trace_ELBO), stored in ``model.test_curve`` as (step, value) pairs;
+    nothing when ``data`` has no held-out split (:func:`held_out`)."""
 
-    def callback(trainer):
-        per_epoch = trainer.cfg.steps_per_epoch(len(trainer.data))
-        if trainer.step % per_epoch == 0 or trainer.step == trainer.total:
-            with torch.no_grad(), pyro.validation_enabled(False):
-                loss = Trace_ELBO().loss(trainer.model_fn, trainer.guide, batch.to(trainer.data.x.device))
-            model.test_curve.append((trainer.step, loss / len(test)))
+    def __init__(self, model, data):
+        self.model, self.test = model, held_out(data)
+        self.batch = None if self.test is None else self.test.batch()
+        model.test_curve = []
 
-    return callback
+    def on_epoch_end(self, trainer) -> None:
+        self._record(trainer)
+
+    def on_fit_end(self, trainer) -> None:
+        curve = self.model.test_curve
+        if not curve or curve[-1][0] != trainer.step:  # a fit that ends mid-epoch
+            self._record(trainer)
+
+    def _record(self, trainer) -> None:
+        if self.test is None:
+            return
+        with torch.no_grad(), pyro.validation_enabled(False):
+            loss = Trace_ELBO().loss(trainer.model_fn, trainer.guide, self.batch.to(trainer.data.x.device))
+        self.model.test_curve.append((trainer.step, loss / len(self.test)))
 
 
 @torch.no_grad()

@@ -13,6 +13,7 @@ from ._validation import (  # noqa: E402
 )
 from ._version import __version__  # noqa: F401
 from .bdmc import BDMCResult, bdmc  # noqa: E402
+from .callbacks import Callback, EarlyStopping  # noqa: E402
 from .compare import Comparison, compare  # noqa: E402
 from .data import (  # noqa: E402
     Batch,
@@ -32,7 +33,7 @@ from .mcmc import MCMCDivergenceError, MCMCResult, run_mcmc  # noqa: E402
 from .model import Model, build_model, import_model, list_models, register_model  # noqa: E402
 from .objectives import list_elbos, make_elbo, register_elbo  # noqa: E402
 from .results import Fit  # noqa: E402
-from .train import fit  # noqa: E402
+from .train import Trainer, fit  # noqa: E402
 
 __all__ = [
     # data and models
@@ -40,7 +41,7 @@ __all__ = [
     "corpus_from_counts", "Model", "build_model", "list_models", "register_model", "import_model",
     # fitting
     "make_guide", "list_guides", "register_guide", "make_elbo", "list_elbos", "register_elbo",
-    "fit", "Fit", "fit_em", "EMFit",
+    "fit", "Fit", "Trainer", "Callback", "EarlyStopping", "fit_em", "EMFit",
     # evaluation and comparison
     "log_marginal", "LogMarginal", "log_evidence", "LogEvidence", "inference_gaps", "InferenceGaps",
     "bdmc", "BDMCResult", "run_mcmc", "MCMCResult", "MCMCDivergenceError", "local_posterior", "fitted_proposal",

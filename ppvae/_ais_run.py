@@ -8,11 +8,12 @@ import os
 import warnings
 
 from ._estimate import ImportanceWarning, _run_data
+from ._io import atomic_write
 from ._validation import PPVAEError, check_choice
 from .bdmc import bdmc
 from .evaluate import LogMarginal, log_marginal
 from .plots import plot_ais_vs_is, plot_bdmc, plot_log_marginal
-from .results import Fit, atomic_write
+from .results import Fit
 
 __all__ = ["evaluate_run", "update_metrics", "evaluate_run_ais", "bdmc_run"]
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ._io import atomic_write
 from .plots import plot_marginals
-from .results import atomic_write
 
 __all__ = ["Comparison"]
 

@@ -18,12 +18,13 @@ import os
 import torch
 
 from ._estimate import _run_data
+from ._io import atomic_write
 from ._validation import PPVAEError
 from .data import load_dataset
 from .evaluate import log_evidence
 from .mcmc import MCMCResult
 from .model import build_model, get_model_class
-from .results import Fit, atomic_write
+from .results import Fit
 
 __all__ = ["evidence_run", "load_mcmc_dir", "agreement", "AGREE_Z"]
 

@@ -2,80 +2,46 @@
 
 A checkpoint is one file ``checkpoint-<step>.pt`` in the checkpoint directory holding only tensors,
 numbers, strings, lists and dicts, so it is read back with ``torch.load(weights_only=True)`` and
-loading never executes code from the file. It records everything the next step depends on:
+loading never executes code from the file. It holds :meth:`ppvae.Trainer.state_dict`, everything the
+next step depends on:
 
 * ``params``: every fitted tensor, in the trainer's parameter order (model and guide);
 * ``optimizer`` / ``scheduler``: the state dicts of the one Adam optimizer and its lr schedule;
 * ``rng``: the torch (and CUDA), numpy and Python RNG states;
 * ``step``, ``losses`` (the loss history), ``time_s`` and ``config`` (JSON text: ppvae version,
-  model name and hyperparameters, :class:`~ppvae.train.TrainConfig`).
+  model name and hyperparameters, :class:`~ppvae._config.TrainConfig`).
 
-The minibatch of step ``t`` is a function of (seed, t) alone (:func:`ppvae.train.batch_at`), so
+The minibatch of step ``t`` is a function of (seed, t) alone (:func:`ppvae._config.batch_at`), so
 parameters + optimizer state + RNG states + step determine the rest of the run: on CPU a resumed
 run's losses and final parameters equal an uninterrupted run's bit for bit.
 
 Each file is written to a temporary name in the same directory, fsynced and renamed
-(:func:`ppvae.results.atomic_write`); the previous checkpoint is deleted only after the new one is in
+(:func:`ppvae._io.atomic_write`); the previous checkpoint is deleted only after the new one is in
 place, so a process killed at any instant leaves the last complete checkpoint readable and never a
-torn one. With data-parallel training only rank 0 writes.
+torn one. With data-parallel training only rank 0 writes (the strategy's ``is_main``).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import random
 import re
-import time
 from dataclasses import asdict
 
-import numpy as np
-import pyro
 import torch
 
+from ._io import atomic_write, check_version, fsync_dir, load_tensors
 from ._validation import PPVAEError, check_int
 from ._version import __version__
+from .callbacks import Callback
 
-__all__ = ["Checkpointer", "check_version", "latest_checkpoint", "load_checkpoint", "prepare_run", "resume_trainer",
-           "save_checkpoint"]
+__all__ = ["Checkpointer", "latest_checkpoint", "load_checkpoint", "resume_trainer", "save_checkpoint"]
 
 FORMAT = "ppvae-checkpoint-1"
 _NAME = re.compile(r"^checkpoint-(\d+)\.pt$")
 _KEYS = ("format", "ppvae_version", "step", "params", "optimizer", "scheduler", "rng", "losses", "config")
 # TrainConfig fields a resumed run may change: where/how often to checkpoint, early stopping, device.
 _FREE = {"steps", "epochs", "checkpoint_dir", "checkpoint_every", "device", "patience", "tol"}
-
-
-def check_version(found: str, where: str) -> None:
-    """Files load across patch versions only: major.minor of ``found`` must equal this ppvae's."""
-    if not isinstance(found, str) or found.split(".")[:2] != __version__.split(".")[:2]:
-        raise PPVAEError(
-            f"load: {where} was written by ppvae {found}; this is ppvae {__version__} and runs load only "
-            "within the same major.minor version (refit, or load it with the version that wrote it)"
-        )
-
-
-# -- RNG states as plain tensors and lists (weights_only-loadable) ---------------------------------------
-def _rng_state() -> dict:
-    np_state = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(float, np_state[2:])],
-        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    name, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(gauss)))
-    version, internal, gauss_next = state["python"]
-    random.setstate((version, tuple(internal), gauss_next))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 # -- writing --------------------------------------------------------------------------------------
@@ -89,91 +55,44 @@ def _config_text(trainer) -> str:
     }, default=str)
 
 
-def save_checkpoint(trainer, directory: str, keep: int = 2, time_s: float = 0.0) -> str:
-    """Write ``directory/checkpoint-<step>.pt`` atomically, then delete all but the ``keep`` newest."""
-    from .results import atomic_write
-
+def save_checkpoint(trainer, directory: str, keep: int = 2) -> str:
+    """Write ``trainer.state_dict()`` to ``directory/checkpoint-<step>.pt`` atomically, then delete all but
+    the ``keep`` newest checkpoints."""
     if trainer.optim is None:
         raise PPVAEError("checkpoint: nothing to save before the first step")
     os.makedirs(directory, exist_ok=True)
-    state = {
-        "format": FORMAT,
-        "ppvae_version": __version__,
-        "step": trainer.step,
-        "params": [p.detach().cpu().clone() for p in trainer.params],
-        "optimizer": trainer.optim.state_dict(),
-        "scheduler": None if trainer.scheduler is None else trainer.scheduler.state_dict(),
-        "rng": _rng_state(),
-        "losses": list(trainer.losses),
-        "time_s": float(time_s),
-        "config": _config_text(trainer),
-    }
+    state = {"format": FORMAT, "ppvae_version": __version__, **trainer.state_dict(), "config": _config_text(trainer)}
     path = os.path.join(directory, f"checkpoint-{trainer.step:09d}.pt")
     atomic_write(path, lambda fh: torch.save(state, fh), mode="wb")
-    _fsync_dir(directory)
+    fsync_dir(directory)
     for old in _checkpoints(directory)[:-keep]:
         os.unlink(old)
     return path
 
 
-def _fsync_dir(directory: str) -> None:
-    """Make the rename durable (the directory entry itself is flushed)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+class Checkpointer(Callback):
+    """The checkpointing callback ``fit(checkpoint_dir=..., checkpoint_every=...)`` adds: a checkpoint
+    every ``every`` steps (one integer modulo per step) and one when the fit ends; ``enabled=False``
+    (data-parallel ranks other than 0) writes nothing."""
 
-
-class Checkpointer:
-    """A ``fit`` callback: every ``every`` steps (and by :meth:`final` at the end) write a checkpoint.
-
-    Per step it costs one integer modulo; ``enabled=False`` (ranks other than 0) writes nothing.
-    """
-
-    def __init__(self, directory: str | None, every: int | None, keep: int = 2, enabled: bool = True,
-                 time_offset: float = 0.0):
+    def __init__(self, directory: str | None, every: int | None, keep: int = 2, enabled: bool = True):
         self.directory, self.keep = directory, keep
         self.enabled = enabled and directory is not None
         self.every = None if every is None else check_int("checkpoint_every", every, low=1)
-        self.time_offset = time_offset  # seconds spent before a resume
-        self.started = time.perf_counter()
         self.last_step = -1
 
-    def __call__(self, trainer) -> None:
+    def on_step_end(self, trainer, loss: float) -> None:
         if self.every is not None and trainer.step % self.every == 0:
             self.save(trainer)
 
-    def save(self, trainer) -> None:
-        if self.enabled and trainer.step != self.last_step and trainer.optim is not None:
-            elapsed = self.time_offset + time.perf_counter() - self.started
-            save_checkpoint(trainer, self.directory, self.keep, elapsed)
-            self.last_step = trainer.step
-
-    def finish(self, trainer, elapsed: float) -> float:
-        """Write the final checkpoint; return the run's total time including time before a resume."""
+    def on_fit_end(self, trainer) -> None:
         self.save(trainer)
-        return self.time_offset + elapsed
 
-
-def prepare_run(trainer, resume: str | None = None, distributed: bool = False) -> Checkpointer:
-    """Set ``trainer`` up for ``fit``: data-parallel hooks (:func:`ppvae.distributed.attach`), the state
-    of the newest checkpoint at ``resume``, and the :class:`Checkpointer` callback (rank 0 only)."""
-    rank = 0
-    if distributed:
-        from .distributed import attach
-
-        rank = attach(trainer)
-    offset = 0.0
-    if resume is not None:
-        offset = float(resume_trainer(trainer, resume).get("time_s", 0.0))
-    cfg = trainer.cfg
-    return Checkpointer(cfg.checkpoint_dir, cfg.checkpoint_every, enabled=rank == 0, time_offset=offset)
+    def save(self, trainer) -> None:
+        """Write a checkpoint of the current step unless this step's is already written."""
+        if self.enabled and trainer.step != self.last_step and trainer.optim is not None:
+            save_checkpoint(trainer, self.directory, self.keep)
+            self.last_step = trainer.step
 
 
 # -- reading --------------------------------------------------------------------------------------
@@ -202,12 +121,7 @@ def latest_checkpoint(path: str) -> str:
 
 def load_checkpoint(path: str) -> dict:
     """Read a checkpoint file (tensors and plain values only; no code from the file runs)."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise PPVAEError(f"load: checkpoint {path} is missing") from None
-    except Exception as exc:  # noqa: BLE001 -- refused unpickling, torn or foreign file
-        raise PPVAEError(f"load: checkpoint {path} {describe_load_error(exc)}") from None
+    state = load_tensors(path, f"checkpoint {path}")
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise PPVAEError(f"load: {path} is not a ppvae checkpoint (no '{FORMAT}' format tag)")
     missing = [k for k in _KEYS if k not in state]
@@ -217,36 +131,7 @@ def load_checkpoint(path: str) -> dict:
     return state
 
 
-def describe_load_error(exc: Exception) -> str:
-    """Why ``torch.load(weights_only=True)`` refused a file, in words (nothing from the file ran)."""
-    text = str(exc)
-    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
-    if found:
-        return (f"holds Python objects ({found.group(1)}) that loading would have to execute; refused "
-                "without running anything (only tensors and plain values are loaded)")
-    if "Weights only load failed" in text:
-        found = re.search(r"(Unsupported operand \d+|Unsupported class [\w.]+)", text)
-        detail = found.group(1) if found else "not a tensors-only pickle"
-        return (f"is not a tensors-only torch file (corrupted, or a pickle of Python objects: {detail}); "
-                "refused without running anything")
-    first = text.strip().splitlines()[0].split(". ")[0] if text.strip() else "empty or cut short"
-    return f"is corrupted or truncated and cannot be read ({type(exc).__name__}: {first})"
-
-
 # -- resuming -------------------------------------------------------------------------------------
-def ensure_initialized(trainer) -> None:
-    """Create the parameters and the optimizer without taking a step: one traced loss evaluation on the
-    current step's batch (RNG states are put back, so the run continues as if it had not happened)."""
-    from .train import batch_at
-
-    if trainer.optim is not None:
-        return
-    rng = pyro.util.get_rng_state()
-    batch, _ = batch_at(trainer.data, trainer.cfg, trainer.step)
-    trainer._init_params(batch, torch.get_rng_state())
-    pyro.util.set_rng_state(rng)
-
-
 def _check_compatible(trainer, config: dict, path: str) -> None:
     model = trainer.model
     if config.get("model") != model.name or config.get("hparams") != json.loads(json.dumps(model.hparams, default=str)):
@@ -263,27 +148,17 @@ def _check_compatible(trainer, config: dict, path: str) -> None:
 
 
 def resume_trainer(trainer, path: str) -> dict:
-    """Load the newest checkpoint at ``path`` into ``trainer``: parameters, optimizer and scheduler
-    state, RNG states, step and loss history. Returns the checkpoint."""
+    """Load the newest checkpoint at ``path`` into ``trainer`` (:meth:`ppvae.Trainer.load_state_dict`:
+    parameters, optimizer and scheduler state, RNG states, step, loss history, time) after checking it
+    is of the same model and training options. Returns the checkpoint."""
     file = latest_checkpoint(path)
     state = load_checkpoint(file)
-    config = json.loads(state["config"])
-    _check_compatible(trainer, config, file)
+    _check_compatible(trainer, json.loads(state["config"]), file)
     step = int(state["step"])
     if step > trainer.total:
         raise PPVAEError(f"resume: checkpoint {file} is at step {step}, past the {trainer.total} steps asked for")
-    ensure_initialized(trainer)
-    saved = state["params"]
-    if len(saved) != len(trainer.params) or any(s.shape != p.shape for s, p in zip(saved, trainer.params, strict=True)):
-        shapes = [tuple(s.shape) for s in saved], [tuple(p.shape) for p in trainer.params]
-        raise PPVAEError(f"resume: checkpoint {file} holds parameters of shapes {shapes[0]}; the run has {shapes[1]}")
-    with torch.no_grad():
-        for p, s in zip(trainer.params, saved, strict=True):
-            p.copy_(s.to(p.device))
-    trainer.optim.load_state_dict(state["optimizer"])
-    if trainer.scheduler is not None and state["scheduler"] is not None:
-        trainer.scheduler.load_state_dict(state["scheduler"])
-    trainer.step = step
-    trainer.losses = [float(v) for v in state["losses"]]
-    _set_rng_state(state["rng"])
+    try:
+        trainer.load_state_dict(state)
+    except PPVAEError as exc:
+        raise PPVAEError(f"resume: checkpoint {file}: {str(exc).removeprefix('load_state_dict: ')}") from None
     return state

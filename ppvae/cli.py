@@ -18,6 +18,7 @@ import torch
 from . import _cli_models, _cli_parser
 from ._ais_run import evaluate_run
 from ._cli_evidence import cmd_bdmc, cmd_evidence, print_ais
+from ._io import atomic_write
 from ._plots_mcmc import plot_mcmc_rank, plot_mcmc_trace
 from ._rundir import CHECKPOINTS, Terminated, check_out, interrupted_message, run_directory, sigterm_unwinds
 from ._validation import PPVAEError
@@ -29,7 +30,6 @@ from .inference_data import summary, to_inference_data
 from .mcmc import run_mcmc
 from .model import build_model, get_model_class, list_models
 from .plots import FigureGuard, plot_em_trace, plot_loss, plot_mixture_2d
-from .results import atomic_write
 from .train import fit
 
 EXIT_USAGE = 2

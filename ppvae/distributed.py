@@ -2,7 +2,7 @@
 
 Every process runs the same trainer with the same seed (so model, guide and optimizer start
 identical, as DistributedDataParallel's initial broadcast would make them) and draws the same global
-minibatch B_t of M points at step t (:func:`ppvae.train.batch_at`). Process r evaluates the ELBO only
+minibatch B_t of M points at step t (:func:`ppvae._config.batch_at`). Process r evaluates the ELBO only
 on its share B_t^r (``torch.tensor_split`` of the batch indices: M_r points, read from the data set
 only then, so a memory-mapped data set is never loaded whole), with the likelihood scaled to the full
 data set through the data plate (N / M_r, Hoffman et al. 2013, eq. 8). The per-process gradients
@@ -15,6 +15,16 @@ of the flattened gradients after backward, before the optimizer step; the loss v
 same way so every process records the single-process loss and early stopping agrees (the scheme of
 PyTorch's DistributedDataParallel, Li et al. 2020, "PyTorch Distributed", VLDB, sec. 3). Global latent
 draws use the same RNG stream on every rank, i.e. one draw per step as in a single process.
+
+The trainer calls a *strategy* at three points of every run (:class:`SingleProcess` is the default,
+:class:`DataParallel` the one ``fit(distributed=True)`` uses):
+
+* ``setup(trainer)`` once, after the trainer is built: join the group, create the parameters and hook
+  the gradient all-reduce onto them;
+* ``batch(data, index) -> (batch, weight)`` every step: this process's share of the global minibatch
+  ``index`` and its weight M_r / M (returned, never stored, so nothing depends on call order);
+* ``combine_loss(loss, weight, params)`` every step: the loss whose value is the single-process loss and
+  whose gradient is this process's weighted share.
 
 Launch one process per device with torchrun; ``gloo`` is used on CPU, ``nccl`` on CUDA::
 
@@ -34,7 +44,7 @@ import torch.distributed as dist
 from ._validation import PPVAEError
 from .data import Batch, Dataset
 
-__all__ = ["init_from_env", "attach", "DataShard"]
+__all__ = ["DataParallel", "SingleProcess", "init_from_env", "local_share"]
 
 _ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
@@ -59,43 +69,68 @@ def init_from_env(device: str = "cpu") -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
-class DataShard(Dataset):
-    """The full data set seen by rank ``rank`` of ``world_size``: ``batch(index)`` keeps only this
-    rank's share of ``index`` (all points when ``index`` is None), with the full size N, and records
-    ``weight`` = M_r / M, the share's weight in the global gradient."""
-
-    @classmethod
-    def of(cls, data: Dataset, rank: int, world_size: int) -> "DataShard":
-        shard = object.__new__(cls)  # no second validation scan of (possibly memory-mapped) x
-        shard.__dict__.update(vars(data))
-        shard.rank, shard.world_size, shard.weight = rank, world_size, 1.0 / world_size
-        return shard
-
-    def batch(self, index: torch.Tensor | None = None) -> Batch:
-        if index is None:
-            index = torch.arange(len(self), device=self.x.device)
-        if len(index) < self.world_size:
-            raise PPVAEError(f"distributed: a minibatch of {len(index)} points cannot be shared by "
-                             f"{self.world_size} processes; use a batch_size (and N mod batch_size) "
-                             f">= {self.world_size}")
-        local = torch.tensor_split(index, self.world_size)[self.rank]
-        self.weight = len(local) / len(index)
-        return Batch(self.x[local], None if self.y is None else self.y[local], local, len(self))
+def local_share(data: Dataset, index: torch.Tensor | None, rank: int, world_size: int) -> tuple[Batch, float]:
+    """Rank ``rank``'s share of the minibatch ``index`` of ``data`` (all points when None): the points
+    ``torch.tensor_split(index, world_size)[rank]`` as a batch of the full data set (size N), and the
+    share's weight M_r / M in the global gradient. Only the share is read from ``data``."""
+    if index is None:
+        index = torch.arange(len(data), device=data.x.device)
+    if len(index) < world_size:
+        raise PPVAEError(f"distributed: a minibatch of {len(index)} points cannot be shared by "
+                         f"{world_size} processes; use a batch_size (and N mod batch_size) >= {world_size}")
+    local = torch.tensor_split(index, world_size)[rank]
+    return data.batch(local), len(local) / len(index)
 
 
-class _AllReducedLoss:
-    """The trainer's objective on this rank's share, weighted by M_r / M, whose value is the sum over
-    ranks (the single-process loss) and whose gradient is this rank's weighted gradient."""
+class SingleProcess:
+    """The default strategy: this process trains on every minibatch whole."""
 
-    def __init__(self, elbo, shard: DataShard, trainer):
-        self.elbo, self.shard, self.trainer = elbo, shard, trainer
+    rank, world_size = 0, 1
+    is_main = True  # this process writes checkpoints
 
-    def __getattr__(self, name):
-        return getattr(self.elbo, name)
+    def setup(self, trainer) -> None:
+        """Nothing to join or hook."""
 
-    def differentiable_loss(self, model, guide, batch):
-        local = self.elbo.differentiable_loss(model, guide, batch) * self.shard.weight
-        params = getattr(self.trainer, "params", None)
+    def batch(self, data: Dataset, index: torch.Tensor | None) -> tuple[Batch, float]:
+        return data.batch(index), 1.0
+
+    def combine_loss(self, loss: torch.Tensor, weight: float, params) -> torch.Tensor:
+        return loss
+
+
+class DataParallel(SingleProcess):
+    """Data-parallel SVI over the ``torch.distributed`` process group (joined from the torchrun
+    environment if needed): each process evaluates the objective on its share of the global minibatch,
+    the loss is summed over processes and the gradients are all-reduced before the optimizer step.
+    Only rank 0 (``is_main``) writes checkpoints."""
+
+    def __init__(self):
+        self.rank, self.world_size, self.sync = 0, 1, None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def setup(self, trainer) -> None:
+        """Join the group, check every minibatch can be shared, create the parameters (before the first
+        step, so the gradient hooks exist on every rank) and hook the all-reduce onto them."""
+        rank, world = init_from_env(trainer.cfg.device)
+        if world > 1:
+            n = len(trainer.data)
+            bs = trainer.cfg.batch_size or n
+            if bs < world or 0 < n % bs < world:
+                raise PPVAEError(f"distributed: every minibatch needs >= {world} points (one per process); got "
+                                 f"batch_size={bs} with N={n} (last batch {n % bs or bs})")
+        self.rank, self.world_size = rank, world
+        trainer.initialize()
+        self.sync = _GradientAllReduce(trainer.params)
+
+    def batch(self, data: Dataset, index: torch.Tensor | None) -> tuple[Batch, float]:
+        return local_share(data, index, self.rank, self.world_size)
+
+    def combine_loss(self, loss: torch.Tensor, weight: float, params) -> torch.Tensor:
+        """``loss * weight`` with its value replaced by the sum over ranks (the single-process loss)."""
+        local = loss * weight
         if params:  # every parameter gets a gradient on every rank, so the all-reduce always completes
             local = local + 0.0 * sum(p.sum() for p in params)
         total = local.detach().clone()
@@ -123,22 +158,3 @@ class _GradientAllReduce:
         for g in grads:
             g.copy_(flat[offset: offset + g.numel()].view_as(g))
             offset += g.numel()
-
-
-def attach(trainer) -> int:
-    """Make ``trainer`` data-parallel over the current process group (initialized from the torchrun
-    environment if needed): share each minibatch, combine loss and gradients. Returns the rank."""
-    from .checkpoint import ensure_initialized
-
-    rank, world = init_from_env(trainer.cfg.device)
-    if world > 1:
-        n = len(trainer.data)
-        bs = trainer.cfg.batch_size or n
-        if bs < world or 0 < n % bs < world:
-            raise PPVAEError(f"distributed: every minibatch needs >= {world} points (one per process); got "
-                             f"batch_size={bs} with N={n} (last batch {n % bs or bs})")
-    trainer.data = DataShard.of(trainer.data, rank, world)
-    trainer.elbo = _AllReducedLoss(trainer.elbo, trainer.data, trainer)
-    ensure_initialized(trainer)
-    trainer.grad_sync = _GradientAllReduce(trainer.params)
-    return rank

@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ._io import atomic_write
 from ._parallel import parallel_map
 from ._validation import PPVAEError, check_float, check_int
 from .data import Dataset
 from .model import Model
-from .results import atomic_write
 
 __all__ = ["fit_em", "EMFit"]
 

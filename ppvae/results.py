@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict
-from typing import Any, Callable
+from typing import Callable
 
 import pyro
 import torch
@@ -24,33 +23,18 @@ from pyro import poutine
 from pyro.distributions.transforms import biject_to
 from pyro.infer import TraceEnum_ELBO, infer_discrete
 
+from ._config import TrainConfig, resolve_device
 from ._enum import data_plate_log_prob, enumerated_trace
+from ._io import atomic_write, check_version, load_tensors
 from ._validation import PPVAEError, check_choice
 from ._version import __version__
 from .data import Batch, Dataset
 from .guides import make_guide
 from .model import Model, build_model, get_model_class, is_local, model_import_path
-from .train import TrainConfig, resolve_device
 
-__all__ = ["Fit", "atomic_write"]
+__all__ = ["Fit", "atomic_write"]  # atomic_write lives in ppvae._io; re-exported for older callers
 
 CONFIG, PARAMS, HISTORY = "config.json", "params.pt", "history.json"
-
-
-def atomic_write(path: str, write: Callable[[Any], None], mode: str = "w") -> None:
-    """Write ``path`` through a temporary file in the same directory, fsync, then rename."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, mode) as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 class Fit:
@@ -171,19 +155,13 @@ class Fit:
     @classmethod
     def load(cls, path: str) -> "Fit":
         """Rebuild a fit from a run directory written by :meth:`save` (tensors only; no code runs)."""
-        from .checkpoint import check_version, describe_load_error
-
         config = _read_json(path, CONFIG)
         if not isinstance(config, dict):
             raise PPVAEError(f"load: {os.path.join(path, CONFIG)} is not a ppvae run config (not a JSON object)")
         check_version(config.get("ppvae_version"), os.path.join(path, CONFIG))
         history = _read_json(path, HISTORY)
-        try:
-            state = torch.load(os.path.join(path, PARAMS), map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise PPVAEError(f"load: {os.path.join(path, PARAMS)} is missing; not a complete ppvae run") from None
-        except Exception as exc:  # noqa: BLE001 -- unpickling refused, or a torn file
-            raise PPVAEError(f"load: {os.path.join(path, PARAMS)} {describe_load_error(exc)}") from None
+        params = os.path.join(path, PARAMS)
+        state = load_tensors(params, params, missing="; not a complete ppvae run")
         if not isinstance(state, dict) or "model" not in state:
             raise PPVAEError(f"load: {os.path.join(path, PARAMS)} is not a ppvae parameter file (no 'model' state)")
         try:

@@ -11,236 +11,116 @@ On the MNIST VAE (benchmarks/bench_vae_speed.py) Pyro's tutorial loop takes abou
 plain-PyTorch loop; against a plain loop with the same fused Adam, ppvae takes 1.27x eager and 1.11x
 with ``jit=True``.
 
+:class:`Trainer` is the loop with its state; ``fit`` builds one and runs it. Code that runs inside
+the loop is a :class:`ppvae.Callback` (:mod:`ppvae.callbacks`); data-parallel training is a strategy
+object the trainer calls (:mod:`ppvae.distributed`); checkpoints save and restore
+:meth:`Trainer.state_dict` (:mod:`ppvae.checkpoint`).
+
 The loop is deterministic on CPU for a given seed: Pyro's RNGs are seeded once and the minibatch
-order of epoch e is a permutation drawn from its own generator seeded by (seed, e).
+order of epoch e is a permutation drawn from its own generator seeded by (seed, e) (:mod:`ppvae._config`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import functools
 import math
 import time
 import warnings
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import pyro
 import torch
 from pyro import poutine
-from pyro.poutine.messenger import Messenger
-from pyro.poutine.util import site_is_subsample
 
+from ._config import TrainConfig, batch_at, batch_index, binarize_batch, resolve_device
 from ._convergence import check_convergence as convergence_of
 from ._jit import CompiledObjective
-from ._validation import NonFiniteError, PPVAEError, check_choice, check_float, check_int, one_line
+from ._progress import Progress
+from ._steps import (
+    LocalLatentScale,
+    adam,
+    grads_finite,
+    make_scheduler,
+    nonfinite_error,
+    nonfinite_sites,
+    rng_state,
+    set_rng_state,
+)
+from ._validation import PPVAEError, one_line
+from .callbacks import Callback, EarlyStopping, as_callback, hooks
+from .checkpoint import Checkpointer, resume_trainer
 from .data import Batch, Dataset
+from .distributed import DataParallel, SingleProcess
 from .guides import guide_spec_name, make_guide
-from .model import DATA_PLATE, Model
+from .model import Model
 from .objectives import make_elbo
+from .results import Fit
 
-__all__ = ["fit", "TrainConfig", "resolve_device"]
+__all__ = ["fit", "Trainer", "TrainConfig", "resolve_device", "batch_at"]
 
-
-@dataclass
-class TrainConfig:
-    """Everything the trainer needs besides model, guide and data; JSON round-trips via ``asdict``."""
-
-    guide: str = "auto"
-    elbo: str = "auto"
-    steps: int | None = None
-    epochs: int | None = None
-    batch_size: int | None = None
-    lr: float = 0.01
-    betas: tuple[float, float] = (0.9, 0.999)  # Adam's moment decay rates (beta_1, beta_2)
-    optimizer: str = "adam"  # adam | clipped_adam
-    clip_norm: float = 10.0
-    lr_schedule: str = "constant"  # constant | exponential | cosine
-    lr_final_factor: float = 0.1  # lr at the last step / lr, for exponential and cosine
-    num_particles: int = 1
-    seed: int = 0
-    device: str = "cpu"
-    patience: int | None = None  # early stopping: steps without relative improvement
-    tol: float = 1e-4
-    guide_options: dict = field(default_factory=dict)
-    elbo_options: dict = field(default_factory=dict)
-    beta: float = 1.0  # weight of the local latents' log-densities (beta-VAE); see _LocalLatentScale
-    kl_warmup_steps: int = 0  # ramp that weight linearly from beta/kl_warmup_steps to beta over these steps
-    checkpoint_dir: str | None = None  # write checkpoints here (ppvae.checkpoint) ...
-    checkpoint_every: int | None = None  # ... every this many steps, and at the end
-    jit: bool = False  # trace the objective once per batch shape (ppvae._jit) and replay it
-
-    def validate(self, num_data: int) -> "TrainConfig":
-        if self.steps is not None and self.epochs is not None:
-            raise PPVAEError(f"steps/epochs: expected one of them; got steps={self.steps} and epochs={self.epochs}")
-        if self.steps is None and self.epochs is None:
-            self.steps = 1000
-        if self.steps is not None:
-            self.steps = check_int("steps", self.steps, low=1)
-        if self.epochs is not None:
-            self.epochs = check_int("epochs", self.epochs, low=1)
-        if self.batch_size is not None:
-            self.batch_size = check_int("batch_size", self.batch_size, low=1, high=num_data)
-        self.lr = check_float("lr", self.lr, low=0.0, strict=True)
-        if not isinstance(self.betas, (tuple, list)) or len(self.betas) != 2:
-            raise PPVAEError(f"betas: expected two decay rates (beta_1, beta_2) in [0, 1); got {self.betas!r:.60}")
-        self.betas = tuple(check_float(f"betas[{i}]", b, low=0.0, high=1.0) for i, b in enumerate(self.betas))
-        if max(self.betas) >= 1:
-            raise PPVAEError(f"betas: expected decay rates below 1; got {self.betas}")
-        check_choice("optimizer", self.optimizer, ("adam", "clipped_adam"))
-        check_choice("lr_schedule", self.lr_schedule, ("constant", "exponential", "cosine"))
-        self.clip_norm = check_float("clip_norm", self.clip_norm, low=0.0, strict=True)
-        self.lr_final_factor = check_float("lr_final_factor", self.lr_final_factor, low=0.0, high=1.0, strict=True)
-        self.num_particles = check_int("num_particles", self.num_particles, low=1)
-        self.seed = check_int("seed", self.seed, low=0, high=2**32 - 1)  # numpy seeds are 32-bit
-        if self.patience is not None:
-            self.patience = check_int("patience", self.patience, low=1)
-        self.tol = check_float("tol", self.tol, low=0.0)
-        self.beta = check_float("beta", self.beta, low=0.0)
-        self.kl_warmup_steps = check_int("kl_warmup_steps", self.kl_warmup_steps, low=0)
-        if not isinstance(self.jit, bool):
-            raise PPVAEError(f"jit: expected True or False; got {self.jit!r:.60}")
-        for name in ("guide_options", "elbo_options"):
-            if not isinstance(getattr(self, name), dict):
-                raise PPVAEError(f"{name}: expected a dict of keyword options; got {getattr(self, name)!r:.60}")
-        if self.checkpoint_every is not None:
-            self.checkpoint_every = check_int("checkpoint_every", self.checkpoint_every, low=1)
-            if self.checkpoint_dir is None:
-                raise PPVAEError("checkpoint_every: expected a checkpoint_dir to write to; got none")
-        return self
-
-    def steps_per_epoch(self, num_data: int) -> int:
-        return 1 if self.batch_size is None else math.ceil(num_data / self.batch_size)
-
-    def total_steps(self, num_data: int) -> int:
-        return self.steps if self.steps is not None else self.epochs * self.steps_per_epoch(num_data)
+STATE_KEYS = ("step", "params", "optimizer", "scheduler", "rng", "losses", "time_s")
 
 
-def resolve_device(device: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; ``"cuda"`` without a GPU is a clear error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise PPVAEError(f"device: expected cpu, cuda, cuda:N or auto; got '{device}'") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise PPVAEError(f"device: '{device}' was asked for but torch sees no CUDA device; use cpu or auto")
-    return dev
+class Trainer:
+    """One SVI run: model, guide, objective, the one optimizer, the step count and the loss history.
 
+    ``Trainer(model, data, guide=..., elbo=..., callbacks=..., strategy=..., **options)`` validates the
+    options (:class:`TrainConfig` fields, as for :func:`fit`), seeds Pyro's RNGs, clears the param
+    store, sets the model up on ``data`` and moves both to ``device``; :meth:`fit` then runs the steps
+    and returns a :class:`ppvae.Fit`.
 
-@functools.lru_cache(maxsize=4)  # drawn once per epoch, not once per step (read-only; callers slice it)
-def epoch_order(num_data: int, seed: int, epoch: int) -> torch.Tensor:
-    """The minibatch order of ``epoch``: a permutation seeded by (seed, epoch), so a resumed run
-    sees the same batches as an uninterrupted one."""
-    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(num_data, generator=gen)
+    Public attributes, read by callbacks and strategies (change them only as documented):
 
+    * ``model`` (the :class:`ppvae.Model`), ``model_fn`` (the model, or its enumerated form when it has
+      discrete latents: what the objective runs), ``guide``, ``elbo`` (the objective) and ``elbo_name``;
+    * ``data`` (the :class:`ppvae.Dataset`, on the device), ``cfg`` (the validated :class:`TrainConfig`);
+    * ``step`` (optimizer steps taken), ``total`` (steps asked for), ``steps_per_epoch``, ``losses``
+      (one float per step taken, resumed runs included);
+    * ``params`` (every fitted tensor, in a fixed order), ``optim`` and ``scheduler``: None until the
+      first step or :meth:`initialize`;
+    * ``callbacks`` (the :class:`ppvae.Callback` list: the user's, then early stopping and checkpointing),
+      ``strategy`` (:class:`ppvae.distributed.SingleProcess` or ``DataParallel``);
+    * ``should_stop``: a callback sets it True to end the loop after the current step;
+    * ``compiled``: the traced objective with ``jit=True``, else None.
+    """
 
-def batch_at(data: Dataset, cfg: TrainConfig, step: int) -> tuple[Batch, int]:
-    """The minibatch of optimizer step ``step`` and its index within the epoch."""
-    n = len(data)
-    if cfg.batch_size is None:
-        return data.batch(None), 0
-    per_epoch = cfg.steps_per_epoch(n)
-    epoch, b = divmod(step, per_epoch)
-    order = epoch_order(n, cfg.seed, epoch)
-    index = order[b * cfg.batch_size : (b + 1) * cfg.batch_size].to(data.x.device)
-    return data.batch(index), b
+    def __init__(self, model: Model, data: Dataset | torch.Tensor, *, guide: Any = "auto", elbo: str = "auto",
+                 callbacks: list | None = None, strategy: SingleProcess | None = None, **options):
+        if not isinstance(model, Model):
+            raise PPVAEError(f"model: expected a ppvae.Model instance; got {type(model).__name__}")
+        if not isinstance(data, Dataset):
+            data = Dataset(data)
+        unknown = sorted(set(options) - set(TrainConfig.__dataclass_fields__) - {"guide", "elbo"})
+        if unknown:
+            raise PPVAEError(f"fit: unknown option(s) {', '.join(unknown)}; expected TrainConfig fields")
+        if isinstance(guide, str) and guide == "auto":  # record the guide actually used, e.g. "svi:model"
+            guide = "model" if model.has_own_guide else "auto_normal"
+        cfg = TrainConfig(guide=guide_spec_name(guide), elbo=elbo, **options).validate(len(data))
+        device = resolve_device(cfg.device)
+        self.strategy = SingleProcess() if strategy is None else strategy
+        if cfg.jit and type(self.strategy) is not SingleProcess:
+            raise PPVAEError("jit: the compiled objective cannot hold the distributed all-reduce; use jit=False")
+        if callbacks is not None and not isinstance(callbacks, (list, tuple)):
+            raise PPVAEError(f"callbacks: expected a list of ppvae.Callback instances; got {callbacks!r:.60}")
+        missing = [m for m in ("setup", "batch", "combine_loss", "is_main") if not hasattr(self.strategy, m)]
+        if missing:
+            raise PPVAEError(f"strategy: expected a ppvae.distributed.SingleProcess-like object; "
+                             f"{type(self.strategy).__name__} has no {', '.join(missing)}")
+        user = [as_callback(cb) for cb in (callbacks or [])]
 
-
-def binarize_batch(batch: Batch, seed: int, step: int) -> Batch:
-    """Dynamic binarization (Salakhutdinov & Murray 2008): pixels x in [0, 1] of step ``step`` redrawn
-    as Bernoulli(x) from a generator seeded by (seed, step), so a resumed run draws the same pixels."""
-    gen = torch.Generator(device=batch.x.device).manual_seed(seed * 1_000_003 + step + 1)
-    return dataclasses.replace(batch, x=torch.bernoulli(batch.x, generator=gen))
-
-
-def _make_scheduler(optim: torch.optim.Optimizer, cfg: TrainConfig, total: int):
-    if cfg.lr_schedule == "exponential":
-        gamma = cfg.lr_final_factor ** (1.0 / max(total, 1))
-        return torch.optim.lr_scheduler.ExponentialLR(optim, gamma=gamma)
-    if cfg.lr_schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optim, T_max=total, eta_min=cfg.lr * cfg.lr_final_factor)
-    return None
-
-
-def _nonfinite_sites(model_fn: Callable, guide: Callable, batch: Batch, rng_state: torch.Tensor) -> list[str]:
-    """Replay the failed step (same RNG state) and name the sites whose log-probability is not finite."""
-    torch.set_rng_state(rng_state)
-    bad = []
-    with torch.no_grad(), pyro.validation_enabled(False), poutine.block():
-        try:
-            guide_tr = poutine.trace(guide).get_trace(batch)
-            model_tr = poutine.trace(poutine.replay(model_fn, trace=guide_tr)).get_trace(batch)
-        except Exception as exc:  # a distribution rejecting a NaN parameter names itself here
-            return [f"(tracing failed: {exc})"]
-        for label, tr in (("guide", guide_tr), ("model", model_tr)):
-            for name, site in tr.nodes.items():
-                if site["type"] != "sample":
-                    continue
-                try:
-                    lp = site["fn"].log_prob(site["value"])
-                except Exception:  # a shape error, not a non-finite value: the caller reports it as it is
-                    continue
-                if not torch.isfinite(lp).all() or not torch.isfinite(site["value"]).all():
-                    bad.append(f"{label}:{name}")
-    return bad
-
-
-class _LocalLatentScale(Messenger):
-    """Scales the log-density of every continuous latent site inside the data plate by ``factor``,
-    in model and guide alike, so the ELBO's KL(q(z_i|x_i) || p(z_i)) term (analytic or Monte Carlo)
-    is weighted by ``factor``: the beta-VAE objective (Higgins et al. 2017, eq. 4) and KL warm-up
-    (Bowman et al. 2016, sec. 3.1; Sonderby et al. 2016, sec. 2.4) with a linear ramp."""
-
-    def __init__(self, beta: float, warmup_steps: int):
-        super().__init__()
-        self.beta, self.warmup_steps, self.factor = beta, warmup_steps, beta
-
-    def at_step(self, step: int) -> "_LocalLatentScale":
-        ramp = min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps else 1.0
-        self.factor = self.beta * ramp
-        return self
-
-    def _process_message(self, msg):
-        if (msg["type"] == "sample" and not msg["is_observed"] and not site_is_subsample(msg)
-                and any(f.name == DATA_PLATE for f in msg["cond_indep_stack"])
-                and not msg["fn"].support.is_discrete):
-            msg["scale"] = msg["scale"] * self.factor
-
-
-def _adam(params: list, lr: float, betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Optimizer:
-    """Adam (Kingma & Ba 2015, Algorithm 1) over all parameters, in torch's fused kernel where the
-    parameters allow it (floating point on CPU/CUDA): one kernel per tensor instead of ~10 tensor ops,
-    ~0.6 ms less per step on the MNIST VAE (benchmarks/bench_vae_speed.py). Its updates equal the
-    default implementation's to float rounding (~1 ulp) and are deterministic on CPU."""
-    try:
-        return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)
-    except (RuntimeError, ValueError):  # a dtype or device the fused kernel does not support
-        return torch.optim.Adam(params, lr=lr, betas=betas)
-
-
-def _grads_finite(params) -> bool:
-    """One cheap check per step: a sum over all gradient entries is finite iff none is NaN or inf
-    (a per-tensor ``isfinite`` scan costs ~10x more on a small VAE)."""
-    sums = [p.grad.sum() for p in params if p.grad is not None]
-    return not sums or math.isfinite(torch.stack(sums).sum().item())
-
-
-class _Trainer:
-    """The state of one SVI run: model, guide, objective, optimizer, step and history."""
-
-    def __init__(self, model: Model, data: Dataset, cfg: TrainConfig, guide_spec: Any):
-        self.model, self.data, self.cfg = model, data, cfg
+        pyro.clear_param_store()
+        pyro.set_rng_seed(cfg.seed)
+        model.setup(data)
+        model.to(device)
+        self.model, self.data, self.cfg = model, data.to(device), cfg
+        data = self.data
         probe = data.batch(torch.arange(min(len(data), cfg.batch_size or len(data)), device=data.x.device))
         model.check_observed(probe, minibatched=len(probe) < len(data))
         self.discrete_sites = model.discrete_latent_sites(probe)
         self.max_plate_nesting = model.max_plate_nesting(probe)
         self.model_fn = model.enumerated() if self.discrete_sites else model
         init = model.init_values(data, torch.Generator().manual_seed(cfg.seed))
-        self.guide = make_guide(guide_spec, model, init_values=init, **cfg.guide_options)
+        self.guide = make_guide(guide, model, init_values=init, **cfg.guide_options)
         self.elbo_name, self.elbo = make_elbo(
             cfg.elbo,
             has_discrete=bool(self.discrete_sites),
@@ -249,16 +129,23 @@ class _Trainer:
             **cfg.elbo_options,
         )
         self.total = cfg.total_steps(len(data))
-        self.step = 0
-        self.losses: list[float] = []
-        self.optim = None
-        self.scheduler = None
+        self.steps_per_epoch = cfg.steps_per_epoch(len(data))
+        self.step, self.losses, self.should_stop = 0, [], False
+        self.params: list[torch.Tensor] = []
+        self.optim, self.scheduler = None, None
         self.dynamic_binarization = bool(data.meta.get("dynamic_binarization"))
         scaled = cfg.beta != 1.0 or cfg.kl_warmup_steps > 0
-        self.kl_scale = _LocalLatentScale(cfg.beta, cfg.kl_warmup_steps) if scaled else None
+        self.kl_scale = LocalLatentScale(cfg.beta, cfg.kl_warmup_steps) if scaled else None
         self.compiled = CompiledObjective(self.elbo, self.model_fn, self.guide, model) if cfg.jit else None
+        self._time_before, self._started = 0.0, None  # seconds of earlier (resumed-from) runs; clock start
+        self.strategy.setup(self)
+        builtin = [] if cfg.patience is None else [EarlyStopping(cfg.patience, cfg.tol)]
+        if cfg.checkpoint_dir is not None:
+            builtin.append(Checkpointer(cfg.checkpoint_dir, cfg.checkpoint_every, enabled=self.strategy.is_main))
+        self.callbacks: list[Callback] = user + builtin
 
-    def _init_params(self, batch: Batch, rng_state: torch.Tensor) -> torch.Tensor:
+    # -- one step -----------------------------------------------------------------------------------
+    def _init_params(self, batch: Batch, torch_state: torch.Tensor) -> torch.Tensor:
         """First step: run with validation on, capture every parameter, build the one optimizer."""
         try:
             with poutine.trace(param_only=True) as capture, pyro.validation_enabled(True):
@@ -266,8 +153,8 @@ class _Trainer:
         except PPVAEError:
             raise
         except (ValueError, RuntimeError, IndexError) as exc:  # Pyro's validation or a shape error
-            if _nonfinite_sites(self.model_fn, self.guide, batch, rng_state):
-                self._raise_nonfinite(float("nan"), False, batch, 0, rng_state)
+            if nonfinite_sites(self.model_fn, self.guide, batch, torch_state):
+                raise nonfinite_error(self, float("nan"), batch, 0, torch_state) from None
             first = one_line(exc)
             raise PPVAEError(f"model/guide: the first training step failed on the data: {first}") from exc
         values = [s["value"] for s in capture.trace.nodes.values()]  # a plain nn.Parameter has no unconstrained()
@@ -278,29 +165,42 @@ class _Trainer:
         self.params = [p for p in params.values() if p.requires_grad]
         if not self.params:
             raise PPVAEError("guide: the model and guide have no parameters to fit")
-        self.optim = _adam(self.params, self.cfg.lr, tuple(self.cfg.betas))
-        self.scheduler = _make_scheduler(self.optim, self.cfg, self.total)
+        self.optim = adam(self.params, self.cfg.lr, tuple(self.cfg.betas))
+        self.scheduler = make_scheduler(self.optim, self.cfg, self.total)
         return loss
 
+    def initialize(self) -> None:
+        """Create the parameters and the optimizer without taking a step: one traced loss evaluation on
+        the current step's batch (RNG states are put back, so the run continues as if it had not happened)."""
+        if self.optim is not None:
+            return
+        rng = pyro.util.get_rng_state()
+        index, _ = batch_index(self.data, self.cfg, self.step)
+        batch, _ = self.strategy.batch(self.data, index)
+        self._init_params(batch, torch.get_rng_state())
+        pyro.util.set_rng_state(rng)
+
     def run_step(self) -> float:
-        batch, b = batch_at(self.data, self.cfg, self.step)
+        """One optimizer step on the minibatch of step ``self.step``; returns its loss."""
+        index, b = batch_index(self.data, self.cfg, self.step)
+        batch, weight = self.strategy.batch(self.data, index)
         if self.dynamic_binarization:
             batch = binarize_batch(batch, self.cfg.seed, self.step)
-        rng_state = torch.get_rng_state()
+        torch_state = torch.get_rng_state()
         scale = self.kl_scale.at_step(self.step) if self.kl_scale is not None else contextlib.nullcontext()
         with scale:
             if self.optim is None:
-                loss = self._init_params(batch, rng_state)
+                loss = self._init_params(batch, torch_state)
             else:
                 with pyro.validation_enabled(False):
                     loss = self._loss(batch)
+        loss = self.strategy.combine_loss(loss, weight, self.params)
         self.optim.zero_grad(set_to_none=True)
         if loss.requires_grad:
             loss.backward()
         value = loss.item()
-        bad_grads = not _grads_finite(self.params)
-        if not math.isfinite(value) or bad_grads:
-            self._raise_nonfinite(value, bool(bad_grads), batch, b, rng_state)
+        if not math.isfinite(value) or not grads_finite(self.params):
+            raise nonfinite_error(self, value, batch, b, torch_state)
         if self.cfg.optimizer == "clipped_adam":
             torch.nn.utils.clip_grad_norm_(self.params, self.cfg.clip_norm)
         self.optim.step()
@@ -316,28 +216,107 @@ class _Trainer:
             return self.compiled(batch, self.step)
         return self.elbo.differentiable_loss(self.model_fn, self.guide, batch)
 
-    def _raise_nonfinite(self, value, bad_grads, batch, b, rng_state):
-        sites = _nonfinite_sites(self.model_fn, self.guide, batch, rng_state)
-        where = f"step {self.step}"
-        if self.cfg.batch_size is not None:
-            where += f" (batch {b} of epoch {self.step // self.cfg.steps_per_epoch(len(self.data))})"
-        what = "loss" if not math.isfinite(value) else "gradient"
-        culprit = f"non-finite log-probability at sample site(s) {', '.join(sites)}" if sites else "no single site"
-        rows = (~torch.isfinite(batch.x)).reshape(len(batch), -1).any(-1).nonzero().flatten()
-        if len(rows):  # corrupted data that bypassed load-time validation (e.g. a memory-mapped file)
-            points = rows if batch.index is None else batch.index[rows]
-            culprit += f"; the batch holds non-finite data at point(s) {', '.join(map(str, points[:10].tolist()))}"
-        raise NonFiniteError(
-            f"training: non-finite {what} ({value}) at {where}; {culprit}; "
-            "parameters were left at their last finite values"
-        )
+    # -- the loop -----------------------------------------------------------------------------------
+    @property
+    def elapsed_s(self) -> float:
+        """Seconds spent training, including the runs this one resumed from."""
+        running = 0.0 if self._started is None else time.perf_counter() - self._started
+        return self._time_before + running
+
+    def fit(self, progress: bool | None = None) -> Fit:
+        """Run the remaining steps (or until a callback sets ``should_stop``) and return the :class:`ppvae.Fit`.
+
+        :param progress: None: a bar with the running loss on a terminal, a plain line every 30 s elsewhere;
+            False: nothing (see :mod:`ppvae._progress`).
+        """
+        display = None if progress is False else _ProgressDisplay(self.total, progress)
+        callbacks = self.callbacks if display is None else [*self.callbacks, display]
+        self._started = time.perf_counter()
+        try:
+            for hook in hooks(callbacks, "on_fit_start"):
+                hook(self)
+            self._loop(hooks(callbacks, "on_step_end"), hooks(callbacks, "on_epoch_end"))
+            self._time_before, self._started = self.elapsed_s, None  # the clock stops before the final hooks
+            for hook in hooks(callbacks, "on_fit_end"):
+                hook(self)
+        finally:
+            if display is not None:
+                display.close()
+        history = {"loss": self.losses, "steps": self.step, "time_s": self._time_before,
+                   "stopped_early": self.should_stop}
+        return Fit(self.model, self.guide, self.cfg, history, data_info=_data_info(self.data),
+                   elbo_name=self.elbo_name)
+
+    def _loop(self, step_hooks: list, epoch_hooks: list) -> None:
+        per_epoch = self.steps_per_epoch
+        while self.step < self.total and not self.should_stop:
+            value = self.run_step()
+            for hook in step_hooks:
+                hook(self, value)
+            if epoch_hooks and self.step % per_epoch == 0:
+                for hook in epoch_hooks:
+                    hook(self)
+
+    # -- state --------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Everything the next step depends on, as tensors and plain values (``torch.save``-able and
+        ``weights_only``-loadable): ``step``, ``params`` (CPU copies, in :attr:`params` order), ``optimizer``
+        and ``scheduler`` (their state dicts), ``rng`` (torch, CUDA, numpy and Python RNG states), ``losses``
+        and ``time_s``. Loading it into a trainer built with the same model, data and options continues the
+        run exactly: on CPU to the same losses and parameters, bit for bit, as an uninterrupted run."""
+        if self.optim is None:
+            raise PPVAEError("state_dict: nothing to save before the first step")
+        return {
+            "step": self.step,
+            "params": [p.detach().cpu().clone() for p in self.params],
+            "optimizer": self.optim.state_dict(),
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "rng": rng_state(),
+            "losses": list(self.losses),
+            "time_s": float(self.elapsed_s),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from ``state`` (from :meth:`state_dict`): parameters, optimizer and scheduler state,
+        RNG states, step, loss history and time. The parameters are created first if needed."""
+        missing = [k for k in STATE_KEYS if k not in state and k != "time_s"]
+        if missing:
+            raise PPVAEError(f"load_state_dict: expected a Trainer.state_dict(); missing {', '.join(missing)}")
+        step = int(state["step"])
+        if step > self.total:
+            raise PPVAEError(f"load_state_dict: the state is at step {step}, past the {self.total} steps asked for")
+        self.initialize()
+        saved = state["params"]
+        if len(saved) != len(self.params) or any(s.shape != p.shape for s, p in zip(saved, self.params, strict=True)):
+            shapes = [tuple(s.shape) for s in saved], [tuple(p.shape) for p in self.params]
+            raise PPVAEError(f"load_state_dict: the state holds parameters of shapes {shapes[0]}; "
+                             f"the run has {shapes[1]}")
+        with torch.no_grad():
+            for p, s in zip(self.params, saved, strict=True):
+                p.copy_(s.to(p.device))
+        self.optim.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state["scheduler"] is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.step = step
+        self.losses = [float(v) for v in state["losses"]]
+        self._time_before = float(state.get("time_s", 0.0))
+        set_rng_state(state["rng"])
 
 
-def _progress(total: int, enabled: bool | None):
-    """The shared display (ppvae._progress): a bar on a terminal, a plain line every 30 s elsewhere."""
-    from ._progress import Progress
+class _ProgressDisplay(Callback):
+    """The shared display (ppvae._progress) with the running loss (an exponential moving average)."""
 
-    return None if enabled is False else Progress("fit", total, unit="step", enabled=enabled)
+    def __init__(self, total: int, enabled: bool | None):
+        self.bar, self.ema = Progress("fit", total, unit="step", enabled=enabled), None
+
+    def on_step_end(self, trainer, loss: float) -> None:
+        self.ema = loss if self.ema is None else 0.95 * self.ema + 0.05 * loss
+        self.bar.update(1)
+        if trainer.step % 10 == 0:
+            self.bar.set_postfix(loss=f"{self.ema:.4g}")
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def fit(
@@ -347,13 +326,14 @@ def fit(
     guide: Any = "auto",
     elbo: str = "auto",
     progress: bool | None = None,
-    callbacks: list[Callable[["_Trainer"], None]] | None = None,
+    callbacks: list | None = None,
     resume: str | None = None,
     distributed: bool = False,
     check_convergence: bool = True,
     **options,
-):
-    """Fit ``model`` to ``data`` by SVI and return a :class:`ppvae.Fit`.
+) -> Fit:
+    """Fit ``model`` to ``data`` by SVI and return a :class:`ppvae.Fit`: builds a :class:`Trainer`,
+    loads the checkpoint at ``resume`` if given, and runs :meth:`Trainer.fit`.
 
     :param model: a :class:`ppvae.Model` instance.
     :param data: a :class:`ppvae.Dataset` (or a tensor, wrapped as one).
@@ -362,9 +342,11 @@ def fit(
     :param elbo: ``auto``, ``trace``, ``meanfield``, ``enum`` or another registered objective.
     :param progress: None (default): a bar with the running loss on a terminal, a plain line (percent,
         rate, ETA, loss) every 30 s elsewhere; False: nothing.
+    :param callbacks: :class:`ppvae.Callback` instances (or functions ``f(trainer)``, run after every
+        step), called in order before the built-in early stopping and checkpointing.
     :param options: :class:`TrainConfig` fields: ``steps`` or ``epochs``, ``batch_size``, ``lr``,
         ``betas`` (Adam's, default (0.9, 0.999)), ``optimizer``, ``lr_schedule``, ``num_particles``, ``seed``,
-        ``device``, ``patience``, ``tol``,
+        ``device``, ``patience`` and ``tol`` (early stopping, :class:`ppvae.EarlyStopping`),
         ``guide_options``, ``elbo_options``, ``checkpoint_dir`` and ``checkpoint_every`` (write a
         checkpoint there every that many steps and at the end; see :mod:`ppvae.checkpoint`), ``jit``
         (trace the objective once per batch shape and replay it: ~12% less time per epoch on the MNIST
@@ -373,87 +355,20 @@ def fit(
     :param resume: a checkpoint file, checkpoint directory or run directory (with ``checkpoints/``):
         continue from its newest checkpoint; on CPU the result equals an uninterrupted run's exactly.
     :param distributed: data-parallel SVI over the initialized ``torch.distributed`` process group
-        (or the torchrun environment); see :mod:`ppvae.distributed`.
+        (or the torchrun environment): the :class:`ppvae.distributed.DataParallel` strategy.
     :param check_convergence: warn (``UserWarning``, naming the remedy) when the loss is still falling
         at the end by more than its noise; the rule is in :mod:`ppvae._convergence`.
     """
-    from .results import Fit
-
-    if not isinstance(model, Model):
-        raise PPVAEError(f"model: expected a ppvae.Model instance; got {type(model).__name__}")
-    if not isinstance(data, Dataset):
-        data = Dataset(data)
-    unknown = sorted(set(options) - set(TrainConfig.__dataclass_fields__) - {"guide", "elbo"})
-    if unknown:
-        raise PPVAEError(f"fit: unknown option(s) {', '.join(unknown)}; expected TrainConfig fields")
-    if isinstance(guide, str) and guide == "auto":  # record the guide actually used, e.g. "svi:model"
-        guide = "model" if model.has_own_guide else "auto_normal"
-    cfg = TrainConfig(guide=guide_spec_name(guide), elbo=elbo, **options).validate(len(data))
-    device = resolve_device(cfg.device)
-    if cfg.jit and distributed:
-        raise PPVAEError("jit: the compiled objective cannot hold the distributed all-reduce; use jit=False")
-
-    pyro.clear_param_store()
-    pyro.set_rng_seed(cfg.seed)
-    model.setup(data)
-    model.to(device)
-    data = data.to(device)
-    trainer = _Trainer(model, data, cfg, guide)
-    run = None
-    if resume is not None or distributed or cfg.checkpoint_dir is not None:  # ppvae/checkpoint.py
-        from .checkpoint import prepare_run
-
-        run = prepare_run(trainer, resume=resume, distributed=distributed)
-        callbacks = [*(callbacks or []), run]
-    start = time.perf_counter()
-    stopped_early = _loop(trainer, progress, callbacks or [])
-    elapsed = time.perf_counter() - start
-    if run is not None:
-        elapsed = run.finish(trainer, elapsed)
-    history = {"loss": trainer.losses, "steps": trainer.step, "time_s": elapsed, "stopped_early": stopped_early}
-    if check_convergence and not stopped_early:  # the one hook of ppvae/_convergence.py
+    trainer = Trainer(model, data, guide=guide, elbo=elbo, callbacks=callbacks,
+                      strategy=DataParallel() if distributed else None, **options)
+    if resume is not None:
+        resume_trainer(trainer, resume)
+    result = trainer.fit(progress=progress)
+    if check_convergence and not result.history["stopped_early"]:  # the one hook of ppvae/_convergence.py
         verdict = convergence_of(trainer.losses)
         if verdict.still_falling:
             warnings.warn(verdict.message(), UserWarning, stacklevel=2)
-    return Fit(model, trainer.guide, cfg, history, data_info=_data_info(data), elbo_name=trainer.elbo_name)
-
-
-def _loop(trainer: _Trainer, progress: bool | None, callbacks: list) -> bool:
-    cfg = trainer.cfg
-    ema, best, since_best = None, math.inf, 0
-    for value in trainer.losses:  # a resumed run replays its history into the early-stopping state
-        ema, best, since_best = _plateau(cfg, ema, best, since_best, value)
-    if cfg.patience is not None and since_best >= cfg.patience:
-        return True
-    bar = _progress(trainer.total, progress)
-    try:
-        while trainer.step < trainer.total:
-            value = trainer.run_step()
-            for cb in callbacks:
-                cb(trainer)
-            ema, best, since_best = _plateau(cfg, ema, best, since_best, value)
-            if bar is not None:
-                bar.update(1)
-                if trainer.step % 10 == 0:
-                    bar.set_postfix(loss=f"{ema:.4g}")
-            if cfg.patience is not None and since_best >= cfg.patience:
-                return True
-    finally:
-        if bar is not None:
-            bar.close()
-    return False
-
-
-def _plateau(cfg: TrainConfig, ema, best: float, since_best: int, value: float):
-    """Early-stopping state after one more loss: its exponential moving average, the best EMA and the
-    number of steps since the EMA last improved by a relative ``tol``."""
-    ema = value if ema is None else 0.95 * ema + 0.05 * value
-    if cfg.patience is not None:
-        if ema < best - cfg.tol * abs(best if math.isfinite(best) else ema):
-            best, since_best = ema, 0
-        else:
-            since_best += 1
-    return ema, best, since_best
+    return result
 
 
 def _data_info(data: Dataset) -> dict:

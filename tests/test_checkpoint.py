@@ -61,11 +61,11 @@ def test_cli_run_killed_by_sigkill_resumes_to_the_uninterrupted_result(tmp_path)
         import sys, time, torch
         torch.set_num_threads({torch.get_num_threads()})
         from ppvae import train
-        step = train._Trainer.run_step
+        step = train.Trainer.run_step
         def slow_step(self):  # slow the run down so the test can kill it between checkpoints
             time.sleep(0.1)
             return step(self)
-        train._Trainer.run_step = slow_step
+        train.Trainer.run_step = slow_step
         from ppvae.cli import main
         sys.exit(main({CLI_ARGS + ["--checkpoint-every", "4", "--out", killed]!r}))
     """)

@@ -96,11 +96,10 @@ def test_distributed_needs_the_torchrun_environment(tmp_path, capsys, monkeypatc
 
 
 def test_a_minibatch_too_small_to_share_is_refused(faithful):
-    from ppvae.distributed import DataShard
+    from ppvae.distributed import local_share
 
-    shard = DataShard.of(faithful, rank=1, world_size=2)
-    batch = shard.batch(torch.tensor([4, 9, 11]))
-    assert batch.index.tolist() == [11] and batch.size == 272 and shard.weight == pytest.approx(1 / 3)
+    batch, weight = local_share(faithful, torch.tensor([4, 9, 11]), rank=1, world_size=2)
+    assert batch.index.tolist() == [11] and batch.size == 272 and weight == pytest.approx(1 / 3)
     assert torch.equal(batch.x, faithful.x[[11]])
     with pytest.raises(ppvae.PPVAEError, match="a minibatch of 1 points cannot be shared by 2 processes"):
-        shard.batch(torch.tensor([3]))
+        local_share(faithful, torch.tensor([3]), rank=1, world_size=2)

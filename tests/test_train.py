@@ -248,7 +248,7 @@ def test_vae_trace_fit_repeats_bit_for_bit_with_fused_adam():
 
 def test_fused_adam_matches_default_adam_to_rounding():
     """ppvae's optimizer (fused Adam) follows torch's default Adam on a quadratic to float rounding."""
-    from ppvae.train import _adam
+    from ppvae._steps import adam as _adam
 
     target = torch.linspace(-2, 3, 7)
     out = []
@@ -262,3 +262,86 @@ def test_fused_adam_matches_default_adam_to_rounding():
         out.append(w.detach())
     assert torch.allclose(out[0], out[1], rtol=1e-5, atol=1e-6)
     assert not torch.equal(out[0], torch.zeros(7))
+
+
+# -- the public Trainer and its callbacks -----------------------------------------------------------------
+GMM_RUN = dict(guide="auto_normal", steps=16, batch_size=68, seed=3, lr=0.05)  # 4 batches per epoch
+
+
+class _Recorder(ppvae.Callback):
+    def __init__(self):
+        self.calls = []
+
+    def on_fit_start(self, trainer):
+        self.calls.append(("start", trainer.step))
+
+    def on_step_end(self, trainer, loss):
+        self.calls.append(("step", trainer.step, loss))
+
+    def on_epoch_end(self, trainer):
+        self.calls.append(("epoch", trainer.step))
+
+    def on_fit_end(self, trainer):
+        self.calls.append(("end", trainer.step))
+
+
+def test_a_callback_sees_every_loss_in_order_and_each_hook_at_its_point(faithful):
+    rec = _Recorder()
+    fit = ppvae.fit(GMM(K=2), faithful, callbacks=[rec], progress=False, **{**GMM_RUN, "steps": 10})
+    steps = [c for c in rec.calls if c[0] == "step"]
+    assert [c[2] for c in steps] == fit.history["loss"] and [c[1] for c in steps] == list(range(1, 11))
+    # start once, then each step; an epoch ends after steps 4 and 8 (272 points = 4 x 68); end once, at 10
+    assert rec.calls[0] == ("start", 0) and rec.calls[-1] == ("end", 10)
+    assert [c for c in rec.calls if c[0] != "step"] == [("start", 0), ("epoch", 4), ("epoch", 8), ("end", 10)]
+    assert rec.calls.index(("epoch", 4)) == rec.calls.index(("step", 4, fit.history["loss"][3])) + 1
+
+
+class _StopAt(ppvae.Callback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, trainer, loss):
+        if trainer.step == self.step:
+            trainer.should_stop = True
+
+
+def test_state_dict_round_trip_resumes_bit_for_bit(faithful):
+    """A run stopped at step 7 and continued from its state_dict (through torch.save and a
+    weights_only load) in a new Trainer ends at the uninterrupted run's losses and parameters exactly."""
+    import io
+
+    reference = ppvae.fit(GMM(K=2), faithful, progress=False, **GMM_RUN)
+    first = ppvae.Trainer(GMM(K=2), faithful, callbacks=[_StopAt(7)], **GMM_RUN)
+    part = first.fit(progress=False)
+    assert part.history["steps"] == 7 and part.history["stopped_early"]
+    buffer = io.BytesIO()
+    torch.save(first.state_dict(), buffer)
+    buffer.seek(0)
+    state = torch.load(buffer, weights_only=True)
+    assert state["step"] == 7 and state["losses"] == reference.history["loss"][:7]
+
+    second = ppvae.Trainer(GMM(K=2), faithful, **GMM_RUN)
+    second.load_state_dict(state)
+    resumed = second.fit(progress=False)
+    assert resumed.history["loss"] == reference.history["loss"] and not resumed.history["stopped_early"]
+    a, b = _params(resumed), _params(reference)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_state_dict_errors_are_clear(faithful):
+    trainer = ppvae.Trainer(GMM(K=2), faithful, **GMM_RUN)
+    with pytest.raises(ppvae.PPVAEError, match="state_dict: nothing to save before the first step"):
+        trainer.state_dict()
+    trainer.fit(progress=False)
+    state = trainer.state_dict()
+    with pytest.raises(ppvae.PPVAEError, match="load_state_dict: expected a Trainer.state_dict.*missing optimizer"):
+        ppvae.Trainer(GMM(K=2), faithful, **GMM_RUN).load_state_dict({k: v for k, v in state.items()
+                                                                       if k != "optimizer"})
+    with pytest.raises(ppvae.PPVAEError, match="at step 16, past the 8 steps asked for"):
+        ppvae.Trainer(GMM(K=2), faithful, **{**GMM_RUN, "steps": 8}).load_state_dict(state)
+    with pytest.raises(ppvae.PPVAEError, match="holds parameters of shapes"):
+        ppvae.Trainer(GMM(K=3), faithful, **GMM_RUN).load_state_dict(state)
+    with pytest.raises(ppvae.PPVAEError, match="callbacks: expected a list"):
+        ppvae.Trainer(GMM(K=2), faithful, callbacks=ppvae.EarlyStopping(3), **GMM_RUN)
+    with pytest.raises(ppvae.PPVAEError, match="strategy: .* object has no setup, batch, combine_loss, is_main"):
+        ppvae.Trainer(GMM(K=2), faithful, strategy=object(), **GMM_RUN)
