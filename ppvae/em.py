@@ -6,7 +6,7 @@ theta_{t+1} = argmax_theta sum_i E_q[log p(x_i, z_i | theta)]. Each iteration ca
 log-likelihood (Dempster et al. 1977, Theorem 1; Bishop 2006, sec. 9.4): log p(X | theta) = L(q, theta)
 + KL(q || p(z | X, theta)), the E step closes the KL gap and the M step raises L. The driver records
 the log-likelihood at every iteration so this can be checked, stops when an iteration gains less than
-``tol`` nats per point, and keeps the best of several restarts.
+``ll_tol`` nats per point, and keeps the best of several restarts.
 
 A model takes part by defining
 
@@ -26,42 +26,67 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ._validation import PPVAEError, check_float, check_int
+from ._validation import PPVAEError, check_float, check_int, resolve_alias
 from .data import Dataset
 from .model import Model
+from .result import Result, as_batch
 
 __all__ = ["fit_em", "EMFit"]
 
 
 @dataclass
-class EMFit:
-    """The result of :func:`fit_em`: best parameters, their log-likelihood and every restart's trace."""
+class EMFit(Result):
+    """The result of :func:`fit_em`: best parameters, their total log-likelihood and every restart's trace.
+
+    Implements :class:`ppvae.Result` as a point estimate: ``global_values`` are ``model.em_to_sites(params)``,
+    ``log_likelihood(data)`` is per point (closed form from ``em_step``), ``history`` is
+    ``{"log_likelihood": the best restart's trace, "restarts": every restart's trace}``."""
 
     model: Model
     params: dict
-    log_likelihood: float  # total over the data set at ``params``
-    history: list[list[float]]  # per restart: total log-likelihood before each iteration
+    log_likelihood_total: float  # total over the data set at ``params``
+    traces: list[list[float]]  # per restart: total log-likelihood before each iteration
     best_restart: int
     converged: bool
     time_s: float = 0.0
     config: dict = field(default_factory=dict)
+    data_info: dict = field(default_factory=dict)
 
     method = "em"
+    point_estimate = True
+    history_key = "log_likelihood"
+
+    @property
+    def history(self) -> dict:
+        return {"log_likelihood": list(self.traces[self.best_restart]), "restarts": self.traces}
+
+    def global_values(self, data=None) -> dict[str, torch.Tensor]:
+        """The EM parameters as the model's site values (``model.em_to_sites``), in the default dtype."""
+        if not hasattr(self.model, "em_to_sites"):
+            raise PPVAEError(f"model: '{self.model.name or type(self.model).__name__}' has no em_to_sites, so its EM "
+                             "parameters cannot be read as site values")
+        return {k: v.to(torch.get_default_dtype()) for k, v in self.model.em_to_sites(self.params).items()}
+
+    def latent_draws(self, data, num_draws: int | None = 1000, seed: int = 0) -> dict[str, torch.Tensor]:
+        """The point estimate repeated ``num_draws`` times (discrete locals are drawn by ``predict``)."""
+        S = check_int("num_draws", num_draws or 1000, low=1)
+        return {k: v.expand((S,) + v.shape) for k, v in self.global_values().items()}
+
+    def log_likelihood(self, data) -> torch.Tensor:
+        """Per-point log p(x_i | fitted parameters) (float64, closed form from ``model.em_step``)."""
+        x = as_batch(data).x.to(torch.float64)
+        _, ll = self.model.em_step(x, self.params)
+        return ll
 
     def __repr__(self) -> str:  # the restarts' traces are in ``history``; a repr shows the summary only
         hp = ", ".join(f"{k}={v!r}" for k, v in self.model.hparams.items())
-        return (f"EMFit(model={self.model.name}({hp}), log_likelihood={self.log_likelihood:.4f}, "
-                f"restarts={len(self.history)}, best_restart={self.best_restart}, "
+        return (f"EMFit(model={self.model.name}({hp}), log_likelihood_total={self.log_likelihood_total:.4f}, "
+                f"restarts={len(self.traces)}, best_restart={self.best_restart}, "
                 f"iterations={self.num_iterations}, converged={self.converged}, time_s={self.time_s:.2f})")
 
     @property
     def num_iterations(self) -> int:
-        return len(self.history[self.best_restart])
-
-    def log_likelihood_points(self, x: torch.Tensor) -> torch.Tensor:
-        """Per-point log p(x_i | fitted parameters)."""
-        _, ll = self.model.em_step(x.to(torch.float64), self.params)
-        return ll
+        return len(self.traces[self.best_restart])
 
     def save(self, path: str) -> None:
         from .results import atomic_write
@@ -69,8 +94,8 @@ class EMFit:
         os.makedirs(path, exist_ok=True)
         state = {k: v.detach().cpu() for k, v in self.params.items()}
         atomic_write(os.path.join(path, "em_params.pt"), lambda fh: torch.save(state, fh), mode="wb")
-        meta = {"model": self.model.name, "hparams": self.model.hparams, "log_likelihood": self.log_likelihood,
-                "history": self.history, "best_restart": self.best_restart, "converged": self.converged,
+        meta = {"model": self.model.name, "hparams": self.model.hparams, "log_likelihood": self.log_likelihood_total,
+                "history": self.traces, "best_restart": self.best_restart, "converged": self.converged,
                 "config": self.config}
         atomic_write(os.path.join(path, "em.json"), lambda fh: json.dump(meta, fh))
 
@@ -95,18 +120,20 @@ def _run_once(model: Model, x: torch.Tensor, params: dict, max_iter: int, tol: f
 
 
 def fit_em(model: Model, data: Dataset | torch.Tensor, *, restarts: int = 10, max_iter: int = 1000,
-           tol: float = 1e-10, seed: int = 0, init: dict | None = None) -> EMFit:
+           ll_tol: float = 1e-10, seed: int = 0, init: dict | None = None, tol: float | None = None) -> EMFit:
     """Run EM from ``restarts`` random starts (or once from ``init``) and keep the best.
 
-    Runs in float64. ``tol`` is the gain in log-likelihood per point below which a run stops.
+    Runs in float64. ``ll_tol`` is the gain in log-likelihood per point (nats) below which a run stops;
+    ``tol`` is its documented alias (the old spelling).
     """
+    ll_tol = resolve_alias("ll_tol", ll_tol, 1e-10, "tol", tol)
     if not (hasattr(model, "em_step") and hasattr(model, "em_init")):
         raise PPVAEError(f"model: '{model.name or type(model).__name__}' has no closed-form EM (em_init/em_step)")
     if not isinstance(data, Dataset):
         data = Dataset(data)
     restarts = check_int("restarts", restarts, low=1)
     max_iter = check_int("max_iter", max_iter, low=1)
-    tol = check_float("tol", tol, low=0.0)
+    ll_tol = check_float("ll_tol", ll_tol, low=0.0)
     seed = check_int("seed", seed, low=0)
     model.setup(data)
     x = data.x.to(torch.float64)
@@ -119,10 +146,11 @@ def fit_em(model: Model, data: Dataset | torch.Tensor, *, restarts: int = 10, ma
     else:
         starts = [model.em_init(x, gen) for _ in range(restarts)]
     for r, params in enumerate(starts):
-        params, history, converged = _run_once(model, x, params, max_iter, tol)
+        params, history, converged = _run_once(model, x, params, max_iter, ll_tol)
         histories.append(history)
         if best is None or history[-1] > best[1][-1]:
             best = (params, history, converged, r)
     params, history, converged, r = best
     return EMFit(model, params, history[-1], histories, r, converged, time.perf_counter() - start,
-                 config={"restarts": len(starts), "max_iter": max_iter, "tol": tol, "seed": seed})
+                 config={"restarts": len(starts), "max_iter": max_iter, "ll_tol": ll_tol, "seed": seed},
+                 data_info={"name": data.name, "num_data": len(data), "x_shape": list(data.x.shape)})
