@@ -94,13 +94,13 @@ def run(split: str, seed: int, samples: int, prodlda_steps: int, cavi_iter: int,
     cavi_model = LDA(topics=20, alpha=0.1, eta=0.01)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        cavi, t = _timed(lambda: cavi_model.fit_cavi(train, max_iter=cavi_iter, tol=1e-5, init_sweeps=cavi_sweeps,
+        cavi, t = _timed(lambda: cavi_model.fit_cavi(train, max_iter=cavi_iter, rel_tol=1e-5, init_sweeps=cavi_sweeps,
                                                      seed=seed))
     score("ppvae CAVI (CVB0 start)", t, cavi.topic_word(), cavi_model, cavi,
           f"{cavi_sweeps} CVB0 sweeps + {cavi.num_iterations} iterations, ELBO {cavi.elbo:.0f}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fast, t = _timed(lambda: cavi_model.fit_cavi(train, max_iter=5, tol=1e-5, init_sweeps=60, seed=seed))
+        fast, t = _timed(lambda: cavi_model.fit_cavi(train, max_iter=5, rel_tol=1e-5, init_sweeps=60, seed=seed))
     score("ppvae CAVI (fast: 60 sweeps)", t, fast.topic_word(), cavi_model, fast,
           f"60 CVB0 sweeps + {fast.num_iterations} iterations, ELBO {fast.elbo:.0f}")
 

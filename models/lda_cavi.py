@@ -23,8 +23,8 @@ The ELBO with phi at its optimum for (gamma, lambda) is
                        - sum_d KL(Dir(gamma_d) || Dir(alpha)) - sum_k KL(Dir(lambda_k) || Dir(eta)),
 
 (log C = multinomial coefficient, the :class:`ppvae.topics.WordCounts` convention). Every update is an
-exact maximization of the ELBO in one block, so L never decreases; ``CAVIFit.history`` records it after
-every iteration (float64 throughout). Optional Newton updates of a symmetric alpha maximize the
+exact maximization of the ELBO in one block, so L never decreases; ``CAVIFit.trace`` (``history["elbo"]``)
+records it after every iteration (float64 throughout). Optional Newton updates of a symmetric alpha maximize the
 alpha-dependent part of L (Blei et al. 2003, appendix A.4.2, the 1-D case), which also cannot lower L.
 """
 
@@ -36,11 +36,13 @@ import os
 import time
 import warnings
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch.distributions import Dirichlet, kl_divergence
 
-from ppvae import PPVAEError, check_choice, check_float, check_int
+from ppvae import PPVAEError, Result, check_choice, check_float, check_int
+from ppvae._validation import resolve_alias
 from ppvae.topics import check_counts, check_num_topics, log_multinomial_coefficient, top_words
 
 
@@ -186,28 +188,54 @@ def newton_alpha(gamma: torch.Tensor, alpha: float, max_iter: int = 50, tol: flo
 
 
 @dataclass
-class CAVIFit:
-    """The result of :func:`fit_cavi`: variational parameters, ELBO history and timing."""
+class CAVIFit(Result):
+    """The result of :func:`fit_cavi`: variational parameters, ELBO trace and timing.
+
+    Implements :class:`ppvae.Result`: draws of ``topic_words`` from q(beta_k) = Dir(lambda_k) and of
+    ``doc_topics`` from q(theta_d) = Dir(gamma_d) (for the training documents; for other documents from
+    an E step with lambda fixed); ``history`` is ``{"elbo": trace}``."""
 
     gamma: torch.Tensor  # (D, K) q(theta_d) = Dir(gamma_d)
     lam: torch.Tensor  # (K, V) q(beta_k) = Dir(lambda_k)
     alpha: float
     eta: float
-    history: list[float]  # ELBO after each iteration (index 0: at the initial values)
+    trace: list[float]  # ELBO after each iteration (index 0: at the initial values)
     converged: bool
     time_s: float
     vocab: list[str] | None = None
     config: dict = field(default_factory=dict)
+    model: Any = None
+    data_info: dict = field(default_factory=dict)
 
     method = "cavi"
+    history_key = "elbo"
+
+    @property
+    def history(self) -> dict:
+        return {"elbo": list(self.trace)}
 
     @property
     def elbo(self) -> float:
-        return self.history[-1]
+        return self.trace[-1]
 
     @property
     def num_iterations(self) -> int:
-        return len(self.history) - 1
+        return len(self.trace) - 1
+
+    def global_values(self, data=None) -> dict[str, torch.Tensor]:
+        """E_q[beta] (the posterior mean of q(beta))."""
+        return {"topic_words": self.topic_word().to(torch.get_default_dtype())}
+
+    def latent_draws(self, data, num_draws: int | None = 1000, seed: int = 0) -> dict[str, torch.Tensor]:
+        S = check_int("num_draws", num_draws or 1000, low=1)
+        batch = self._data_batch(data)
+        x = batch.x.to(self.gamma.dtype)
+        training = self._train_x is not None and x.shape == self._train_x.shape and torch.equal(x, self._train_x)
+        gamma = self.gamma if training else e_step(batch.x, expected_log_dirichlet(self.lam), self.alpha)
+        return {"topic_words": torch.distributions.Dirichlet(self.lam).sample((S,)),
+                "doc_topics": torch.distributions.Dirichlet(gamma).sample((S,))}
+
+    _train_x = None  # the training counts, set by fit_cavi (predict on them uses gamma as fitted)
 
     def topic_word(self) -> torch.Tensor:
         """(K, V) posterior mean E_q[beta_k] = lambda_k / sum_v lambda_kv."""
@@ -231,7 +259,7 @@ class CAVIFit:
         os.makedirs(path, exist_ok=True)
         state = {"gamma": self.gamma, "lambda": self.lam}
         atomic_write(os.path.join(path, "cavi_params.pt"), lambda fh: torch.save(state, fh), mode="wb")
-        meta = {"alpha": self.alpha, "eta": self.eta, "history": self.history, "converged": self.converged,
+        meta = {"alpha": self.alpha, "eta": self.eta, "history": self.trace, "converged": self.converged,
                 "time_s": self.time_s, "config": self.config}
         atomic_write(os.path.join(path, "cavi.json"), lambda fh: json.dump(meta, fh))
 
@@ -288,11 +316,12 @@ def _best_e_step(sp, elog_beta, alpha, gamma, draw, max_iter, tol, restart):
     return torch.where(better.unsqueeze(-1), fresh, warm)
 
 
-def fit_cavi(model, data, *, max_iter: int = 100, tol: float = 1e-5, e_max_iter: int = 100, e_tol: float = 1e-3,
+def fit_cavi(model, data, *, max_iter: int = 100, rel_tol: float = 1e-5, e_max_iter: int = 100, e_tol: float = 1e-3,
              init: str = "cvb0", init_sweeps: int = 300, restart_e_step: bool | int = False,
-             update_alpha: bool = False, seed: int = 0) -> CAVIFit:
+             update_alpha: bool = False, seed: int = 0, tol: float | None = None) -> CAVIFit:
     """Batch CAVI for :class:`models.lda.LDA` (its ``topics``, ``alpha``, ``eta``) on ``data`` (a counts
-    Dataset or a (D, V) matrix). Stops when an iteration raises the ELBO by less than ``tol`` x |ELBO|.
+    Dataset or a (D, V) matrix). Stops when an iteration raises the ELBO by less than ``rel_tol`` x |ELBO|
+    (``tol`` is its documented alias, the old spelling); ``e_tol`` is the E step's.
 
     Start (``init``): ``"cvb0"`` -- the (gamma, lambda) of ``init_sweeps`` CVB0 sweeps (:func:`cvb0_init`);
     ``"random"`` -- Gamma(100, 1/100) draws for lambda and gamma (Hoffman et al. 2010; scikit-learn).
@@ -304,13 +333,14 @@ def fit_cavi(model, data, *, max_iter: int = 100, tol: float = 1e-5, e_max_iter:
     (1-2 s), -2.931e5 to -2.940e5 after 300 sweeps + 15 iterations (3-5 s); per CAVI iteration about
     0.1 s (E step) + 0.03 s (lambda) + 0.04 s (the recorded ELBO). ``history[0]`` is the ELBO at the
     start; every later entry is at least the previous one."""
+    tol = resolve_alias("rel_tol", rel_tol, 1e-5, "tol", tol)
     vocab = getattr(data, "meta", {}).get("vocab") if hasattr(data, "meta") else None
     x = check_counts("data", data, vocab, empty="warn")
     if (x.sum(1) == 0).any():  # warned by check_counts; they carry no word
         x = x[x.sum(1) > 0]
     K = check_num_topics(model.topics, x.shape[1])
     max_iter, e_max_iter = check_int("max_iter", max_iter, low=1), check_int("e_max_iter", e_max_iter, low=1)
-    tol, e_tol = check_float("tol", tol, low=0.0), check_float("e_tol", e_tol, low=0.0)
+    tol, e_tol = check_float("rel_tol", tol, low=0.0), check_float("e_tol", e_tol, low=0.0)
     init = check_choice("init", init, ("cvb0", "random"))
     init_sweeps = check_int("init_sweeps", init_sweeps, low=0)
     alpha, eta = float(model.alpha), float(model.eta)
@@ -339,8 +369,12 @@ def fit_cavi(model, data, *, max_iter: int = 100, tol: float = 1e-5, e_max_iter:
     if not converged:
         warnings.warn(f"cavi: not converged after {max_iter} iterations (last gain "
                       f"{history[-1] - history[-2]:.3g} nats)", UserWarning, stacklevel=2)
-    return CAVIFit(gamma, lam, alpha, eta, history, converged, time.perf_counter() - start,
+    result = CAVIFit(gamma, lam, alpha, eta, history, converged, time.perf_counter() - start,
+                   model=model, data_info={"name": getattr(data, "name", "counts"), "num_data": len(x),
+                                           "x_shape": list(x.shape)},
                    vocab=list(vocab) if vocab is not None else getattr(model, "vocab", None),
-                   config={"topics": K, "max_iter": max_iter, "tol": tol, "e_max_iter": e_max_iter, "e_tol": e_tol,
+                   config={"topics": K, "max_iter": max_iter, "rel_tol": tol, "e_max_iter": e_max_iter, "e_tol": e_tol,
                            "init": init, "init_sweeps": init_sweeps, "restart_e_step": restart_e_step,
                            "update_alpha": update_alpha, "seed": seed})
+    result._train_x = x
+    return result

@@ -28,11 +28,13 @@ from .em import EMFit, fit_em  # noqa: E402
 from .evaluate import ImportanceWarning, LogEvidence, LogMarginal, log_evidence, log_marginal  # noqa: E402
 from .gaps import InferenceGaps, inference_gaps  # noqa: E402
 from .guides import list_guides, make_guide, register_guide  # noqa: E402
-from .inference_data import to_inference_data  # noqa: E402
+from .inference_data import exact_posterior, to_inference_data  # noqa: E402
 from .mcmc import MCMCDivergenceError, MCMCResult, run_mcmc  # noqa: E402
 from .model import Model, build_model, import_model, list_models, register_model  # noqa: E402
 from .objectives import list_elbos, make_elbo, register_elbo  # noqa: E402
+from .result import Result  # noqa: E402
 from .results import Fit  # noqa: E402
+from .summary import Summary  # noqa: E402
 from .train import Trainer, fit  # noqa: E402
 
 __all__ = [
@@ -42,6 +44,8 @@ __all__ = [
     # fitting
     "make_guide", "list_guides", "register_guide", "make_elbo", "list_elbos", "register_elbo",
     "fit", "Fit", "Trainer", "Callback", "EarlyStopping", "fit_em", "EMFit",
+    # every result kind: predictions, summaries
+    "Result", "Summary", "exact_posterior",
     # evaluation and comparison
     "log_marginal", "LogMarginal", "log_evidence", "LogEvidence", "inference_gaps", "InferenceGaps",
     "bdmc", "BDMCResult", "run_mcmc", "MCMCResult", "MCMCDivergenceError", "local_posterior", "fitted_proposal",

@@ -9,6 +9,7 @@ from typing import Callable
 import torch
 
 from ._cli_models import add_import_option
+from ._cli_predict import add_parsers as add_predict_parsers
 from ._validation import PPVAEError
 
 
@@ -81,6 +82,7 @@ def build_parser(commands: dict[str, Callable]) -> argparse.ArgumentParser:
     _add_compare_mcmc(sub, commands)
     _add_evaluate(sub, commands)
     _add_bdmc_evidence(sub, commands)
+    add_predict_parsers(sub, commands)
     return parser
 
 
@@ -124,7 +126,8 @@ def _add_em_cavi(sub, commands) -> None:
     _common(p)
     p.add_argument("--restarts", type=int, default=10, help="EM runs from different starts; the best is kept")
     p.add_argument("--max-iter", type=int, default=1000, help="EM iterations per restart at most")
-    p.add_argument("--tol", type=float, default=1e-10, help="stop when a step gains less than this per point")
+    p.add_argument("--ll-tol", "--tol", dest="ll_tol", type=float, default=1e-10,
+                   help="stop when a step gains less than this log-likelihood per point (--tol: alias)")
     p.add_argument("--cores", type=int, default=1,
                    help="worker processes for the restarts, one thread each (results identical for any value)")
     p.set_defaults(func=commands["em"])
@@ -132,7 +135,8 @@ def _add_em_cavi(sub, commands) -> None:
     p = sub.add_parser("cavi", help="coordinate-ascent mean-field VI (LDA: Blei et al. 2003; ELBO never decreases)")
     _common(p)
     p.add_argument("--max-iter", type=int, default=100, help="CAVI iterations at most")
-    p.add_argument("--tol", type=float, default=1e-5, help="stop when an iteration gains less than tol x |ELBO|")
+    p.add_argument("--rel-tol", "--tol", dest="rel_tol", type=float, default=1e-5,
+                   help="stop when an iteration gains less than rel_tol x |ELBO| (--tol: alias)")
     p.add_argument("--update-alpha", action="store_true", help="Newton updates of the Dirichlet alpha")
     p.set_defaults(func=commands["cavi"])
 
@@ -157,7 +161,8 @@ def _add_compare_mcmc(sub, commands) -> None:
     p = sub.add_parser("mcmc", help="sample the posterior with NUTS or HMC (discrete latents summed out)")
     _common(p)
     p.add_argument("--kernel", default="nuts", choices=("nuts", "hmc"), help="MCMC kernel")
-    p.add_argument("--samples", type=int, default=1000, help="draws per chain")
+    p.add_argument("--num-draws", "--samples", dest="num_draws", type=int, default=1000,
+                   help="kept draws per chain (--samples: alias)")
     p.add_argument("--warmup", type=int, default=500, help="warm-up steps per chain")
     p.add_argument("--chains", type=int, default=4, help="chains")
     p.add_argument("--cores", type=int, default=None,

@@ -130,3 +130,14 @@ def check_tensor(
     if high is not None and value.numel() and value.max().item() > high:
         raise PPVAEError(f"{name}: expected values <= {high}; got maximum {value.max().item():g}")
     return value
+
+
+def resolve_alias(name: str, value: Any, default: Any, alias: str, alias_value: Any) -> Any:
+    """``value`` of the argument ``name``, or of its documented alias ``alias`` (the older spelling) when
+    only that was passed; both passed is refused, naming the canonical one."""
+    if alias_value is None:
+        return value
+    if value is not None and value != default:
+        raise PPVAEError(f"{alias}: is the old spelling of {name}; pass {name} only (got both {name}={value!r} "
+                         f"and {alias}={alias_value!r})")
+    return alias_value

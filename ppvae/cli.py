@@ -18,6 +18,7 @@ import torch
 from . import _cli_models, _cli_parser
 from ._ais_run import evaluate_run
 from ._cli_evidence import cmd_bdmc, cmd_evidence, print_ais
+from ._cli_predict import cmd_predict, cmd_summary
 from ._io import atomic_write
 from ._plots_mcmc import plot_mcmc_rank, plot_mcmc_trace
 from ._rundir import CHECKPOINTS, Terminated, check_out, interrupted_message, run_directory, sigterm_unwinds
@@ -167,20 +168,20 @@ def cmd_em(args) -> int:
         raise PPVAEError(f"model: '{args.model}' has no closed-form EM; models with EM: {', '.join(_em_models())}")
     data = _load_data(args)
     with run_directory(args.out, args.overwrite) as tmp:
-        result = fit_em(model, data, restarts=args.restarts, max_iter=args.max_iter, tol=args.tol, seed=args.seed,
+        result = fit_em(model, data, restarts=args.restarts, max_iter=args.max_iter, ll_tol=args.ll_tol, seed=args.seed,
                         cores=args.cores)
         result.save(tmp)
         metrics = {
             "model": args.model, "method": "em", "num_data": len(data), "data": data.name, "time_s": result.time_s,
             "iterations": result.num_iterations, "converged": result.converged,
-            "log_likelihood": result.log_likelihood, "log_likelihood_exact": True,
+            "log_likelihood": result.log_likelihood_total, "log_likelihood_exact": True,
             "params": {k: v.tolist() for k, v in result.params.items()},
             "config": {"hparams": model.hparams, **result.config},
         }
         write_metrics(tmp, metrics)
         figures = FigureGuard()
-        figures.draw("em_trace.png", plot_em_trace, result.history, os.path.join(tmp, "em_trace.png"),
-                     best=result.best_restart, title=f"{args.model} by EM: {len(result.history)} restarts")
+        figures.draw("em_trace.png", plot_em_trace, result.traces, os.path.join(tmp, "em_trace.png"),
+                     best=result.best_restart, title=f"{args.model} by EM: {len(result.traces)} restarts")
         if hasattr(model, "mixture_components"):
             with torch.no_grad():
                 x = data.x.double()
@@ -229,7 +230,7 @@ def cmd_mcmc(args) -> int:
         init = fit_em(model, data, restarts=5, seed=args.seed)
     elif args.init == "prior":
         init = "prior"
-    result = run_mcmc(model, data, kernel=args.kernel, num_samples=args.samples, warmup=args.warmup,
+    result = run_mcmc(model, data, kernel=args.kernel, num_draws=args.num_draws, warmup=args.warmup,
                       num_chains=args.chains, init=init, order=order, jit=args.jit, seed=args.seed,
                       target_accept=args.target_accept, progress=False if args.quiet else None,
                       allow_local=args.allow_local, cores=args.cores)
@@ -263,7 +264,7 @@ def cmd_cavi(args) -> int:
         raise PPVAEError(f"model: '{args.model}' has no coordinate-ascent VI (fit_cavi); use lda")
     data = _load_data(args)
     with run_directory(args.out, args.overwrite) as tmp:
-        result = model.fit_cavi(data, max_iter=args.max_iter, tol=args.tol, seed=args.seed,
+        result = model.fit_cavi(data, max_iter=args.max_iter, rel_tol=args.rel_tol, seed=args.seed,
                                 update_alpha=args.update_alpha)
         result.save(tmp)
         metrics = {"model": args.model, "method": "cavi", "num_data": len(data), "data": data.name,
@@ -273,7 +274,7 @@ def cmd_cavi(args) -> int:
         figures = FigureGuard()
         metrics.update(figures.draw(f"{args.model}'s report figures", model.report, result, data, tmp) or {})
         write_metrics(tmp, metrics)
-        figures.draw("elbo_trace.png", plot_em_trace, [result.history], os.path.join(tmp, "elbo_trace.png"),
+        figures.draw("elbo_trace.png", plot_em_trace, [result.trace], os.path.join(tmp, "elbo_trace.png"),
                      title=f"{args.model} by CAVI: ELBO per iteration", xlabel="CAVI iteration", ylabel="ELBO",
                      curve="CAVI run")
     print(f"{args.model} on {data.name} ({len(data)} documents) by CAVI: {result.num_iterations} iterations, "
@@ -331,7 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``ppvae`` argument parser wired to this module's commands."""
     return _cli_parser.build_parser({"models": _cli_models.cmd_models, "datasets": cmd_datasets, "fit": cmd_fit,
                                      "em": cmd_em, "cavi": cmd_cavi, "compare": cmd_compare, "mcmc": cmd_mcmc,
-                                     "evaluate": cmd_evaluate, "bdmc": cmd_bdmc, "evidence": cmd_evidence})
+                                     "evaluate": cmd_evaluate, "bdmc": cmd_bdmc, "evidence": cmd_evidence,
+                                     "predict": cmd_predict, "summary": cmd_summary})
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):

@@ -221,7 +221,7 @@ def _run_mcmc(model, kernel, train, test, opts, state):
     # benchmarks/bench_nuts.py: the ordering transform lengthens trajectories); without it, order the locations
     order = None if state.get("em") is not None else _auto_order(model, train, state)
     limit = int(opts["max_divergence_fraction"] * opts["num_chains"] * opts["num_samples"])
-    result = run_mcmc(model, train, kernel=kernel, num_samples=opts["num_samples"], warmup=opts["warmup"],
+    result = run_mcmc(model, train, kernel=kernel, num_draws=opts["num_samples"], warmup=opts["warmup"],
                       num_chains=opts["num_chains"], init=state.get("em"), order=order, jit=opts["jit"],
                       seed=opts["seed"], progress=opts["progress"], max_divergences=limit, cores=opts["cores"])
     idata = to_inference_data(result, train, align_column=state.get("column"))

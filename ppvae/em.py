@@ -6,7 +6,7 @@ theta_{t+1} = argmax_theta sum_i E_q[log p(x_i, z_i | theta)]. Each iteration ca
 log-likelihood (Dempster et al. 1977, Theorem 1; Bishop 2006, sec. 9.4): log p(X | theta) = L(q, theta)
 + KL(q || p(z | X, theta)), the E step closes the KL gap and the M step raises L. The driver records
 the log-likelihood at every iteration so this can be checked, stops when an iteration gains less than
-``tol`` nats per point, and keeps the best of several restarts.
+``ll_tol`` nats per point, and keeps the best of several restarts.
 
 A model takes part by defining
 
@@ -28,44 +28,74 @@ import torch
 
 from ._io import atomic_write
 from ._parallel import parallel_map
-from ._validation import PPVAEError, check_float, check_int
+from ._validation import PPVAEError, check_float, check_int, resolve_alias
 from .data import Dataset
 from .model import Model
+from .result import Result, as_batch
 
 __all__ = ["fit_em", "EMFit"]
 
 
 @dataclass
-class EMFit:
-    """The result of :func:`fit_em`: best parameters, their log-likelihood and every restart's trace."""
+class EMFit(Result):
+    """The result of :func:`fit_em`: best parameters, their total log-likelihood and every restart's trace.
+
+    Implements :class:`ppvae.Result` as a point estimate: ``global_values`` are ``model.em_to_sites(params)``,
+    ``log_likelihood(data)`` is per point (closed form from ``em_step``), ``history`` is
+    ``{"log_likelihood": the best restart's trace, "restarts": every restart's trace}``."""
 
     model: Model
     params: dict
-    log_likelihood: float  # total over the data set at ``params``
-    history: list[list[float]]  # per restart: total log-likelihood before each iteration
+    log_likelihood_total: float  # total over the data set at ``params``
+    traces: list[list[float]]  # per restart: total log-likelihood before each iteration
     best_restart: int
     converged: bool
     time_s: float = 0.0
     config: dict = field(default_factory=dict)
+    data_info: dict = field(default_factory=dict)
 
     method = "em"
+    point_estimate = True
+    history_key = "log_likelihood"
+
+    @property
+    def history(self) -> dict:
+        return {"log_likelihood": list(self.traces[self.best_restart]), "restarts": self.traces}
+
+    def global_values(self, data=None) -> dict[str, torch.Tensor]:
+        """The EM parameters as the model's site values (``model.em_to_sites``), in the default dtype."""
+        if not hasattr(self.model, "em_to_sites"):
+            raise PPVAEError(f"model: '{self.model.name or type(self.model).__name__}' has no em_to_sites, so its EM "
+                             "parameters cannot be read as site values")
+        return {k: v.to(torch.get_default_dtype()) for k, v in self.model.em_to_sites(self.params).items()}
+
+    def latent_draws(self, data, num_draws: int | None = 1000, seed: int = 0) -> dict[str, torch.Tensor]:
+        """The point estimate repeated ``num_draws`` times (discrete locals are drawn by ``predict``)."""
+        S = check_int("num_draws", num_draws or 1000, low=1)
+        return {k: v.expand((S,) + v.shape) for k, v in self.global_values().items()}
+
+    def log_likelihood(self, data) -> torch.Tensor:
+        """Per-point log p(x_i | fitted parameters) (float64, closed form from ``model.em_step``)."""
+        x = as_batch(data).x.to(torch.float64)
+        _, ll = self.model.em_step(x, self.params)
+        return ll
 
     def __repr__(self) -> str:  # the restarts' traces are in ``history``; a repr shows the summary only
         hp = ", ".join(f"{k}={v!r}" for k, v in self.model.hparams.items())
-        return (f"EMFit(model={self.model.name}({hp}), log_likelihood={self.log_likelihood:.4f}, "
-                f"restarts={len(self.history)}, best_restart={self.best_restart}, "
+        return (f"EMFit(model={self.model.name}({hp}), log_likelihood_total={self.log_likelihood_total:.4f}, "
+                f"restarts={len(self.traces)}, best_restart={self.best_restart}, "
                 f"iterations={self.num_iterations}, converged={self.converged}, time_s={self.time_s:.2f})")
 
     @property
     def num_iterations(self) -> int:
-        return len(self.history[self.best_restart])
+        return len(self.traces[self.best_restart])
 
     def save(self, path: str) -> None:
         os.makedirs(path, exist_ok=True)
         state = {k: v.detach().cpu() for k, v in self.params.items()}
         atomic_write(os.path.join(path, "em_params.pt"), lambda fh: torch.save(state, fh), mode="wb")
-        meta = {"model": self.model.name, "hparams": self.model.hparams, "log_likelihood": self.log_likelihood,
-                "history": self.history, "best_restart": self.best_restart, "converged": self.converged,
+        meta = {"model": self.model.name, "hparams": self.model.hparams, "log_likelihood": self.log_likelihood_total,
+                "history": self.traces, "best_restart": self.best_restart, "converged": self.converged,
                 "config": self.config}
         atomic_write(os.path.join(path, "em.json"), lambda fh: json.dump(meta, fh))
 
@@ -96,22 +126,25 @@ def _restart(task) -> tuple[dict, list[float], bool]:
 
 
 def fit_em(model: Model, data: Dataset | torch.Tensor, *, restarts: int = 10, max_iter: int = 1000,
-           tol: float = 1e-10, seed: int = 0, init: dict | None = None, cores: int | None = 1) -> EMFit:
+           ll_tol: float = 1e-10, seed: int = 0, init: dict | None = None, cores: int | None = 1,
+           tol: float | None = None) -> EMFit:
     """Run EM from ``restarts`` random starts (or once from ``init``) and keep the best.
 
-    Runs in float64. ``tol`` is the gain in log-likelihood per point below which a run stops.
+    Runs in float64. ``ll_tol`` is the gain in log-likelihood per point (nats) below which a run stops;
+    ``tol`` is its documented alias (the old spelling).
     ``cores``: worker processes for the restarts (:func:`ppvae._parallel.parallel_map`, one thread each;
     None: every available core). Every start is drawn here, before any restart runs, and each restart is
     deterministic from its start, so the result is the same for every ``cores``. The default, 1, runs them
     in this process: starting workers costs about a second, more than the restarts of the GMMs here take.
     """
+    ll_tol = resolve_alias("ll_tol", ll_tol, 1e-10, "tol", tol)
     if not (hasattr(model, "em_step") and hasattr(model, "em_init")):
         raise PPVAEError(f"model: '{model.name or type(model).__name__}' has no closed-form EM (em_init/em_step)")
     if not isinstance(data, Dataset):
         data = Dataset(data)
     restarts = check_int("restarts", restarts, low=1)
     max_iter = check_int("max_iter", max_iter, low=1)
-    tol = check_float("tol", tol, low=0.0)
+    ll_tol = check_float("ll_tol", ll_tol, low=0.0)
     seed = check_int("seed", seed, low=0)
     if cores is not None:
         check_int("cores", cores, low=1)
@@ -125,7 +158,7 @@ def fit_em(model: Model, data: Dataset | torch.Tensor, *, restarts: int = 10, ma
         starts = [model.em_init(x, gen, init=init)]
     else:
         starts = [model.em_init(x, gen) for _ in range(restarts)]
-    runs = parallel_map(_restart, [(model, x, params, max_iter, tol) for params in starts], workers=cores,
+    runs = parallel_map(_restart, [(model, x, params, max_iter, ll_tol) for params in starts], workers=cores,
                         desc="em restarts", part_name="restart")
     for r, (params, history, converged) in enumerate(runs):
         histories.append(history)
@@ -133,4 +166,5 @@ def fit_em(model: Model, data: Dataset | torch.Tensor, *, restarts: int = 10, ma
             best = (params, history, converged, r)
     params, history, converged, r = best
     return EMFit(model, params, history[-1], histories, r, converged, time.perf_counter() - start,
-                 config={"restarts": len(starts), "max_iter": max_iter, "tol": tol, "seed": seed})
+                 config={"restarts": len(starts), "max_iter": max_iter, "ll_tol": ll_tol, "seed": seed},
+                 data_info={"name": data.name, "num_data": len(data), "x_shape": list(data.x.shape)})

@@ -40,9 +40,10 @@ from ._validation import PPVAEError, check_int
 from .data import Batch, Dataset
 from .mcmc import MCMCResult
 from .model import DATA_PLATE, is_local, latent_sites
+from .result import Result, guide_site_draws
 
 __all__ = ["to_inference_data", "pointwise_log_likelihood", "align_labels", "guide_draws", "summary",
-           "GuidePosterior"]
+           "GuidePosterior", "exact_posterior"]
 
 DRAWS_PLATE = "_ppvae_draws"
 
@@ -209,12 +210,45 @@ def to_inference_data(result, data, *, num_draws: int = 1000, seed: int = 0, ali
     return idata
 
 
-class GuidePosterior:
+class GuidePosterior(Result):
     """Any guide treated as a posterior (e.g. a model's exact ``posterior_guide``), for
-    :func:`to_inference_data` and :func:`ppvae.compare.compare`."""
+    :func:`to_inference_data`, :func:`ppvae.compare.compare` and the :class:`ppvae.Result` interface
+    (draws from the guide; ``global_values``: the mean of 1,000 seeded draws)."""
 
-    def __init__(self, model, guide, method: str = "guide"):
+    def __init__(self, model, guide, method: str = "guide", data_info: dict | None = None):
         self.model, self.guide, self.method = model, guide, method
+        self.data_info = data_info or {}
+
+    def latent_draws(self, data, num_draws: int | None = 1000, seed: int = 0) -> dict[str, torch.Tensor]:
+        with pyro.validation_enabled(False):
+            return guide_site_draws(self.model, self.guide, self._data_batch(data),
+                                    check_int("num_draws", num_draws or 1000, low=1))
+
+    def global_values(self, data=None) -> dict[str, torch.Tensor]:
+        batch = self._data_batch(data)
+        names = set(self._global_names(batch))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            draws = self.latent_draws(batch, 1000)
+        return {k: v.mean(0) for k, v in draws.items() if k in names}
+
+
+def exact_posterior(model, data) -> GuidePosterior:
+    """The exact posterior of a model with a closed-form ``posterior_guide`` hook (normal_gamma, ppca,
+    a conjugate regression) given ``data``, as a :class:`ppvae.Result` whose ``method`` is ``"exact"``."""
+    import inspect
+
+    hook = getattr(model, "posterior_guide", None)
+    if hook is None:
+        raise PPVAEError(f"model: '{model.name or type(model).__name__}' has no closed-form posterior "
+                         "(posterior_guide)")
+    data = _as_dataset(data)
+    with pyro.validation_enabled(False):
+        model.setup(data)
+    takes_data = len(inspect.signature(hook).parameters) > 0
+    guide = hook(data.x) if takes_data else hook()
+    return GuidePosterior(model, guide, "exact", data_info={"name": data.name, "num_data": len(data),
+                                                            "x_shape": list(data.x.shape)})
 
 
 class _AlignedRun:

@@ -56,9 +56,10 @@ from ._enum import data_plate_log_prob, enumerated_trace
 from ._labels import component_sites
 from ._mcmc_checks import check_local_dimension
 from ._parallel import parallel_map, prestart_workers, report, resolve_workers
-from ._validation import PPVAEError, check_choice, check_float, check_int
+from ._validation import PPVAEError, check_choice, check_float, check_int, resolve_alias
 from .data import Batch, Dataset
 from .model import DATA_PLATE, Model, is_local, latent_sites
+from .result import Result
 
 __all__ = ["run_mcmc", "MCMCResult", "MCMCDivergenceError", "Potential"]
 
@@ -282,9 +283,13 @@ def _is_real(support) -> bool:
 
 # -- running the chains ------------------------------------------------------------------------------
 @dataclass
-class MCMCResult:
+class MCMCResult(Result):
     """Draws of an MCMC run: ``samples`` (site -> (chains, draws, ...) constrained) and the Pyro ``mcmc``
-    (whose own samples are the flat unconstrained vector ``"_theta"`` its kernel moved; see ``Potential.energy``)."""
+    (whose own samples are the flat unconstrained vector ``"_theta"`` its kernel moved; see ``Potential.energy``).
+
+    Implements :class:`ppvae.Result`: ``predict`` conditions the model on each draw and draws the discrete
+    locals by ``infer_discrete``; ``summary`` reports bulk ESS and split R-hat (labels aligned first);
+    ``history`` is empty (no iterations to trace)."""
 
     model: Model | None
     mcmc: MCMC
@@ -302,6 +307,33 @@ class MCMCResult:
     @property
     def num_draws(self) -> int:
         return next(iter(self.samples.values())).shape[1]
+
+    @property
+    def history(self) -> dict:
+        return {}
+
+    def latent_draws(self, data=None, num_draws: int | None = None, seed: int = 0) -> dict[str, torch.Tensor]:
+        """The run's draws with chains concatenated, thinned evenly to ``num_draws`` (None: all of them)."""
+        flat = self.flat_samples()
+        total = len(next(iter(flat.values())))
+        if num_draws is None:
+            return flat
+        num_draws = check_int("num_draws", num_draws, low=1, high=total)
+        index = torch.linspace(0, total - 1, num_draws).round().long()
+        return {k: v[index] for k, v in flat.items()}
+
+    def _summary_draws(self, data, num_draws, seed) -> dict[str, torch.Tensor]:
+        from .inference_data import align_labels  # inference_data imports this module
+
+        batch = self._data_batch(data)
+        names = set(self._global_names(batch))
+        samples = {k: v for k, v in self.samples.items() if k in names}
+        samples, self._alignment = align_labels(samples, self.model, batch.x)
+        return samples
+
+    def _summary_notes(self) -> list[str]:
+        info = getattr(self, "_alignment", None)
+        return [info["note"]] if info else []
 
     def flat_samples(self) -> dict[str, torch.Tensor]:
         """Draws with chains concatenated: site -> (chains * draws, ...)."""
@@ -377,7 +409,7 @@ def _kernel(kind, potential, options):
 
 def _validate(kind, num_samples, warmup, num_chains, seed, options):
     check_choice("kernel", kind, ("nuts", "hmc"))
-    check_int("num_samples", num_samples, low=1)
+    check_int("num_draws", num_samples, low=1)
     check_int("warmup", warmup, low=0)
     check_int("num_chains", num_chains, low=1)
     check_int("seed", seed, low=0)
@@ -478,14 +510,16 @@ def _divergences(mcmc: MCMC) -> int:
     return int(sum(len(d.get("divergences", [])) for d in mcmc._diagnostics if d))
 
 
-def run_mcmc(model: Model, data: Dataset | torch.Tensor, *, kernel: str = "nuts", num_samples: int = 500,
+def run_mcmc(model: Model, data: Dataset | torch.Tensor, *, kernel: str = "nuts", num_draws: int = 500,
              warmup: int = 500, num_chains: int = 1, init: Any = None, init_jitter: float = 0.5,
              order: tuple[str, int] | None = None, closed_form: bool = True, jit: bool = False,
              target_accept: float = 0.8, max_tree_depth: int = 10, num_steps: int = 10, full_mass: bool = False,
              step_size: float | None = None, seed: int = 0, progress: bool | None = None,
              max_divergences: int | None = None, allow_local: bool = False,
-             cores: int | None = None) -> MCMCResult:
-    """Sample the posterior of ``model``'s continuous latents given ``data`` with NUTS or HMC.
+             cores: int | None = None, num_samples: int | None = None) -> MCMCResult:
+    """Sample the posterior of ``model``'s continuous latents given ``data`` with NUTS or HMC:
+    ``num_draws`` kept draws per chain after ``warmup`` (``num_samples`` is its documented alias, Pyro's
+    spelling).
 
     Discrete local latents are summed out exactly (see the module docstring); a discrete latent with
     infinite support is refused. ``init``: None/"model" (the model's ``init_values``, drawn per chain),
@@ -505,6 +539,7 @@ def run_mcmc(model: Model, data: Dataset | torch.Tensor, *, kernel: str = "nuts"
         raise PPVAEError(f"model: expected a ppvae.Model instance; got {type(model).__name__}")
     if not isinstance(data, Dataset):
         data = Dataset(data)
+    num_samples = resolve_alias("num_draws", num_draws, 500, "num_samples", num_samples)
     options = {"target_accept": target_accept, "max_tree_depth": max_tree_depth, "num_steps": num_steps,
                "full_mass": bool(full_mass), "step_size": step_size}
     _validate(kernel, num_samples, warmup, num_chains, seed, options)
@@ -526,8 +561,9 @@ def run_mcmc(model: Model, data: Dataset | torch.Tensor, *, kernel: str = "nuts"
                                      warmup=warmup, num_chains=num_chains, init=init, init_jitter=init_jitter,
                                      seed=seed, progress=progress, options=options, cores=cores, rebuild=spec)
     result = MCMCResult(model, mcmc, samples, kernel, elapsed, _divergences(mcmc),
-                        data_info={"name": data.name, "num_data": len(data)},
-                        config={"kernel": kernel, "num_samples": num_samples, "warmup": warmup,
+                        data_info={"name": data.name, "num_data": len(data), "x_shape": list(data.x.shape)},
+                        config={"kernel": kernel, "num_draws": num_samples, "num_samples": num_samples,
+                                "warmup": warmup,
                                 "num_chains": num_chains, "cores": _workers_used(cores, num_chains),
                                 "order": list(order) if order else None, "jit": jit, "seed": seed,
                                 "closed_form": potential.closed_form, "gradient": potential.gradient, **options})

@@ -26,19 +26,24 @@ from pyro.infer import TraceEnum_ELBO, infer_discrete
 from ._config import TrainConfig, resolve_device
 from ._enum import data_plate_log_prob, enumerated_trace
 from ._io import atomic_write, check_version, load_tensors
-from ._validation import PPVAEError, check_choice
+from ._validation import PPVAEError, check_choice, check_int
 from ._version import __version__
 from .data import Batch, Dataset
 from .guides import make_guide
 from .model import Model, build_model, get_model_class, is_local, model_import_path
+from .result import Result, guide_site_draws
 
 __all__ = ["Fit", "atomic_write"]  # atomic_write lives in ppvae._io; re-exported for older callers
 
 CONFIG, PARAMS, HISTORY = "config.json", "params.pt", "history.json"
 
 
-class Fit:
-    """A fitted model: ``model``, ``guide``, ``config`` (:class:`TrainConfig`), ``history``."""
+class Fit(Result):
+    """A fitted model: ``model``, ``guide``, ``config`` (:class:`TrainConfig`), ``history`` (``"loss"``: the
+    loss per step; ``steps``, ``time_s``, ``stopped_early``). Implements :class:`ppvae.Result`: draws come
+    from the guide."""
+
+    history_key = "loss"
 
     def __init__(self, model: Model, guide: Callable, config: TrainConfig, history: dict, *,
                  data_info: dict, elbo_name: str):
@@ -54,6 +59,10 @@ class Fit:
         return f"svi:{self.config.guide}"
 
     @property
+    def point_estimate(self) -> bool:
+        return self.config.guide == "auto_delta"
+
+    @property
     def device(self) -> torch.device:
         return resolve_device(self.config.device)
 
@@ -65,6 +74,17 @@ class Fit:
             data = Dataset(data)
         return Batch(data.x.to(self.device), None if data.y is None else data.y.to(self.device))
 
+    def _data_batch(self, data) -> Batch:
+        return super()._data_batch(None) if data is None else self._batch(data)
+
+    @torch.no_grad()
+    def latent_draws(self, data, num_draws: int | None = 1000, seed: int = 0) -> dict[str, torch.Tensor]:
+        """``num_draws`` draws of every latent the guide samples (globals, continuous locals) for ``data``;
+        seeded by the caller (:meth:`predict`, :meth:`summary`)."""
+        batch = self._data_batch(data)
+        with pyro.validation_enabled(False):
+            return guide_site_draws(self.model, self.guide, batch, check_int("num_draws", num_draws or 1000, low=1))
+
     def _max_plate_nesting(self, batch: Batch) -> int:
         return self.model.max_plate_nesting(batch)
 
@@ -73,9 +93,9 @@ class Fit:
         return [n for n, s in self.model.latent_sites(self._batch(data)).items() if not is_local(s)]
 
     @torch.no_grad()
-    def global_values(self, data) -> dict[str, torch.Tensor]:
+    def global_values(self, data=None) -> dict[str, torch.Tensor]:
         """Point estimates of the global latents: the guide's median (one draw for a guide without one)."""
-        batch = self._batch(data)
+        batch = self._data_batch(data)
         names = set(self.global_sites(batch))
         with pyro.validation_enabled(False):
             values = _guide_median(self.guide, batch)

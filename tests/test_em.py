@@ -21,8 +21,8 @@ def _assert_monotone(history):
 @pytest.mark.parametrize("K", [2, 3])
 def test_gmm_em_is_monotone_at_every_iteration(faithful, covariance, K):
     result = fit_em(GMM(K=K, covariance=covariance), faithful, restarts=4, seed=1)
-    assert all(len(h) > 2 for h in result.history)
-    _assert_monotone(result.history)
+    assert all(len(h) > 2 for h in result.traces)
+    _assert_monotone(result.traces)
 
 
 @pytest.mark.parametrize("covariance", ["full", "diag"])
@@ -34,10 +34,10 @@ def test_gmm_em_matches_sklearn_maximum(faithful, covariance):
                           reg_covar=1e-6, random_state=0).fit(x)
     ours = fit_em(GMM(K=2, covariance=covariance), faithful, restarts=10, seed=0)
     # the bar: the same maximum to within 1e-3 per point
-    assert abs(ours.log_likelihood / len(x) - ref.score(x)) < 1e-3
+    assert abs(ours.log_likelihood_total / len(x) - ref.score(x)) < 1e-3
     # known value for the full-covariance fit on Old Faithful
     if covariance == "full":
-        assert ours.log_likelihood == pytest.approx(-1130.264, abs=1e-3)
+        assert ours.log_likelihood_total == pytest.approx(-1130.264, abs=1e-3)
 
 
 def test_gmm_em_log_likelihood_equals_independent_computation(faithful):
@@ -45,7 +45,7 @@ def test_gmm_em_log_likelihood_equals_independent_computation(faithful):
     x = faithful.x.double().numpy()
     p = {k: v.numpy() for k, v in res.params.items()}
     dens = sum(p["weights"][k] * multivariate_normal(p["locs"][k], p["covs"][k]).pdf(x) for k in range(2))
-    assert res.log_likelihood == pytest.approx(np.log(dens).sum(), abs=1e-8)
+    assert res.log_likelihood_total == pytest.approx(np.log(dens).sum(), abs=1e-8)
 
 
 def test_engine_enumeration_equals_closed_form_at_em_params(faithful):
@@ -60,7 +60,7 @@ def test_engine_enumeration_equals_closed_form_at_em_params(faithful):
     trace = enumerated_trace(model, batch, 1, values)
     ll = data_plate_log_prob(trace)
     assert ll.shape == (272,)
-    assert ll.sum().item() == pytest.approx(res.log_likelihood, abs=1e-8)
+    assert ll.sum().item() == pytest.approx(res.log_likelihood_total, abs=1e-8)
 
 
 @pytest.mark.parametrize(
@@ -71,7 +71,7 @@ def test_three_coin_em_fixed_points(coin_tosses, init, expected):
     res = fit_em(ThreeCoin(), coin_tosses, init=dict(zip(("pi", "p", "q"), init, strict=True)))
     got = tuple(round(float(res.params[k]), 4) for k in ("pi", "p", "q"))
     assert got == expected
-    _assert_monotone(res.history)
+    _assert_monotone(res.traces)
 
 
 def test_three_coin_exact_log_likelihood(coin_tosses):
@@ -80,7 +80,7 @@ def test_three_coin_exact_log_likelihood(coin_tosses):
     pi, p, q = (float(res.params[k]) for k in ("pi", "p", "q"))
     y = coin_tosses[:, 0].numpy()
     by_hand = np.log(pi * p**y * (1 - p) ** (1 - y) + (1 - pi) * q**y * (1 - q) ** (1 - y)).sum()
-    assert res.log_likelihood == pytest.approx(by_hand, abs=1e-10)
+    assert res.log_likelihood_total == pytest.approx(by_hand, abs=1e-10)
     # the marginal P(y = 1) = pi p + (1 - pi) q is pinned at the sample mean, 0.6
     assert pi * p + (1 - pi) * q == pytest.approx(0.6, abs=1e-6)
 
@@ -106,6 +106,6 @@ def test_emfit_repr_is_a_one_line_summary(faithful):
     em = fit_em(GMM(K=2), faithful, restarts=4, seed=0)
     text = repr(em)
     assert text == (f"EMFit(model=gmm(K=2, covariance='full', concentration=1.0, reg_covar=1e-06), "
-                    f"log_likelihood={em.log_likelihood:.4f}, restarts=4, best_restart={em.best_restart}, "
+                    f"log_likelihood_total={em.log_likelihood_total:.4f}, restarts=4, best_restart={em.best_restart}, "
                     f"iterations={em.num_iterations}, converged={em.converged}, time_s={em.time_s:.2f})")
     assert "\n" not in text and len(text) < 200

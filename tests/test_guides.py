@@ -12,7 +12,7 @@ EM_MAX = -1130.264  # Old Faithful, K=2, full covariance (test_em checks it agai
 
 @pytest.fixture(scope="module")
 def em_max(faithful):
-    return fit_em(GMM(K=2), faithful, restarts=5).log_likelihood
+    return fit_em(GMM(K=2), faithful, restarts=5).log_likelihood_total
 
 
 def test_auto_delta_reaches_em_maximum(faithful, em_max):

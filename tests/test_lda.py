@@ -63,7 +63,7 @@ def test_cavi_elbo_never_decreases(corpus, init, restart, update_alpha):
     ds, _ = corpus
     res = fit_cavi(LDA(topics=3, alpha=0.3, eta=0.1), ds, max_iter=25, tol=0.0, e_max_iter=50, seed=1,
                    init=init, init_sweeps=20, restart_e_step=restart, update_alpha=update_alpha)
-    h = torch.tensor(res.history, dtype=torch.float64)
+    h = torch.tensor(res.trace, dtype=torch.float64)
     assert len(h) == 26
     # every iteration, E-step restarts included: the ELBO (float64, ~-3e4 nats) may only rise;
     # 1e-9 relative = rounding slack

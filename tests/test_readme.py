@@ -7,7 +7,8 @@ of this interpreter's environment on PATH. Each command runs as written except f
 which only shorten how long it runs (the values the README gives are the ones its numbers were measured
 with; here the point is that the command works):
 
-  --epochs N -> 1, --steps N -> 20, --num-samples N -> 10, --samples N -> 50, --warmup N -> 10, --draws N -> 10
+  --epochs N -> 1, --steps N -> 20, --num-samples N -> 10, --samples N -> 50, --num-draws N -> 50,
+  --warmup N -> 10, --draws N -> 10
   (50 MCMC draws: bridge sampling needs 2 D + 2 draws in each half)
 
 Skipped parts of a command line (split on `&&`): `pip install ...` (this environment is already the one the
@@ -25,7 +26,7 @@ import pytest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 OVERRIDES = {"--epochs": "1", "--steps": "20", "--num-samples": "10", "--samples": "50", "--warmup": "10",
-             "--draws": "10"}
+             "--draws": "10", "--num-draws": "50"}
 SKIPPED = ("pip install ", "python -m pytest")
 TIMEOUT_S = 600  # per command: generous for a busy 2-core machine (torchrun starts 2 processes)
 

@@ -74,13 +74,12 @@ def test_factor_analysis_log_marginal_matches_closed_form():
     assert abs(float(err.mean())) < 4 * float(mc.pow(2).mean().sqrt() / len(err) ** 0.5) + 0.01
 
 
-@pytest.mark.slow
 def test_mixture_of_regressions_svi_agrees_with_nuts():
     data = ppvae.load_dataset(f"{DATA / 'mixreg.csv'}:target=y")
     model = mixreg(K=2)
     fit = ppvae.fit(model, data, guide="auto_normal", steps=1500, lr=0.02, seed=0, progress=False)
     svi = fit.global_values(data)
-    mcmc = ppvae.run_mcmc(mixreg(K=2), data, num_samples=200, warmup=200, num_chains=1, order=("w", 0), seed=0,
+    mcmc = ppvae.run_mcmc(mixreg(K=2), data, num_draws=150, warmup=150, num_chains=1, order=("w", 0), seed=0,
                           progress=False)
     draws = {k: v.reshape(-1, *v.shape[2:]).double() for k, v in mcmc.samples.items()}
     perm = torch.argsort(svi["w"][:, 0])  # align SVI's labels as NUTS's are ordered: w[0, 0] < w[1, 0]
