@@ -179,3 +179,9 @@ class LDA(TopicModel, Model):
         if hasattr(data, "meta") and data.meta.get("vocab") is not None:
             self.vocab = list(data.meta["vocab"])
         return fit_cavi(self, data, **options)
+
+    def load_cavi(self, path: str):
+        """The :class:`models.lda_cavi.CAVIFit` saved in the run directory ``path`` (tensors only, version checked)."""
+        from .lda_cavi import CAVIFit
+
+        return CAVIFit.load(path)

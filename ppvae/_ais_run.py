@@ -3,36 +3,11 @@ results go into ``RUN_DIR/metrics.json`` (written atomically, other keys kept) w
 
 from __future__ import annotations
 
-import json
-import os
 import warnings
 
-from ._validation import PPVAEError
+from .runs import run_dataset, update_metrics, write_figure
 
-__all__ = ["update_metrics", "evaluate_run_ais", "bdmc_run"]
-
-
-def update_metrics(run_dir: str, key: str, entry: dict) -> str:
-    """Set ``metrics[key] = entry`` in ``RUN_DIR/metrics.json``, refusing to overwrite a corrupted file."""
-    from .results import atomic_write
-
-    path = os.path.join(run_dir, "metrics.json")
-    metrics = {}
-    if os.path.exists(path):
-        try:
-            with open(path) as fh:
-                metrics = json.load(fh)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise PPVAEError(f"run_dir: {path} is corrupted ({exc}); not overwriting it") from None
-    metrics[key] = entry
-    atomic_write(path, lambda fh: json.dump(metrics, fh, indent=2))
-    return path
-
-
-def _figure(run_dir: str, name: str, draw) -> None:
-    tmp = os.path.join(run_dir, f".tmp-{name}")
-    draw(tmp)
-    os.replace(tmp, os.path.join(run_dir, name))
+__all__ = ["evaluate_run_ais", "bdmc_run"]
 
 
 def evaluate_run_ais(run_dir: str, data: str | None = None, *, num_samples: int = 1000, proposal: str = "guide",
@@ -41,12 +16,12 @@ def evaluate_run_ais(run_dir: str, data: str | None = None, *, num_samples: int 
     importance sampling at K = ``num_samples`` for comparison: metrics.json's ``log_marginal`` (the AIS
     result, with ``is`` holding the importance-sampling summary), ``log_marginal.png`` and
     ``ais_vs_is.png`` (per-point AIS against IS, coloured by IS k-hat)."""
-    from .evaluate import ImportanceWarning, _run_data, log_marginal
+    from .evaluate import ImportanceWarning, log_marginal
     from .plots import plot_ais_vs_is, plot_log_marginal
     from .results import Fit
 
     fit = Fit.load(run_dir)
-    ds = _run_data(fit, data)
+    ds = run_dataset(fit.data_info, data)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ImportanceWarning)
         result = log_marginal(fit, ds, method="ais", proposal=proposal, chunk_size=chunk_size, seed=seed,
@@ -62,9 +37,9 @@ def evaluate_run_ais(run_dir: str, data: str | None = None, *, num_samples: int 
     update_metrics(run_dir, "log_marginal", entry)
     s = result.settings
     what = f"AIS, T={s['num_steps']}, C={s['num_chains']}, L={s['num_leapfrog']}, {result.proposal} proposal"
-    _figure(run_dir, "log_marginal.png", lambda p: plot_log_marginal(
+    write_figure(run_dir, "log_marginal.png", lambda p: plot_log_marginal(
         result.values.numpy(), result.khat.numpy(), p, f"{fit.model.name}: log p(x) by {what}"))
-    _figure(run_dir, "ais_vs_is.png", lambda p: plot_ais_vs_is(
+    write_figure(run_dir, "ais_vs_is.png", lambda p: plot_ais_vs_is(
         is_.values.numpy(), result.values.numpy(), is_.khat.numpy(), p,
         f"{fit.model.name}: {what} vs IS K={num_samples}"))
     return result, entry
@@ -74,16 +49,15 @@ def bdmc_run(run_dir: str, data: str | None = None, *, seed: int = 0, **options)
     """:func:`ppvae.bdmc` on a run (points simulated from it; ``data`` only supplies the globals and
     the point shape): metrics.json's ``bdmc`` object and ``bdmc.png`` (the bounds against T)."""
     from .bdmc import bdmc
-    from .evaluate import _run_data
     from .plots import plot_bdmc
     from .results import Fit
 
     fit = Fit.load(run_dir)
-    ds = _run_data(fit, data)
+    ds = run_dataset(fit.data_info, data)
     result = bdmc(fit, ds, seed=seed, **options)
     entry = {**result.to_dict(), "seed": seed}
     update_metrics(run_dir, "bdmc", entry)
-    _figure(run_dir, "bdmc.png", lambda p: plot_bdmc(
+    write_figure(run_dir, "bdmc.png", lambda p: plot_bdmc(
         result.num_steps, result.mean_lower, result.mean_upper, p,
         f"{fit.model.name}: BDMC on {result.lower.shape[-1]} simulated points, C={result.num_chains}"))
     return result, entry

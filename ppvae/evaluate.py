@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import warnings
 from dataclasses import dataclass, field
 
@@ -32,6 +31,7 @@ import pyro
 import torch
 from pyro import poutine
 
+from ._evaluate_kinds import evaluate_saved
 from ._importance import (
     auto_chunk,
     autoguide_subsample,
@@ -44,6 +44,7 @@ from ._validation import PPVAEError, check_choice, check_int, one_line
 from .data import Batch, Dataset
 from .evidence import LogEvidence, log_evidence  # noqa: F401 -- re-exported (moved to evidence.py)
 from .model import is_local, latent_sites
+from .runs import run_dataset, run_kind, update_metrics, write_figure
 
 __all__ = ["LogMarginal", "LogEvidence", "ImportanceWarning", "log_marginal", "log_evidence", "psis_khat",
            "evaluate_run"]
@@ -360,42 +361,32 @@ def _summarize(lw: torch.Tensor, num: int, out: dict, where: slice) -> None:
 
 # -- a saved run (the ``ppvae evaluate`` command) -----------------------------------------------------
 def _run_data(fit, data: str | None) -> Dataset:
-    """The data set to evaluate a run on: ``data`` (a name or path) or the run's own data set, with the
-    run's standardization constants applied when it was fitted on standardized data."""
-    from .data import load_dataset, parse_data_spec
-
-    info = fit.data_info
-    meta = info.get("meta", {})
-    name = data if data is not None else info["name"]
-    options = {"split": meta["split"]} if data is None and "split" in meta else {}
-    std = meta.get("standardized")
-    if ":" in str(name) and not os.path.exists(name):  # NAME:KEY=VALUE; standardize=... is the run's to decide
-        name, options = parse_data_spec(name)
-        if options.pop("standardize", bool(std)) != bool(std):
-            raise PPVAEError(f"--data: the run was fitted on {'standardized' if std else 'unstandardized'} data; "
-                             "evaluate applies the run's own constants, so drop standardize=... from --data")
-    try:
-        ds = load_dataset(name, **options)
-    except PPVAEError as exc:
-        raise PPVAEError(f"--data: cannot load '{name}' ({exc}); pass --data NAME_OR_PATH") from None
-    if std:
-        x = (ds.x - torch.as_tensor(std["mean"], dtype=ds.x.dtype)) / torch.as_tensor(std["std"], dtype=ds.x.dtype)
-        ds = Dataset(x, ds.y, name=ds.name, kind=ds.kind, meta=dict(ds.meta))
-    return ds
+    """The data set to evaluate a fit on (:func:`ppvae.runs.run_dataset` of its recorded data)."""
+    return run_dataset(fit.data_info, data)
 
 
 def evaluate_run(run_dir: str, data: str | None = None, *, num_samples: int = 1000, proposal: str = "guide",
-                 chunk_size: int | None = None, seed: int = 0, method: str = "is", **ais) -> tuple[LogMarginal, dict]:
-    """Load a run (:meth:`Fit.load`), estimate log p(x) on ``data`` and add a ``log_marginal`` object
-    to ``RUN_DIR/metrics.json`` (written atomically, other keys kept) and ``log_marginal.png``.
-    ``method="ais"`` (options ``ais`` as :func:`log_marginal`'s): see :func:`ppvae._ais_run.evaluate_run_ais`."""
-    from ._ais_run import evaluate_run_ais, update_metrics
+                 chunk_size: int | None = None, seed: int = 0, method: str = "is", **ais) -> tuple[torch.Tensor, dict]:
+    """Evaluate a saved run on ``data`` (default: its own) and add a ``log_marginal`` object to
+    ``RUN_DIR/metrics.json`` (other keys kept) and ``log_marginal.png``, both written atomically.
+
+    An SVI run (:meth:`Fit.load`): per-point log p(x_i | G) by importance sampling (this module) or,
+    with ``method="ais"`` (options ``ais`` as :func:`log_marginal`'s), :func:`ppvae._ais_run.evaluate_run_ais`.
+    EM, MCMC and CAVI runs: :func:`ppvae._evaluate_kinds.evaluate_saved` (exact per-point log-likelihood,
+    log pointwise predictive density beside PSIS-LOO, per-document ELBO). Returns (per-point values, entry)."""
+    from ._ais_run import evaluate_run_ais
     from .plots import plot_log_marginal
     from .results import Fit
 
-    if check_choice("method", method, ("is", "ais")) == "ais":
+    kind = run_kind(run_dir)
+    if check_choice("method", method, ("is", "ais")) == "ais" and kind == "svi":
         return evaluate_run_ais(run_dir, data, num_samples=num_samples, proposal=proposal, chunk_size=chunk_size,
                                 seed=seed, **ais)
+    if kind != "svi":
+        if method != "is":
+            raise PPVAEError(f"--method: '{method}' estimates log p(x) for SVI runs; {run_dir} holds a run of "
+                             f"kind '{kind}', whose per-point numbers need no sampler (omit --method)")
+        return evaluate_saved(run_dir, data, seed=seed)
     fit = Fit.load(run_dir)
     ds = _run_data(fit, data)
     with warnings.catch_warnings(record=True) as caught:
@@ -404,9 +395,7 @@ def evaluate_run(run_dir: str, data: str | None = None, *, num_samples: int = 10
     entry = {**result.to_dict(), "data": ds.name, "seed": seed,
              "warnings": [str(w.message) for w in caught if issubclass(w.category, ImportanceWarning)]}
     update_metrics(run_dir, "log_marginal", entry)
-    png = os.path.join(run_dir, "log_marginal.png")
-    tmp = os.path.join(run_dir, ".tmp-log_marginal.png")
-    plot_log_marginal(result.values.numpy(), result.khat.numpy(), tmp,
-                      f"{fit.model.name}: log p(x) by importance sampling, K={num_samples}, {result.proposal} proposal")
-    os.replace(tmp, png)
+    write_figure(run_dir, "log_marginal.png", lambda path: plot_log_marginal(
+        result.values.numpy(), result.khat.numpy(), path,
+        f"{fit.model.name}: log p(x) by importance sampling, K={num_samples}, {result.proposal} proposal"))
     return result, entry

@@ -48,6 +48,7 @@ from pyro.poutine.util import site_is_subsample
 from torch.distributions import biject_to, constraints
 from torch.distributions.transforms import Transform
 
+from . import _mcmc_io, runs
 from ._enum import data_plate_log_prob, enumerated_trace
 from ._validation import PPVAEError, check_choice, check_float, check_int
 from .data import Batch, Dataset
@@ -340,6 +341,15 @@ class MCMCResult:
 
         return to_inference_data(self, data, **options)
 
+    def save(self, path: str) -> None:
+        """Write a run directory of kind ``mcmc`` (samples.pt, params.pt, config.json; :mod:`ppvae._mcmc_io`)."""
+        _mcmc_io.save(self, path)
+
+    @classmethod
+    def load(cls, path: str) -> "MCMCResult":
+        """Read a run directory written by :meth:`save` (tensors only, version checked); ``mcmc`` is None."""
+        return _mcmc_io.load(cls, path)
+
 
 def _initial_params(potential: Potential, model, fn, batch, init, num_chains, seed, jitter) -> dict:
     """Unconstrained starting points, one per chain: ``init`` values (a dict, a Fit, an EMFit) or the
@@ -539,7 +549,7 @@ def run_mcmc(model: Model, data: Dataset | torch.Tensor, *, kernel: str = "nuts"
                                      warmup=warmup, num_chains=num_chains, init=init, init_jitter=init_jitter,
                                      seed=seed, progress=progress, options=options, cores=cores, rebuild=spec)
     result = MCMCResult(model, mcmc, samples, kernel, elapsed, _divergences(mcmc),
-                        data_info={"name": data.name, "num_data": len(data)},
+                        data_info=runs.data_info(data),
                         config={"kernel": kernel, "num_samples": num_samples, "warmup": warmup,
                                 "num_chains": num_chains, "cores": _workers_used(cores, num_chains),
                                 "order": list(order) if order else None, "jit": jit, "seed": seed,

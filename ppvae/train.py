@@ -37,6 +37,7 @@ from .data import Batch, Dataset
 from .guides import guide_spec_name, make_guide
 from .model import DATA_PLATE, Model
 from .objectives import make_elbo
+from .runs import data_info
 
 __all__ = ["fit", "TrainConfig", "resolve_device"]
 
@@ -406,7 +407,7 @@ def fit(
     if run is not None:
         elapsed = run.finish(trainer, elapsed)
     history = {"loss": trainer.losses, "steps": trainer.step, "time_s": elapsed, "stopped_early": stopped_early}
-    return Fit(model, trainer.guide, cfg, history, data_info=_data_info(data), elbo_name=trainer.elbo_name)
+    return Fit(model, trainer.guide, cfg, history, data_info=data_info(data), elbo_name=trainer.elbo_name)
 
 
 def _loop(trainer: _Trainer, progress: bool | None, callbacks: list) -> bool:
@@ -445,15 +446,3 @@ def _plateau(cfg: TrainConfig, ema, best: float, since_best: int, value: float):
         else:
             since_best += 1
     return ema, best, since_best
-
-
-def _data_info(data: Dataset) -> dict:
-    return {
-        "name": data.name,
-        "kind": data.kind,
-        "num_data": len(data),
-        "x_shape": list(data.x.shape),
-        "has_labels": data.y is not None,
-        "meta": {k: v for k, v in data.meta.items()
-                 if k in ("image_shape", "columns", "standardized", "source", "split")},
-    }
