@@ -134,8 +134,10 @@ def read_tensors(directory: str, name: str, keys: tuple[str, ...] = ()) -> dict:
         raise PPVAEError(f"load: {full} is missing; not a complete ppvae run") from None
     except Exception as exc:  # noqa: BLE001 -- unpickling refused, or a torn file
         raise PPVAEError(f"load: {full} {describe_load_error(exc)}") from None
-    if not isinstance(state, dict) or any(k not in state for k in keys):
-        raise PPVAEError(f"load: {full} is not a ppvae file (expected a dict with {', '.join(keys) or 'tensors'})")
+    missing = [repr(k) for k in keys if not isinstance(state, dict) or k not in state]
+    if not isinstance(state, dict) or missing:
+        label = {PARAMS: "parameter", SAMPLES: "samples"}.get(name, "tensor")
+        raise PPVAEError(f"load: {full} is not a ppvae {label} file (no {', '.join(missing) or 'dict of tensors'})")
     return state
 
 
@@ -213,12 +215,11 @@ def run_model(config: dict, directory: str):
 # -- the data a run was fitted on -------------------------------------------------------------------------
 def data_info(data: Dataset) -> dict:
     """What ``config.json`` records of the data: enough to rebuild shapes and reload it by name."""
-    return {
-        "name": data.name, "kind": data.kind, "num_data": len(data), "x_shape": list(data.x.shape),
-        "has_labels": data.y is not None,
-        "meta": {k: v for k, v in data.meta.items() if k in ("image_shape", "columns", "standardized", "source",
-                                                               "split")},
-    }
+    meta = {k: v for k, v in data.meta.items() if k in ("image_shape", "columns", "standardized", "source", "split")}
+    if isinstance(meta.get("source"), str) and os.path.isfile(meta["source"]):  # a file: reloaded from where it is
+        meta["source"] = os.path.abspath(meta["source"])
+    return {"name": data.name, "kind": data.kind, "num_data": len(data), "x_shape": list(data.x.shape),
+            "has_labels": data.y is not None, "meta": meta}
 
 
 def stub_dataset(info: dict) -> Dataset:
@@ -233,7 +234,9 @@ def run_dataset(info: dict, data: str | None = None) -> Dataset:
     """The data set to evaluate a run on: ``data`` (a name or path) or the run's own data set, with the
     run's standardization constants applied when it was fitted on standardized data."""
     meta = info.get("meta", {})
-    name = data if data is not None else info["name"]
+    source = meta.get("source")
+    own = source if isinstance(source, str) and os.path.isfile(source) else info["name"]
+    name = data if data is not None else own
     options = {"split": meta["split"]} if data is None and "split" in meta else {}
     std = meta.get("standardized")
     if ":" in str(name) and not os.path.exists(name):  # NAME:KEY=VALUE; standardize=... is the run's to decide
