@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .runs import atomic_write, write_figure
+
 __all__ = ["Comparison"]
 
 
@@ -90,7 +92,6 @@ class Comparison:
     def save(self, directory: str) -> dict[str, str]:
         """Write comparison.md, comparison.csv, comparison.json and marginals.png into ``directory``."""
         from .plots import plot_marginals
-        from .results import atomic_write
 
         os.makedirs(directory, exist_ok=True)
         paths = {ext: os.path.join(directory, f"comparison.{ext}") for ext in ("md", "csv", "json")}
@@ -100,7 +101,8 @@ class Comparison:
         paths["png"] = os.path.join(directory, "marginals.png")
         points = {r["method"]: {k: v["mean"] for k, v in r.get("posterior", {}).items()}
                   for r in self.records if r["status"] == "ok" and r.get("point_estimate")}
-        plot_marginals(self.draws, points, paths["png"], title=f"{self.model} on {self.data}: marginal posteriors")
+        write_figure(directory, "marginals.png", lambda path: plot_marginals(
+            self.draws, points, path, title=f"{self.model} on {self.data}: marginal posteriors"))
         return paths
 
 

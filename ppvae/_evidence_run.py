@@ -22,14 +22,19 @@ __all__ = ["evidence_run", "load_mcmc_dir", "agreement", "AGREE_Z"]
 AGREE_Z = 3.0  # the 3-standard-error band used by ppvae's own tests against closed forms
 
 
+def _kind(directory: str) -> str | None:
+    return runs.run_kind(directory) if os.path.exists(os.path.join(directory, runs.CONFIG)) else None
+
+
 def load_mcmc_dir(directory: str, data: str | None = None, standardize: bool = False):
     """(MCMCResult, Dataset) from a directory of ``ppvae mcmc`` (:meth:`MCMCResult.load`); the data is the
     run's own (or ``data``) with the run's standardization constants applied (``standardize`` must agree)."""
     from .mcmc import MCMCResult
 
-    if runs.run_kind(directory) != "mcmc":
-        raise PPVAEError(f"--mcmc: expected a directory written by `ppvae mcmc`; {directory} holds a "
-                         f"{runs.run_kind(directory)} run")
+    kind = _kind(directory)
+    if kind != "mcmc":
+        held = f"holds a run of kind '{kind}'" if kind else "has no config.json"
+        raise PPVAEError(f"--mcmc: expected a directory written by `ppvae mcmc`; {directory} {held}")
     result = MCMCResult.load(directory)
     if standardize and not result.data_info.get("meta", {}).get("standardized"):
         raise PPVAEError(f"--standardize: the chains in {directory} ran on unstandardized data; drop --standardize")
@@ -71,7 +76,7 @@ def evidence_run(directory: str, data: str | None = None, *, mcmc_dir: str | Non
         raise PPVAEError(f"run_dir: expected a directory written by `ppvae fit` or `ppvae mcmc`; got {directory}")
     ais = {"num_steps": num_steps, "num_chains": num_chains, "progress": progress}
     estimates = []
-    if runs.run_kind(directory) == "svi":
+    if _kind(directory) == "svi":
         fit = Fit.load(directory)
         ds = _run_data(fit, data)
         estimates.append(_estimate("is", lambda: log_evidence(fit, ds, num_samples=num_samples, seed=seed)))

@@ -249,7 +249,7 @@ def to_inference_data(result, data, *, num_draws: int = 1000, seed: int = 0, ali
         samples, info = align_labels(samples, model, data, column=align_column)
     obs = _observed(model, batch)
     coords, dims = _coords_dims(model, data, samples, obs)
-    if isinstance(result, MCMCResult):
+    if isinstance(result, MCMCResult) and result.mcmc is not None:  # a loaded run has no sampler: no sample_stats
         idata = az.from_pyro(_AlignedRun(result.mcmc, samples), log_likelihood=False, coords=coords, dims=dims)
         observed = az.dict_to_dataset(_numpy(obs), coords=coords, dims=dims, default_dims=[])
         idata.add_groups(observed_data=observed)

@@ -87,7 +87,7 @@ def test_em_round_trip_is_exact(em_run):
     assert state.keys() == again.keys() and all(torch.equal(state[k], again[k]) for k in state)
 
 
-def test_mcmc_round_trip_is_exact(mcmc_run):
+def test_mcmc_round_trip_is_exact(mcmc_run, faithful):
     result, path = mcmc_run
     loaded = ppvae.MCMCResult.load(str(path))
     assert loaded.samples.keys() == result.samples.keys()
@@ -96,6 +96,8 @@ def test_mcmc_round_trip_is_exact(mcmc_run):
             loaded.num_chains, loaded.num_draws) == (result.method, result.time_s, result.num_divergences,
                                                      result.config, result.data_info, 2, 40)
     assert loaded.mcmc is None and loaded.model.hparams == result.model.hparams
+    idata = loaded.to_inference_data(faithful, align=False)  # from the draws alone (no sampler statistics)
+    assert np.array_equal(idata.posterior["locs"].values, result.samples["locs"].numpy())
 
 
 def test_cavi_round_trip_is_exact(cavi_run):
