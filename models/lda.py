@@ -31,7 +31,7 @@ from torch import nn
 from ppvae import Model, PPVAEError, check_float, check_int, register_model
 from ppvae.topics import TopicModel, WordCounts, check_counts
 
-from .lda_cavi import e_step, expected_log_beta, fit_cavi
+from .lda_cavi import CAVIFit, e_step, expected_log_beta, fit_cavi
 
 
 class DirichletEncoder(nn.Module):
@@ -175,3 +175,7 @@ class LDA(TopicModel, Model):
         if hasattr(data, "meta") and data.meta.get("vocab") is not None:
             self.vocab = list(data.meta["vocab"])
         return fit_cavi(self, data, **options)
+
+    def load_cavi(self, path: str):
+        """The :class:`models.lda_cavi.CAVIFit` saved in the run directory ``path`` (tensors only, version checked)."""
+        return CAVIFit.load(path)

@@ -30,9 +30,7 @@ alpha-dependent part of L (Blei et al. 2003, appendix A.4.2, the 1-D case), whic
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -41,7 +39,7 @@ from typing import Any
 import torch
 from torch.distributions import Dirichlet, kl_divergence
 
-from ppvae import PPVAEError, Result, check_choice, check_float, check_int
+from ppvae import Dataset, PPVAEError, Result, check_choice, check_float, check_int, runs
 from ppvae._validation import resolve_alias
 from ppvae.topics import check_counts, check_num_topics, log_multinomial_coefficient, top_words
 
@@ -204,8 +202,8 @@ class CAVIFit(Result):
     time_s: float
     vocab: list[str] | None = None
     config: dict = field(default_factory=dict)
-    model: Any = None
-    data_info: dict = field(default_factory=dict)
+    model: Any = None  # the LDA model fitted (its name and hyperparameters go into config.json)
+    data_info: dict = field(default_factory=dict)  # ppvae.runs.data_info of the training data
 
     method = "cavi"
     history_key = "elbo"
@@ -253,15 +251,49 @@ class CAVIFit(Result):
             raise PPVAEError("vocab: expected the corpus vocabulary; pass vocab=")
         return top_words(self.topic_word(), vocab, n)
 
-    def save(self, path: str) -> None:
-        from ppvae.results import atomic_write
+    def document_bound(self, counts, gamma: torch.Tensor | None = None, max_iter: int = 100) -> torch.Tensor:
+        """Per-document bound B_d = E_q[log p(x_d, theta_d, z_d | beta) - log q(theta_d, z_d)] with the
+        expectation over beta under q(beta) = Dir(lambda) (the document's part of the ELBO, phi at its optimum):
+        B_d <= E_q(beta)[log p(x_d | beta)] by Jensen, and sum_d B_d - KL(q(beta) || p(beta)) is the ELBO,
+        a lower bound on log p(X). ``gamma``: the fitted q(theta) of these documents (the training ones);
+        otherwise an E step with lambda fixed. float64, shape (D,)."""
+        x = check_counts("counts", counts).to(torch.float64)
+        elog_beta = expected_log_beta(self.lam)
+        sp = _Sparse(x)
+        if gamma is None:
+            gamma = e_step(None, elog_beta, self.alpha, max_iter=max_iter, _sp=sp)
+        return doc_elbo(sp, gamma, elog_beta, self.alpha)
 
-        os.makedirs(path, exist_ok=True)
-        state = {"gamma": self.gamma, "lambda": self.lam}
-        atomic_write(os.path.join(path, "cavi_params.pt"), lambda fh: torch.save(state, fh), mode="wb")
-        meta = {"alpha": self.alpha, "eta": self.eta, "history": self.trace, "converged": self.converged,
-                "time_s": self.time_s, "config": self.config}
-        atomic_write(os.path.join(path, "cavi.json"), lambda fh: json.dump(meta, fh))
+    def kl_topics(self) -> float:
+        """sum_k KL(Dir(lambda_k) || Dir(eta)), the global part of the ELBO."""
+        return kl_divergence(Dirichlet(self.lam), Dirichlet(torch.full_like(self.lam, self.eta))).sum().item()
+
+    def save(self, path: str) -> None:
+        """Write a run directory of kind ``cavi`` (:mod:`ppvae.runs`): gamma and lambda in ``params.pt``, the
+        ELBO trace in ``history.json``, the model, alpha, eta, vocabulary and settings in ``config.json``."""
+        if self.model is None:
+            raise PPVAEError("save: this CAVIFit has no model (made by fit_cavi(model, ...)), so a saved run "
+                             "could not name it")
+        config = runs.make_config("cavi", self.model, self.data_info, alpha=self.alpha, eta=self.eta,
+                                  converged=self.converged, time_s=self.time_s, vocab=self.vocab, cavi=self.config)
+        runs.write_tensors(path, runs.PARAMS, {"gamma": self.gamma, "lambda": self.lam})
+        runs.write_json(path, runs.HISTORY, self.trace, indent=None)
+        runs.write_config(path, config)
+
+    @classmethod
+    def load(cls, path: str) -> "CAVIFit":
+        """Read a run directory written by :meth:`save` (tensors only, version checked; no code runs)."""
+        config = runs.read_config(path, "cavi")
+        state = runs.read_tensors(path, runs.PARAMS, ("gamma", "lambda"))
+        history = runs.read_json(path, runs.HISTORY)
+        model = runs.run_model(config, path)
+        try:
+            model.vocab = config["vocab"]
+            return cls(state["gamma"], state["lambda"], float(config["alpha"]), float(config["eta"]), history,
+                       bool(config["converged"]), float(config["time_s"]), vocab=config["vocab"],
+                       config=dict(config["cavi"]), model=model, data_info=config["data"])
+        except (KeyError, TypeError) as exc:
+            raise PPVAEError(f"load: {path} is not a complete ppvae CAVI run ({exc})") from None
 
 
 def cvb0_init(sp: _Sparse, topics: int, alpha: float, eta: float, sweeps: int, generator: torch.Generator,
@@ -370,11 +402,10 @@ def fit_cavi(model, data, *, max_iter: int = 100, rel_tol: float = 1e-5, e_max_i
         warnings.warn(f"cavi: not converged after {max_iter} iterations (last gain "
                       f"{history[-1] - history[-2]:.3g} nats)", UserWarning, stacklevel=2)
     result = CAVIFit(gamma, lam, alpha, eta, history, converged, time.perf_counter() - start,
-                   model=model, data_info={"name": getattr(data, "name", "counts"), "num_data": len(x),
-                                           "x_shape": list(x.shape)},
                    vocab=list(vocab) if vocab is not None else getattr(model, "vocab", None),
                    config={"topics": K, "max_iter": max_iter, "rel_tol": tol, "e_max_iter": e_max_iter, "e_tol": e_tol,
                            "init": init, "init_sweeps": init_sweeps, "restart_e_step": restart_e_step,
-                           "update_alpha": update_alpha, "seed": seed})
+                           "update_alpha": update_alpha, "seed": seed},
+                   model=model, data_info=runs.data_info(data if isinstance(data, Dataset) else Dataset(x)))
     result._train_x = x
     return result

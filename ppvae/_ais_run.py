@@ -3,40 +3,18 @@ results go into ``RUN_DIR/metrics.json`` (written atomically, other keys kept) w
 
 from __future__ import annotations
 
-import json
-import os
 import warnings
 
-from ._estimate import ImportanceWarning, _run_data
-from ._io import atomic_write
+from ._estimate import ImportanceWarning
+from ._evaluate_kinds import evaluate_saved
 from ._validation import PPVAEError, check_choice
 from .bdmc import bdmc
-from .evaluate import LogMarginal, log_marginal
+from .evaluate import log_marginal
 from .plots import plot_ais_vs_is, plot_bdmc, plot_log_marginal
 from .results import Fit
+from .runs import run_dataset, run_kind, update_metrics, write_figure
 
-__all__ = ["evaluate_run", "update_metrics", "evaluate_run_ais", "bdmc_run"]
-
-
-def update_metrics(run_dir: str, key: str, entry: dict) -> str:
-    """Set ``metrics[key] = entry`` in ``RUN_DIR/metrics.json``, refusing to overwrite a corrupted file."""
-    path = os.path.join(run_dir, "metrics.json")
-    metrics = {}
-    if os.path.exists(path):
-        try:
-            with open(path) as fh:
-                metrics = json.load(fh)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise PPVAEError(f"run_dir: {path} is corrupted ({exc}); not overwriting it") from None
-    metrics[key] = entry
-    atomic_write(path, lambda fh: json.dump(metrics, fh, indent=2))
-    return path
-
-
-def _figure(run_dir: str, name: str, draw) -> None:
-    tmp = os.path.join(run_dir, f".tmp-{name}")
-    draw(tmp)
-    os.replace(tmp, os.path.join(run_dir, name))
+__all__ = ["evaluate_run", "evaluate_run_ais", "bdmc_run"]
 
 
 def evaluate_run_ais(run_dir: str, data: str | None = None, *, num_samples: int = 1000, proposal: str = "guide",
@@ -46,7 +24,7 @@ def evaluate_run_ais(run_dir: str, data: str | None = None, *, num_samples: int 
     result, with ``is`` holding the importance-sampling summary), ``log_marginal.png`` and
     ``ais_vs_is.png`` (per-point AIS against IS, coloured by IS k-hat)."""
     fit = Fit.load(run_dir)
-    ds = _run_data(fit, data)
+    ds = run_dataset(fit.data_info, data)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ImportanceWarning)
         result = log_marginal(fit, ds, method="ais", proposal=proposal, chunk_size=chunk_size, seed=seed,
@@ -62,9 +40,9 @@ def evaluate_run_ais(run_dir: str, data: str | None = None, *, num_samples: int 
     update_metrics(run_dir, "log_marginal", entry)
     s = result.settings
     what = f"AIS, T={s['num_steps']}, C={s['num_chains']}, L={s['num_leapfrog']}, {result.proposal} proposal"
-    _figure(run_dir, "log_marginal.png", lambda p: plot_log_marginal(
+    write_figure(run_dir, "log_marginal.png", lambda p: plot_log_marginal(
         result.values.numpy(), result.khat.numpy(), p, f"{fit.model.name}: log p(x) by {what}"))
-    _figure(run_dir, "ais_vs_is.png", lambda p: plot_ais_vs_is(
+    write_figure(run_dir, "ais_vs_is.png", lambda p: plot_ais_vs_is(
         is_.values.numpy(), result.values.numpy(), is_.khat.numpy(), p,
         f"{fit.model.name}: {what} vs IS K={num_samples}"))
     return result, entry
@@ -74,35 +52,44 @@ def bdmc_run(run_dir: str, data: str | None = None, *, seed: int = 0, **options)
     """:func:`ppvae.bdmc` on a run (points simulated from it; ``data`` only supplies the globals and
     the point shape): metrics.json's ``bdmc`` object and ``bdmc.png`` (the bounds against T)."""
     fit = Fit.load(run_dir)
-    ds = _run_data(fit, data)
+    ds = run_dataset(fit.data_info, data)
     result = bdmc(fit, ds, seed=seed, **options)
     entry = {**result.to_dict(), "seed": seed}
     update_metrics(run_dir, "bdmc", entry)
-    _figure(run_dir, "bdmc.png", lambda p: plot_bdmc(
+    write_figure(run_dir, "bdmc.png", lambda p: plot_bdmc(
         result.num_steps, result.mean_lower, result.mean_upper, p,
         f"{fit.model.name}: BDMC on {result.lower.shape[-1]} simulated points, C={result.num_chains}"))
     return result, entry
 
 
 def evaluate_run(run_dir: str, data: str | None = None, *, num_samples: int = 1000, proposal: str = "guide",
-                 chunk_size: int | None = None, seed: int = 0, method: str = "is", **ais) -> tuple[LogMarginal, dict]:
-    """Load a run (:meth:`Fit.load`), estimate log p(x) on ``data`` and add a ``log_marginal`` object
-    to ``RUN_DIR/metrics.json`` (written atomically, other keys kept) and ``log_marginal.png``.
-    ``method="ais"`` (options ``ais`` as :func:`log_marginal`'s): see :func:`ppvae._ais_run.evaluate_run_ais`."""
-    if check_choice("method", method, ("is", "ais")) == "ais":
+                 chunk_size: int | None = None, seed: int = 0, method: str = "is", **ais) -> tuple:
+    """Evaluate a saved run on ``data`` (default: its own) and add a ``log_marginal`` object to
+    ``RUN_DIR/metrics.json`` (other keys kept) and ``log_marginal.png``, both written atomically.
+
+    An SVI run (:meth:`Fit.load`): per-point log p(x_i | G) by importance sampling
+    (:func:`ppvae.log_marginal`) or, with ``method="ais"`` (options ``ais`` as :func:`log_marginal`'s),
+    :func:`evaluate_run_ais`. EM, MCMC and CAVI runs: :func:`ppvae._evaluate_kinds.evaluate_saved` (exact
+    per-point log-likelihood, log pointwise predictive density beside PSIS-LOO, per-document ELBO).
+    Returns (the estimate, entry)."""
+    kind = run_kind(run_dir)
+    if check_choice("method", method, ("is", "ais")) == "ais" and kind == "svi":
         return evaluate_run_ais(run_dir, data, num_samples=num_samples, proposal=proposal, chunk_size=chunk_size,
                                 seed=seed, **ais)
+    if kind != "svi":
+        if method != "is":
+            raise PPVAEError(f"--method: '{method}' estimates log p(x) for SVI runs; {run_dir} holds a run of "
+                             f"kind '{kind}', whose per-point numbers need no sampler (omit --method)")
+        return evaluate_saved(run_dir, data, seed=seed)
     fit = Fit.load(run_dir)
-    ds = _run_data(fit, data)
+    ds = run_dataset(fit.data_info, data)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ImportanceWarning)
         result = log_marginal(fit, ds, num_samples=num_samples, proposal=proposal, chunk_size=chunk_size, seed=seed)
     entry = {**result.to_dict(), "data": ds.name, "seed": seed,
              "warnings": [str(w.message) for w in caught if issubclass(w.category, ImportanceWarning)]}
     update_metrics(run_dir, "log_marginal", entry)
-    png = os.path.join(run_dir, "log_marginal.png")
-    tmp = os.path.join(run_dir, ".tmp-log_marginal.png")
-    plot_log_marginal(result.values.numpy(), result.khat.numpy(), tmp,
-                      f"{fit.model.name}: log p(x) by importance sampling, K={num_samples}, {result.proposal} proposal")
-    os.replace(tmp, png)
+    write_figure(run_dir, "log_marginal.png", lambda path: plot_log_marginal(
+        result.values.numpy(), result.khat.numpy(), path,
+        f"{fit.model.name}: log p(x) by importance sampling, K={num_samples}, {result.proposal} proposal"))
     return result, entry

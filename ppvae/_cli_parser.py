@@ -180,8 +180,9 @@ def _add_compare_mcmc(sub, commands) -> None:
 
 
 def _add_evaluate(sub, commands) -> None:
-    p = sub.add_parser("evaluate", help="per-point log p(x) of a fitted run by importance sampling or AIS")
-    p.add_argument("run_dir", help="a run directory written by `ppvae fit`")
+    p = sub.add_parser("evaluate", help="per-point log p(x) of a saved run: SVI by importance sampling or AIS; EM "
+                       "exact; MCMC lppd beside PSIS-LOO; CAVI per-document ELBO")
+    p.add_argument("run_dir", help="a run directory written by `ppvae fit`, `em`, `mcmc` or `cavi`")
     _threads(p)
     p.add_argument("--data", default=None, help="data set name, NAME:KEY=VALUE (e.g. mnist5k:split=test) or "
                    "a path (default: the run's data set)")

@@ -8,38 +8,37 @@ import os
 
 import numpy as np
 
+from . import runs
+from ._io import atomic_write
 from ._validation import PPVAEError
+from .em import EMFit
+from .inference_data import _observed
+from .mcmc import MCMCResult
+from .results import Fit
 
 # run-directory marker file -> (module, class) whose ``load`` reads it
-_KINDS = {"config.json": ("ppvae.results", "Fit"), "em.json": ("ppvae.em", "EMFit"),
-          "samples.pt": ("ppvae.mcmc", "MCMCResult"), "cavi.json": ("models.lda_cavi", "CAVIFit")}
 
 
 def load_result(run_dir: str):
-    """The result saved in ``run_dir`` (an SVI, EM, MCMC or CAVI run directory), by its class's ``load``."""
-    import importlib
-
+    """The result saved in ``run_dir`` (an SVI, EM, MCMC or CAVI run directory, :mod:`ppvae.runs`), by its
+    class's ``load``: tensors only, version checked, no code from the run directory runs."""
     if not os.path.isdir(run_dir):
         raise PPVAEError(f"run_dir: expected a run directory written by ppvae fit, em, mcmc or cavi; got {run_dir}")
-    for marker, (module, name) in _KINDS.items():
-        if os.path.exists(os.path.join(run_dir, marker)):
-            cls = getattr(importlib.import_module(module), name)
-            if not hasattr(cls, "load"):
-                raise PPVAEError(f"run_dir: {run_dir} holds a {name} run, which this ppvae cannot load yet")
-            return cls.load(run_dir)
-    raise PPVAEError(f"run_dir: {run_dir} has none of {', '.join(_KINDS)}; not a ppvae run directory")
+    kind = runs.run_kind(run_dir)
+    if kind == "cavi":
+        model = runs.run_model(runs.read_config(run_dir, "cavi"), run_dir)
+        if not hasattr(model, "load_cavi"):
+            raise PPVAEError(f"model: '{model.name}' has no coordinate-ascent VI result to load (load_cavi)")
+        return model.load_cavi(run_dir)
+    return {"svi": Fit, "em": EMFit, "mcmc": MCMCResult}[kind].load(run_dir)
 
 
 def _data(result, spec):
-    from .evaluate import _run_data
-
-    return _run_data(result, spec)
+    return runs.run_dataset(result.data_info, spec)
 
 
 def cmd_predict(args) -> int:
     """Posterior draws of every latent and posterior predictive draws of the observed sites, to NPZ or NetCDF."""
-    from .results import atomic_write
-
     out = args.out
     if not (out.endswith(".npz") or out.endswith(".nc")):
         raise PPVAEError(f"--out: expected a file name ending in .npz or .nc; got {out}")
@@ -60,23 +59,17 @@ def cmd_predict(args) -> int:
 
 def _write_netcdf(result, data, arrays: dict, out: str) -> None:
     """ArviZ InferenceData: latents in ``posterior``, observed sites' replicates in ``posterior_predictive``."""
-    import arviz as az
-
-    from .inference_data import _observed
+    import arviz as az  # optional heavy dependency, loaded only for NetCDF output
 
     observed = set(_observed(result.model, data.batch()))
     post = {k: v[None] for k, v in arrays.items() if k not in observed}
     pred = {k: v[None] for k, v in arrays.items() if k in observed}
     idata = az.from_dict(posterior=post, posterior_predictive=pred or None)
-    tmp = os.path.join(os.path.dirname(os.path.abspath(out)), ".tmp-" + os.path.basename(out))
-    idata.to_netcdf(tmp)
-    os.replace(tmp, out)
+    runs.write_figure(os.path.dirname(os.path.abspath(out)), os.path.basename(out), idata.to_netcdf)
 
 
 def cmd_summary(args) -> int:
     """The posterior table of a run's global latents (mean, sd, 5%/95%, ESS and R-hat for MCMC)."""
-    from .results import atomic_write
-
     result = load_result(args.run_dir)
     data = _data(result, args.data)
     table = result.summary(data, num_draws=args.num_draws, seed=args.seed, correlations=args.correlations)

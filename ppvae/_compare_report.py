@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ._io import atomic_write
 from .plots import plot_marginals
+from .runs import atomic_write, write_figure
 
 __all__ = ["Comparison"]
 
@@ -100,7 +100,8 @@ class Comparison:
         paths["png"] = os.path.join(directory, "marginals.png")
         points = {r["method"]: {k: v["mean"] for k, v in r.get("posterior", {}).items()}
                   for r in self.records if r["status"] == "ok" and r.get("point_estimate")}
-        plot_marginals(self.draws, points, paths["png"], title=f"{self.model} on {self.data}: marginal posteriors")
+        write_figure(directory, "marginals.png", lambda path: plot_marginals(
+            self.draws, points, path, title=f"{self.model} on {self.data}: marginal posteriors"))
         return paths
 
 

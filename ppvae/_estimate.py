@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import field
 
 import numpy as np
 import pyro
@@ -17,9 +16,10 @@ import torch
 from pyro import poutine
 
 from ._validation import PPVAEError, check_int, one_line
-from .data import Batch, Dataset, list_datasets, load_dataset, parse_data_spec
+from .data import Batch, Dataset
 from .model import is_local, latent_sites
 from .results import Fit, _guide_median
+from .runs import run_dataset
 
 __all__ = ["KHAT_THRESHOLD", "ImportanceWarning", "LogEvidence", "psis_khat"]
 
@@ -197,32 +197,10 @@ def _summarize(lw: torch.Tensor, num: int, out: dict, where: slice) -> None:
 
 
 def _run_data(fit, data: str | None) -> Dataset:
-    """The data set to evaluate a run on: ``data`` (a name or path) or the run's own data set, with the
-    run's standardization constants applied when it was fitted on standardized data."""
-    info = fit.data_info
-    meta = info.get("meta", {})
-    name = data if data is not None else info["name"]
-    options = {"split": meta["split"]} if data is None and "split" in meta else {}
-    std = meta.get("standardized")
-    if data is None and name not in list_datasets() and os.path.isfile(str(meta.get("source", ""))):
-        name = meta["source"]  # a user's own file, read again from where the run read it
-        options.update({"target": meta["target"]} if "target" in meta else {})
-    if ":" in str(name) and not os.path.exists(name):  # NAME:KEY=VALUE; standardize=... is the run's to decide
-        name, options = parse_data_spec(name)
-        if options.pop("standardize", bool(std)) != bool(std):
-            raise PPVAEError(f"--data: the run was fitted on {'standardized' if std else 'unstandardized'} data; "
-                             "evaluate applies the run's own constants, so drop standardize=... from --data")
-    try:
-        ds = load_dataset(name, **options)
-    except PPVAEError as exc:
-        raise PPVAEError(f"--data: cannot load '{name}' ({exc}); pass --data NAME_OR_PATH") from None
-    if std:
-        x = (ds.x - torch.as_tensor(std["mean"], dtype=ds.x.dtype)) / torch.as_tensor(std["std"], dtype=ds.x.dtype)
-        ds = Dataset(x, ds.y, name=ds.name, kind=ds.kind, meta=dict(ds.meta))
-    return ds
+    """The data set to evaluate a fit on (:func:`ppvae.runs.run_dataset` of its recorded data)."""
+    return run_dataset(fit.data_info, data)
 
 
-@dataclass
 class LogEvidence:
     """log p(X) by one estimator: ``method`` "is" (importance sampling over the globals), "ais"
     (annealing over all latents, :mod:`ppvae._evidence_ais`) or "bridge" (:mod:`ppvae.bridge`).

@@ -11,19 +11,13 @@ directory with ``--mcmc DIR`` gives all three. Two estimates a and b agree when
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import os
 
-import torch
-
-from ._estimate import _run_data
-from ._io import atomic_write
+from . import runs
 from ._validation import PPVAEError
-from .data import load_dataset
 from .evaluate import log_evidence
 from .mcmc import MCMCResult
-from .model import build_model, get_model_class
 from .results import Fit
 
 __all__ = ["evidence_run", "load_mcmc_dir", "agreement", "AGREE_Z"]
@@ -31,42 +25,24 @@ __all__ = ["evidence_run", "load_mcmc_dir", "agreement", "AGREE_Z"]
 AGREE_Z = 3.0  # the 3-standard-error band used by ppvae's own tests against closed forms
 
 
-def _read_metrics(directory: str) -> dict:
-    path = os.path.join(directory, "metrics.json")
-    if not os.path.exists(path):
-        return {}
-    try:
-        with open(path) as fh:
-            return json.load(fh)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PPVAEError(f"run_dir: {path} is corrupted ({exc}); not overwriting it") from None
+def _kind(directory: str) -> str | None:
+    return runs.run_kind(directory) if os.path.exists(os.path.join(directory, runs.CONFIG)) else None
 
 
 def load_mcmc_dir(directory: str, data: str | None = None, standardize: bool = False):
-    """(MCMCResult, Dataset) from a directory of ``ppvae mcmc`` (``metrics.json``, ``samples.pt``)."""
-    metrics = _read_metrics(directory)
-    samples_path = os.path.join(directory, "samples.pt")
-    if not metrics or "config" not in metrics or not os.path.exists(samples_path):
-        raise PPVAEError(f"--mcmc: expected a directory written by `ppvae mcmc` (metrics.json and samples.pt); "
-                         f"got {directory}")
-    try:
-        samples = torch.load(samples_path, map_location="cpu", weights_only=True)
-        get_model_class(metrics["model"], metrics.get("model_import"))  # never imports: names what to import
-        model = build_model(metrics["model"], **metrics["config"]["hparams"])
-    except (KeyError, TypeError, RuntimeError) as exc:
-        raise PPVAEError(f"--mcmc: {directory} is not a readable ppvae mcmc directory ({exc})") from None
-    name = data if data is not None else metrics.get("data")
-    try:
-        ds = load_dataset(name, standardize=standardize)
-    except PPVAEError as exc:
-        raise PPVAEError(f"--data: cannot load '{name}' ({exc}); pass --data NAME_OR_PATH as given to ppvae mcmc") \
-            from None
-    model.setup(ds)
-    config = {k: v for k, v in metrics["config"].items() if k != "hparams"}
-    result = MCMCResult(model, None, samples, metrics.get("method", "nuts"), float(metrics.get("time_s", 0.0)),
-                        int(metrics.get("num_divergences", 0)), {"name": ds.name, "num_data": len(ds)}, config)
-    if len(ds) != metrics.get("num_data", len(ds)):
-        raise PPVAEError(f"--data: the chains ran on {metrics['num_data']} points; got {len(ds)} points of '{name}'")
+    """(MCMCResult, Dataset) from a directory of ``ppvae mcmc`` (:meth:`MCMCResult.load`); the data is the
+    run's own (or ``data``) with the run's standardization constants applied (``standardize`` must agree)."""
+    kind = _kind(directory)
+    if kind != "mcmc":
+        held = f"holds a run of kind '{kind}'" if kind else "has no config.json"
+        raise PPVAEError(f"--mcmc: expected a directory written by `ppvae mcmc`; {directory} {held}")
+    result = MCMCResult.load(directory)
+    if standardize and not result.data_info.get("meta", {}).get("standardized"):
+        raise PPVAEError(f"--standardize: the chains in {directory} ran on unstandardized data; drop --standardize")
+    ds = runs.run_dataset(result.data_info, data)
+    if len(ds) != result.data_info["num_data"]:
+        raise PPVAEError(f"--data: the chains ran on {result.data_info['num_data']} points; got {len(ds)} points "
+                         f"of '{ds.name}'")
     return result, ds
 
 
@@ -98,9 +74,9 @@ def evidence_run(directory: str, data: str | None = None, *, mcmc_dir: str | Non
         raise PPVAEError(f"run_dir: expected a directory written by `ppvae fit` or `ppvae mcmc`; got {directory}")
     ais = {"num_steps": num_steps, "num_chains": num_chains, "progress": progress}
     estimates = []
-    if os.path.exists(os.path.join(directory, "config.json")):
+    if _kind(directory) == "svi":
         fit = Fit.load(directory)
-        ds = _run_data(fit, data)
+        ds = runs.run_dataset(fit.data_info, data)
         estimates.append(_estimate("is", lambda: log_evidence(fit, ds, num_samples=num_samples, seed=seed)))
         estimates.append(_estimate("ais", lambda: log_evidence(fit, ds, method="ais", seed=seed, **ais)))
         if mcmc_dir is not None:
@@ -115,7 +91,5 @@ def evidence_run(directory: str, data: str | None = None, *, mcmc_dir: str | Non
     entry = {"data": ds.name, "num_data": len(ds), "seed": seed, "estimates": estimates, **agreement(estimates)}
     if mcmc_dir is not None:
         entry["mcmc_dir"] = os.path.abspath(mcmc_dir)
-    metrics = _read_metrics(directory)
-    metrics["evidence"] = entry
-    atomic_write(os.path.join(directory, "metrics.json"), lambda fh: json.dump(metrics, fh, indent=2))
+    runs.update_metrics(directory, "evidence", entry)
     return entry

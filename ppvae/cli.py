@@ -7,21 +7,16 @@ it into place only when everything succeeded, so a failed run leaves nothing beh
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 import warnings
 
-import torch
-
-from . import _cli_models, _cli_parser
+from . import _cli_models, _cli_parser, _run_write
 from ._ais_run import evaluate_run
 from ._cli_evidence import cmd_bdmc, cmd_evidence, print_ais
 from ._cli_predict import cmd_predict, cmd_summary
-from ._io import atomic_write
-from ._plots_mcmc import plot_mcmc_rank, plot_mcmc_trace
-from ._rundir import CHECKPOINTS, Terminated, check_out, interrupted_message, run_directory, sigterm_unwinds
+from ._evaluate_kinds import describe
 from ._validation import PPVAEError
 from .compare import compare, parse_methods
 from .data import list_datasets, load_dataset
@@ -30,7 +25,7 @@ from .em import fit_em
 from .inference_data import summary, to_inference_data
 from .mcmc import run_mcmc
 from .model import build_model, get_model_class, list_models
-from .plots import FigureGuard, plot_em_trace, plot_loss, plot_mixture_2d
+from .runs import CHECKPOINTS, Terminated, check_out, interrupted_message, run_directory, sigterm_unwinds
 from .train import fit
 
 EXIT_USAGE = 2
@@ -46,12 +41,6 @@ def _kv_pairs(pairs: list[str]) -> dict[str, str]:
     return out
 
 
-def write_metrics(directory: str, metrics: dict) -> None:
-    if "model" in metrics and "model_import" not in metrics:  # where a user's model comes from (None: the zoo)
-        metrics["model_import"] = _cli_models.model_import_of(metrics["model"])
-    atomic_write(os.path.join(directory, "metrics.json"), lambda fh: json.dump(metrics, fh, indent=2))
-
-
 def _load_data(args):
     options = {"mmap": True} if getattr(args, "mmap", False) else {}
     # NAME:KEY=VALUE[,KEY=VALUE] (e.g. reuters:split=train) is parsed by load_dataset itself
@@ -63,14 +52,6 @@ def cmd_datasets(args) -> int:
     for name, desc in list_datasets().items():
         print(f"{name:14s} {desc}")
     return 0
-
-
-def _mixture_plot(model, values, data, resp, path, title):
-    if data.x.shape[1] != 2 or not hasattr(model, "mixture_components"):
-        return
-    w, locs, covs = model.mixture_components(values)
-    plot_mixture_2d(data.x.cpu(), resp.cpu(), w.cpu(), locs.cpu(), covs.cpu(), path,
-                    columns=data.meta.get("columns"), title=title)
 
 
 def _betas(text: str) -> tuple[float, float]:
@@ -110,41 +91,12 @@ def cmd_fit(args) -> int:
     with run_directory(args.out, args.overwrite, ckpt, resume) as tmp:
         callbacks = model.fit_callbacks(data) if hasattr(model, "fit_callbacks") else None
         result = fit(model, data, callbacks=callbacks, progress=False if args.quiet else None, **options)
-        result.save(tmp)
-        ll, exact = None, False
-        try:
-            ll_points = result.log_likelihood(data)
-            ll, exact = float(ll_points.double().sum()), True
-        except PPVAEError:
-            pass  # continuous local latents: the evaluation layer estimates log p(x)
-        metrics = {
-            "model": args.model, "method": result.method, "elbo": result.elbo_name, "num_data": len(data),
-            "data": data.name, "time_s": result.history["time_s"], "steps": result.history["steps"],
-            "loss_final": result.history["loss"][-1], "log_likelihood": ll, "log_likelihood_exact": exact,
-            "config": {"hparams": model.hparams, "train": vars(result.config)},
-        }
-        write_metrics(tmp, metrics)
-        figures = FigureGuard()  # a figure that fails is named after the run is written; it never costs the fit
-        figures.draw("loss.png", plot_loss, result.history["loss"], os.path.join(tmp, "loss.png"))
-        if ll is not None and result.model.discrete_latent_sites(data.batch()):
-            figures.draw("mixture.png", _fit_mixture_plot, args.model, model, result, data, tmp)
-        if hasattr(model, "report"):  # model-specific figures (e.g. the VAE's reconstructions)
-            extra = figures.draw(f"{args.model}'s report figures", model.report, result, data, tmp)
-            if isinstance(extra, dict):  # model-specific metrics (e.g. topic coherence) join metrics.json
-                metrics.update(extra)
-                write_metrics(tmp, metrics)
+        metrics, figures = _run_write.write_fit(tmp, args.model, result, data)
     _summary(metrics, args.out)
     figures.report(args.out)
     if args.distributed:
         _leave_group()
     return 0
-
-
-def _fit_mixture_plot(name, model, result, data, tmp):
-    with torch.no_grad():
-        resp = next(iter(result.discrete_posterior(data).values()))
-    _mixture_plot(model, result.global_values(data), data, resp, os.path.join(tmp, "mixture.png"),
-                  f"{name} by {result.method}")
 
 
 def _leave_group() -> None:
@@ -170,25 +122,7 @@ def cmd_em(args) -> int:
     with run_directory(args.out, args.overwrite) as tmp:
         result = fit_em(model, data, restarts=args.restarts, max_iter=args.max_iter, ll_tol=args.ll_tol, seed=args.seed,
                         cores=args.cores)
-        result.save(tmp)
-        metrics = {
-            "model": args.model, "method": "em", "num_data": len(data), "data": data.name, "time_s": result.time_s,
-            "iterations": result.num_iterations, "converged": result.converged,
-            "log_likelihood": result.log_likelihood_total, "log_likelihood_exact": True,
-            "params": {k: v.tolist() for k, v in result.params.items()},
-            "config": {"hparams": model.hparams, **result.config},
-        }
-        write_metrics(tmp, metrics)
-        figures = FigureGuard()
-        figures.draw("em_trace.png", plot_em_trace, result.traces, os.path.join(tmp, "em_trace.png"),
-                     best=result.best_restart, title=f"{args.model} by EM: {len(result.traces)} restarts")
-        if hasattr(model, "mixture_components"):
-            with torch.no_grad():
-                x = data.x.double()
-                values = model.em_to_sites(result.params)
-                resp = model.em_responsibilities(x, result.params)
-            figures.draw("mixture.png", _mixture_plot, model, values, data, resp, os.path.join(tmp, "mixture.png"),
-                         f"{args.model} by EM")
+        metrics, figures = _run_write.write_em(tmp, args.model, result, data)
     _summary(metrics, args.out)
     figures.report(args.out)
     return 0
@@ -237,19 +171,7 @@ def cmd_mcmc(args) -> int:
     idata = to_inference_data(result, data)
     table = summary(idata)
     with run_directory(args.out, args.overwrite) as tmp:
-        table.to_csv(os.path.join(tmp, "summary.csv"))
-        samples = {k: v.cpu() for k, v in result.samples.items()}
-        atomic_write(os.path.join(tmp, "samples.pt"), lambda fh: torch.save(samples, fh), mode="wb")
-        metrics = {"model": args.model, "method": args.kernel, "data": data.name, "num_data": len(data),
-                   "time_s": result.time_s, "num_divergences": result.num_divergences,
-                   "ess_bulk_min": float(table["ess_bulk"].min()), "rhat_max": float(table["r_hat"].max())
-                   if result.num_chains >= 2 else None, "label_alignment": idata.posterior.attrs.get("label_alignment"),
-                   "config": {"hparams": model.hparams, **result.config}}
-        write_metrics(tmp, metrics)
-        figures = FigureGuard()  # beside the samples; a figure that fails never costs the run
-        title = f"{args.model} by {args.kernel}"
-        figures.draw("trace.png", plot_mcmc_trace, idata.posterior, os.path.join(tmp, "trace.png"), title)
-        figures.draw("rank.png", plot_mcmc_rank, idata.posterior, os.path.join(tmp, "rank.png"), title)
+        _, figures = _run_write.write_mcmc(tmp, args.model, result, data, table, idata)
     print(table.to_string())
     print(f"{args.kernel}: {result.num_chains} x {result.num_draws} draws in {result.time_s:.1f} s, "
           f"{result.num_divergences} divergences; written to {args.out}")
@@ -266,17 +188,7 @@ def cmd_cavi(args) -> int:
     with run_directory(args.out, args.overwrite) as tmp:
         result = model.fit_cavi(data, max_iter=args.max_iter, rel_tol=args.rel_tol, seed=args.seed,
                                 update_alpha=args.update_alpha)
-        result.save(tmp)
-        metrics = {"model": args.model, "method": "cavi", "num_data": len(data), "data": data.name,
-                   "time_s": result.time_s, "iterations": result.num_iterations, "converged": result.converged,
-                   "elbo": result.elbo, "alpha": result.alpha, "log_likelihood": None,
-                   "config": {"hparams": model.hparams, **result.config}}
-        figures = FigureGuard()
-        metrics.update(figures.draw(f"{args.model}'s report figures", model.report, result, data, tmp) or {})
-        write_metrics(tmp, metrics)
-        figures.draw("elbo_trace.png", plot_em_trace, [result.trace], os.path.join(tmp, "elbo_trace.png"),
-                     title=f"{args.model} by CAVI: ELBO per iteration", xlabel="CAVI iteration", ylabel="ELBO",
-                     curve="CAVI run")
+        _, figures = _run_write.write_cavi(tmp, args.model, result, data)
     print(f"{args.model} on {data.name} ({len(data)} documents) by CAVI: {result.num_iterations} iterations, "
           f"converged: {result.converged}, ELBO {result.elbo:.2f}, time {result.time_s:.2f} s\n  written to {args.out}")
     figures.report(args.out)
@@ -305,22 +217,27 @@ def _summary(metrics: dict, out: str) -> None:
 
 def cmd_evaluate(args) -> int:
     if not os.path.isdir(args.run_dir):
-        raise PPVAEError(f"run_dir: expected a run directory written by `ppvae fit`; got {args.run_dir}")
+        raise PPVAEError(f"run_dir: expected a run directory written by ppvae (fit, em, mcmc or cavi); "
+                         f"got {args.run_dir}")
     ais = {} if args.method == "is" else {
         "num_steps": args.steps, "num_chains": args.chains, "num_leapfrog": args.leapfrog, "schedule": args.schedule,
         "progress": False if args.quiet else None}
     _, entry = evaluate_run(args.run_dir, args.data, num_samples=args.num_samples, proposal=args.proposal,
                             chunk_size=args.chunk_size, seed=args.seed, method=args.method, **ais)
-    if args.method == "ais":
+    if entry["method"] == "ais":
         return print_ais(args, entry)
-    se, mc = (float("nan") if entry[k] is None else entry[k] for k in ("stderr", "mc_stderr"))
-    # two different errors: the spread of log p(x_i) over the points (sd / sqrt(N)) and the Monte Carlo
-    # error of the estimated mean (the importance sampler's, from each point's ESS)
-    print(f"log p(x): mean {entry['mean']:.4f} over {entry['num_points']} points (standard error over points "
-          f"{se:.4f}; Monte Carlo error {mc:.4f}), total {entry['total']:.3f} (K={entry['num_samples']}, "
-          f"{entry['proposal']} proposal); ELBO mean {entry['elbo_mean']:.4f}")
-    khat = "n/a (weights exact or K too small)" if entry["khat_max"] is None else f"{entry['khat_max']:.3f}"
-    print(f"ESS mean {entry['ess_mean']:.1f}; k-hat max {khat}; {entry['num_khat_over_0_7']} points with k-hat > 0.7")
+    if entry["method"] != "is":  # an EM, MCMC or CAVI run
+        print("\n".join(describe(entry)))
+    else:
+        se, mc = (float("nan") if entry[k] is None else entry[k] for k in ("stderr", "mc_stderr"))
+        # two different errors: the spread of log p(x_i) over the points (sd / sqrt(N)) and the Monte Carlo
+        # error of the estimated mean (the importance sampler's, from each point's ESS)
+        print(f"log p(x): mean {entry['mean']:.4f} over {entry['num_points']} points (standard error over points "
+              f"{se:.4f}; Monte Carlo error {mc:.4f}), total {entry['total']:.3f} (K={entry['num_samples']}, "
+              f"{entry['proposal']} proposal); ELBO mean {entry['elbo_mean']:.4f}")
+        khat = "n/a (weights exact or K too small)" if entry["khat_max"] is None else f"{entry['khat_max']:.3f}"
+        print(f"ESS mean {entry['ess_mean']:.1f}; k-hat max {khat}; {entry['num_khat_over_0_7']} points with "
+              "k-hat > 0.7")
     for warning in entry["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"wrote {os.path.join(args.run_dir, 'metrics.json')} and log_marginal.png")

@@ -18,15 +18,13 @@ A model takes part by defining
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
 from dataclasses import dataclass, field
 
 import torch
 
-from ._io import atomic_write
+from . import runs
 from ._parallel import parallel_map
 from ._validation import PPVAEError, check_float, check_int, resolve_alias
 from .data import Dataset
@@ -52,7 +50,7 @@ class EMFit(Result):
     converged: bool
     time_s: float = 0.0
     config: dict = field(default_factory=dict)
-    data_info: dict = field(default_factory=dict)
+    data_info: dict = field(default_factory=dict)  # what config.json records of the data (ppvae.runs.data_info)
 
     method = "em"
     point_estimate = True
@@ -91,13 +89,30 @@ class EMFit(Result):
         return len(self.traces[self.best_restart])
 
     def save(self, path: str) -> None:
-        os.makedirs(path, exist_ok=True)
-        state = {k: v.detach().cpu() for k, v in self.params.items()}
-        atomic_write(os.path.join(path, "em_params.pt"), lambda fh: torch.save(state, fh), mode="wb")
-        meta = {"model": self.model.name, "hparams": self.model.hparams, "log_likelihood": self.log_likelihood_total,
-                "history": self.traces, "best_restart": self.best_restart, "converged": self.converged,
-                "config": self.config}
-        atomic_write(os.path.join(path, "em.json"), lambda fh: json.dump(meta, fh))
+        """Write a run directory of kind ``em`` (:mod:`ppvae.runs`): the parameters and the model's
+        buffers in ``params.pt``, every restart's trace in ``history.json``, the rest in ``config.json``."""
+        config = runs.make_config("em", self.model, self.data_info, em=self.config,
+                                  log_likelihood=self.log_likelihood_total, best_restart=self.best_restart,
+                                  converged=self.converged, time_s=self.time_s)
+        runs.write_tensors(path, runs.PARAMS, {"params": self.params, "model": self.model.state_dict()})
+        runs.write_json(path, runs.HISTORY, self.traces, indent=None)
+        runs.write_config(path, config)
+
+    @classmethod
+    def load(cls, path: str) -> "EMFit":
+        """Read a run directory written by :meth:`save` (tensors only, version checked; no code runs)."""
+        config = runs.read_config(path, "em")
+        state = runs.read_tensors(path, runs.PARAMS, ("params", "model"))
+        traces = runs.read_json(path, runs.HISTORY)
+        model = runs.run_model(config, path)
+        try:
+            model.setup(runs.stub_dataset(config["data"]))
+            model.load_state_dict(state["model"])
+            return cls(model, dict(state["params"]), float(config["log_likelihood"]), traces,
+                       int(config["best_restart"]), bool(config["converged"]), float(config["time_s"]),
+                       dict(config["em"]), data_info=config["data"])
+        except (KeyError, TypeError, RuntimeError) as exc:
+            raise PPVAEError(f"load: {path} is not a complete ppvae EM run ({exc})") from None
 
 
 def _run_once(model: Model, x: torch.Tensor, params: dict, max_iter: int, tol: float):
@@ -167,4 +182,4 @@ def fit_em(model: Model, data: Dataset | torch.Tensor, *, restarts: int = 10, ma
     params, history, converged, r = best
     return EMFit(model, params, history[-1], histories, r, converged, time.perf_counter() - start,
                  config={"restarts": len(starts), "max_iter": max_iter, "ll_tol": ll_tol, "seed": seed},
-                 data_info={"name": data.name, "num_data": len(data), "x_shape": list(data.x.shape)})
+                 data_info=runs.data_info(data))

@@ -25,6 +25,7 @@ and :func:`summary` prints a note.
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from typing import Any
 
@@ -190,7 +191,7 @@ def to_inference_data(result, data, *, num_draws: int = 1000, seed: int = 0, ali
         samples, info = align_labels(samples, model, data, column=align_column)
     obs = _observed(model, batch)
     coords, dims = _coords_dims(model, data, samples, obs)
-    if isinstance(result, MCMCResult):
+    if isinstance(result, MCMCResult) and result.mcmc is not None:  # a loaded run has no sampler: no sample_stats
         idata = az.from_pyro(_AlignedRun(result.mcmc, samples), log_likelihood=False, coords=coords, dims=dims)
         observed = az.dict_to_dataset(_numpy(obs), coords=coords, dims=dims, default_dims=[])
         idata.add_groups(observed_data=observed)
@@ -236,8 +237,6 @@ class GuidePosterior(Result):
 def exact_posterior(model, data) -> GuidePosterior:
     """The exact posterior of a model with a closed-form ``posterior_guide`` hook (normal_gamma, ppca,
     a conjugate regression) given ``data``, as a :class:`ppvae.Result` whose ``method`` is ``"exact"``."""
-    import inspect
-
     hook = getattr(model, "posterior_guide", None)
     if hook is None:
         raise PPVAEError(f"model: '{model.name or type(model).__name__}' has no closed-form posterior "

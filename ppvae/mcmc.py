@@ -52,8 +52,9 @@ from pyro.poutine.util import site_is_subsample
 from torch.distributions import biject_to, constraints
 from torch.distributions.transforms import Transform
 
+from . import _mcmc_io, runs
 from ._enum import data_plate_log_prob, enumerated_trace
-from ._labels import component_sites
+from ._labels import align_labels, component_sites
 from ._mcmc_checks import check_local_dimension
 from ._parallel import parallel_map, prestart_workers, report, resolve_workers
 from ._validation import PPVAEError, check_choice, check_float, check_int, resolve_alias
@@ -323,8 +324,6 @@ class MCMCResult(Result):
         return {k: v[index] for k, v in flat.items()}
 
     def _summary_draws(self, data, num_draws, seed) -> dict[str, torch.Tensor]:
-        from .inference_data import align_labels  # inference_data imports this module
-
         batch = self._data_batch(data)
         names = set(self._global_names(batch))
         samples = {k: v for k, v in self.samples.items() if k in names}
@@ -354,6 +353,15 @@ class MCMCResult(Result):
     def ess(self) -> dict[str, torch.Tensor]:
         """Effective sample size per site element over all chains (Pyro's ``effective_sample_size``)."""
         return {k: effective_sample_size(v) for k, v in self.samples.items()}
+
+    def save(self, path: str) -> None:
+        """Write a run directory of kind ``mcmc`` (samples.pt, params.pt, config.json; :mod:`ppvae._mcmc_io`)."""
+        _mcmc_io.save(self, path)
+
+    @classmethod
+    def load(cls, path: str) -> "MCMCResult":
+        """Read a run directory written by :meth:`save` (tensors only, version checked); ``mcmc`` is None."""
+        return _mcmc_io.load(cls, path)
 
 
 def _initial_params(potential: Potential, model, fn, batch, init, num_chains, seed, jitter) -> dict:
@@ -561,7 +569,7 @@ def run_mcmc(model: Model, data: Dataset | torch.Tensor, *, kernel: str = "nuts"
                                      warmup=warmup, num_chains=num_chains, init=init, init_jitter=init_jitter,
                                      seed=seed, progress=progress, options=options, cores=cores, rebuild=spec)
     result = MCMCResult(model, mcmc, samples, kernel, elapsed, _divergences(mcmc),
-                        data_info={"name": data.name, "num_data": len(data), "x_shape": list(data.x.shape)},
+                        data_info=runs.data_info(data),
                         config={"kernel": kernel, "num_draws": num_samples, "num_samples": num_samples,
                                 "warmup": warmup,
                                 "num_chains": num_chains, "cores": _workers_used(cores, num_chains),

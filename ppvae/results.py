@@ -1,18 +1,14 @@
 """The result of a fit: model, guide, configuration and history, with save/load and the posterior
 over discrete assignments.
 
-A run directory holds ``config.json`` (model name and hyperparameters, trainer configuration, data
-description, ppvae version), ``params.pt`` (tensors only, read back with
-``torch.load(weights_only=True)`` so loading never runs code from the file) and ``history.json``.
-Files are written to a temporary name in the same directory and renamed, so a reader never sees a
-torn file. ``Fit.load`` refuses, naming the file and the reason, a missing or corrupted file, a file
-that would need code to be unpickled, and a run written by another major.minor ppvae version
-(``config.json`` ``ppvae_version``; patch versions share the format).
+:meth:`Fit.save` writes a run directory of kind ``svi`` (``config.json``, ``params.pt``, ``history.json``;
+the format is in :mod:`ppvae.runs`). ``Fit.load`` refuses, naming the file and the reason, a missing or
+corrupted file, a file that would need code to be unpickled, and a run written by another major.minor
+ppvae version (``config.json`` ``ppvae_version``; patch versions share the format).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict
 from typing import Callable
@@ -23,19 +19,16 @@ from pyro import poutine
 from pyro.distributions.transforms import biject_to
 from pyro.infer import TraceEnum_ELBO, infer_discrete
 
+from . import runs
 from ._config import TrainConfig, resolve_device
 from ._enum import data_plate_log_prob, enumerated_trace
-from ._io import atomic_write, check_version, load_tensors
 from ._validation import PPVAEError, check_choice, check_int
-from ._version import __version__
 from .data import Batch, Dataset
 from .guides import make_guide
-from .model import Model, build_model, get_model_class, is_local, model_import_path
+from .model import Model, is_local
 from .result import Result, guide_site_draws
 
-__all__ = ["Fit", "atomic_write"]  # atomic_write lives in ppvae._io; re-exported for older callers
-
-CONFIG, PARAMS, HISTORY = "config.json", "params.pt", "history.json"
+__all__ = ["Fit"]
 
 
 class Fit(Result):
@@ -145,57 +138,30 @@ class Fit(Result):
         names = self.model.discrete_latent_sites(batch)
         return {n: tr.nodes[n]["value"] for n in names}
 
-    # -- persistence ----------------------------------------------------------------------------
+    # -- persistence (the run-directory format: ppvae/runs.py) ------------------------------------
     def save(self, path: str) -> None:
         """Write ``config.json``, ``params.pt`` and ``history.json`` into the directory ``path``."""
-        os.makedirs(path, exist_ok=True)
-        if not self.model.name:
-            raise PPVAEError("save: the model class is not registered (use ppvae.register_model), "
-                             "so a saved run could not rebuild it")
-        config = {
-            "ppvae_version": __version__,
-            "model": self.model.name,
-            "model_import": model_import_path(type(self.model)),  # named in the error when not registered
-            "hparams": self.model.hparams,
-            "train": asdict(self.config),
-            "elbo": self.elbo_name,
-            "data": self.data_info,
-        }
-        try:
-            text = json.dumps(config, indent=2)
-        except TypeError as exc:
-            raise PPVAEError(f"save: hyperparameters must be JSON values ({exc})") from None
-        state = {"model": _cpu(self.model.state_dict())}
+        config = runs.make_config("svi", self.model, self.data_info, train=asdict(self.config), elbo=self.elbo_name)
+        state = {"model": self.model.state_dict()}
         if isinstance(self.guide, torch.nn.Module) and self.guide is not self.model:
-            state["guide"] = _cpu(self.guide.state_dict())
-        atomic_write(os.path.join(path, PARAMS), lambda fh: torch.save(state, fh), mode="wb")
-        atomic_write(os.path.join(path, HISTORY), lambda fh: json.dump(self.history, fh))
-        atomic_write(os.path.join(path, CONFIG), lambda fh: fh.write(text))
+            state["guide"] = self.guide.state_dict()
+        runs.write_tensors(path, runs.PARAMS, state)
+        runs.write_json(path, runs.HISTORY, self.history, indent=None)
+        runs.write_config(path, config)
 
     @classmethod
     def load(cls, path: str) -> "Fit":
         """Rebuild a fit from a run directory written by :meth:`save` (tensors only; no code runs)."""
-        config = _read_json(path, CONFIG)
-        if not isinstance(config, dict):
-            raise PPVAEError(f"load: {os.path.join(path, CONFIG)} is not a ppvae run config (not a JSON object)")
-        check_version(config.get("ppvae_version"), os.path.join(path, CONFIG))
-        history = _read_json(path, HISTORY)
-        params = os.path.join(path, PARAMS)
-        state = load_tensors(params, params, missing="; not a complete ppvae run")
-        if not isinstance(state, dict) or "model" not in state:
-            raise PPVAEError(f"load: {os.path.join(path, PARAMS)} is not a ppvae parameter file (no 'model' state)")
+        config = runs.read_config(path, "svi")
+        history = runs.read_json(path, runs.HISTORY)
+        state = runs.read_tensors(path, runs.PARAMS, ("model",))
+        model = runs.run_model(config, path)
         try:
             cfg = TrainConfig(**config["train"])
-            get_model_class(config["model"], config.get("model_import"))  # never imports: names what to import
-            model = build_model(config["model"], **config["hparams"])
             info = config["data"]
+            stub = runs.stub_dataset(info)
         except (KeyError, TypeError) as exc:
-            raise PPVAEError(f"load: {os.path.join(path, CONFIG)} is not a ppvae run config ({exc})") from None
-        stub = Dataset(torch.zeros(info["x_shape"]), None, name=info["name"], kind=info["kind"],
-                       meta=dict(info["meta"]))
-        if info.get("has_labels"):
-            y_shape = info.get("y_shape") or [len(stub)]
-            stub.y = torch.zeros(y_shape) if info.get("y_float") else torch.zeros(y_shape, dtype=torch.long)
+            raise PPVAEError(f"load: {os.path.join(path, runs.CONFIG)} is not a ppvae run config ({exc})") from None
         cfg.device = "cpu"
         with pyro.validation_enabled(False):
             model.setup(stub)
@@ -208,7 +174,7 @@ class Fit(Result):
             if "guide" in state:
                 guide.load_state_dict(state["guide"])
         except (RuntimeError, KeyError) as exc:
-            where = os.path.join(path, PARAMS)
+            where = os.path.join(path, runs.PARAMS)
             raise PPVAEError(f"load: {where} does not match model '{config['model']}' ({exc})") from None
         return cls(model, guide, cfg, history, data_info=info, elbo_name=config.get("elbo", cfg.elbo))
 
@@ -228,18 +194,3 @@ def _guide_median(guide, batch, num_draws: int = 501) -> dict:
         return {site["name"]: biject_to(site["fn"].support)(value) for site, value in guide._unpack_latent(latent)}
     tr = poutine.trace(guide).get_trace(batch)
     return {n: s["value"] for n, s in tr.iter_stochastic_nodes()}
-
-
-def _cpu(state: dict) -> dict:
-    return {k: v.detach().cpu() for k, v in state.items()}
-
-
-def _read_json(path: str, name: str) -> dict:
-    full = os.path.join(path, name)
-    try:
-        with open(full) as fh:
-            return json.load(fh)
-    except FileNotFoundError:
-        raise PPVAEError(f"load: {full} is missing; not a complete ppvae run") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PPVAEError(f"load: {full} is corrupted ({exc})") from None

@@ -107,7 +107,7 @@ def summarize(draws: dict, *, method: str, point: bool = False, diagnostics: boo
     rows, kept = [], []
     ess = rhat = None
     if diagnostics and columns and not point:
-        import arviz as az
+        import arviz as az  # optional heavy dependency, loaded only for MCMC diagnostics
 
         with warnings.catch_warnings():  # arviz takes one (chains, draws) array at a time
             warnings.simplefilter("ignore", RuntimeWarning)

@@ -55,6 +55,7 @@ from .guides import guide_spec_name, make_guide
 from .model import Model
 from .objectives import make_elbo
 from .results import Fit
+from .runs import data_info
 
 __all__ = ["fit", "Trainer", "TrainConfig", "resolve_device", "batch_at"]
 
@@ -244,7 +245,7 @@ class Trainer:
                 display.close()
         history = {"loss": self.losses, "steps": self.step, "time_s": self._time_before,
                    "stopped_early": self.should_stop}
-        return Fit(self.model, self.guide, self.cfg, history, data_info=_data_info(self.data),
+        return Fit(self.model, self.guide, self.cfg, history, data_info=data_info(self.data),
                    elbo_name=self.elbo_name)
 
     def _loop(self, step_hooks: list, epoch_hooks: list) -> None:
@@ -369,17 +370,3 @@ def fit(
         if verdict.still_falling:
             warnings.warn(verdict.message(), UserWarning, stacklevel=2)
     return result
-
-
-def _data_info(data: Dataset) -> dict:
-    return {
-        "name": data.name,
-        "kind": data.kind,
-        "num_data": len(data),
-        "x_shape": list(data.x.shape),
-        "has_labels": data.y is not None,
-        "y_shape": None if data.y is None else list(data.y.shape),  # a real-valued response is floating
-        "y_float": data.y is not None and data.y.is_floating_point(),
-        "meta": {k: v for k, v in data.meta.items()
-                 if k in ("image_shape", "columns", "standardized", "source", "split", "target")},
-    }

@@ -148,7 +148,7 @@ def test_sigterm_and_ctrl_c_clean_up_and_say_how_to_resume(tmp_path):
 def test_stale_temporary_directories_of_dead_runs_are_removed(tmp_path, capsys):
     import os
 
-    from ppvae._rundir import _host
+    from ppvae.runs import _host
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     pid = int(dead.stdout)  # a process that has exited

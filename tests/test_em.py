@@ -97,8 +97,8 @@ def test_em_rejects_bad_input(faithful):
 def test_em_result_saves(tmp_path, faithful):
     res = fit_em(GMM(K=2), faithful, restarts=2)
     res.save(str(tmp_path))
-    loaded = torch.load(tmp_path / "em_params.pt", weights_only=True)
-    assert torch.equal(loaded["locs"], res.params["locs"])
+    loaded = torch.load(tmp_path / "params.pt", weights_only=True)
+    assert torch.equal(loaded["params"]["locs"], res.params["locs"])
 
 
 def test_emfit_repr_is_a_one_line_summary(faithful):

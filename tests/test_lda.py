@@ -277,7 +277,7 @@ def test_cli_cavi_writes_topics_and_a_monotone_elbo_trace(tmp_path, capsys):
     assert "by CAVI: 3 iterations" in printed and "mean NPMI" in printed
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["method"] == "cavi" and metrics["iterations"] == 3 and len(metrics["top_words"]) == 4
-    history = json.loads((out / "cavi.json").read_text())["history"]
+    history = json.loads((out / "history.json").read_text())
     assert all(b >= a for a, b in zip(history[:-1], history[1:], strict=True)) and metrics["elbo"] == history[-1]
     assert (out / "topics.png").exists() and (out / "elbo_trace.png").exists()
     assert main(["cavi", "gmm", "--data", "faithful", "--out", str(tmp_path / "x")]) == 2  # no CAVI for gmm
