@@ -14,7 +14,7 @@ from torch.distributions import Categorical, MixtureSameFamily, MultivariateNorm
 import ppvae
 from ppvae import runs
 from ppvae.cli import main
-from ppvae.evaluate import evaluate_run
+from ppvae._ais_run import evaluate_run
 from ppvae.models import GMM, LDA, NormalGamma
 from ppvae.models.lda_cavi import CAVIFit
 
