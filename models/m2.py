@@ -33,9 +33,8 @@ import torch
 from torch import nn
 
 import ppvae
-from ppvae import Model, PPVAEError, check_choice, check_float, check_int, register_model
+from ppvae import Model, PPVAEError, check_choice, check_float, check_int, plots, register_model
 from ppvae.nn import ACTIVATIONS, mlp
-from ppvae.plots import plot_image_grid
 
 from .vae import image_report
 
@@ -201,7 +200,7 @@ class M2(Model):
 
         def samples(shape, path):
             images = self.class_samples(10, torch.Generator().manual_seed(0)).cpu()
-            plot_image_grid(images, path, shape, 10, "decoder means: row = class y, column = one z ~ prior",
+            plots.plot_image_grid(images, path, shape, 10, "decoder means: row = class y, column = one z ~ prior",
                             row_labels=list(range(self.num_classes)), row_name="class y")
 
         def colour(x):

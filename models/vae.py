@@ -35,9 +35,8 @@ import torch
 from pyro.infer import Trace_ELBO
 from torch import nn
 
-from ppvae import Callback, Model, PPVAEError, check_choice, check_float, check_int, load_dataset, register_model
+from ppvae import Callback, Model, PPVAEError, check_choice, check_float, check_int, load_dataset, plots, register_model
 from ppvae.nn import ACTIVATIONS, mlp
-from ppvae.plots import plot_image_grid, plot_latent_2d, plot_loss, plot_reconstructions
 
 __all__ = ["VAE", "ConvEncoder", "ConvDecoder"]
 
@@ -234,19 +233,19 @@ def image_report(model, fit, data, out_dir: str, encode_mean, samples=None, colo
     if len(shape) == 2 and shape[0] * shape[1] == x.shape[1]:
         n = min(30, len(x) // 10 * 10)
         if n:
-            plot_reconstructions(x[:n].cpu(), model.reconstruct(x[:n]).cpu(),
+            plots.plot_reconstructions(x[:n].cpu(), model.reconstruct(x[:n]).cpu(),
                                  os.path.join(out_dir, "reconstructions.png"), shape)
         if samples is None:
             prior = model.sample_prior(64, torch.Generator().manual_seed(0)).cpu()
-            plot_image_grid(prior, os.path.join(out_dir, "samples.png"), shape, 8, "decoder means at z ~ prior")
+            plots.plot_image_grid(prior, os.path.join(out_dir, "samples.png"), shape, 8, "decoder means at z ~ prior")
         else:
             samples(shape, os.path.join(out_dir, "samples.png"))
     m = min(len(x), 2000)
     z = torch.cat([encode_mean(x[i : i + 500]) for i in range(0, m, 500)]).cpu()
     labels, name = (None if data.y is None else data.y[:m].cpu(), "label") if colour is None else colour(x[:m])
-    plot_latent_2d(z, labels, os.path.join(out_dir, "latent.png"), "encoder means q(z|x)", label_name=name)
+    plots.plot_latent_2d(z, labels, os.path.join(out_dir, "latent.png"), "encoder means q(z|x)", label_name=name)
     per_point = np.asarray(fit.history["loss"], dtype=float) / len(data)
-    plot_loss(per_point, os.path.join(out_dir, "loss_curves.png"), "negative ELBO per data point",
+    plots.plot_loss(per_point, os.path.join(out_dir, "loss_curves.png"), "negative ELBO per data point",
               test_losses=getattr(model, "test_curve", None) or None)
 
 

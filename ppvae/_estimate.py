@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
-from dataclasses import field
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyro
@@ -201,6 +201,7 @@ def _run_data(fit, data: str | None) -> Dataset:
     return run_dataset(fit.data_info, data)
 
 
+@dataclass
 class LogEvidence:
     """log p(X) by one estimator: ``method`` "is" (importance sampling over the globals), "ais"
     (annealing over all latents, :mod:`ppvae._evidence_ais`) or "bridge" (:mod:`ppvae.bridge`).

@@ -9,17 +9,16 @@ import os
 
 import torch
 
-from . import runs
+from . import plots, runs
 from ._plots_mcmc import plot_mcmc_rank, plot_mcmc_trace
 from ._validation import PPVAEError
 from .model import model_import_path
-from .plots import FigureGuard, plot_em_trace, plot_loss, plot_mixture_2d
 
 __all__ = ["write_fit", "write_em", "write_mcmc", "write_cavi"]
 
 
 def _figures():
-    return FigureGuard()
+    return plots.FigureGuard()
 
 
 def _write_metrics(directory: str, metrics: dict, model) -> None:
@@ -32,7 +31,7 @@ def _mixture_plot(model, values, data, resp, path, title):
     if data.x.shape[1] != 2 or not hasattr(model, "mixture_components"):
         return
     w, locs, covs = model.mixture_components(values)
-    plot_mixture_2d(data.x.cpu(), resp.cpu(), w.cpu(), locs.cpu(), covs.cpu(), path,
+    plots.plot_mixture_2d(data.x.cpu(), resp.cpu(), w.cpu(), locs.cpu(), covs.cpu(), path,
                     columns=data.meta.get("columns"), title=title)
 
 
@@ -61,7 +60,7 @@ def write_fit(directory: str, name: str, result, data):
     }
     _write_metrics(directory, metrics, model)
     figures = _figures()  # a figure that fails is named after the run is written; it never costs the fit
-    figures.draw("loss.png", plot_loss, result.history["loss"], os.path.join(directory, "loss.png"))
+    figures.draw("loss.png", plots.plot_loss, result.history["loss"], os.path.join(directory, "loss.png"))
     if ll is not None and model.discrete_latent_sites(data.batch()):
         figures.draw("mixture.png", _fit_mixture_plot, name, result, data, directory)
     if hasattr(model, "report"):  # model-specific figures (e.g. the VAE's reconstructions)
@@ -85,7 +84,7 @@ def write_em(directory: str, name: str, result, data):
     }
     _write_metrics(directory, metrics, model)
     figures = _figures()
-    figures.draw("em_trace.png", plot_em_trace, result.traces, os.path.join(directory, "em_trace.png"),
+    figures.draw("em_trace.png", plots.plot_em_trace, result.traces, os.path.join(directory, "em_trace.png"),
                  best=result.best_restart, title=f"{name} by EM: {len(result.traces)} restarts")
     if hasattr(model, "mixture_components"):
         with torch.no_grad():
@@ -126,7 +125,7 @@ def write_cavi(directory: str, name: str, result, data):
     figures = _figures()
     metrics.update(figures.draw(f"{name}'s report figures", model.report, result, data, directory) or {})
     _write_metrics(directory, metrics, model)
-    figures.draw("elbo_trace.png", plot_em_trace, [result.trace], os.path.join(directory, "elbo_trace.png"),
+    figures.draw("elbo_trace.png", plots.plot_em_trace, [result.trace], os.path.join(directory, "elbo_trace.png"),
                  title=f"{name} by CAVI: ELBO per iteration", xlabel="CAVI iteration", ylabel="ELBO",
                  curve="CAVI run")
     return metrics, figures

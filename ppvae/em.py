@@ -173,9 +173,9 @@ def fit_em(model: Model, data: Dataset | torch.Tensor, *, restarts: int = 10, ma
         starts = [model.em_init(x, gen, init=init)]
     else:
         starts = [model.em_init(x, gen) for _ in range(restarts)]
-    runs = parallel_map(_restart, [(model, x, params, max_iter, ll_tol) for params in starts], workers=cores,
+    results = parallel_map(_restart, [(model, x, params, max_iter, ll_tol) for params in starts], workers=cores,
                         desc="em restarts", part_name="restart")
-    for r, (params, history, converged) in enumerate(runs):
+    for r, (params, history, converged) in enumerate(results):
         histories.append(history)
         if best is None or history[-1] > best[1][-1]:
             best = (params, history, converged, r)

@@ -160,10 +160,10 @@ def test_ctrl_c_on_parallel_mcmc_stops_every_worker_and_writes_nothing(tmp_path)
 def test_em_restarts_on_two_cores_equal_one_core():
     data = ppvae.load_dataset("faithful", standardize=True)
     fits = [ppvae.fit_em(GMM(K=3), data, restarts=4, max_iter=50, seed=3, cores=c) for c in (1, 2)]
-    assert fits[0].history == fits[1].history  # every restart's trace, exactly
+    assert fits[0].traces == fits[1].traces  # every restart's trace, exactly
     assert fits[0].best_restart == fits[1].best_restart
     for name in fits[0].params:
         assert torch.equal(fits[0].params[name], fits[1].params[name])
-    assert len({round(h[-1], 6) for h in fits[0].history}) > 1  # the restarts really differ
+    assert len({round(h[-1], 6) for h in fits[0].traces}) > 1  # the restarts really differ
     with pytest.raises(ppvae.PPVAEError, match="cores: expected an integer >= 1; got 0"):
         ppvae.fit_em(GMM(K=2), data, cores=0)

@@ -13,8 +13,8 @@ from torch.distributions import Categorical, MixtureSameFamily, MultivariateNorm
 
 import ppvae
 from ppvae import runs
-from ppvae.cli import main
 from ppvae._ais_run import evaluate_run
+from ppvae.cli import main
 from ppvae.models import GMM, LDA, NormalGamma
 from ppvae.models.lda_cavi import CAVIFit
 
@@ -80,8 +80,8 @@ def test_em_round_trip_is_exact(em_run):
     loaded = ppvae.EMFit.load(str(path))
     assert loaded.params.keys() == fit.params.keys()
     assert all(torch.equal(loaded.params[k], fit.params[k]) for k in fit.params)
-    assert (loaded.history, loaded.log_likelihood, loaded.best_restart, loaded.converged, loaded.config,
-            loaded.data_info, loaded.model.hparams) == (fit.history, fit.log_likelihood, fit.best_restart,
+    assert (loaded.traces, loaded.log_likelihood_total, loaded.best_restart, loaded.converged, loaded.config,
+            loaded.data_info, loaded.model.hparams) == (fit.traces, fit.log_likelihood_total, fit.best_restart,
                                                         fit.converged, fit.config, fit.data_info, fit.model.hparams)
     state, again = fit.model.state_dict(), loaded.model.state_dict()
     assert state.keys() == again.keys() and all(torch.equal(state[k], again[k]) for k in state)
@@ -96,7 +96,7 @@ def test_mcmc_round_trip_is_exact(mcmc_run, faithful):
             loaded.num_chains, loaded.num_draws) == (result.method, result.time_s, result.num_divergences,
                                                      result.config, result.data_info, 2, 40)
     assert loaded.mcmc is None and loaded.model.hparams == result.model.hparams
-    idata = loaded.to_inference_data(faithful, align=False)  # from the draws alone (no sampler statistics)
+    idata = ppvae.to_inference_data(loaded, faithful, align=False)  # from the draws alone (no sampler statistics)
     assert np.array_equal(idata.posterior["locs"].values, result.samples["locs"].numpy())
 
 
@@ -198,7 +198,7 @@ def test_em_evaluate_is_the_closed_form_mixture_density(em_run, faithful, tmp_pa
         faithful.x.double())
     torch.testing.assert_close(values, by_hand, rtol=0, atol=1e-10)
     assert entry["total"] == pytest.approx(float(by_hand.sum()), abs=1e-8)
-    assert entry["total"] == pytest.approx(fit.log_likelihood, abs=1e-6)  # EM's own total at the same parameters
+    assert entry["total"] == pytest.approx(fit.log_likelihood_total, abs=1e-6)  # EM's own total at the same parameters
     metrics = json.loads((path / "metrics.json").read_text())
     assert metrics["log_marginal"] == entry and (path / "log_marginal.png").stat().st_size > 0
     assert _svi_entry_keys(faithful, tmp_path) <= set(entry)  # the same metrics.json shape as an SVI run
@@ -245,7 +245,7 @@ def test_cavi_evaluate_bounds_sum_to_the_elbo(cavi_run):
     assert len(values) == len(fit.gamma) and entry["fitted_q_theta"]
     # sum_d B_d - KL(q(beta) || p(beta)) is the ELBO the fit recorded after its last iteration
     assert entry["elbo"] == pytest.approx(fit.elbo, rel=1e-12)
-    assert entry["total"] - entry["kl_topics"] == pytest.approx(fit.history[-1], rel=1e-12)
+    assert entry["total"] - entry["kl_topics"] == pytest.approx(fit.trace[-1], rel=1e-12)
     # B_d by its definition for the first documents, with phi written out (dense):
     # B_d = sum_w c_dw sum_k phi_dwk (E log theta_dk + E log beta_kw - log phi_dwk) + log C(c_d)
     #       + E_q[log Dir(theta_d | alpha)] + H[Dir(gamma_d)]
