@@ -9,6 +9,7 @@ import os
 import numpy as np
 
 from . import runs
+from ._cli_models import add_import_option
 from ._io import atomic_write
 from ._validation import PPVAEError
 from .em import EMFit
@@ -91,6 +92,7 @@ def add_parsers(sub, commands) -> None:
                        help="posterior draws (default: 1000, or every MCMC draw)" if name == "predict"
                        else "draws from a guide or q (MCMC: every draw)")
         p.add_argument("--seed", type=int, default=0, help="random seed")
+        add_import_option(p)  # a run of a user's model loads only after its code is imported
         if name == "predict":
             p.add_argument("--out", required=True, help="FILE.npz (site -> array, draws first) or FILE.nc (ArviZ)")
             p.add_argument("--no-observed", action="store_true", help="latents only, no posterior predictive")
