@@ -47,7 +47,10 @@ from ._validation import PPVAEError, check_int
 
 __all__ = ["parallel_map", "available_cores", "prestart_workers", "report", "resolve_workers", "start_method"]
 
-_PRELOAD = ["torch", "pyro", "ppvae.mcmc", "ppvae.em"]
+# Imported once by the forkserver, so a worker forked from it starts with them. torch.fx's symbolic_shapes (and sympy
+# under it) is imported lazily by torch.broadcast_shapes on the first MultivariateNormal a model builds: about
+# 1.2 s that every worker would otherwise pay before its first chain. A name that fails to import is skipped.
+_PRELOAD = ["torch", "torch.fx.experimental.symbolic_shapes", "pyro", "ppvae.mcmc", "ppvae.em", "ppvae.models"]
 _REPORT_EVERY_S = 0.2  # batch progress messages: a queue put per leapfrog iteration would cost more than it shows
 
 # worker-side state, set by _init_worker (a worker runs one task at a time)

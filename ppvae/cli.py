@@ -17,8 +17,9 @@ from ._ais_run import evaluate_run
 from ._cli_evidence import cmd_bdmc, cmd_evidence, print_ais
 from ._cli_predict import cmd_predict, cmd_summary
 from ._evaluate_kinds import describe
+from ._parallel import prestart_workers, resolve_workers
 from ._validation import PPVAEError
-from .compare import compare, parse_methods
+from .compare import MCMC_KERNELS, compare, parse_methods
 from .data import list_datasets, load_dataset
 from .distributed import init_from_env
 from .em import fit_em
@@ -128,8 +129,16 @@ def cmd_em(args) -> int:
     return 0
 
 
+def _prestart(args, runs_chains: bool = True) -> None:
+    """Start the worker server (its seconds of importing torch and Pyro) while this process loads the data and
+    fits the initial values, when the chains will run on more than one core."""
+    if runs_chains and args.chains > 1 and resolve_workers(args.cores, args.chains) > 1:
+        prestart_workers()
+
+
 def cmd_compare(args) -> int:
     methods = parse_methods(args.methods)
+    _prestart(args, any(m in MCMC_KERNELS for m in methods))
     model = build_model(args.model, **_kv_pairs(args.hparams))
     data = _load_data(args)
     check_out(args.out, args.overwrite)
@@ -150,6 +159,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_mcmc(args) -> int:
+    _prestart(args)
     model = build_model(args.model, **_kv_pairs(args.hparams))
     data = _load_data(args)
     check_out(args.out, args.overwrite)
