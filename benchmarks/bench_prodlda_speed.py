@@ -33,6 +33,7 @@ import statistics
 import time
 
 import torch
+from _timing import print_ratios, run_repeats  # benchmarks/_timing.py, beside this script
 from torch import nn
 
 import ppvae
@@ -171,21 +172,11 @@ def main(argv=None):
     if args.profile:
         profile(data, args.steps, sparse)
         return
-    ours, plain = [], []
-    for r in range(args.repeats):
-        a, b = interleaved(data, args.chunks, args.steps, r, sparse)
-        ours += a
-        plain += b
-        print(f"repeat {r}: ppvae {statistics.median(a):.2f} ms/step, plain {statistics.median(b):.2f} ms/step, "
-              f"ratio {statistics.median(x / y for x, y in zip(a, b, strict=True)):.3f}", flush=True)
-    m_ours, m_plain = statistics.median(ours), statistics.median(plain)
+    ours, plain = run_repeats(args.repeats, lambda r: interleaved(data, args.chunks, args.steps, r, sparse),
+                              "ms/step", ".2f")
     print(f"ProdLDA K=20 on reuters, batch 200, threads={torch.get_num_threads()}, encoder={args.encoder}, "
           f"{len(ours)} chunks of {args.steps} steps each")
-    print(f"plain PyTorch: median {m_plain:.2f} ms/step (min {min(plain):.2f})")
-    print(f"ppvae.fit:     median {m_ours:.2f} ms/step (min {min(ours):.2f})")
-    pair = statistics.median(x / y for x, y in zip(ours, plain, strict=True))
-    print(f"ratio ppvae / plain PyTorch: {m_ours / m_plain:.3f} (medians), {min(ours) / min(plain):.3f} (minima), "
-          f"{pair:.3f} (median of adjacent-chunk ratios)")
+    print_ratios(ours, plain, "ms/step", "chunk", ".2f")
 
 
 if __name__ == "__main__":

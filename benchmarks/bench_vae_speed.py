@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
 import time
 
 import torch
+from _timing import print_ratios, run_repeats  # benchmarks/_timing.py, beside this script
 from torch import nn
 
 import ppvae
@@ -114,21 +114,12 @@ def main(argv=None):
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     data = ppvae.load_dataset("mnist5k", split="train")
-    ours, plain = [], []
-    for r in range(args.repeats):
-        a, b = interleaved(data, args.epochs, r, args.elbo, args.plain_adam == "fused", args.jit)
-        ours += a
-        plain += b
-        print(f"repeat {r}: ppvae {statistics.median(a):.3f} s/epoch, plain {statistics.median(b):.3f} s/epoch, "
-              f"ratio {statistics.median(x / y for x, y in zip(a, b, strict=True)):.3f}", flush=True)
-    m_ours, m_plain = statistics.median(ours), statistics.median(plain)
+    ours, plain = run_repeats(
+        args.repeats, lambda r: interleaved(data, args.epochs, r, args.elbo, args.plain_adam == "fused", args.jit),
+        "s/epoch")
     print(f"threads={args.threads} elbo={args.elbo} jit={args.jit} plain Adam={args.plain_adam} "
           f"epochs measured={len(ours)} each")
-    print(f"plain PyTorch: median {m_plain:.3f} s/epoch (min {min(plain):.3f})")
-    print(f"ppvae.fit:     median {m_ours:.3f} s/epoch (min {min(ours):.3f})")
-    pair = statistics.median(x / y for x, y in zip(ours, plain, strict=True))
-    print(f"ratio ppvae / plain PyTorch: {m_ours / m_plain:.3f} (medians), {min(ours) / min(plain):.3f} (minima), "
-          f"{pair:.3f} (median of adjacent-epoch ratios)")
+    print_ratios(ours, plain, "s/epoch", "epoch")
 
 
 if __name__ == "__main__":
