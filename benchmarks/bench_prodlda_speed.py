@@ -37,6 +37,7 @@ from _timing import print_ratios, run_repeats  # benchmarks/_timing.py, beside t
 from torch import nn
 
 import ppvae
+import ppvae._config
 from ppvae.models import ProdLDA
 from ppvae.models.prodlda import SparseLinear, laplace_dirichlet_prior
 
@@ -68,7 +69,7 @@ class PlainProdLDA(nn.Module):
 
 
 class PlainLoop:
-    """The plain loop over ppvae's own batch order (``ppvae.train.epoch_order``), run ``n`` steps at a time."""
+    """The plain loop over ppvae's own batch order (``ppvae._config.epoch_order``), run ``n`` steps at a time."""
 
     def __init__(self, x, seed, sparse, bs=200):
         torch.manual_seed(seed)
@@ -81,7 +82,7 @@ class PlainLoop:
         num, per_epoch = len(self.x), math.ceil(len(self.x) / self.bs)
         for _ in range(n):
             epoch, b = divmod(self.step, per_epoch)
-            index = ppvae.train.epoch_order(num, self.seed, epoch)[b * self.bs : (b + 1) * self.bs]
+            index = ppvae._config.epoch_order(num, self.seed, epoch)[b * self.bs : (b + 1) * self.bs]
             loss = self.net.neg_elbo(self.x[index], num / len(index))
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
