@@ -16,10 +16,10 @@ torch.set_num_threads(1)
 train, test = ppvae.load_dataset("reuters", split="train"), ppvae.load_dataset("reuters", split="test")
 vocab = train.meta["vocab"]
 
-# 1. LDA by classical coordinate-ascent VI: the ELBO never decreases (history, one value per iteration)
+# 1. LDA by classical coordinate-ascent VI: the ELBO never decreases (trace, one value per iteration)
 lda = LDA(topics=20, alpha=0.1, eta=0.01)
 cavi = lda.fit_cavi(train, max_iter=30, seed=0)
-print(f"CAVI: {cavi.num_iterations} iterations, ELBO {cavi.history[0]:.0f} -> {cavi.elbo:.0f}, {cavi.time_s:.1f} s")
+print(f"CAVI: {cavi.num_iterations} iterations, ELBO {cavi.trace[0]:.0f} -> {cavi.elbo:.0f}, {cavi.time_s:.1f} s")
 print(format_topics(topic_summary(cavi.topic_word(), train.x, vocab)))
 
 # 2. ProdLDA: logistic-normal topic proportions, product-of-experts decoder, amortized encoder
