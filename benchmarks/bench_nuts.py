@@ -1,7 +1,9 @@
 """NUTS on the Gaussian mixture (K=2, diagonal) on standardized Old Faithful: ppvae against plain Pyro.
 
 Both sample the same posterior (same priors as ``models/gmm.py``), same number of chains, warm-up and
-draws, in this process, one after another, one intra-op thread:
+draws, in this process, chains one after another, one intra-op thread (ppvae with ``cores=1``: its
+default would run the chains in parallel worker processes, which plain Pyro does not do on a machine
+with fewer cores than chains + 1; ``--cores`` measures that separately):
 
 * **plain Pyro**: a hand-written model with ``@config_enumerate`` over the assignments, Pyro's
   ``NUTS(model, max_plate_nesting=1, jit_compile=True)``, default initialization (uniform in
@@ -118,7 +120,7 @@ def run_ppvae(data, chains, warmup, draws, seed, full_mass, order=("locs", 0)):
     model = GMM(K=2, covariance="diag")
     em = fit_em(model, data, restarts=5, seed=seed)
     result = run_mcmc(model, data, num_samples=draws, warmup=warmup, num_chains=chains, init=em, order=order,
-                      jit=True, full_mass=full_mass, seed=seed, progress=False)
+                      jit=True, full_mass=full_mass, seed=seed, progress=False, cores=1)
     locs = result.samples["locs"].numpy()
     return (locs if order else relabel(locs), time.perf_counter() - start, time.process_time() - cpu,
             result.num_divergences)
