@@ -8,10 +8,17 @@ are enumerated in parallel, this computes for every point i of the data plate
 where c_i are any local continuous latents whose values are supplied. The sum is Pyro's tensor
 variable elimination (``pyro.ops.contract.contract_to_tensor``, Obermeyer et al. 2019), the same
 contraction ``TraceEnum_ELBO`` uses, targeted at the data plate so the data dimension is kept.
+
+:func:`enumerated_log_likelihood` is the one pointwise log-likelihood of the package, log p(x_i | G)
+with the discrete locals summed out, at one value of the globals G or at S draws of them at once:
+``Fit.log_likelihood`` and every ``Result``, ArviZ conversion and ``compare``
+(:func:`ppvae.inference_data.pointwise_log_likelihood`), importance sampling over draws of the globals
+(:func:`ppvae._importance.data_log_likelihood`) and the generic path of the NUTS/HMC potential.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 
 import pyro
@@ -21,7 +28,10 @@ from pyro.infer import config_enumerate
 from pyro.ops import packed
 from pyro.ops.contract import contract_to_tensor
 
-from .model import DATA_PLATE
+from ._structure import DATA_PLATE, structure_of
+from ._validation import PPVAEError
+
+DRAWS_PLATE = "_ppvae_draws"
 
 
 def _ordinal(trace, site) -> frozenset:
@@ -29,13 +39,61 @@ def _ordinal(trace, site) -> frozenset:
     return frozenset(trace.plate_to_symbol[f.name] for f in site["cond_indep_stack"] if f.vectorized)
 
 
-def enumerated_trace(model, batch, max_plate_nesting: int, values: dict | None = None) -> pyro.poutine.Trace:
+def enumerated_trace(model, batch, max_plate_nesting: int, values: dict | None = None, *,
+                     validate: bool | None = False) -> pyro.poutine.Trace:
     """A trace of ``model`` on ``batch`` with ``values`` substituted at their sites and every
-    remaining discrete latent enumerated in parallel left of ``max_plate_nesting``."""
+    remaining discrete latent enumerated in parallel left of ``max_plate_nesting``. ``validate``:
+    Pyro's distribution validation during the trace (None: as the caller has it)."""
     fn = poutine.condition(model, data=values) if values else model
     fn = poutine.enum(config_enumerate(fn, default="parallel"), first_available_dim=-max_plate_nesting - 1)
-    with pyro.validation_enabled(False):
+    with pyro.validation_enabled(validate) if validate is not None else contextlib.nullcontext():
         return poutine.trace(fn).get_trace(batch)
+
+
+def enumerated_log_likelihood(model, batch, global_values: dict, *, num_draws: int | None = None,
+                              max_plate_nesting: int | None = None, validate: bool | None = False,
+                              with_trace: bool = False):
+    """log p(x_i | G) = log sum_{z_i} p(x_i, z_i | G) for every point i of ``batch``, the discrete local
+    latents z_i summed out exactly (:func:`data_plate_log_prob`), at the globals ``global_values``.
+
+    ``num_draws=None``: one value per global site, shaped as the model's site; returns shape (M,).
+    ``num_draws=S``: each value has a leading dimension of S draws; the model runs once under a plate of
+    S draws at dim ``-(max_plate_nesting + 1)`` and the result has shape (S, M).
+    ``max_plate_nesting``: the model's (None: from its structure, :func:`ppvae._structure.structure_of`);
+    a caller that already runs the model inside a plate of particles passes the nesting that includes it.
+    A model with continuous local latents not given in ``global_values`` has no closed-form pointwise
+    likelihood (estimate it by importance sampling, ``ppvae.log_marginal``) and is refused.
+    ``with_trace``: return ``(log_lik, trace)``, the trace with its log-densities computed.
+    """
+    structure = structure_of(model, batch) if max_plate_nesting is None or num_draws else None
+    if structure is not None:
+        cont = [n for n in structure.continuous_local_sites if n not in global_values]
+        if cont:
+            raise PPVAEError(f"log_likelihood: the model has continuous local latents ({', '.join(cont)}); "
+                             "estimate log p(x) with ppvae.log_marginal instead")
+    mpn = structure.max_plate_nesting if max_plate_nesting is None else max_plate_nesting
+    if num_draws is None:
+        trace = enumerated_trace(model, batch, mpn, global_values, validate=validate)
+        lp = data_plate_log_prob(trace)
+        return (lp, trace) if with_trace else lp
+    if num_draws == 1:  # a size-1 plate leaves no dimension for the contraction to keep: evaluate two copies
+        twice = {k: v.expand((2,) + tuple(v.shape[1:])) for k, v in global_values.items()}
+        out = enumerated_log_likelihood(model, batch, twice, num_draws=2, max_plate_nesting=mpn,
+                                        validate=validate, with_trace=with_trace)
+        return (out[0][:1], out[1]) if with_trace else out[:1]
+    values = {}
+    for name, v in global_values.items():
+        shape = structure.global_shapes.get(name, tuple(v.shape[1:]))
+        batch_dims = len(shape) - len(structure.event_shapes.get(name, ()))
+        values[name] = v.reshape((num_draws,) + (1,) * (mpn - batch_dims) + tuple(v.shape[1:]))
+
+    def plated(b):
+        with pyro.plate(DRAWS_PLATE, num_draws, dim=-mpn - 1):
+            return model(b)
+
+    trace = enumerated_trace(plated, batch, mpn + 1, values, validate=validate)
+    lp = data_plate_log_prob(trace).reshape(num_draws, len(batch))
+    return (lp, trace) if with_trace else lp
 
 
 def data_plate_log_prob(trace: pyro.poutine.Trace, include=None) -> torch.Tensor:

@@ -13,11 +13,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyro
 import torch
-from pyro import poutine
 
+from ._structure import structure_of
 from ._validation import PPVAEError, check_int, one_line
 from .data import Batch, Dataset
-from .model import is_local, latent_sites
 from .results import Fit, _guide_median
 from .runs import run_dataset
 
@@ -121,26 +120,19 @@ def _proposal(proposal, guide):
 
 
 def _structure(model, ds: Dataset):
-    """(max_plate_nesting, global latent names, local continuous latent names) of the model."""
+    """(max_plate_nesting, global latent names, local continuous latent names) of the model
+    (:func:`ppvae._structure.structure_of`, on one point of the data set subsampled from all of it)."""
     y = None if ds.y is None else ds.y[:1]  # a regression's response rides with x
     probe = Batch(ds.x[:1], y, torch.zeros(1, dtype=torch.long, device=ds.x.device), len(ds))
     try:
-        with poutine.block(), pyro.validation_enabled(False):
-            tr = poutine.trace(model).get_trace(probe)
+        structure = structure_of(model, probe)
     except PPVAEError:
         raise
     except Exception as exc:  # the model's own code failed, not the data's shape: name its exception
         name = getattr(model, "name", None) or type(model).__name__
         raise PPVAEError(f"model '{name}': its forward raised {one_line(exc)} on one point of shape "
                          f"{tuple(ds.x.shape[1:])}") from None
-    mpn = 0
-    for site in tr.nodes.values():
-        if site["type"] == "sample":
-            mpn = max([mpn] + [-f.dim for f in site["cond_indep_stack"] if f.vectorized and f.dim is not None])
-    sites = latent_sites(tr)
-    globals_ = [n for n, s in sites.items() if not is_local(s)]
-    local_cont = [n for n, s in sites.items() if is_local(s) and not s["fn"].support.is_discrete]
-    return mpn, globals_, local_cont
+    return structure.max_plate_nesting, list(structure.global_sites), list(structure.continuous_local_sites)
 
 
 def _global_values(fit, model, guide, ds, names, given):

@@ -24,14 +24,13 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 from pyro.distributions.util import scale_and_mask
-from pyro.infer import config_enumerate
-from pyro.infer.autoguide import AutoContinuous, AutoGuide
 from pyro.poutine.util import site_is_subsample
 
-from ._enum import data_plate_log_prob
+from ._enum import data_plate_log_prob, enumerated_log_likelihood, enumerated_trace
+from ._proposal import _check_sites, _local_continuous, _samples_discrete_locals
+from ._structure import is_local, structure_of
 from ._validation import PPVAEError, one_line
 from .data import Batch
-from .model import DATA_PLATE, is_local
 
 PARTICLES = "particles"
 
@@ -90,23 +89,12 @@ def particle_plate(num: int, max_plate_nesting: int):
 
 def _enum_trace(model, batch, max_plate_nesting: int, values: dict):
     """The model with ``values`` substituted and every other discrete latent enumerated left of the
-    particle plate."""
-    fn = poutine.condition(model, data=values) if values else model
-    fn = poutine.enum(config_enumerate(fn, default="parallel"), first_available_dim=-max_plate_nesting - 2)
-    return poutine.trace(fn).get_trace(batch)
-
-
-def _is_sampled(site) -> bool:
-    return (site["type"] == "sample" and not site["is_observed"] and not site["infer"].get("is_auxiliary")
-            and not site_is_subsample(site))
+    particle plate (:func:`ppvae._enum.enumerated_trace` with the particle plate counted, validation as set)."""
+    return enumerated_trace(model, batch, max_plate_nesting + 1, values, validate=None)
 
 
 def _is_enumerated(site) -> bool:
     return site["infer"].get("_enumerate_dim") is not None
-
-
-def _in_data_plate(site) -> bool:
-    return any(f.name == DATA_PLATE for f in site["cond_indep_stack"])
 
 
 def _expand(t, shape):
@@ -178,8 +166,9 @@ def data_log_likelihood(model, batch, num: int, max_plate_nesting: int, values: 
         return lp[:, :1], trace
     with draws_broadcast(model, num, list(values)):
         with particle_plate(num, max_plate_nesting) if num > 1 else contextlib.nullcontext():
-            trace = _enum_trace(model, batch, max_plate_nesting, values)
-    return _expand(data_plate_log_prob(trace), (num, len(batch))), trace
+            lp, trace = enumerated_log_likelihood(model, batch, values, max_plate_nesting=max_plate_nesting + 1,
+                                                  validate=None, with_trace=True)
+    return _expand(lp, (num, len(batch))), trace
 
 
 def _fused_log_probs(trace) -> None:
@@ -203,62 +192,6 @@ def _fused_log_probs(trace) -> None:
         site["log_prob_sum"] = site["log_prob"].sum()
 
 
-def _samples_discrete_locals(trace) -> bool:
-    return any(_is_sampled(s) and _in_data_plate(s) and s["fn"].support.is_discrete for s in trace.nodes.values())
-
-
-def _local_continuous(source, from_prior: bool, globals_: dict) -> list[str]:
-    """Names of the sampled local continuous sites in a proposal (or prior) trace."""
-    names = []
-    for name, site in source.nodes.items():
-        if not _is_sampled(site) or name in globals_ or site["fn"].support.is_discrete:
-            continue
-        if from_prior and not is_local(site):
-            continue
-        names.append(name)
-    return names
-
-
-def _check_sites(model_trace, proposal_trace, globals_: dict, substituted: set) -> None:
-    """The proposal must sample exactly the model's local continuous latents, inside the data plate."""
-    model_latents = {n: s for n, s in model_trace.nodes.items() if s["type"] == "sample" and not site_is_subsample(s)
-                     and (not s["is_observed"] or n in substituted or n in globals_)}
-    wanted = sorted(n for n, s in model_latents.items()
-                    if is_local(s) and not s["fn"].support.is_discrete and n not in globals_)
-    if proposal_trace is None:
-        return
-    sampled = {n: s for n, s in proposal_trace.nodes.items() if _is_sampled(s) and n not in globals_}
-    unknown = sorted(n for n in sampled if n not in model_latents)
-    if unknown:
-        raise PPVAEError(
-            f"proposal: the guide samples site(s) {', '.join(unknown)} that the model does not have; "
-            f"the model's latent sites are {', '.join(sorted(model_latents)) or 'none'}"
-        )
-    missing = sorted(n for n in wanted if n not in sampled)
-    if missing:
-        raise PPVAEError(f"proposal: the guide does not sample the model's local latent site(s) {', '.join(missing)}")
-    outside = sorted(n for n in wanted if not _in_data_plate(sampled[n]))
-    if outside:
-        raise PPVAEError(
-            f"proposal: the guide samples local site(s) {', '.join(outside)} outside pyro.plate('{DATA_PLATE}'); "
-            "a per-point proposal must sample them inside the data plate"
-        )
-    local_q = [s for s in proposal_trace.nodes.values() if s["type"] == "sample" and not s["is_observed"]
-               and not site_is_subsample(s) and _in_data_plate(s)]
-    if local_q and all(isinstance(_base_dist(s["fn"]), dist.Delta) for s in local_q):
-        raise PPVAEError(
-            f"proposal: the guide is a point mass (Delta) at {', '.join(wanted)} (e.g. auto_delta): it has zero "
-            "density wherever the model has mass off that point, so importance weights are undefined; use "
-            "proposal='prior' or a guide with a density (auto_normal, amortized)"
-        )
-
-
-def _base_dist(fn):
-    while hasattr(fn, "base_dist"):
-        fn = fn.base_dist
-    return fn
-
-
 def nonfinite_sites(traces: dict) -> list[str]:
     """Sites of the data plate whose log-density is NaN or +inf (model) / non-finite (proposal)."""
     bad = []
@@ -266,44 +199,13 @@ def nonfinite_sites(traces: dict) -> list[str]:
         if tr is None:
             continue
         for name, site in tr.nodes.items():
-            if site["type"] != "sample" or not _in_data_plate(site) or "log_prob" not in site:
+            if site["type"] != "sample" or not is_local(site) or "log_prob" not in site:
                 continue
             lp = site["log_prob"]
             bad_value = (lp == float("inf")) | (lp == -float("inf")) if role == "proposal" else lp == float("inf")
             if torch.isnan(lp).any() or bad_value.any():
                 bad.append(f"{name} ({role})")
     return bad
-
-
-def check_guide_is_factorized(guide, has_local: bool) -> None:
-    """Per-point weights need q(c) = prod_i q(c_i); a joint autoguide over all sites is not."""
-    if has_local and isinstance(guide, AutoContinuous):
-        raise PPVAEError(
-            f"proposal: {type(guide).__name__} is one joint distribution over all latents, so its density "
-            "does not factor over data points; fit with auto_normal or an amortized guide, or use proposal='prior'"
-        )
-
-
-@contextlib.contextmanager
-def autoguide_subsample(guide, batch_size: int):
-    """Within this context an autoguide with local parameters subsamples the data plate at the
-    batch's ``index``, as the model does (by supplying the autoguide's ``create_plates``)."""
-    frame = getattr(guide, "_prototype_frames", {}).get(DATA_PLATE) if isinstance(guide, AutoGuide) else None
-    if frame is None or guide.create_plates is not None:
-        yield
-        return
-    full = frame.full_size or frame.size
-    if full != batch_size:
-        raise PPVAEError(
-            f"data: the fitted guide has local parameters for {full} data points; got {batch_size} points. "
-            "A non-amortized guide can only evaluate the data it was fitted on; use proposal='prior' or an "
-            "amortized guide"
-        )
-    guide.create_plates = lambda b: pyro.plate(DATA_PLATE, full, subsample=b.index, dim=frame.dim)
-    try:
-        yield
-    finally:
-        guide.create_plates = None
 
 
 def global_log_density(trace, names, num: int, max_plate_nesting: int) -> torch.Tensor:
@@ -344,9 +246,7 @@ class IWAE:
     def _mpn(self, model, batch) -> int:
         if self.max_plate_nesting != float("inf"):
             return int(self.max_plate_nesting)
-        if hasattr(model, "max_plate_nesting"):
-            return model.max_plate_nesting(batch)
-        raise PPVAEError("max_plate_nesting: the iwae objective needs it for a model that is not a ppvae.Model")
+        return structure_of(model, batch).max_plate_nesting
 
     def differentiable_loss(self, model, guide, batch) -> torch.Tensor:
         mpn = self._mpn(model, batch)
@@ -356,7 +256,7 @@ class IWAE:
             return -(batch.num_total / len(batch)) * self._log_mean_exp(log_w).sum()
         gtr = poutine.trace(guide).get_trace(batch)
         global_names = [n for n, s in gtr.nodes.items() if s["type"] == "sample" and not s["is_observed"]
-                        and not _in_data_plate(s) and not site_is_subsample(s)]
+                        and not is_local(s) and not site_is_subsample(s)]
         self._no_globals[key] = not global_names
         globals_ = {n: gtr.nodes[n]["value"] for n in global_names if not gtr.nodes[n]["infer"].get("is_auxiliary")}
         log_q_g = sum((gtr.nodes[n]["fn"].log_prob(gtr.nodes[n]["value"]).sum() for n in global_names),

@@ -22,12 +22,12 @@ import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
-from ._enum import data_plate_log_prob
-from ._importance import _enum_trace, _expand, draws_broadcast, global_log_density
+from ._enum import enumerated_log_likelihood
+from ._importance import _expand, draws_broadcast, global_log_density
+from ._structure import is_local
 from ._validation import PPVAEError
 from .data import Batch, Dataset
 from .mcmc import Potential
-from .model import is_local
 
 DRAWS = "_ppvae_joint_draws"
 
@@ -59,15 +59,15 @@ def _log_joint(potential: Potential, values: dict, num: int) -> torch.Tensor:
     placed = {n: _place(v, potential.sites[n], num, mpn) for n, v in values.items()}
     with draws_broadcast(potential.fn, num, list(values)), pyro.validation_enabled(False), \
             pyro.plate(DRAWS, num, dim=-(mpn + 1)):
-        if potential._enumerates:
-            trace = _enum_trace(potential.fn, batch, mpn, placed)
+        if potential._enumerates:  # the one pointwise likelihood, inside the plate of draws
+            local, trace = enumerated_log_likelihood(potential.fn, batch, placed, max_plate_nesting=mpn + 1,
+                                                     validate=None, with_trace=True)
         else:
             trace = poutine.trace(poutine.condition(potential.fn, data=placed)).get_trace(batch)
     sample = [n for n, s in trace.nodes.items() if s["type"] == "sample" and not site_is_subsample(s)]
     if not potential._enumerates:
         return global_log_density(trace, sample, num, mpn)
     outside = [n for n in sample if not is_local(trace.nodes[n])]
-    local = data_plate_log_prob(trace)
     local = _expand(local, (num, len(batch))).double().sum(-1)
     return local + global_log_density(trace, outside, num, mpn).to(local.device)
 

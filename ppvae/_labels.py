@@ -12,9 +12,10 @@ import pyro
 import torch
 from pyro import poutine
 
+from ._structure import structure_of
 from ._validation import check_int
 from .data import Dataset
-from .model import Model, latent_sites
+from .model import Model
 
 __all__ = ["component_sites", "location_site", "align_labels", "single_trace"]
 
@@ -64,7 +65,7 @@ def align_labels(samples: dict, model, data, column: int | None = None) -> tuple
     if not comp:
         return samples, None
     batch = (data if isinstance(data, Dataset) else Dataset(data)).batch()
-    supports = {n: s["fn"].support for n, s in latent_sites(single_trace(model, batch)).items()}
+    supports = dict(structure_of(model, batch).supports)
     loc = location_site(model, comp, supports)
     if loc is None or loc not in samples:
         return samples, None

@@ -30,25 +30,22 @@ from torch.distributions import biject_to
 from ._enum import data_plate_log_prob
 from ._estimate import _global_values, _seeded, _summarize
 from ._importance import (
-    _check_sites,
     _enum_trace,
     _expand,
     _fused_log_probs,
     _is_enumerated,
-    _local_continuous,
-    _samples_discrete_locals,
     _twice,
     auto_chunk,
-    autoguide_subsample,
     check_log_weights,
     local_log_weights,
     particle_plate,
     run_chunks,
 )
+from ._proposal import _check_sites, _local_continuous, _samples_discrete_locals, autoguide_subsample
+from ._structure import DATA_PLATE, is_local
 from ._validation import PPVAEError, check_float, check_int
 from .ais import anneal, frozen, make_schedule
 from .data import Batch
-from .model import DATA_PLATE, is_local
 
 __all__ = ["LocalTarget", "point_ais", "data_dim"]
 

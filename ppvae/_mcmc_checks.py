@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from ._structure import is_local
 from ._validation import PPVAEError
-from .model import Model, is_local
+from .model import Model
 
 __all__ = ["check_local_dimension", "MAX_LOCAL_DIMENSIONS"]
 

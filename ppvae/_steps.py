@@ -21,9 +21,9 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
 from ._config import TrainConfig
+from ._structure import is_local
 from ._validation import NonFiniteError
 from .data import Batch
-from .model import DATA_PLATE
 
 __all__ = ["LocalLatentScale", "adam", "grads_finite", "make_scheduler", "nonfinite_error", "nonfinite_sites",
            "rng_state", "set_rng_state"]
@@ -80,7 +80,7 @@ class LocalLatentScale(Messenger):
 
     def _process_message(self, msg):
         if (msg["type"] == "sample" and not msg["is_observed"] and not site_is_subsample(msg)
-                and any(f.name == DATA_PLATE for f in msg["cond_indep_stack"])
+                and is_local(msg)
                 and not msg["fn"].support.is_discrete):
             msg["scale"] = msg["scale"] * self.factor
 

@@ -32,8 +32,9 @@ from torch import nn
 from torch.distributions import biject_to
 
 from ._params import LocalParams
+from ._structure import DATA_PLATE, data_plate, structure_of
 from ._validation import PPVAEError, check_choice, check_float, check_int
-from .model import DATA_PLATE, Model, is_local, latent_sites
+from .model import Model
 from .nn import ACTIVATIONS, mlp
 
 __all__ = ["AmortizedGuide", "local_site_info", "amortized_guide"]
@@ -48,17 +49,15 @@ def local_site_info(model, batch) -> tuple[dict, list[str], list[str]]:
     """From one trace of ``model`` on ``batch``: the local continuous sites ``name -> dict(dim=data
     plate dim, right=number of singleton batch dims right of it, event=unconstrained event shape,
     event_dim=, support=, transform=)``, the names of the global continuous sites and of the discrete ones."""
+    structure = structure_of(model, batch)
     with poutine.block(), pyro.validation_enabled(False):
         trace = poutine.trace(model).get_trace(batch)
-    local, globals_, discrete = {}, [], []
-    for name, site in latent_sites(trace).items():
+    discrete = list(structure.discrete_sites)
+    globals_ = [n for n in structure.global_sites if n not in discrete]
+    local = {}
+    for name in structure.continuous_local_sites:
+        site = trace.nodes[name]
         fn = site["fn"]
-        if fn.support.is_discrete:
-            discrete.append(name)
-            continue
-        if not is_local(site):
-            globals_.append(name)
-            continue
         frame = next(f for f in site["cond_indep_stack"] if f.name == DATA_PLATE)
         if frame.dim is None:
             raise PPVAEError(f"guide: amortized needs a vectorized data plate; site '{name}' is in a sequential one")
@@ -137,9 +136,7 @@ class AmortizedGuide(LocalParams, nn.Module):
         return out
 
     def _plate(self, batch, dim):
-        if batch.index is None or batch.num_total == len(batch):
-            return pyro.plate(DATA_PLATE, len(batch), dim=dim)
-        return pyro.plate(DATA_PLATE, batch.num_total, subsample=batch.index, dim=dim)
+        return data_plate(batch, dim)  # the model's own data plate, at the dim the model uses
 
     def forward(self, batch):
         params = self.local_params(batch)

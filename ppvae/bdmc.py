@@ -25,9 +25,9 @@ from pyro import poutine
 
 from ._estimate import _global_values, _prepare, _resolve, _run_data, _seeded
 from ._local_ais import ais_log_marginal, check_ais_options, data_dim
+from ._structure import is_local
 from ._validation import PPVAEError, check_int
 from .data import Batch, Dataset
-from .model import is_local
 
 __all__ = ["BDMCResult", "bdmc", "simulate"]
 

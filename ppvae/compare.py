@@ -43,7 +43,7 @@ from .evaluate import log_marginal
 from .guides import list_guides
 from .inference_data import GuidePosterior, pointwise_log_likelihood, to_inference_data
 from .mcmc import run_mcmc
-from .model import Model, build_model, is_local, latent_sites
+from .model import Model, build_model, latent_sites
 from .train import fit
 
 __all__ = ["compare", "Comparison", "parse_methods"]
@@ -184,7 +184,7 @@ def _run_svi(model, guide, train, test, opts, state):
 
 
 def _continuous_locals(model, data) -> list[str]:
-    return [n for n, s in model.latent_sites(data.batch()).items() if is_local(s) and not s["fn"].support.is_discrete]
+    return list(model.structure(data.batch()).continuous_local_sites)
 
 
 def _estimated_record(f, train, test, opts, state) -> dict:

@@ -39,15 +39,9 @@ from ._estimate import (  # noqa: F401 -- KHAT_THRESHOLD, ImportanceWarning and 
     _summarize,
     psis_khat,
 )
-from ._importance import (
-    auto_chunk,
-    autoguide_subsample,
-    check_guide_is_factorized,
-    check_log_weights,
-    local_log_weights,
-    run_chunks,
-)
+from ._importance import auto_chunk, check_log_weights, local_log_weights, run_chunks
 from ._local_ais import ais_log_marginal, check_ais_options
+from ._proposal import autoguide_subsample, check_guide_is_factorized
 from ._validation import check_choice
 from .data import Batch
 from .evidence import LogEvidence, log_evidence  # noqa: F401 -- re-exported (moved to evidence.py)

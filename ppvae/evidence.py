@@ -31,7 +31,6 @@ from pyro.poutine.util import site_is_subsample
 from ._estimate import KHAT_THRESHOLD, ImportanceWarning, LogEvidence, _prepare, _seeded, psis_khat
 from ._evidence_ais import ais_evidence
 from ._importance import (
-    _is_sampled,
     auto_chunk,
     check_log_weights,
     data_log_likelihood,
@@ -39,6 +38,7 @@ from ._importance import (
     particle_plate,
     run_chunks,
 )
+from ._proposal import _is_sampled
 from ._validation import PPVAEError, check_choice, check_int
 from .bridge import bridge_sampling
 from .data import Batch

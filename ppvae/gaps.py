@@ -28,11 +28,11 @@ import torch
 from pyro import poutine
 from torch import nn
 
+from ._structure import data_plate
 from ._validation import PPVAEError, check_float, check_int
 from .amortized import AmortizedGuide, local_site_info, site_distribution
 from .data import Batch, Dataset
 from .evaluate import log_marginal
-from .model import DATA_PLATE
 from .objectives import make_elbo
 
 __all__ = ["LocalGuide", "optimize_local", "inference_gaps", "InferenceGaps"]
@@ -87,7 +87,7 @@ class LocalGuide(nn.Module):
         index = batch.index if batch.index is not None else torch.arange(len(batch), device=batch.x.device)
         values = {}
         dim = next(iter(self.sites.values()))["dim"]
-        with pyro.plate(DATA_PLATE, n, subsample=index, dim=dim):
+        with data_plate(Batch(batch.x, None, index, n), dim):  # subsampled at index unless it is all n points
             for name, info in self.sites.items():
                 loc, scale = self.locs[name][index], self.raw_scales[name][index].exp()
                 values[name] = pyro.sample(name, site_distribution(info, loc, scale))

@@ -35,18 +35,17 @@ import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
-from ._enum import data_plate_log_prob, enumerated_trace
+from ._enum import DRAWS_PLATE, enumerated_log_likelihood
 from ._labels import align_labels, component_sites, single_trace
+from ._structure import is_local, latent_sites, structure_of
 from ._validation import PPVAEError, check_int
 from .data import Batch, Dataset
 from .mcmc import MCMCResult
-from .model import DATA_PLATE, is_local, latent_sites
 from .result import Result, guide_site_draws
 
 __all__ = ["to_inference_data", "pointwise_log_likelihood", "align_labels", "guide_draws", "summary",
            "GuidePosterior", "exact_posterior"]
 
-DRAWS_PLATE = "_ppvae_draws"
 
 
 def _as_dataset(data) -> Dataset:
@@ -63,41 +62,23 @@ def pointwise_log_likelihood(model, data, draws: dict, *, chunk_size: int | None
     """
     data = _as_dataset(data)
     batch = data.batch()
-    trace = single_trace(model, batch)
-    sites = latent_sites(trace)
-    local_cont = [n for n, s in sites.items() if is_local(s) and not s["fn"].support.is_discrete]
-    if local_cont:
-        raise PPVAEError(f"log_likelihood: the model has continuous local latents ({', '.join(local_cont)}); "
-                         "the pointwise likelihood needs ppvae.log_marginal")
-    missing = [n for n, s in sites.items() if not is_local(s) and n not in draws]
+    structure = structure_of(model, batch)
+    if structure.continuous_local_sites:
+        raise PPVAEError(f"log_likelihood: the model has continuous local latents "
+                         f"({', '.join(structure.continuous_local_sites)}); the pointwise likelihood needs "
+                         "ppvae.log_marginal")
+    missing = [n for n in structure.global_sites if n not in draws]
     if missing:
         raise PPVAEError(f"draws: expected values for every global latent site; missing {', '.join(missing)}")
     S = len(next(iter(draws.values())))
     chunk = check_int("chunk_size", chunk_size or S, low=1)
-    mpn = model.max_plate_nesting(batch)
     out = []
-    for lo in range(0, S, chunk):
-        part = {k: torch.as_tensor(v[lo:lo + chunk]).to(batch.x.dtype) for k, v in draws.items() if k in sites}
-        out.append(_vectorized(model, batch, trace, part, mpn))
+    with torch.no_grad():
+        for lo in range(0, S, chunk):
+            part = {k: torch.as_tensor(v[lo:lo + chunk]).to(batch.x.dtype) for k, v in draws.items()
+                    if k in structure.latent_sites}
+            out.append(enumerated_log_likelihood(model, batch, part, num_draws=len(next(iter(part.values())))))
     return torch.cat(out, 0)
-
-
-@torch.no_grad()
-def _vectorized(model, batch, trace, draws, mpn) -> torch.Tensor:
-    S = len(next(iter(draws.values())))
-    if S == 1:  # a size-1 plate leaves no dimension for the contraction to keep: evaluate two copies
-        return _vectorized(model, batch, trace, {k: v.expand((2,) + v.shape[1:]) for k, v in draws.items()}, mpn)[:1]
-    values = {}
-    for name, v in draws.items():
-        batch_dims = len(trace.nodes[name]["fn"].batch_shape)
-        values[name] = v.reshape((S,) + (1,) * (mpn - batch_dims) + tuple(v.shape[1:]))
-
-    def plated(b):
-        with pyro.plate(DRAWS_PLATE, S, dim=-mpn - 1):
-            return model(b)
-
-    lp = data_plate_log_prob(enumerated_trace(plated, batch, mpn + 1, values))
-    return lp.reshape(S, len(batch))
 
 
 # -- draws from a guide ------------------------------------------------------------------------------
@@ -107,10 +88,11 @@ def guide_draws(model, guide, data, num_draws: int = 1000, seed: int = 0) -> dic
     site -> (S, ...)."""
     batch = _as_dataset(data).batch()
     sites = latent_sites(single_trace(model, batch))
-    names = [n for n, s in sites.items() if not is_local(s)]
+    structure = structure_of(model, batch)
+    names = list(structure.global_sites)
     num_draws = check_int("num_draws", num_draws, low=1)
     pyro.set_rng_seed(seed)
-    mpn = model.max_plate_nesting(batch)
+    mpn = structure.max_plate_nesting
 
     def vectorized(b):  # the guide alone under a plate over draws (what Predictive(parallel=True) does)
         with pyro.plate(DRAWS_PLATE, num_draws, dim=-mpn - 1):
@@ -158,8 +140,7 @@ def _coords_dims(model, data: Dataset, samples: dict, obs: dict) -> tuple[dict, 
 def _observed(model, batch: Batch) -> dict[str, torch.Tensor]:
     tr = single_trace(model, batch)
     return {n: s["value"].detach() for n, s in tr.nodes.items()
-            if s["type"] == "sample" and s["is_observed"] and not site_is_subsample(s)
-            and any(f.name == DATA_PLATE for f in s["cond_indep_stack"])}
+            if s["type"] == "sample" and s["is_observed"] and not site_is_subsample(s) and is_local(s)}
 
 
 def _numpy(d: dict) -> dict:

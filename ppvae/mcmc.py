@@ -53,7 +53,7 @@ from torch.distributions import biject_to, constraints
 from torch.distributions.transforms import Transform
 
 from . import _mcmc_io, runs
-from ._enum import data_plate_log_prob, enumerated_trace
+from ._enum import enumerated_log_likelihood
 from ._labels import align_labels, component_sites
 from ._mcmc_checks import check_local_dimension
 from ._parallel import parallel_map, prestart_workers, report, resolve_workers
@@ -163,8 +163,7 @@ class Potential:
 
     def _prior_trace(self, values: dict) -> dict:
         def at_data(msg):
-            return msg["type"] == "sample" and not site_is_subsample(msg) and \
-                any(f.name == DATA_PLATE for f in msg["cond_indep_stack"])
+            return msg["type"] == "sample" and not site_is_subsample(msg) and is_local(msg)
 
         with poutine.trace() as tr, pyro.validation_enabled(False):
             try:
@@ -180,8 +179,9 @@ class Potential:
             return prior + self._hook(values, self.batch.x).sum()
         if not self._enumerates:  # nothing to sum out: the plain log joint
             return poutine.trace(poutine.condition(self.fn, data=values)).get_trace(self.batch).log_prob_sum()
-        trace = enumerated_trace(self.fn, self.batch, self.mpn, values)
-        total = data_plate_log_prob(trace).sum()
+        local, trace = enumerated_log_likelihood(self.fn, self.batch, values, max_plate_nesting=self.mpn,
+                                                 with_trace=True)
+        total = local.sum()
         for site in trace.nodes.values():
             if site["type"] == "sample" and not site_is_subsample(site) and not is_local(site):
                 total = total + site["log_prob"].sum()  # compute_log_prob ran in data_plate_log_prob
@@ -561,7 +561,7 @@ def run_mcmc(model: Model, data: Dataset | torch.Tensor, *, kernel: str = "nuts"
     with pyro.validation_enabled(False):
         model.setup(data)
     batch = data.batch()
-    spec = {"fn": model, "batch": batch, "max_plate_nesting": model.max_plate_nesting(batch), "model": model,
+    spec = {"fn": model, "batch": batch, "max_plate_nesting": model.structure(batch).max_plate_nesting, "model": model,
             "order": order, "closed_form": closed_form, "jit": jit}
     potential = Potential(**spec)
     check_local_dimension(potential, model, allow_local)

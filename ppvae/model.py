@@ -48,13 +48,21 @@ from pyro.poutine.util import site_is_subsample
 
 from ._model_import import is_import_spec, load_object, model_entry_points
 from ._params import local_params
+from ._structure import (
+    DATA_PLATE,
+    ModelStructure,
+    as_batch,
+    data_plate,
+    is_local,
+    latent_sites,
+    probe_batch,
+    structure_key,
+)
 from ._validation import PPVAEError, check_tensor, one_line
 from .data import Batch, Dataset
 
-__all__ = ["Model", "latent_sites", "is_local", "register_model", "get_model_class", "list_models", "build_model",
-           "import_model", "model_import_path", "DATA_PLATE"]
-
-DATA_PLATE = "data"  # the one name every capability uses to find the data dimension
+__all__ = ["Model", "ModelStructure", "latent_sites", "is_local", "register_model", "get_model_class", "list_models",
+           "build_model", "import_model", "model_import_path", "DATA_PLATE"]
 
 
 class Model(PyroModule):
@@ -118,15 +126,14 @@ class Model(PyroModule):
     # -- the data plate ---------------------------------------------------------------------------
     def data_plate(self, batch: Batch, dim: int | None = None):
         """``pyro.plate("data", N, subsample=batch.index)``: iterate over the batch's points with the
-        likelihood scaled by N / M."""
-        size, m = batch.num_total, len(batch)
-        if size == m or batch.index is None:
-            return pyro.plate(DATA_PLATE, m, dim=dim)
-        return pyro.plate(DATA_PLATE, size, subsample=batch.index, dim=dim)
+        likelihood scaled by N / M (:func:`ppvae._structure.data_plate`)."""
+        return data_plate(batch, dim)
 
     # -- hooks with defaults ----------------------------------------------------------------------
     def setup(self, data: Dataset) -> None:
-        """Validate ``data`` for this model; subclasses extend (and call super)."""
+        """Validate ``data`` for this model; subclasses extend (and call super). Clears the cached
+        :meth:`structure` (setup may register data-dependent constants)."""
+        self.__dict__.pop("_ppvae_structures", None)
         if data.kind not in self.data_kinds:
             raise PPVAEError(
                 f"data: model '{self.name or type(self).__name__}' expects data of kind "
@@ -158,13 +165,28 @@ class Model(PyroModule):
             name = self.name or type(self).__name__
             raise PPVAEError(f"model '{name}': its forward raised {one_line(exc)}") from exc
 
+    def structure(self, data) -> ModelStructure:
+        """The model's :class:`~ppvae._structure.ModelStructure` (global / continuous local / discrete local /
+        observed / deterministic sites, ``max_plate_nesting``, the data plate's dim) from one trace on the
+        first points of ``data`` (a Batch, Dataset or tensor). Cached on the model under
+        :func:`~ppvae._structure.structure_key` (the trailing shape, dtype and device of ``x``, ``y``'s
+        presence and trailing shape, whether the data plate is subsampled): data that differ only in the
+        number of points share one trace. The random state is left as it was."""
+        batch = as_batch(data)
+        key = structure_key(batch)
+        cache = self.__dict__.setdefault("_ppvae_structures", {})
+        if key not in cache:
+            with torch.random.fork_rng(devices=[]):
+                cache[key] = ModelStructure.from_trace(self.trace(probe_batch(batch)))
+        return cache[key]
+
     def latent_sites(self, batch: Batch) -> dict[str, dict]:
-        """The model's unobserved sample sites (plate subsample sites excluded), name -> site."""
+        """The model's unobserved sample sites (plate subsample sites excluded) on ``batch``, name -> site."""
         return latent_sites(self.trace(batch))
 
     def discrete_latent_sites(self, batch: Batch) -> list[str]:
         """Names of the unobserved sample sites with discrete support (summed out by enumeration)."""
-        return [name for name, site in self.latent_sites(batch).items() if site["fn"].support.is_discrete]
+        return list(self.structure(batch).discrete_sites)
 
     def check_observed(self, batch: Batch, minibatched: bool) -> None:
         """Refuse a model that observes nothing (its ELBO has no likelihood term to fit); on minibatches,
@@ -186,24 +208,8 @@ class Model(PyroModule):
                           stacklevel=3)
 
     def max_plate_nesting(self, batch: Batch) -> int:
-        """The deepest plate dimension used by the model (``max_plate_nesting`` for Pyro)."""
-        deepest = 0
-        for site in self.trace(batch).nodes.values():
-            if site["type"] == "sample":
-                for frame in site["cond_indep_stack"]:
-                    if frame.vectorized and frame.dim is not None:
-                        deepest = max(deepest, -frame.dim)
-        return deepest
-
-
-def latent_sites(trace: pyro.poutine.Trace) -> dict[str, dict]:
-    """Unobserved sample sites of a trace, without the subsample sites that plates record."""
-    return {name: site for name, site in trace.iter_stochastic_nodes() if not site_is_subsample(site)}
-
-
-def is_local(site: dict) -> bool:
-    """Whether a site lies inside the data plate (one value per data point)."""
-    return any(f.name == DATA_PLATE for f in site["cond_indep_stack"])
+        """The deepest plate dimension used by the model (``max_plate_nesting`` for Pyro; :meth:`structure`)."""
+        return self.structure(batch).max_plate_nesting
 
 
 # -- the registry -----------------------------------------------------------------------------------

@@ -37,10 +37,10 @@ from pyro import poutine
 from pyro.infer import config_enumerate, infer_discrete
 from pyro.poutine.util import site_is_subsample
 
-from ._enum import data_plate_log_prob, enumerated_trace
+from ._enum import enumerated_log_likelihood
+from ._structure import latent_sites, structure_of
 from ._validation import PPVAEError, check_int
 from .data import Batch, Dataset
-from .model import is_local, latent_sites
 from .summary import Summary, summarize
 
 __all__ = ["Result", "as_batch", "guide_site_draws"]
@@ -73,7 +73,7 @@ def guide_site_draws(model, guide, batch: Batch, num_draws: int) -> dict[str, to
     ``pyro.infer.Predictive(parallel=True)`` does); one guide call per draw for a guide that does not
     vectorize."""
     sites = latent_sites(_trace(model, batch))
-    mpn = model.max_plate_nesting(batch)
+    mpn = structure_of(model, batch).max_plate_nesting
 
     def vectorized(b):
         with pyro.plate(DRAWS_PLATE, num_draws, dim=-mpn - 1):
@@ -139,7 +139,7 @@ class Result(abc.ABC):
         return as_batch(data)
 
     def _global_names(self, batch) -> list[str]:
-        return [n for n, s in latent_sites(_trace(self.model, batch)).items() if not is_local(s)]
+        return list(structure_of(self.model, batch).global_sites)
 
     # -- what follows -----------------------------------------------------------------------------
     @torch.no_grad()
@@ -148,14 +148,15 @@ class Result(abc.ABC):
         exactly (``ppvae._enum``), shape (N,). A model with continuous local latents needs
         ``ppvae.log_marginal`` (importance sampling) and is refused."""
         batch = self._data_batch(data)
-        sites = latent_sites(_trace(self.model, batch))
-        cont = [n for n, s in sites.items() if is_local(s) and not s["fn"].support.is_discrete]
-        if cont:
+        cont = structure_of(self.model, batch).continuous_local_sites
+        if cont:  # refused before the globals are computed
             raise PPVAEError(f"log_likelihood: the model has continuous local latents ({', '.join(cont)}); "
                              "estimate log p(x) with ppvae.log_marginal instead")
-        values = {k: v.to(batch.x.dtype) for k, v in self.global_values(batch).items()}
-        trace = enumerated_trace(self.model, batch, self.model.max_plate_nesting(batch), values)
-        return data_plate_log_prob(trace)
+        return enumerated_log_likelihood(self.model, batch, self._likelihood_values(batch))
+
+    def _likelihood_values(self, batch) -> dict[str, torch.Tensor]:
+        """The globals :meth:`log_likelihood` evaluates at (:meth:`global_values`, in the data's dtype)."""
+        return {k: v.to(batch.x.dtype) for k, v in self.global_values(batch).items()}
 
     @torch.no_grad()
     def predict(self, data, *, num_draws: int | None = None, seed: int = 0, sites: list[str] | None = None,
@@ -225,7 +226,7 @@ class Result(abc.ABC):
     def _complete(self, batch, draws: dict, observed: bool, sites) -> dict[str, torch.Tensor]:
         if not draws:
             raise PPVAEError(f"predict: {type(self).__name__} gave no latent draws")
-        model, mpn = self.model, self.model.max_plate_nesting(batch)
+        model, mpn = self.model, structure_of(self.model, batch).max_plate_nesting
         single = _trace(model, batch)
         shapes = {n: s["value"].shape for n, s in latent_sites(single).items()}
         for n, v in draws.items():

@@ -21,11 +21,10 @@ from pyro.infer import TraceEnum_ELBO, infer_discrete
 
 from . import runs
 from ._config import TrainConfig, resolve_device
-from ._enum import data_plate_log_prob, enumerated_trace
 from ._validation import PPVAEError, check_choice, check_int
 from .data import Batch, Dataset
 from .guides import make_guide
-from .model import Model, is_local
+from .model import Model
 from .result import Result, guide_site_draws
 
 __all__ = ["Fit"]
@@ -79,11 +78,11 @@ class Fit(Result):
             return guide_site_draws(self.model, self.guide, batch, check_int("num_draws", num_draws or 1000, low=1))
 
     def _max_plate_nesting(self, batch: Batch) -> int:
-        return self.model.max_plate_nesting(batch)
+        return self.model.structure(batch).max_plate_nesting
 
     def global_sites(self, data) -> list[str]:
-        """The model's latent sites outside the data plate."""
-        return [n for n, s in self.model.latent_sites(self._batch(data)).items() if not is_local(s)]
+        """The model's latent sites outside the data plate (:meth:`ppvae.Model.structure`)."""
+        return list(self.model.structure(self._batch(data)).global_sites)
 
     @torch.no_grad()
     def global_values(self, data=None) -> dict[str, torch.Tensor]:
@@ -94,25 +93,9 @@ class Fit(Result):
             values = _guide_median(self.guide, batch)
         return {k: v.detach() for k, v in values.items() if k in names}
 
-    # -- the likelihood and the discrete posterior ----------------------------------------------
-    @torch.no_grad()
-    def log_likelihood(self, data) -> torch.Tensor:
-        """Per-point log p(x_i | fitted globals), with discrete local latents summed out exactly.
-
-        Exact when the model's only local latents are discrete; a model with continuous local
-        latents needs the evaluation layer's importance sampling instead.
-        """
-        batch = self._batch(data)
-        values = self.global_values(batch)
-        local_cont = [n for n, s in self.model.latent_sites(batch).items()
-                      if n not in values and not s["fn"].support.is_discrete]
-        if local_cont:
-            raise PPVAEError(
-                f"log_likelihood: the model has continuous local latents ({', '.join(local_cont)}); "
-                "estimate log p(x) with ppvae.log_marginal instead"
-            )
-        trace = enumerated_trace(self.model, batch, self._max_plate_nesting(batch), values)
-        return data_plate_log_prob(trace)
+    # -- the likelihood (Result.log_likelihood: ppvae._enum.enumerated_log_likelihood) and the discrete posterior
+    def _likelihood_values(self, batch: Batch) -> dict[str, torch.Tensor]:
+        return self.global_values(batch)  # the guide's values as they are (no cast to the data's dtype)
 
     def _conditioned(self, batch: Batch):
         return poutine.condition(self.model.enumerated(), data=self.global_values(batch))
@@ -135,8 +118,7 @@ class Fit(Result):
                 return {k: v.probs if hasattr(v, "probs") else v for k, v in marg.items()}
             fn = infer_discrete(model, first_available_dim=-mpn - 1, temperature=0 if how == "map" else 1)
             tr = poutine.trace(fn).get_trace(batch)
-        names = self.model.discrete_latent_sites(batch)
-        return {n: tr.nodes[n]["value"] for n in names}
+        return {n: tr.nodes[n]["value"] for n in self.model.structure(batch).discrete_sites}
 
     # -- persistence (the run-directory format: ppvae/runs.py) ------------------------------------
     def save(self, path: str) -> None:

@@ -117,8 +117,9 @@ class Trainer:
         data = self.data
         probe = data.batch(torch.arange(min(len(data), cfg.batch_size or len(data)), device=data.x.device))
         model.check_observed(probe, minibatched=len(probe) < len(data))
-        self.discrete_sites = model.discrete_latent_sites(probe)
-        self.max_plate_nesting = model.max_plate_nesting(probe)
+        structure = model.structure(probe)
+        self.discrete_sites = list(structure.discrete_sites)
+        self.max_plate_nesting = structure.max_plate_nesting
         self.model_fn = model.enumerated() if self.discrete_sites else model
         init = model.init_values(data, torch.Generator().manual_seed(cfg.seed))
         self.guide = make_guide(guide, model, init_values=init, **cfg.guide_options)
