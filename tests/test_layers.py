@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("ppvae._version", "ppvae._params", "ppvae._validation", "ppvae._progress", "ppvae._parallel",
                     "ppvae._io", "ppvae._convergence", "ppvae.nn", "ppvae.ais", "ppvae.plots", "ppvae._plots_mcmc")),
     ("data", ("ppvae._dataset", "ppvae._data_registry", "ppvae._data_images", "ppvae._data_text", "ppvae.data")),
-    ("model", ("ppvae._model_import", "ppvae.model", "ppvae._enum", "ppvae._labels", "ppvae._jit", "ppvae.summary",
+    ("model", ("ppvae._capabilities", "ppvae._model_import", "ppvae.model", "ppvae._enum", "ppvae._labels", "ppvae._jit", "ppvae.summary",
                "ppvae.result")),
     ("runs", ("ppvae.callbacks", "ppvae.checkpoint", "ppvae.runs", "ppvae._mcmc_io")),
     ("inference", ("ppvae.amortized", "ppvae.guides", "ppvae._importance", "ppvae.objectives", "ppvae._mcmc_checks",
