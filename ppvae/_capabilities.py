@@ -47,7 +47,7 @@ def _signature(cls, name: str) -> str:
     if not callable(member):
         return name
     params = list(inspect.signature(member).parameters.values())[1:]  # without self
-    return f"{name}({', '.join(str(p) for p in params)})".replace("'", "")
+    return f"{name}({', '.join(str(p.replace(annotation=p.empty)) for p in params)})"
 
 
 class ClosedFormEM(Capability):
@@ -93,7 +93,7 @@ class ClosedFormPotential(Capability):
     refused when it disagrees.
     """
 
-    purpose = "a closed-form likelihood for NUTS"
+    purpose = "closed-form likelihood for NUTS"
     hooks = ("pointwise_log_likelihood", "closed_form_potential")
 
     @abc.abstractmethod
@@ -116,7 +116,7 @@ class ExactPosterior(Capability):
     so estimates of log p(x) have zero variance (a test of the estimators, and the reference of a comparison).
     """
 
-    purpose = "a closed-form posterior"
+    purpose = "closed-form posterior"
     hooks = ("posterior_guide",)
 
     @abc.abstractmethod
@@ -185,7 +185,7 @@ class Reports(Capability):
     """The command line's defaults and figures for a model (``ppvae fit``, ``ppvae cavi``). Every member has a
     default, so a model overrides only what it has."""
 
-    purpose = "command-line defaults and reports"
+    purpose = "command-line defaults or reports"
     hooks = ("train_defaults", "fit_callbacks", "report")
 
     train_defaults: ClassVar[dict] = {}
@@ -220,12 +220,16 @@ def require(model, capability: type[Capability], what: str, hint: str = "") -> N
     """Raise a one-line :class:`~ppvae.PPVAEError` unless ``model`` declares ``capability``.
 
     ``what`` names what needs it (``"ppvae em"``, ``"methods: 'em'"``); the message names the model, the
-    capability and the methods to implement, then ``hint`` (e.g. the registered models that have it)."""
+    capability and the methods to implement, then ``hint`` (e.g. the registered models that have it)::
+
+        ppvae em: model 'ppca' has no closed-form EM (it does not declare ppvae.ClosedFormEM; implement
+        em_init(x, generator, init=None), em_step(x, params), em_to_sites(params)); models with it: gmm, three_coin
+    """
     cls = model if isinstance(model, type) else type(model)
     if issubclass(cls, capability):
         return
-    message = (f"{what} needs a model with {capability.purpose}; '{_name(model)}' does not declare "
-               f"ppvae.{capability.__name__} (implement {', '.join(capability.required())})")
+    message = (f"{what}: model '{_name(model)}' has no {capability.purpose} (it does not declare "
+               f"ppvae.{capability.__name__}; implement {', '.join(capability.required())})")
     raise PPVAEError(message + (f"; {hint}" if hint else ""))
 
 
@@ -239,6 +243,6 @@ def check_declared(cls: type, base_classes: tuple[type, ...] = ()) -> None:
         found = [h for h in cap.hooks
                  if any(h in vars(base) for base in cls.__mro__ if base not in base_classes and base is not object)]
         if found:
-            raise TypeError(f"model class '{cls.__qualname__}' defines {', '.join(found)}, reserved for "
+            raise TypeError(f"model class '{cls.__name__}' ({cls.__module__}) defines {', '.join(found)}, reserved for "
                             f"ppvae.{cap.__name__} ({cap.purpose}), without declaring it: write "
                             f"class {cls.__name__}(..., ppvae.{cap.__name__}) or rename the method")

@@ -29,7 +29,7 @@ def load_result(run_dir: str):
     kind = runs.run_kind(run_dir)
     if kind == "cavi":
         model = runs.run_model(runs.read_config(run_dir, "cavi"), run_dir)
-        require(model, CoordinateAscentVI, "model: a CAVI run")
+        require(model, CoordinateAscentVI, "run_dir (a CAVI run)")
         return model.load_cavi(run_dir)
     return {"svi": Fit, "em": EMFit, "mcmc": MCMCResult}[kind].load(run_dir)
 

@@ -87,7 +87,7 @@ def _mcmc(run_dir: str, ds):
 def _cavi(run_dir: str, ds, own_data: bool):
     config = runs.read_config(run_dir, "cavi")
     model = runs.run_model(config, run_dir)
-    require(model, CoordinateAscentVI, "model: a CAVI run")
+    require(model, CoordinateAscentVI, "run_dir (a CAVI run)")
     fit = model.load_cavi(run_dir)
     _check_shape(ds, fit.data_info)
     x = ds.x.to(torch.float64)

@@ -116,7 +116,7 @@ def _rank(args) -> int:
 
 def cmd_em(args) -> int:
     model = build_model(args.model, **_kv_pairs(args.hparams))
-    require(model, ClosedFormEM, "model: ppvae em",
+    require(model, ClosedFormEM, "ppvae em",
             hint=f"models with it: {', '.join(_models_with(ClosedFormEM)) or 'none'}")
     data = _load_data(args)
     with run_directory(args.out, args.overwrite) as tmp:
@@ -182,7 +182,7 @@ def cmd_mcmc(args) -> int:
 def cmd_cavi(args) -> int:
     """Coordinate-ascent mean-field VI for a model that provides it (``fit_cavi``; LDA)."""
     model = build_model(args.model, **_kv_pairs(args.hparams))
-    require(model, CoordinateAscentVI, "model: ppvae cavi",
+    require(model, CoordinateAscentVI, "ppvae cavi",
             hint=f"models with it: {', '.join(_models_with(CoordinateAscentVI)) or 'none'}")
     data = _load_data(args)
     with run_directory(args.out, args.overwrite) as tmp:

@@ -200,7 +200,7 @@ def _estimated_record(f, train, test, opts, state) -> dict:
 
 
 def _run_exact(model, train, test, opts, state):
-    require(model, ExactPosterior, "methods: 'exact'")
+    require(model, ExactPosterior, "exact")
     post = GuidePosterior(model, model.posterior_guide(train.x), "exact")
     idata = to_inference_data(post, train, num_draws=opts["num_draws"], seed=opts["seed"],
                               align_column=state.get("column"))

@@ -150,7 +150,7 @@ def fit_em(model: Model, data: Dataset | torch.Tensor, *, restarts: int = 10, ma
     in this process: starting workers costs about a second, more than the restarts of the GMMs here take.
     """
     ll_tol = resolve_alias("ll_tol", ll_tol, 1e-10, "tol", tol)
-    require(model, ClosedFormEM, "model: fit_em")
+    require(model, ClosedFormEM, "fit_em")
     if not isinstance(data, Dataset):
         data = Dataset(data)
     restarts = check_int("restarts", restarts, low=1)
