@@ -28,7 +28,7 @@ __all__ = ["Capability", "ClosedFormEM", "ClosedFormPotential", "ExactPosterior"
            "Reports", "CAPABILITIES", "require", "capabilities_of", "check_declared"]
 
 
-class Capability(abc.ABC):
+class Capability(abc.ABC):  # noqa: B024 (a base for isinstance; its subclasses hold the abstract methods)
     """Base of the declared model capabilities. ``purpose`` says in a few words what a model declaring it
     offers (used in error messages); ``hooks`` names every method it reserves."""
 

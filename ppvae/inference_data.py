@@ -235,7 +235,7 @@ class GuidePosterior(Result):
 
 
 def exact_posterior(model, data) -> GuidePosterior:
-    """The exact posterior of a model with a closed-form ``posterior_guide`` hook (normal_gamma, ppca,
+    """The exact posterior of a model declaring :class:`ppvae.ExactPosterior` (``posterior_guide``; normal_gamma, ppca,
     a conjugate regression) given ``data``, as a :class:`ppvae.Result` whose ``method`` is ``"exact"``."""
     require(model, ExactPosterior, "exact_posterior")
     hook = model.posterior_guide

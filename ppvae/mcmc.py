@@ -8,7 +8,7 @@ latent z_i marginalized,
 
 where T maps unconstrained coordinates onto each site's support (``torch.distributions.biject_to``)
 and the sum over z_i is Pyro's tensor variable elimination (``ppvae._enum``, Obermeyer et al. 2019).
-A model with a closed-form likelihood (a ``pointwise_log_likelihood(values, x)`` method, e.g. the GMM's
+A model with a closed-form likelihood (a ppvae.ClosedFormPotential: ``pointwise_log_likelihood``, the GMM's
 log sum_k w_k N(x_i | mu_k, Sigma_k)) skips the enumeration; one that also gives U and its gradient in
 closed form (``closed_form_potential(x, order)``, e.g. the diagonal GMM's Fisher-identity gradient)
 skips autograd too, after a check against autograd at the first chain's start. The sampler sees all
