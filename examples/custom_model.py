@@ -16,10 +16,13 @@ import ppvae
 
 
 @ppvae.register_model("poisson_mixture", "mixture of K Poisson distributions (example)")
-class PoissonMixture(ppvae.Model):
+class PoissonMixture(ppvae.Model, ppvae.Mixture):
     def __init__(self, K: int = 2):
         super().__init__()
         self.K = ppvae.check_int("K", K, low=1)
+
+    def num_components(self):  # ppvae.Mixture: K exchangeable components, labels aligned across draws
+        return self.K
 
     def forward(self, batch):
         weights = pyro.sample("weights", dist.Dirichlet(batch.x.new_ones(self.K)))

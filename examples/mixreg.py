@@ -20,11 +20,14 @@ import ppvae
 
 
 @ppvae.register_model("mixreg", "mixture of K linear regressions, components summed out (example)")
-class MixtureOfRegressions(ppvae.Model):
+class MixtureOfRegressions(ppvae.Model, ppvae.Mixture):
     def __init__(self, K: int = 2, prior_sd: float = 3.0):
         super().__init__()
         self.K = ppvae.check_int("K", K, low=1)
         self.prior_sd = ppvae.check_float("prior_sd", prior_sd, low=0.0, strict=True)
+
+    def num_components(self):  # ppvae.Mixture: K exchangeable components, labels aligned across draws
+        return self.K
 
     def forward(self, batch):
         x, zeros = batch.x, batch.x.new_zeros(self.K)

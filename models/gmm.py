@@ -24,7 +24,18 @@ import pyro.distributions as dist
 import torch
 from pyro.ops.indexing import Vindex
 
-from ppvae import Model, PPVAEError, check_choice, check_float, check_int, register_model
+from ppvae import (
+    ClosedFormEM,
+    ClosedFormPotential,
+    Mixture,
+    Model,
+    PPVAEError,
+    Reports,
+    check_choice,
+    check_float,
+    check_int,
+    register_model,
+)
 
 
 def gmm_log_likelihood(x, weights, locs, scale_tril) -> torch.Tensor:
@@ -109,7 +120,7 @@ def _kmeanspp(x: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
 
 
 @register_model("gmm", "Gaussian mixture: K components, full or diagonal covariance, Dirichlet weights")
-class GMM(Model):
+class GMM(Model, ClosedFormEM, ClosedFormPotential, Mixture, Reports):
     """Gaussian mixture with enumerated assignments (see module docstring)."""
 
     data_kinds = ("real",)
@@ -233,6 +244,10 @@ class GMM(Model):
             return U, {"weights": g_w, "locs": g_mu, "scales": g_v}
 
         return potential
+
+    def num_components(self) -> int:
+        """K."""
+        return self.K
 
     def mixture_components(self, values) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(weights, locs, covariances) from values of the sample sites."""

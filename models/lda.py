@@ -28,7 +28,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from ppvae import Model, PPVAEError, check_float, check_int, register_model
+from ppvae import CoordinateAscentVI, Model, PPVAEError, check_float, check_int, register_model
 from ppvae.topics import TopicModel, WordCounts, check_counts
 
 from .lda_cavi import CAVIFit, e_step, expected_log_beta, fit_cavi
@@ -66,7 +66,7 @@ def initial_lambda(x: torch.Tensor, topics: int, alpha: float, eta: float, gener
 
 
 @register_model("lda", "latent Dirichlet allocation: K topics, word topics summed out, amortized Dirichlet guide")
-class LDA(TopicModel, Model):
+class LDA(TopicModel, Model, CoordinateAscentVI):
     """LDA on a count matrix (see module docstring). ``topics`` = K, ``alpha``/``eta`` the symmetric
     Dirichlet concentrations of theta_d and beta_k, ``hidden`` the encoder's width."""
 

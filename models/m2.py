@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 import ppvae
-from ppvae import Model, PPVAEError, check_choice, check_float, check_int, plots, register_model
+from ppvae import Model, PPVAEError, Reports, check_choice, check_float, check_int, plots, register_model
 from ppvae.nn import ACTIVATIONS, mlp
 
 from .vae import image_report
@@ -58,7 +58,7 @@ class _Conditional(nn.Module):
 
 
 @register_model("m2", "semi-supervised VAE (Kingma et al. 2014, M2): class y (enumerated if unlabeled), style z")
-class M2(Model):
+class M2(Model, Reports):
     """Semi-supervised VAE with a discrete class latent; see the module docstring."""
 
     data_kinds = ("binary", "image")

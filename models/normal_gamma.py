@@ -27,7 +27,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from ppvae import Model, PPVAEError, register_model
+from ppvae import ExactPosterior, Model, PPVAEError, register_model
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ class NormalGammaPosterior:
 
 
 @register_model("normal_gamma", "Gaussian with unknown mean and precision, conjugate Normal-Gamma prior")
-class NormalGamma(Model):
+class NormalGamma(Model, ExactPosterior):
     """Univariate Gaussian, Normal-Gamma prior on (mu, tau); see the module docstring."""
 
     data_kinds = ("real",)

@@ -21,11 +21,11 @@ import pyro.distributions as dist
 import torch
 from pyro.nn import PyroParam
 
-from ppvae import Model, PPVAEError, register_model
+from ppvae import ExactPosterior, Model, PPVAEError, register_model
 
 
 @register_model("ppca", "probabilistic PCA: x = W z + mu + noise, z ~ N(0, I) (Tipping & Bishop 1999)")
-class PPCA(Model):
+class PPCA(Model, ExactPosterior):
     """Linear-Gaussian latent model with q latent dimensions; see the module docstring."""
 
     data_kinds = ("real", "binary", "image")
@@ -91,8 +91,9 @@ class PPCA(Model):
         means = torch.linalg.solve(M, W.T @ (x - mu).T).T
         return means, s2 * torch.linalg.inv(M)
 
-    def posterior_guide(self):
-        """A guide drawing z_i from the exact posterior: used as proposal, every weight equals p(x_i)."""
+    def posterior_guide(self, x=None):
+        """A guide drawing z_i from the exact posterior p(z_i | x_i) of the batch it is called on (``x`` is not
+        needed: the posterior is per point): used as proposal, every weight equals p(x_i)."""
 
         def guide(batch):
             x = batch.x.reshape(len(batch), -1)

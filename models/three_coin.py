@@ -20,11 +20,11 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from ppvae import Model, PPVAEError, register_model
+from ppvae import ClosedFormEM, Model, PPVAEError, register_model
 
 
 @register_model("three_coin", "three-coin mixture of Bernoullis (the textbook EM example)")
-class ThreeCoin(Model):
+class ThreeCoin(Model, ClosedFormEM):
     """Coin A picks coin B or C; the chosen coin's toss is observed (see module docstring)."""
 
     data_kinds = ("real", "binary")

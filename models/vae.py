@@ -35,7 +35,18 @@ import torch
 from pyro.infer import Trace_ELBO
 from torch import nn
 
-from ppvae import Callback, Model, PPVAEError, check_choice, check_float, check_int, load_dataset, plots, register_model
+from ppvae import (
+    Callback,
+    Model,
+    PPVAEError,
+    Reports,
+    check_choice,
+    check_float,
+    check_int,
+    load_dataset,
+    plots,
+    register_model,
+)
 from ppvae.nn import ACTIVATIONS, mlp
 
 __all__ = ["VAE", "ConvEncoder", "ConvDecoder"]
@@ -79,7 +90,7 @@ class ConvDecoder(nn.Module):
 
 
 @register_model("vae", "variational autoencoder: z ~ N(0, I), x ~ decoder(z); MLP or conv, amortized encoder")
-class VAE(Model):
+class VAE(Model, Reports):
     """Variational autoencoder with an amortized Gaussian encoder (see the module docstring)."""
 
     data_kinds = ("binary", "image", "real")

@@ -30,7 +30,20 @@ from .gaps import InferenceGaps, inference_gaps  # noqa: E402
 from .guides import list_guides, make_guide, register_guide  # noqa: E402
 from .inference_data import exact_posterior, to_inference_data  # noqa: E402
 from .mcmc import MCMCDivergenceError, MCMCResult, run_mcmc  # noqa: E402
-from .model import Model, build_model, import_model, list_models, register_model  # noqa: E402
+from .model import (  # noqa: E402
+    ClosedFormEM,
+    ClosedFormPotential,
+    CoordinateAscentVI,
+    ExactPosterior,
+    Mixture,
+    Model,
+    Reports,
+    build_model,
+    import_model,
+    list_models,
+    register_model,
+    require,
+)
 from .objectives import list_elbos, make_elbo, register_elbo  # noqa: E402
 from .result import Result  # noqa: E402
 from .results import Fit  # noqa: E402
@@ -41,6 +54,8 @@ __all__ = [
     # data and models
     "Batch", "Dataset", "load_dataset", "list_datasets", "register_dataset", "corpus_from_texts",
     "corpus_from_counts", "Model", "build_model", "list_models", "register_model", "import_model",
+    # declared model capabilities (ppvae/_capabilities.py)
+    "ClosedFormEM", "ClosedFormPotential", "ExactPosterior", "Mixture", "CoordinateAscentVI", "Reports", "require",
     # fitting
     "make_guide", "list_guides", "register_guide", "make_elbo", "list_elbos", "register_elbo",
     "fit", "Fit", "Trainer", "Callback", "EarlyStopping", "fit_em", "EMFit",

@@ -11,6 +11,8 @@ import torch
 from ._cli_models import add_import_option
 from ._cli_predict import add_parsers as add_predict_parsers
 from ._validation import PPVAEError
+from .guides import list_guides
+from .objectives import list_elbos
 
 
 class _HelpFormatter(argparse.HelpFormatter):
@@ -69,6 +71,23 @@ def _common(p, with_model=True):
     p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
 
 
+def guide_help() -> str:
+    """``--guide``'s help: every guide in the registry (``ppvae.list_guides``)."""
+    return ("auto (the model's own guide if it has one, else auto_normal), or a registered guide: "
+            + ", ".join(list_guides()))
+
+
+def elbo_help() -> str:
+    """``--elbo``'s help: every objective in the registry (``ppvae.list_elbos``)."""
+    return ("auto (the model's train_defaults, else enum when the model has discrete latents, else trace), or a "
+            "registered ELBO: " + ", ".join(list_elbos()))
+
+
+def _jit(p, default: bool | None, what: str) -> None:
+    """The one jit switch of fit, compare and mcmc: ``--jit`` / ``--no-jit``."""
+    p.add_argument("--jit", action=argparse.BooleanOptionalAction, default=default, help=what)
+
+
 def build_parser(commands: dict[str, Callable]) -> argparse.ArgumentParser:
     """The ``ppvae`` parser; ``commands`` maps each subcommand to the function that runs it."""
     parser = _Parser(prog="ppvae", description="Latent-variable models on Pyro: fit, evaluate, compare.")
@@ -89,9 +108,8 @@ def build_parser(commands: dict[str, Callable]) -> argparse.ArgumentParser:
 def _add_fit(sub, commands) -> None:
     p = sub.add_parser("fit", help="fit a model by SVI")
     _common(p)
-    p.add_argument("--guide", default="auto",
-                   help="auto_delta, auto_normal, auto_lowrank_mvn, auto_mvn, auto_iaf, amortized, model")
-    p.add_argument("--elbo", default="auto", help="auto, trace, meanfield, enum")
+    p.add_argument("--guide", default="auto", help=guide_help())
+    p.add_argument("--elbo", default="auto", help=elbo_help())
     steps = p.add_mutually_exclusive_group()
     steps.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the model's own)")
     steps.add_argument("--epochs", type=int, default=None, help="passes over the data (instead of --steps)")
@@ -99,15 +117,14 @@ def _add_fit(sub, commands) -> None:
                    help="minibatch size (default: all data, or the model's own)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default 0.01, or the model's own)")
     p.add_argument("--betas", default=None, metavar="B1,B2",
-                   help="Adam's decay rates (default 0.9,0.999, or the model's own: prodlda 0.99,0.999)")
+                   help="Adam's decay rates (default 0.9,0.999, or the model's train_defaults)")
     p.add_argument("--num-particles", type=int, default=1, help="samples per ELBO estimate")
     p.add_argument("--beta", type=float, default=1.0, help="weight of the local latents' KL term (beta-VAE)")
     p.add_argument("--kl-warmup-steps", type=int, default=0, help="ramp the KL weight linearly over these steps")
     p.add_argument("--patience", type=int, default=None,
                    help="early stopping after this many steps without gain (default: off)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    p.add_argument("--jit", action=argparse.BooleanOptionalAction, default=None,
-                   help="trace the objective once per batch shape (default: the model's choice; on for vae, m2)")
+    _jit(p, None, "trace the objective once per batch shape (default: the model's train_defaults, else off)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
                    help="write OUT/checkpoints/checkpoint-<step>.pt every N steps (and at the end)")
@@ -154,7 +171,7 @@ def _add_compare_mcmc(sub, commands) -> None:
     p.add_argument("--chains", type=int, default=2, help="MCMC chains")
     p.add_argument("--cores", type=int, default=None,
                    help="worker processes for the MCMC chains (default: the available cores, at most --chains)")
-    p.add_argument("--no-jit", action="store_true", help="do not compile the MCMC potential")
+    _jit(p, True, "compile the MCMC potential with torch.jit.trace")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=commands["compare"])
 
@@ -171,7 +188,7 @@ def _add_compare_mcmc(sub, commands) -> None:
     p.add_argument("--init", default="model", choices=("model", "prior", "em"), help="where chains start")
     p.add_argument("--order", default=None, metavar="SITE:COLUMN", help="order a location column, e.g. locs:0")
     p.add_argument("--target-accept", type=float, default=0.8, help="NUTS/HMC step-size adaptation target")
-    p.add_argument("--jit", action="store_true", help="compile the potential with torch.jit.trace")
+    _jit(p, False, "compile the potential with torch.jit.trace (default: off)")
     p.add_argument("--allow-local", action="store_true",
                    help="sample more than 1,000 per-data-point continuous latent dimensions jointly "
                    "(refused otherwise)")

@@ -15,6 +15,7 @@ from ._validation import PPVAEError
 from .em import EMFit
 from .inference_data import _observed
 from .mcmc import MCMCResult
+from .model import CoordinateAscentVI, require
 from .results import Fit
 
 # run-directory marker file -> (module, class) whose ``load`` reads it
@@ -28,8 +29,7 @@ def load_result(run_dir: str):
     kind = runs.run_kind(run_dir)
     if kind == "cavi":
         model = runs.run_model(runs.read_config(run_dir, "cavi"), run_dir)
-        if not hasattr(model, "load_cavi"):
-            raise PPVAEError(f"model: '{model.name}' has no coordinate-ascent VI result to load (load_cavi)")
+        require(model, CoordinateAscentVI, "run_dir (a CAVI run)")
         return model.load_cavi(run_dir)
     return {"svi": Fit, "em": EMFit, "mcmc": MCMCResult}[kind].load(run_dir)
 

@@ -28,6 +28,7 @@ from ._validation import PPVAEError
 from .em import EMFit
 from .inference_data import pointwise_log_likelihood
 from .mcmc import MCMCResult
+from .model import CoordinateAscentVI, require
 from .plots import plot_log_marginal
 
 __all__ = ["evaluate_saved", "psis_loo", "describe"]
@@ -86,8 +87,7 @@ def _mcmc(run_dir: str, ds):
 def _cavi(run_dir: str, ds, own_data: bool):
     config = runs.read_config(run_dir, "cavi")
     model = runs.run_model(config, run_dir)
-    if not hasattr(model, "load_cavi"):
-        raise PPVAEError(f"model: '{model.name}' has no coordinate-ascent VI result to load (load_cavi)")
+    require(model, CoordinateAscentVI, "run_dir (a CAVI run)")
     fit = model.load_cavi(run_dir)
     _check_shape(ds, fit.data_info)
     x = ds.x.to(torch.float64)

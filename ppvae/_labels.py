@@ -12,6 +12,7 @@ import pyro
 import torch
 from pyro import poutine
 
+from ._capabilities import Mixture
 from ._structure import structure_of
 from ._validation import check_int
 from .data import Dataset
@@ -27,29 +28,14 @@ def single_trace(model, batch):
 
 
 def component_sites(model: Model, values: dict) -> dict[str, int]:
-    """Sites indexed by mixture component (name -> axis of the component dimension).
-
-    ``model.component_sites`` when the model declares it; else, for a model with ``K`` components,
-    every site whose leading dimension has size K.
-    """
-    declared = getattr(model, "component_sites", None)
-    if declared is not None:
-        return dict(declared)
-    K = getattr(model, "K", None)
-    if not isinstance(K, int) or K < 2:
-        return {}
-    return {n: 0 for n, v in values.items() if v.dim() >= 1 and v.shape[0] == K}
+    """Sites indexed by mixture component (name -> axis of the component dimension): the model's
+    :meth:`ppvae.Mixture.component_sites`; none for a model that does not declare :class:`ppvae.Mixture`."""
+    return dict(model.component_sites(values)) if isinstance(model, Mixture) else {}
 
 
 def location_site(model, comp: dict, supports: dict) -> str | None:
-    declared = getattr(model, "location_site", None)
-    if declared is not None:
-        return declared
-    for name in comp:
-        base = getattr(supports.get(name), "base_constraint", supports.get(name))
-        if base is torch.distributions.constraints.real:
-            return name
-    return None
+    """The component site whose coordinates order the labels (:meth:`ppvae.Mixture.location_site`)."""
+    return model.location_site(comp, supports) if isinstance(model, Mixture) else None
 
 
 def align_labels(samples: dict, model, data, column: int | None = None) -> tuple[dict, dict | None]:

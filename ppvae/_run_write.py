@@ -12,7 +12,7 @@ import torch
 from . import plots, runs
 from ._plots_mcmc import plot_mcmc_rank, plot_mcmc_trace
 from ._validation import PPVAEError
-from .model import model_import_path
+from .model import ClosedFormEM, Mixture, Reports, model_import_path
 
 __all__ = ["write_fit", "write_em", "write_mcmc", "write_cavi"]
 
@@ -28,9 +28,10 @@ def _write_metrics(directory: str, metrics: dict, model) -> None:
 
 
 def _mixture_plot(model, values, data, resp, path, title):
-    if data.x.shape[1] != 2 or not hasattr(model, "mixture_components"):
+    components = model.mixture_components(values) if isinstance(model, Mixture) else None
+    if data.x.shape[1] != 2 or components is None or resp is None:
         return
-    w, locs, covs = model.mixture_components(values)
+    w, locs, covs = components
     plots.plot_mixture_2d(data.x.cpu(), resp.cpu(), w.cpu(), locs.cpu(), covs.cpu(), path,
                     columns=data.meta.get("columns"), title=title)
 
@@ -63,7 +64,7 @@ def write_fit(directory: str, name: str, result, data):
     figures.draw("loss.png", plots.plot_loss, result.history["loss"], os.path.join(directory, "loss.png"))
     if ll is not None and model.discrete_latent_sites(data.batch()):
         figures.draw("mixture.png", _fit_mixture_plot, name, result, data, directory)
-    if hasattr(model, "report"):  # model-specific figures (e.g. the VAE's reconstructions)
+    if isinstance(model, Reports):  # model-specific figures (e.g. the VAE's reconstructions)
         extra = figures.draw(f"{name}'s report figures", model.report, result, data, directory)
         if isinstance(extra, dict):  # model-specific metrics (e.g. topic coherence) join metrics.json
             metrics.update(extra)
@@ -86,7 +87,7 @@ def write_em(directory: str, name: str, result, data):
     figures = _figures()
     figures.draw("em_trace.png", plots.plot_em_trace, result.traces, os.path.join(directory, "em_trace.png"),
                  best=result.best_restart, title=f"{name} by EM: {len(result.traces)} restarts")
-    if hasattr(model, "mixture_components"):
+    if isinstance(model, Mixture) and isinstance(model, ClosedFormEM):
         with torch.no_grad():
             values = model.em_to_sites(result.params)
             resp = model.em_responsibilities(data.x.double(), result.params)
@@ -123,7 +124,8 @@ def write_cavi(directory: str, name: str, result, data):
                "elbo": result.elbo, "alpha": result.alpha, "log_likelihood": None,
                "config": {"hparams": model.hparams, **result.config}}
     figures = _figures()
-    metrics.update(figures.draw(f"{name}'s report figures", model.report, result, data, directory) or {})
+    if isinstance(model, Reports):
+        metrics.update(figures.draw(f"{name}'s report figures", model.report, result, data, directory) or {})
     _write_metrics(directory, metrics, model)
     figures.draw("elbo_trace.png", plots.plot_em_trace, [result.trace], os.path.join(directory, "elbo_trace.png"),
                  title=f"{name} by CAVI: ELBO per iteration", xlabel="CAVI iteration", ylabel="ELBO",

@@ -25,7 +25,7 @@ from .distributed import init_from_env
 from .em import fit_em
 from .inference_data import summary, to_inference_data
 from .mcmc import run_mcmc
-from .model import build_model, get_model_class, list_models
+from .model import ClosedFormEM, CoordinateAscentVI, Reports, build_model, get_model_class, list_models, require
 from .runs import CHECKPOINTS, Terminated, check_out, interrupted_message, run_directory, sigterm_unwinds
 from .train import fit
 
@@ -68,7 +68,7 @@ def _betas(text: str) -> tuple[float, float]:
 def cmd_fit(args) -> int:
     model = build_model(args.model, **_kv_pairs(args.hparams))
     data = _load_data(args)
-    defaults = getattr(model, "train_defaults", {})  # a model's own defaults for flags left unset
+    defaults = model.train_defaults if isinstance(model, Reports) else {}  # the model's defaults for unset flags
     batch_size = args.batch_size if args.batch_size is not None else defaults.get("batch_size")
     lr = args.lr if args.lr is not None else defaults.get("lr", 0.01)
     betas = _betas(args.betas) if args.betas is not None else defaults.get("betas", (0.9, 0.999))
@@ -90,7 +90,7 @@ def cmd_fit(args) -> int:
         _leave_group()
         return 0
     with run_directory(args.out, args.overwrite, ckpt, resume) as tmp:
-        callbacks = model.fit_callbacks(data) if hasattr(model, "fit_callbacks") else None
+        callbacks = model.fit_callbacks(data) if isinstance(model, Reports) else None
         result = fit(model, data, callbacks=callbacks, progress=False if args.quiet else None, **options)
         metrics, figures = _run_write.write_fit(tmp, args.model, result, data)
     _summary(metrics, args.out)
@@ -117,8 +117,8 @@ def _rank(args) -> int:
 
 def cmd_em(args) -> int:
     model = build_model(args.model, **_kv_pairs(args.hparams))
-    if not hasattr(model, "em_step"):
-        raise PPVAEError(f"model: '{args.model}' has no closed-form EM; models with EM: {', '.join(_em_models())}")
+    require(model, ClosedFormEM, "ppvae em",
+            hint=f"models with it: {', '.join(_models_with(ClosedFormEM)) or 'none'}")
     data = _load_data(args)
     with run_directory(args.out, args.overwrite) as tmp:
         result = fit_em(model, data, restarts=args.restarts, max_iter=args.max_iter, ll_tol=args.ll_tol, seed=args.seed,
@@ -144,7 +144,7 @@ def cmd_compare(args) -> int:
     check_out(args.out, args.overwrite)
     result = compare(model, data, methods, test_fraction=args.test_fraction, seed=args.seed, svi_steps=args.steps,
                      svi_lr=args.lr, num_draws=args.draws, num_samples=args.samples, warmup=args.warmup,
-                     num_chains=args.chains, jit=not args.no_jit, progress=False if args.quiet else None,
+                     num_chains=args.chains, jit=args.jit, progress=False if args.quiet else None,
                      cores=args.cores)
     with run_directory(args.out, args.overwrite) as tmp:
         result.save(tmp)
@@ -192,8 +192,8 @@ def cmd_mcmc(args) -> int:
 def cmd_cavi(args) -> int:
     """Coordinate-ascent mean-field VI for a model that provides it (``fit_cavi``; LDA)."""
     model = build_model(args.model, **_kv_pairs(args.hparams))
-    if not hasattr(model, "fit_cavi"):
-        raise PPVAEError(f"model: '{args.model}' has no coordinate-ascent VI (fit_cavi); use lda")
+    require(model, CoordinateAscentVI, "ppvae cavi",
+            hint=f"models with it: {', '.join(_models_with(CoordinateAscentVI)) or 'none'}")
     data = _load_data(args)
     with run_directory(args.out, args.overwrite) as tmp:
         result = model.fit_cavi(data, max_iter=args.max_iter, rel_tol=args.rel_tol, seed=args.seed,
@@ -205,8 +205,9 @@ def cmd_cavi(args) -> int:
     return 0
 
 
-def _em_models() -> list[str]:
-    return [n for n in list_models() if hasattr(get_model_class(n), "em_step")]
+def _models_with(capability) -> list[str]:
+    """The registered models that declare ``capability``."""
+    return [n for n in list_models() if issubclass(get_model_class(n), capability)]
 
 
 def _summary(metrics: dict, out: str) -> None:

@@ -43,7 +43,7 @@ from .evaluate import log_marginal
 from .guides import list_guides
 from .inference_data import GuidePosterior, pointwise_log_likelihood, to_inference_data
 from .mcmc import run_mcmc
-from .model import Model, build_model, latent_sites
+from .model import ClosedFormEM, ExactPosterior, Model, build_model, latent_sites, require
 from .train import fit
 
 __all__ = ["compare", "Comparison", "parse_methods"]
@@ -200,9 +200,7 @@ def _estimated_record(f, train, test, opts, state) -> dict:
 
 
 def _run_exact(model, train, test, opts, state):
-    if not hasattr(model, "posterior_guide"):
-        raise PPVAEError(f"exact: model '{model.name or type(model).__name__}' has no closed-form posterior "
-                         "(posterior_guide)")
+    require(model, ExactPosterior, "exact")
     post = GuidePosterior(model, model.posterior_guide(train.x), "exact")
     idata = to_inference_data(post, train, num_draws=opts["num_draws"], seed=opts["seed"],
                               align_column=state.get("column"))
@@ -295,9 +293,8 @@ def compare(model, data, methods, *, hparams: dict | None = None, test_fraction:
     base = build_model(model, **(hparams or {})) if isinstance(model, str) else model
     if not isinstance(base, Model):
         raise PPVAEError(f"model: expected a model name or a ppvae.Model; got {type(model).__name__}")
-    if "em" in methods and not hasattr(base, "em_step"):
-        name = base.name or type(base).__name__
-        raise PPVAEError(f"methods: 'em' needs a model with closed-form EM; '{name}' has none")
+    if "em" in methods:
+        require(base, ClosedFormEM, "methods: 'em'")
     data = data if isinstance(data, Dataset) else Dataset(data)
     train, test = data.split(opts["test_fraction"], opts["seed"])
     base.setup(train)  # validate the data once, before any method runs

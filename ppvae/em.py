@@ -8,12 +8,12 @@ log-likelihood (Dempster et al. 1977, Theorem 1; Bishop 2006, sec. 9.4): log p(X
 the log-likelihood at every iteration so this can be checked, stops when an iteration gains less than
 ``ll_tol`` nats per point, and keeps the best of several restarts.
 
-A model takes part by defining
+A model takes part by declaring :class:`ppvae.ClosedFormEM` and implementing
 
-* ``em_init(x, generator) -> params`` (a dict of tensors), and
+* ``em_init(x, generator) -> params`` (a dict of tensors),
 * ``em_step(x, params) -> (new_params, log_lik)`` where ``log_lik`` is the per-point
-  log p(x_i | params) at the *incoming* parameters (the E step computes it for free).
-* optionally ``em_to_sites(params) -> dict`` mapping EM parameters to the model's sample sites.
+  log p(x_i | params) at the *incoming* parameters (the E step computes it for free), and
+* ``em_to_sites(params) -> dict`` mapping EM parameters to the model's sample sites.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from . import runs
 from ._parallel import parallel_map
 from ._validation import PPVAEError, check_float, check_int, resolve_alias
 from .data import Dataset
-from .model import Model
+from .model import ClosedFormEM, Model, require
 from .result import Result, as_batch
 
 __all__ = ["fit_em", "EMFit"]
@@ -62,9 +62,6 @@ class EMFit(Result):
 
     def global_values(self, data=None) -> dict[str, torch.Tensor]:
         """The EM parameters as the model's site values (``model.em_to_sites``), in the default dtype."""
-        if not hasattr(self.model, "em_to_sites"):
-            raise PPVAEError(f"model: '{self.model.name or type(self.model).__name__}' has no em_to_sites, so its EM "
-                             "parameters cannot be read as site values")
         return {k: v.to(torch.get_default_dtype()) for k, v in self.model.em_to_sites(self.params).items()}
 
     def latent_draws(self, data, num_draws: int | None = 1000, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -153,8 +150,7 @@ def fit_em(model: Model, data: Dataset | torch.Tensor, *, restarts: int = 10, ma
     in this process: starting workers costs about a second, more than the restarts of the GMMs here take.
     """
     ll_tol = resolve_alias("ll_tol", ll_tol, 1e-10, "tol", tol)
-    if not (hasattr(model, "em_step") and hasattr(model, "em_init")):
-        raise PPVAEError(f"model: '{model.name or type(model).__name__}' has no closed-form EM (em_init/em_step)")
+    require(model, ClosedFormEM, "fit_em")
     if not isinstance(data, Dataset):
         data = Dataset(data)
     restarts = check_int("restarts", restarts, low=1)

@@ -41,6 +41,7 @@ from ._structure import is_local, latent_sites, structure_of
 from ._validation import PPVAEError, check_int
 from .data import Batch, Dataset
 from .mcmc import MCMCResult
+from .model import ExactPosterior, require
 from .result import Result, guide_site_draws
 
 __all__ = ["to_inference_data", "pointwise_log_likelihood", "align_labels", "guide_draws", "summary",
@@ -216,12 +217,10 @@ class GuidePosterior(Result):
 
 
 def exact_posterior(model, data) -> GuidePosterior:
-    """The exact posterior of a model with a closed-form ``posterior_guide`` hook (normal_gamma, ppca,
+    """The exact posterior of a model declaring :class:`ppvae.ExactPosterior` (``posterior_guide``; normal_gamma, ppca,
     a conjugate regression) given ``data``, as a :class:`ppvae.Result` whose ``method`` is ``"exact"``."""
-    hook = getattr(model, "posterior_guide", None)
-    if hook is None:
-        raise PPVAEError(f"model: '{model.name or type(model).__name__}' has no closed-form posterior "
-                         "(posterior_guide)")
+    require(model, ExactPosterior, "exact_posterior")
+    hook = model.posterior_guide
     data = _as_dataset(data)
     with pyro.validation_enabled(False):
         model.setup(data)

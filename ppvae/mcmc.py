@@ -8,7 +8,7 @@ latent z_i marginalized,
 
 where T maps unconstrained coordinates onto each site's support (``torch.distributions.biject_to``)
 and the sum over z_i is Pyro's tensor variable elimination (``ppvae._enum``, Obermeyer et al. 2019).
-A model with a closed-form likelihood (a ``pointwise_log_likelihood(values, x)`` method, e.g. the GMM's
+A model with a closed-form likelihood (a ppvae.ClosedFormPotential: ``pointwise_log_likelihood``, the GMM's
 log sum_k w_k N(x_i | mu_k, Sigma_k)) skips the enumeration; one that also gives U and its gradient in
 closed form (``closed_form_potential(x, order)``, e.g. the diagonal GMM's Fisher-identity gradient)
 skips autograd too, after a check against autograd at the first chain's start. The sampler sees all
@@ -59,7 +59,7 @@ from ._mcmc_checks import check_local_dimension
 from ._parallel import parallel_map, prestart_workers, report, resolve_workers
 from ._validation import PPVAEError, check_choice, check_float, check_int, resolve_alias
 from .data import Batch, Dataset
-from .model import DATA_PLATE, Model, is_local, latent_sites
+from .model import DATA_PLATE, ClosedFormEM, ClosedFormPotential, Model, is_local, latent_sites
 from .result import Result
 
 __all__ = ["run_mcmc", "MCMCResult", "MCMCDivergenceError", "Potential"]
@@ -129,7 +129,7 @@ class Potential:
             self._set_order(*order)
         self.order = order
         self._globals = [n for n, s in self.sites.items() if not is_local(s)]
-        hook = getattr(model, "pointwise_log_likelihood", None)
+        hook = model.pointwise_log_likelihood if isinstance(model, ClosedFormPotential) else None
         only_discrete_locals = all(not is_local(s) for s in self.sites.values())
         self.closed_form = bool(closed_form and hook is not None and only_discrete_locals and self._prefix_ok(trace))
         self._hook = hook
@@ -137,7 +137,7 @@ class Potential:
         # unconstrained shapes (a K-simplex has K - 1 free coordinates)
         self.shapes = {n: self.transforms[n](s["value"]).shape for n, s in self.sites.items()}
         self._sizes = [s.numel() for s in self.shapes.values()]
-        energy_hook = getattr(model, "closed_form_potential", None) if self.closed_form else None
+        energy_hook = model.closed_form_potential if self.closed_form else None  # closed_form: a ClosedFormPotential
         self._closed_grad = energy_hook(batch.x, order) if energy_hook is not None else None
         self.gradient = "closed form" if self._closed_grad is not None else "autograd"
         self._compiled = None
@@ -392,9 +392,9 @@ def _init_values(model, batch, init, seed) -> dict:
         return {}
     if isinstance(init, dict):
         return {k: torch.as_tensor(v) for k, v in init.items()}
-    if hasattr(init, "em_to_sites") or (hasattr(init, "params") and hasattr(init, "best_restart")):
-        return {k: v.to(batch.x.dtype) for k, v in init.model.em_to_sites(init.params).items()}
-    if hasattr(init, "global_values"):
+    if isinstance(init, Result) and init.method == "em" and isinstance(init.model, ClosedFormEM):
+        return {k: v.to(batch.x.dtype) for k, v in init.model.em_to_sites(init.params).items()}  # float64 params
+    if isinstance(init, Result):
         return init.global_values(Dataset(batch.x, batch.y))
     raise PPVAEError(f"init: expected None, 'model', 'prior', a dict of site values, a Fit or an EMFit; got {init!r}")
 

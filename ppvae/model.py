@@ -34,6 +34,7 @@ Example (a mixture of Poissons, see ``examples/custom_model.py``)::
 
 from __future__ import annotations
 
+import abc
 import functools
 import inspect
 import warnings
@@ -46,6 +47,19 @@ from pyro.infer import config_enumerate
 from pyro.nn import PyroModule
 from pyro.poutine.util import site_is_subsample
 
+from ._capabilities import (
+    CAPABILITIES,
+    Capability,
+    ClosedFormEM,
+    ClosedFormPotential,
+    CoordinateAscentVI,
+    ExactPosterior,
+    Mixture,
+    Reports,
+    capabilities_of,
+    check_declared,
+    require,
+)
 from ._model_import import is_import_spec, load_object, model_entry_points
 from ._params import local_params
 from ._structure import (
@@ -62,26 +76,47 @@ from ._validation import PPVAEError, check_tensor, one_line
 from .data import Batch, Dataset
 
 __all__ = ["Model", "ModelStructure", "latent_sites", "is_local", "register_model", "get_model_class", "list_models",
-           "build_model", "import_model", "model_import_path", "DATA_PLATE"]
+           "build_model", "import_model", "model_import_path", "DATA_PLATE", "Capability", "ClosedFormEM",
+           "ClosedFormPotential", "ExactPosterior", "Mixture", "CoordinateAscentVI", "Reports", "CAPABILITIES",
+           "require", "capabilities_of"]
 
 
-class Model(PyroModule):
+class _ModelMeta(type(PyroModule), abc.ABCMeta):
+    """PyroModule's metaclass with :class:`abc.ABCMeta`, so a model can list capability mixins as bases."""
+
+
+class Model(PyroModule, metaclass=_ModelMeta):
     """Base class of ppvae models. Subclasses implement ``forward(self, batch: Batch)``.
 
-    Optional hooks a subclass may define:
+    Hooks every model has, with defaults a subclass may override:
 
-    * ``guide(self, batch)``: the model's own guide, used with ``guide="model"``.
+    * ``guide(self, batch)``: the model's own guide, used with ``guide="model"`` (no default).
     * ``setup(self, data: Dataset)``: called once by the trainer before fitting, with the full data
       set, to validate it (call ``super().setup(data)``) and to register data-dependent constants
       as buffers (they are saved with the fit).
     * ``init_values(self, data, generator) -> dict``: initial values of latent sites for guides.
-    * ``em_init`` / ``em_step`` for closed-form EM (see :mod:`ppvae.em`).
-    * ``train_defaults``: a dict of ``fit`` options (``lr``, ``betas``, ``batch_size``, ``jit``, ...)
-      the command line uses for flags left unset.
-    * ``pointwise_log_likelihood(self, values, x)``: log p(x_i | globals) with discrete locals summed
-      in closed form; NUTS/HMC use it in place of enumeration (see :mod:`ppvae.mcmc`).
-    * ``closed_form_potential(self, x, order)``: NUTS/HMC's potential and its gradient without
-      autograd, checked against autograd at the first chain's start (see :mod:`ppvae.mcmc`).
+
+    Everything else a model can do is a **declared capability** (``ppvae/_capabilities.py``): list the
+    class among the bases, ``class GMM(ppvae.Model, ppvae.ClosedFormEM, ppvae.Mixture)``, and implement its
+    abstract methods. The engine and the command line test ``isinstance(model, Capability)``:
+
+    * :class:`ClosedFormEM`: ``em_init``, ``em_step``, ``em_to_sites`` (optional ``em_responsibilities``),
+      for :func:`ppvae.fit_em` and ``ppvae em``.
+    * :class:`ClosedFormPotential`: ``pointwise_log_likelihood(values, x)``, log p(x_i | globals) with discrete
+      locals summed in closed form, used by NUTS/HMC in place of enumeration, and optionally
+      ``closed_form_potential(x, order)``, the potential and its gradient without autograd (checked against
+      autograd at the first chain's start; see :mod:`ppvae.mcmc`).
+    * :class:`ExactPosterior`: ``posterior_guide(x)``, for :func:`ppvae.exact_posterior` and ``compare``.
+    * :class:`Mixture`: ``num_components()`` (optional ``component_sites``, ``location_site``,
+      ``mixture_components``): exchangeable components whose labels are aligned across draws. A model
+      that does not declare it has no components, whatever its attributes are named.
+    * :class:`CoordinateAscentVI`: ``fit_cavi``, ``load_cavi`` (``ppvae cavi``).
+    * :class:`Reports`: ``train_defaults`` (``fit`` options the command line uses for flags left unset),
+      ``fit_callbacks(data)``, ``report(fit, data, out_dir)`` (figures and metrics of ``ppvae fit``).
+
+    The hook names are reserved. **A subclass that defines a capability's hook without declaring the
+    capability is refused when the class is created** (a ``TypeError`` naming the capability to add to
+    its bases, or a method to rename): a hook is either declared and used everywhere or not there at all.
     """
 
     name: ClassVar[str] = ""
@@ -98,6 +133,7 @@ class Model(PyroModule):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
+        check_declared(cls, Model.__mro__)
         if "__init__" in cls.__dict__:
             original = cls.__dict__["__init__"]
 

@@ -36,6 +36,7 @@ from typing import Sequence
 import torch
 from pyro.distributions import TorchDistribution, constraints
 
+from ._capabilities import Reports
 from ._validation import PPVAEError, check_int, check_tensor
 from .data import load_dataset
 from .evaluate import log_marginal
@@ -235,10 +236,10 @@ def format_topics(summary: dict) -> str:
     return "\n".join(lines)
 
 
-class TopicModel:
+class TopicModel(Reports):
     """Mixin of the ppvae topic models. A subclass implements ``topic_word(fit_or_params)`` -> (K, V)
     rows summing to 1 and ``doc_topics(fit_or_params, counts)`` -> (D, K); this class adds
-    ``top_words`` and the CLI ``report`` hook."""
+    ``top_words`` and the CLI ``report`` hook (it declares :class:`ppvae.Reports`)."""
 
     vocab: list[str] | None = None
     vocab_size: int | None = None

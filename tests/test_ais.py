@@ -318,7 +318,7 @@ def test_discrete_locals_summed_in_both_ends_of_the_path():
     model = _HierarchicalMixture()
     x = torch.tensor([[-2.5], [-0.3], [0.8], [2.2], [4.0]])
     exact = model.exact(x)
-    post = _ais((model, None), x, num_steps=5, num_chains=8, proposal=model.posterior_guide)
+    post = _ais((model, None), x, num_steps=5, num_chains=8, proposal=model.exact_guide)
     torch.testing.assert_close(post.values, exact, rtol=0, atol=1e-5)
     prior = _ais((model, None), x, num_steps=50, num_chains=32, proposal="prior", seed=0)
     _within(prior, exact)

@@ -305,7 +305,7 @@ class _HierarchicalMixture(ppvae.Model):
         comp = dist.Normal(self.m, math.sqrt(1 + self.s**2)).log_prob(x.reshape(-1, 1))
         return torch.logsumexp(self.pi.log() + comp, -1).double()
 
-    def posterior_guide(self, batch):
+    def exact_guide(self, batch):
         """q(y | x) q(z | x, y) = p(y | x) p(z | x, y): y sampled by the guide, z depending on it."""
         x = batch.x[:, 0].unsqueeze(-1)
         post_y = self.pi.log() + dist.Normal(self.m, math.sqrt(1 + self.s**2)).log_prob(x)
@@ -322,7 +322,7 @@ def test_discrete_and_continuous_locals_are_summed_in_model_and_proposal():
     model = _HierarchicalMixture()
     x = torch.tensor([[-2.5], [-0.3], [0.8], [2.2], [4.0]])
     exact = model.exact(x)
-    lm = ppvae.log_marginal((model, None), x, num_samples=100, proposal=model.posterior_guide)
+    lm = ppvae.log_marginal((model, None), x, num_samples=100, proposal=model.exact_guide)
     torch.testing.assert_close(lm.values, exact, rtol=0, atol=1e-5)
     assert torch.all(lm.ess > 100 - 1e-2)
     prior = ppvae.log_marginal((model, None), x, num_samples=4000, proposal="prior", seed=0)

@@ -19,7 +19,7 @@ from ppvae.cli import main
 SIGMA, ALPHA = 0.5, 1.0  # known noise sd; prior precision of the weights
 
 
-class _BLR(Model):
+class _BLR(Model, ppvae.ExactPosterior):
     """y_i = x_i^T w + eps, eps ~ N(0, sigma^2), w ~ N(0, alpha^-1 I). Rows are [x_i, y_i] (Bishop 2006,
     sec. 3.3): posterior N(mu_N, S_N), S_N^-1 = alpha I + X^T X / sigma^2, mu_N = S_N X^T y / sigma^2;
     posterior predictive at x*: N(x*^T mu_N, sigma^2 + x*^T S_N x*) (eqs. 3.53-3.54, 3.58-3.59)."""
