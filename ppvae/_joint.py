@@ -24,10 +24,10 @@ from pyro.poutine.util import site_is_subsample
 
 from ._enum import enumerated_log_likelihood
 from ._importance import _expand, draws_broadcast, global_log_density
+from ._potential import Potential
 from ._structure import is_local
 from ._validation import PPVAEError
 from .data import Batch, Dataset
-from .mcmc import Potential
 
 DRAWS = "_ppvae_joint_draws"
 

@@ -14,10 +14,11 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 
+from ._potential import Potential
 from ._structure import is_local
 from ._validation import PPVAEError, check_float
 from .data import Batch
-from .mcmc import MCMCResult, Potential, _divergences, _sample, _validate
+from .mcmc import MCMCResult, _divergences, _sample, _validate
 from .model import Model
 
 __all__ = ["local_posterior", "fitted_proposal"]

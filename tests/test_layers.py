@@ -29,7 +29,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                "ppvae._labels", "ppvae._jit", "ppvae.summary", "ppvae.result")),
     ("runs", ("ppvae.callbacks", "ppvae.checkpoint", "ppvae.runs", "ppvae._mcmc_io")),
     ("inference", ("ppvae.amortized", "ppvae.guides", "ppvae._proposal", "ppvae._importance", "ppvae.objectives",
-                   "ppvae._mcmc_checks", "ppvae.mcmc", "ppvae._mcmc_local", "ppvae._joint")),
+                   "ppvae._mcmc_checks", "ppvae._potential", "ppvae.mcmc", "ppvae._mcmc_local", "ppvae._joint")),
     ("training", ("ppvae._config", "ppvae._steps", "ppvae.train", "ppvae.distributed", "ppvae.results", "ppvae.em")),
     ("evaluation", ("ppvae._estimate", "ppvae._local_ais", "ppvae._evidence_ais", "ppvae.bridge", "ppvae.evidence",
                     "ppvae.evaluate", "ppvae.bdmc", "ppvae.gaps", "ppvae.inference_data", "ppvae.topics",

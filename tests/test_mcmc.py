@@ -14,14 +14,9 @@ import torch
 
 from ppvae import Dataset, Model, PPVAEError, fit, load_dataset, log_marginal
 from ppvae._mcmc_local import fitted_proposal, local_posterior
+from ppvae._potential import _OrderedColumn
 from ppvae.em import fit_em
-from ppvae.mcmc import (
-    MCMCDivergenceError,
-    Potential,
-    _initial_params,
-    _OrderedColumn,
-    run_mcmc,
-)
+from ppvae.mcmc import MCMCDivergenceError, Potential, _initial_params, run_mcmc
 from ppvae.models import GMM, PPCA, NormalGamma
 from ppvae.models.gmm import gmm_log_likelihood
 
