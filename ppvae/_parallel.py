@@ -2,11 +2,14 @@
 embarrassingly parallel work (importance sampling over chunks of data points) fits the same call.
 
 :func:`parallel_map(fn, tasks, workers=N)` returns ``[fn(t) for t in tasks]`` in task order, each task
-run by one of N worker processes with one intra-op thread (N processes x 1 thread, never
-oversubscribed). With one worker (or one task) it runs the tasks in this process, so a result cannot
-depend on the worker count as long as each task seeds its own randomness (as ``run_mcmc`` does per
-chain). Tasks report progress with :func:`report` (``report(k)``: k more units done), shown by
-:class:`ppvae._progress.Progress` with one part per task.
+run by one of N processes with one intra-op thread (N processes x 1 thread, never oversubscribed):
+N - 1 worker processes and this process itself, which starts on the first task at once instead of
+waiting while the workers start (forking and loading a worker costs seconds: on 2 cores, 4 MCMC chains
+of ~10 s each lose 20% of the speed-up to it when this process only waits). With one worker (or one
+task) it runs the tasks here one after another, so a result cannot depend on the worker count as long
+as each task seeds its own randomness (as ``run_mcmc`` does per chain). Tasks report progress with
+:func:`report` (``report(k)``: k more units done), shown by :class:`ppvae._progress.Progress` with one
+part per task.
 
 Why Python's ``concurrent.futures.ProcessPoolExecutor`` and not Pyro's ``MCMC(num_chains=..,
 mp_context=..)``: Pyro starts one process per chain and falls back to running chains one after another
@@ -35,6 +38,7 @@ import os
 import pickle
 import queue
 import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, wait
@@ -58,8 +62,8 @@ _queue = None
 _task_index = 0
 _pending = 0
 _last_put = 0.0
-# in-process state: the Progress of the running map, when tasks run here
-_local_progress: Progress | None = None
+# in-process state: the progress display of the running map (a Progress, or a _Shared), when tasks run here
+_local_progress = None
 
 
 def available_cores() -> int:
@@ -115,11 +119,12 @@ def _init_worker(progress_queue, threads: int, dtype) -> None:
     _queue = progress_queue
 
 
-def _run_task(fn: Callable, index: int, task):
+def _run_task(fn: Callable, index: int, task: bytes):
+    """In a worker: ``fn`` of the task pickled by the main process (see :func:`_map_in_workers`)."""
     global _task_index, _pending, _last_put
     _task_index, _pending, _last_put = index, 0, time.perf_counter()
     try:
-        return fn(task)
+        return fn(pickle.loads(task))
     finally:
         if _queue is not None:
             _flush(time.perf_counter())
@@ -188,34 +193,109 @@ def prestart_workers() -> None:
         forkserver.ensure_running()
 
 
+class _Shared:
+    """What this process's thread and its dispatcher thread share in :func:`_map_in_workers`: the next task
+    to take, the first error, and the progress display (updated from both threads, so behind a lock)."""
+
+    def __init__(self, num_tasks: int, display: Progress):
+        self.lock = threading.Lock()
+        self.next, self.num_tasks, self.error, self.display = 0, num_tasks, None, display
+        self.stop = threading.Event()
+
+    def take(self) -> int | None:
+        with self.lock:
+            if self.next >= self.num_tasks or self.error is not None or self.stop.is_set():
+                return None
+            self.next += 1
+            return self.next - 1
+
+    def update(self, n: int, part: int) -> None:
+        with self.lock:
+            self.display.update(n, part)
+
+
 def _map_in_workers(fn, tasks, workers, threads, display: Progress, count_tasks: bool) -> list:
+    """Tasks on ``workers`` processes: ``workers - 1`` worker processes and this one, each taking the next task
+    when it is free. This process starts on its first task at once, while the workers are still being
+    forked and loading (the seconds a worker takes to start are not lost), and runs its tasks with
+    ``threads`` intra-op threads like a worker (its own setting is restored after). A dispatcher thread keeps
+    the workers fed and shows their progress. A worker's error is re-raised when this process's current
+    task ends; Ctrl-C in this process terminates every worker."""
+    global _local_progress, _task_index
     ctx = _context()
     progress_queue = ctx.Queue()
-    executor = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+    executor = ProcessPoolExecutor(workers - 1, mp_context=ctx, initializer=_init_worker,
                                    initargs=(progress_queue, threads, torch.get_default_dtype()))
+    # pickled here, before this process starts on its own tasks: the dispatcher thread then submits bytes, never
+    # reading a model or tensor that a task running in this thread may be using
+    blobs = [pickle.dumps(t) for t in tasks]
+    shared = _Shared(len(tasks), display)
+    results: list = [None] * len(tasks)
+    dispatcher = threading.Thread(target=_dispatch, args=(fn, blobs, executor, workers - 1, shared, results,
+                                                          progress_queue, count_tasks), daemon=True)
+    own_threads, outer = torch.get_num_threads(), _local_progress
     try:
-        futures = [executor.submit(_run_task, fn, i, t) for i, t in enumerate(tasks)]
-        pending = set(futures)
-        while pending:
-            done, pending = wait(pending, timeout=0.1)
-            _drain(progress_queue, display)
-            for f in done:
-                if count_tasks and f.exception() is None:
-                    display.update(1, futures.index(f))
-        _drain(progress_queue, display)
-        return [f.result() for f in futures]
-    except BrokenProcessPool:
-        raise PPVAEError("cores: a worker process died (killed, or out of memory); nothing was kept; run with "
-                         "fewer cores or cores=1") from None
+        i = shared.take()  # task 0 is this process's, before the dispatcher hands the next ones to the workers
+        dispatcher.start()
+        _local_progress = shared
+        torch.set_num_threads(threads)
+        while i is not None:
+            _task_index = i
+            results[i] = fn(tasks[i])
+            if count_tasks:
+                shared.update(1, i)
+            i = shared.take()
+        while dispatcher.is_alive():  # joined in steps, so Ctrl-C still reaches this thread
+            dispatcher.join(0.1)
+        if isinstance(shared.error, BrokenProcessPool):
+            raise PPVAEError("cores: a worker process died (killed, or out of memory); nothing was kept; run with "
+                             "fewer cores or cores=1") from None
+        if shared.error is not None:
+            raise shared.error
+        return results
     except BaseException:  # Ctrl-C or a task's error: stop the others now rather than let them run on
+        shared.stop.set()
         _terminate(executor)
         raise
     finally:
+        torch.set_num_threads(own_threads)
+        _local_progress, _task_index = outer, 0
+        shared.stop.set()
+        if dispatcher.ident is not None:
+            dispatcher.join(5)
         executor.shutdown(wait=True, cancel_futures=True)
         progress_queue.close()
 
 
-def _drain(progress_queue, display: Progress) -> None:
+def _dispatch(fn, blobs: list[bytes], executor, slots: int, shared: _Shared, results: list, progress_queue,
+              count_tasks: bool) -> None:
+    """The dispatcher thread: keep ``slots`` tasks running in the workers, store their results, show their progress."""
+    running = {}
+
+    def submit() -> None:
+        i = shared.take()
+        if i is not None:
+            running[executor.submit(_run_task, fn, i, blobs[i])] = i
+
+    for _ in range(slots):
+        submit()
+    while running and not shared.stop.is_set():
+        done, _ = wait(running, timeout=0.1)
+        _drain(progress_queue, shared)
+        for f in done:
+            i = running.pop(f)
+            if f.exception() is not None:
+                with shared.lock:
+                    shared.error = shared.error or f.exception()
+                return
+            results[i] = f.result()
+            if count_tasks:
+                shared.update(1, i)
+            submit()
+    _drain(progress_queue, shared)
+
+
+def _drain(progress_queue, display) -> None:
     while True:
         try:
             index, n = progress_queue.get_nowait()

@@ -271,8 +271,14 @@ def _sample(potential: Potential, kind: str, *, model, fn, batch, num_samples, w
     tasks = [{"potential": shared, "potential_key": key, "kind": kind, "options": options, "warmup": warmup,
               "num_samples": num_samples,
               "init": flat[c].detach(), "seed": chain_seed(seed, c)} for c in range(num_chains)]
-    results = parallel_map(_run_chain, tasks, workers=workers, progress=_progress_flag(progress), desc=kind,
-                           totals=[warmup + num_samples] * num_chains, part_name="chain")
+    if workers > 1:  # this process runs chains too (ppvae._parallel): with the Potential it has, compiled
+        _WORKER_POTENTIAL.clear()
+        _WORKER_POTENTIAL[key] = potential
+    try:
+        results = parallel_map(_run_chain, tasks, workers=workers, progress=_progress_flag(progress), desc=kind,
+                               totals=[warmup + num_samples] * num_chains, part_name="chain")
+    finally:
+        _WORKER_POTENTIAL.pop(key, None)
     elapsed = time.perf_counter() - start
     mcmc = MCMC(_kernel(kind, lambda params: potential.energy(params[_FLAT]), options), num_samples=num_samples,
                 warmup_steps=warmup, num_chains=1, initial_params={_FLAT: flat[0]}, transforms={},
