@@ -21,17 +21,17 @@ from .model import Model, is_local
 
 __all__ = ["local_posterior", "fitted_proposal"]
 
-def local_posterior(fit_or_model, x: torch.Tensor, *, y: torch.Tensor | None = None, values: dict | None = None, num_samples: int = 500,
-                    warmup: int = 300, num_chains: int = 1, init: dict | None = None, init_jitter: float = 0.5,
-                    jit: bool = False, target_accept: float = 0.8, max_tree_depth: int = 10, seed: int = 0,
-                    progress: bool | None = None) -> MCMCResult:
+def local_posterior(fit_or_model, x: torch.Tensor, *, y: torch.Tensor | None = None, values: dict | None = None,
+                    num_samples: int = 500, warmup: int = 300, num_chains: int = 1, init: dict | None = None,
+                    init_jitter: float = 0.5, jit: bool = False, target_accept: float = 0.8, max_tree_depth: int = 10,
+                    seed: int = 0, progress: bool | None = None) -> MCMCResult:
     """NUTS over one data point's local latents with everything else held fixed.
 
     Samples p(z | x, theta-hat, phi-hat): the global latents are conditioned on ``values`` (default:
     the fit's ``global_values``) and the model's network weights are frozen. ``x`` is one data point
     (shaped like one row of the data set); ``y`` is its response for a regression model (one row of
-    ``Dataset(x, y)``'s real-valued y), observed beside the covariates ``x``. The draws are the gold standard against which an
-    amortized guide q(z | x) is judged (Wu et al. 2017, "On the Quantitative Analysis of
+    ``Dataset(x, y)``'s real-valued y), observed beside the covariates ``x``. The draws are the gold
+    standard against which an amortized guide q(z | x) is judged (Wu et al. 2017, "On the Quantitative Analysis of
     Decoder-Based Generative Models", use annealed importance sampling / HMC for the same purpose).
     """
     model = getattr(fit_or_model, "model", fit_or_model)
