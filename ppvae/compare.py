@@ -203,7 +203,8 @@ def _run_exact(model, train, test, opts, state):
     if not hasattr(model, "posterior_guide"):
         raise PPVAEError(f"exact: model '{model.name or type(model).__name__}' has no closed-form posterior "
                          "(posterior_guide)")
-    post = GuidePosterior(model, model.posterior_guide(train.x), "exact")
+    hook = model.posterior_guide  # posterior_guide(x) or, for a regression, posterior_guide(x, y)
+    post = GuidePosterior(model, hook(train.x, train.y) if hook.__code__.co_argcount > 2 else hook(train.x), "exact")
     idata = to_inference_data(post, train, num_draws=opts["num_draws"], seed=opts["seed"],
                               align_column=state.get("column"))
     return _bayes_record(model, idata, test, state)

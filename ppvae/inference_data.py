@@ -244,8 +244,8 @@ def exact_posterior(model, data) -> GuidePosterior:
     data = _as_dataset(data)
     with pyro.validation_enabled(False):
         model.setup(data)
-    takes_data = len(inspect.signature(hook).parameters) > 0
-    guide = hook(data.x) if takes_data else hook()
+    takes = len(inspect.signature(hook).parameters)  # posterior_guide(x, y): a regression's response too
+    guide = hook(data.x, data.y) if takes > 1 else hook(data.x) if takes else hook()
     return GuidePosterior(model, guide, "exact", data_info={"name": data.name, "num_data": len(data),
                                                             "x_shape": list(data.x.shape)})
 
