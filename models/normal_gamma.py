@@ -116,7 +116,7 @@ class NormalGamma(Model, ExactPosterior):
             + 0.5 * math.log(self.lambda0 / post.lambda_n) - 0.5 * n * math.log(2 * math.pi)
         )
 
-    def posterior_guide(self, x):
+    def posterior_guide(self, x, y=None):
         """A guide sampling the exact posterior (tau ~ Gamma(a_n, b_n), mu | tau ~ N(mu_n, 1/(lambda_n
         tau))): with it as proposal every importance weight equals p(x)."""
         post = self.exact_posterior(x)

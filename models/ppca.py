@@ -91,7 +91,7 @@ class PPCA(Model, ExactPosterior):
         means = torch.linalg.solve(M, W.T @ (x - mu).T).T
         return means, s2 * torch.linalg.inv(M)
 
-    def posterior_guide(self, x=None):
+    def posterior_guide(self, x=None, y=None):
         """A guide drawing z_i from the exact posterior p(z_i | x_i) of the batch it is called on (``x`` is not
         needed: the posterior is per point): used as proposal, every weight equals p(x_i)."""
 

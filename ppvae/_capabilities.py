@@ -120,9 +120,10 @@ class ExactPosterior(Capability):
     hooks = ("posterior_guide",)
 
     @abc.abstractmethod
-    def posterior_guide(self, x: torch.Tensor) -> Callable:
+    def posterior_guide(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Callable:
         """A guide ``guide(batch)`` that samples the model's latent sites from their exact posterior given the
-        data ``x`` (conjugate updates, e.g. Normal-Gamma: Murphy 2007, eqs. 85-89)."""
+        data ``x`` and, for a regression, its response ``y`` (None otherwise) (conjugate updates, e.g.
+        Normal-Gamma: Murphy 2007, eqs. 85-89; Bayesian linear regression: Bishop 2006, eqs. 3.53-3.54)."""
 
 
 class Mixture(Capability):

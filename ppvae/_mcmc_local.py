@@ -23,23 +23,29 @@ from .model import Model
 
 __all__ = ["local_posterior", "fitted_proposal"]
 
-def local_posterior(fit_or_model, x: torch.Tensor, *, values: dict | None = None, num_samples: int = 500,
-                    warmup: int = 300, num_chains: int = 1, init: dict | None = None, init_jitter: float = 0.5,
-                    jit: bool = False, target_accept: float = 0.8, max_tree_depth: int = 10, seed: int = 0,
-                    progress: bool | None = None) -> MCMCResult:
+def local_posterior(fit_or_model, x: torch.Tensor, *, y: torch.Tensor | None = None, values: dict | None = None,
+                    num_samples: int = 500, warmup: int = 300, num_chains: int = 1, init: dict | None = None,
+                    init_jitter: float = 0.5, jit: bool = False, target_accept: float = 0.8, max_tree_depth: int = 10,
+                    seed: int = 0, progress: bool | None = None) -> MCMCResult:
     """NUTS over one data point's local latents with everything else held fixed.
 
     Samples p(z | x, theta-hat, phi-hat): the global latents are conditioned on ``values`` (default:
     the fit's ``global_values``) and the model's network weights are frozen. ``x`` is one data point
-    (shaped like one row of the data set). The draws are the gold standard against which an
-    amortized guide q(z | x) is judged (Wu et al. 2017, "On the Quantitative Analysis of
+    (shaped like one row of the data set); ``y`` is its response for a regression model (one row of
+    ``Dataset(x, y)``'s real-valued y), observed beside the covariates ``x``. The draws are the gold
+    standard against which an amortized guide q(z | x) is judged (Wu et al. 2017, "On the Quantitative Analysis of
     Decoder-Based Generative Models", use annealed importance sampling / HMC for the same purpose).
     """
     model = getattr(fit_or_model, "model", fit_or_model)
     if not isinstance(model, Model):
         raise PPVAEError(f"fit_or_model: expected a ppvae Fit or Model; got {type(fit_or_model).__name__}")
     x = torch.as_tensor(x)
-    batch = Batch(x.unsqueeze(0).to(torch.get_default_dtype()))
+    if y is not None:
+        y = torch.as_tensor(y)
+        if not y.is_floating_point():
+            raise PPVAEError(f"y: expected the point's real-valued response; got dtype {y.dtype}")
+        y = y.unsqueeze(0).to(torch.get_default_dtype())
+    batch = Batch(x.unsqueeze(0).to(torch.get_default_dtype()), y)
     if values is None:
         values = fit_or_model.global_values(batch) if hasattr(fit_or_model, "global_values") else {}
     fn = poutine.condition(model, data={k: v.detach() for k, v in values.items()}) if values else model
@@ -53,6 +59,7 @@ def local_posterior(fit_or_model, x: torch.Tensor, *, values: dict | None = None
         local = [n for n, s in potential.sites.items() if not is_local(s)]
         if local:
             raise PPVAEError(f"values: expected values for every global latent site; missing {', '.join(local)}")
+        _check_observes(fn, batch, y)
         mcmc, samples, elapsed = _sample(potential, "nuts", model=None, fn=fn, batch=batch, num_samples=num_samples,
                                          warmup=warmup, num_chains=num_chains, init=init or "prior",
                                          init_jitter=init_jitter, seed=seed, progress=progress, options=options)
@@ -62,6 +69,16 @@ def local_posterior(fit_or_model, x: torch.Tensor, *, values: dict | None = None
     return MCMCResult(model, mcmc, samples, "nuts", elapsed, _divergences(mcmc), data_info={"num_data": 1},
                       config={"kernel": "nuts", "num_samples": num_samples, "warmup": warmup, "num_chains": num_chains,
                               "seed": seed, "local": True})
+
+
+def _check_observes(fn, batch, y) -> None:
+    """A regression's response left out (y=None) would turn its observed site into a latent one that NUTS
+    samples silently: refuse a point at which the model observes nothing."""
+    with poutine.block(), pyro.validation_enabled(False):
+        tr = poutine.trace(fn).get_trace(batch)
+    if not any(s["type"] == "sample" and s["is_observed"] and is_local(s) for s in tr.nodes.values()):
+        hint = "pass the point's response: local_posterior(fit, x, y=y)" if y is None else "check the model"
+        raise PPVAEError(f"y: the model observes nothing at this point (a regression reads batch.y); {hint}")
 
 
 def fitted_proposal(result: MCMCResult, model: Model, *, scale: float = 1.2, df: float = 5.0) -> Callable:

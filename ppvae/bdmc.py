@@ -47,6 +47,7 @@ class BDMCResult:
     proposal: str
     x: torch.Tensor = field(repr=False)
     settings: dict = field(default_factory=dict)
+    y: torch.Tensor | None = field(default=None, repr=False)  # a regression's simulated response (x: covariates)
 
     @property
     def gap(self) -> torch.Tensor:
@@ -82,24 +83,37 @@ class BDMCResult:
         return "\n".join(lines)
 
 
-def simulate(model, globals_: dict, template: torch.Tensor, num_points: int) -> tuple[torch.Tensor, dict]:
+def simulate(model, globals_: dict, template: torch.Tensor, num_points: int,
+             y: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
     """``num_points`` draws (x_i, c_i, z_i) ~ p(x, c, z | G) from ``model`` with the globals fixed:
     returns x (num_points, *template.shape[1:]) and the local continuous latents, name -> (value,
-    data dim). The model must observe the data point at one site of the data plate."""
-    x0 = template[:1].expand(num_points, *template.shape[1:]).clone()
-    batch = Batch(x0, None, torch.arange(num_points, device=x0.device), num_points)
+    data dim). The model must observe the data point at one site of the data plate.
+
+    A regression (``y``, a real-valued response, given): ``template`` holds the covariates of the
+    ``num_points`` points, which stay fixed, ``y`` is shaped like the response, and the response
+    y_i ~ p(y | x_i, G) is what is drawn and returned in place of x."""
+    if y is None:
+        x0 = template[:1].expand(num_points, *template.shape[1:]).clone()
+        observed_like = x0
+    else:
+        if len(template) != num_points or len(y) != num_points:
+            raise PPVAEError(f"y: expected the covariates and response of {num_points} points; got "
+                             f"{len(template)} and {len(y)}")
+        x0, observed_like = template, y
+    batch = Batch(x0, y, torch.arange(num_points, device=x0.device), num_points)
     with pyro.validation_enabled(False):
         tr = poutine.trace(poutine.condition(poutine.uncondition(model), data=globals_)).get_trace(batch)
     observed = [n for n, s in tr.nodes.items() if s["type"] == "sample" and s["infer"].get("was_observed")
                 and is_local(s)]
-    if len(observed) != 1 or tr.nodes[observed[0]]["value"].numel() != x0.numel():
-        raise PPVAEError("model: BDMC simulates each data point from the model, which needs exactly one observed "
-                         f"site in pyro.plate('data') holding the point; got {', '.join(observed) or 'none'}")
-    x = tr.nodes[observed[0]]["value"].reshape(x0.shape).to(template.dtype)
+    if len(observed) != 1 or tr.nodes[observed[0]]["value"].numel() != observed_like.numel():
+        held = "point" if y is None else "response y"
+        raise PPVAEError(f"model: BDMC simulates each data point from the model, which needs exactly one observed "
+                         f"site in pyro.plate('data') holding the {held}; got {', '.join(observed) or 'none'}")
+    out = tr.nodes[observed[0]]["value"].reshape(observed_like.shape).to(observed_like.dtype)
     latents = {n: (s["value"].detach(), data_dim(s)) for n, s in tr.nodes.items()
                if s["type"] == "sample" and not s["is_observed"] and not s["infer"].get("was_observed")
                and is_local(s) and not s["fn"].support.is_discrete}
-    return x, latents
+    return out, latents
 
 
 def bdmc(fit_or_model_guide, data=None, *, num_points: int = 100, num_steps=(100, 200, 400), num_chains: int = 16,
@@ -108,7 +122,9 @@ def bdmc(fit_or_model_guide, data=None, *, num_points: int = 100, num_steps=(100
          progress: bool | None = None) -> BDMCResult:
     """Forward and reverse AIS on ``num_points`` points simulated from the fitted model, for each T in
     ``num_steps`` (an int or a list); see the module docstring. ``data``: the data the globals are
-    read from and whose point shape is simulated (default: a Fit's own data set). Other options as
+    read from and whose point shape is simulated (default: a Fit's own data set); for a regression
+    (``Dataset(x, y)``, real-valued y) the points keep the data's covariates (rows in order, cycled when
+    ``num_points`` exceeds them) and y is simulated given them. Other options as
     :func:`ppvae.log_marginal` with ``method="ais"``."""
     steps = [num_steps] if isinstance(num_steps, int) else list(num_steps)
     if not steps:
@@ -126,11 +142,17 @@ def bdmc(fit_or_model_guide, data=None, *, num_points: int = 100, num_steps=(100
     ds, names = template[6], template[11]
     with torch.no_grad(), _seeded(seed, ds.x.device):
         globals_ = {k: v.detach() for k, v in _global_values(fit, model, guide, ds, names, None).items()}
-        x, latents = simulate(model, globals_, ds.x, num_points)
+        if ds.has_response:  # a regression: the covariates of the data (in order, cycled), y drawn given them
+            rows = torch.arange(num_points, device=ds.x.device) % len(ds)
+            x, y = ds.x[rows], ds.y[rows]
+            y, latents = simulate(model, globals_, x, num_points, y=y)
+        else:
+            x, latents = simulate(model, globals_, ds.x, num_points)
+            y = None
     if not latents:
         raise PPVAEError("model: BDMC anneals local continuous latents; the model has none (its log p(x_i) "
                          "is exact by enumeration)")
-    sim = Dataset(x, name="simulated")
+    sim = Dataset(x, y, name="simulated")
     rows = {k: [] for k in ("lower", "upper", "acc_f", "acc_r", "se_f", "se_r")}
     for i, t in enumerate(steps):
         settings, betas = check_ais_options(t, num_chains, schedule, num_leapfrog, step_size, target_accept)
@@ -145,6 +167,6 @@ def bdmc(fit_or_model_guide, data=None, *, num_points: int = 100, num_steps=(100
     return BDMCResult(num_steps=steps, lower=torch.stack(rows["lower"]), upper=torch.stack(rows["upper"]),
                       accept_forward=torch.stack(rows["acc_f"]), accept_reverse=torch.stack(rows["acc_r"]),
                       lower_mc_stderr=torch.stack(rows["se_f"]), upper_mc_stderr=torch.stack(rows["se_r"]),
-                      num_chains=settings["num_chains"], proposal=qname, x=x,
+                      num_chains=settings["num_chains"], proposal=qname, x=x, y=y,
                       settings={k: v for k, v in settings.items() if k != "num_steps"})
 

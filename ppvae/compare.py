@@ -15,7 +15,7 @@ reports per method (one record each):
 * wall time, and for MCMC the bulk ESS per second (minimum over parameters) and the largest R-hat.
 
 Method names: ``em``, ``svi:<guide>`` (any registered guide), ``nuts``, ``hmc``, and ``exact`` for a
-model with a closed-form posterior sampler (``posterior_guide(x)``, e.g. Normal-Gamma). For models with
+model with a closed-form posterior sampler (``posterior_guide(x, y=None)``, e.g. Normal-Gamma). For models with
 at most six scalar global parameters the records also hold every pair's posterior correlation and the
 rank correlation of one's distance from its median with the other, corr_rank(|a - med a|, b), which
 sees dependence that a linear correlation misses (Normal-Gamma: corr(mu, tau) = 0 exactly, yet the spread
@@ -201,7 +201,7 @@ def _estimated_record(f, train, test, opts, state) -> dict:
 
 def _run_exact(model, train, test, opts, state):
     require(model, ExactPosterior, "exact")
-    post = GuidePosterior(model, model.posterior_guide(train.x), "exact")
+    post = GuidePosterior(model, model.posterior_guide(train.x, train.y), "exact")
     idata = to_inference_data(post, train, num_draws=opts["num_draws"], seed=opts["seed"],
                               align_column=state.get("column"))
     return _bayes_record(model, idata, test, state)

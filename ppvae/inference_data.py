@@ -25,7 +25,6 @@ and :func:`summary` prints a note.
 
 from __future__ import annotations
 
-import inspect
 import warnings
 from typing import Any
 
@@ -224,8 +223,7 @@ def exact_posterior(model, data) -> GuidePosterior:
     data = _as_dataset(data)
     with pyro.validation_enabled(False):
         model.setup(data)
-    takes_data = len(inspect.signature(hook).parameters) > 0
-    guide = hook(data.x) if takes_data else hook()
+    guide = hook(data.x, data.y)
     return GuidePosterior(model, guide, "exact", data_info={"name": data.name, "num_data": len(data),
                                                             "x_shape": list(data.x.shape)})
 

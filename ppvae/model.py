@@ -106,7 +106,7 @@ class Model(PyroModule, metaclass=_ModelMeta):
       locals summed in closed form, used by NUTS/HMC in place of enumeration, and optionally
       ``closed_form_potential(x, order)``, the potential and its gradient without autograd (checked against
       autograd at the first chain's start; see :mod:`ppvae.mcmc`).
-    * :class:`ExactPosterior`: ``posterior_guide(x)``, for :func:`ppvae.exact_posterior` and ``compare``.
+    * :class:`ExactPosterior`: ``posterior_guide(x, y=None)``, for :func:`ppvae.exact_posterior` and ``compare``.
     * :class:`Mixture`: ``num_components()`` (optional ``component_sites``, ``location_site``,
       ``mixture_components``): exchangeable components whose labels are aligned across draws. A model
       that does not declare it has no components, whatever its attributes are named.

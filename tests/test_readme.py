@@ -11,17 +11,22 @@ with; here the point is that the command works):
   --warmup N -> 10, --draws N -> 10
   (50 MCMC draws: bridge sampling needs 2 D + 2 draws in each half)
 
+Some commands' outputs are checked beyond the exit code (CHECKS below: files written, numbers in range), for
+the user-model examples of "Your own models from the command line".
+
 Skipped parts of a command line (split on `&&`): `pip install ...` (this environment is already the one the
 README's set-up command builds, and the test must not change it or reach a network) and `python -m pytest`
 (this is that test run; running the suite inside itself would recurse).
 """
 
+import json
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -77,6 +82,95 @@ def test_readme_has_the_commands_it_promises():
     assert len(COMMANDS) >= 10
 
 
+EXAMPLES = README.parent / "examples" / "data"
+
+
+def _records(run):
+    """compare's records by method; each must have finished ("ok")."""
+    records = {r["method"]: r for r in json.loads((run / "comparison.json").read_text())["records"]}
+    assert all(r["status"] == "ok" for r in records.values()), records
+    return records
+
+
+def _check_mixreg_predict(workdir, stdout):
+    """Posterior predictive draws of y at the 300 training covariates (--num-draws 50): their mean over draws
+    and points within 0.5 of the data's mean response (-0.218; sd 1.94), even after the test's 20 SVI steps."""
+    draws = np.load(workdir / "runs/mixreg/predict.npz")
+    y = np.loadtxt(EXAMPLES / "mixreg.csv", delimiter=",", skiprows=1)[:, 1]
+    assert draws["y"].shape == (50, 300) and draws["z"].shape == (50, 300) and np.isfinite(draws["y"]).all()
+    assert abs(draws["y"].mean() - y.mean()) < 0.5, draws["y"].mean()
+
+
+def _check_mixreg_compare(workdir, stdout):
+    """Both guides finish; the held-out log-likelihood per point (60 of 300 points) is that of a fit: above
+    -3 (a single line through both components: about -2.1 per point; the mixture at convergence: -0.8)."""
+    records = _records(workdir / "runs/mixreg-compare")
+    assert set(records) == {"svi:auto_normal", "svi:auto_mvn"}
+    for r in records.values():
+        assert -3 < r["test_loglik"] / 60 < 0, r["test_loglik"]
+
+
+# the closed-form bound for factor analysis on examples/data/fa.csv: the full-covariance Gaussian's maximum
+# likelihood, mean log N(x_i; mean, covariance of the data) = -6.041 per point; FA (a constrained covariance) is
+# at most that, and an average over posterior draws can exceed it by about (parameters / N) = 20 / 300 nats
+FA_GAUSSIAN_MLE = -6.041
+
+
+def _check_fa_mcmc(workdir, stdout):
+    """The marginal FA's NUTS run writes its samples and figures; the posterior mean of mu is within 0.15 of
+    the data's column means (mu's posterior sd about 0.05-0.1)."""
+    run = workdir / "runs/fa-nuts"
+    assert all((run / f).exists() for f in ("samples.pt", "trace.png", "rank.png", "summary.csv", "config.json"))
+    x = np.loadtxt(EXAMPLES / "fa.csv", delimiter=",", skiprows=1)
+    rows = {r.split(",")[0]: r.split(",") for r in (run / "summary.csv").read_text().splitlines()[1:]}
+    mu = np.array([float(rows[f"mu[f{j}]"][1]) for j in range(5)])
+    assert np.abs(mu - x.mean(0)).max() < 0.15, (mu, x.mean(0))
+
+
+def _check_fa_evaluate(workdir, stdout):
+    """lppd_i of the NUTS draws, mean over points: at most the Gaussian bound + 0.15, at least the bound - 0.5
+    (measured -6.049 after the test's 10 warm-up steps)."""
+    lm = json.loads((workdir / "runs/fa-nuts/metrics.json").read_text())["log_marginal"]
+    assert FA_GAUSSIAN_MLE - 0.5 < lm["mean"] < FA_GAUSSIAN_MLE + 0.15, lm["mean"]
+
+
+def _check_fa_predict(workdir, stdout):
+    """Posterior predictive draws of the 300 x 5 data (--num-draws 50): every column's mean within 0.2 and its
+    sd within 25% of the data's (each column's predictive is N(mu, W^T W + psi) at a posterior draw)."""
+    draws = np.load(workdir / "runs/fa-nuts/predict.npz")
+    x = np.loadtxt(EXAMPLES / "fa.csv", delimiter=",", skiprows=1)
+    assert draws["x"].shape == (50, 300, 5) and draws["mu"].shape == (50, 5)
+    flat = draws["x"].reshape(-1, 5)
+    assert np.abs(flat.mean(0) - x.mean(0)).max() < 0.2
+    assert np.abs(flat.std(0) / x.std(0) - 1).max() < 0.25
+
+
+def _check_fa_compare(workdir, stdout):
+    """SVI and NUTS on the marginal FA both finish. NUTS's held-out log-likelihood per point (60 points) is within
+    0.5 nats of the Gaussian bound (measured -6.10 after 10 warm-up steps); SVI's, after the test's 20 steps far
+    from converged (measured -6.81), within 3 nats."""
+    records = _records(workdir / "runs/fa-compare")
+    per_point = {m: r["test_loglik"] / 60 for m, r in records.items()}
+    assert set(per_point) == {"svi:auto_normal", "nuts"}
+    assert abs(per_point["nuts"] - FA_GAUSSIAN_MLE) < 0.5, per_point
+    assert abs(per_point["svi:auto_normal"] - FA_GAUSSIAN_MLE) < 3, per_point
+
+
+CHECKS = {  # a command containing the key (after the OVERRIDES) -> the check of its outputs
+    "ppvae predict runs/mixreg ": _check_mixreg_predict,
+    "ppvae compare examples/mixreg.py": _check_mixreg_compare,
+    "ppvae mcmc examples/factor_analysis.py": _check_fa_mcmc,
+    "ppvae evaluate runs/fa-nuts ": _check_fa_evaluate,
+    "ppvae predict runs/fa-nuts ": _check_fa_predict,
+    "ppvae compare examples/factor_analysis.py": _check_fa_compare,
+}
+
+
+def test_every_check_has_its_command():
+    for key in CHECKS:
+        assert sum(key in c for c in COMMANDS) == 1, key
+
+
 @pytest.mark.parametrize("command", COMMANDS, ids=[c.split(" --")[0][:60] for c in COMMANDS])
 def test_readme_command_runs(command, workdir):
     bindir = os.path.dirname(sys.executable)  # ppvae and torchrun of this environment
@@ -86,3 +180,6 @@ def test_readme_command_runs(command, workdir):
                           timeout=TIMEOUT_S)
     err = proc.stderr if len(proc.stderr) < 6000 else proc.stderr[:3000] + "\n...\n" + proc.stderr[-3000:]
     assert proc.returncode == 0, f"{command}\nexit {proc.returncode}\n{proc.stdout[-2000:]}\n{err}"
+    for key, check in CHECKS.items():
+        if key in command:
+            check(workdir, proc.stdout)

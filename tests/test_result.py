@@ -20,25 +20,25 @@ SIGMA, ALPHA = 0.5, 1.0  # known noise sd; prior precision of the weights
 
 
 class _BLR(Model, ppvae.ExactPosterior):
-    """y_i = x_i^T w + eps, eps ~ N(0, sigma^2), w ~ N(0, alpha^-1 I). Rows are [x_i, y_i] (Bishop 2006,
+    """y_i = x_i^T w + eps, eps ~ N(0, sigma^2), w ~ N(0, alpha^-1 I), on ``Dataset(x, y)`` (Bishop 2006,
     sec. 3.3): posterior N(mu_N, S_N), S_N^-1 = alpha I + X^T X / sigma^2, mu_N = S_N X^T y / sigma^2;
     posterior predictive at x*: N(x*^T mu_N, sigma^2 + x*^T S_N x*) (eqs. 3.53-3.54, 3.58-3.59)."""
 
     def forward(self, batch):
-        X, y = batch.x[:, :-1], batch.x[:, -1]
+        X = batch.x
         D = X.shape[1]
         w = pyro.sample("w", dist.Normal(X.new_zeros(D), ALPHA ** -0.5).to_event(1))
         with self.data_plate(batch):
             mean = pyro.deterministic("mean", (X * w).sum(-1))  # w: (..., 1, D) under vectorized draws
-            pyro.sample("y", dist.Normal(mean, SIGMA), obs=y)
+            pyro.sample("y", dist.Normal(mean, SIGMA), obs=batch.y)  # batch.y None (new covariates): drawn
 
-    def closed_form(self, x):
-        X, y = x[:, :-1].double(), x[:, -1].double()
+    def closed_form(self, data):
+        X, y = data.x.double(), data.y.double()
         S = torch.linalg.inv(ALPHA * torch.eye(X.shape[1], dtype=X.dtype) + X.T @ X / SIGMA**2)
         return S @ X.T @ y / SIGMA**2, S
 
-    def posterior_guide(self, x):
-        mu, S = self.closed_form(x)
+    def posterior_guide(self, x, y):
+        mu, S = self.closed_form(Dataset(x, y))
 
         def guide(batch):
             pyro.sample("w", dist.MultivariateNormal(mu.to(batch.x.dtype), covariance_matrix=S.to(batch.x.dtype)))
@@ -47,15 +47,16 @@ class _BLR(Model, ppvae.ExactPosterior):
 
 
 def _regression(n=40, seed=0):
+    """Covariates (an intercept column and two normals) and a real-valued response: ``Dataset(x, y)``."""
     g = torch.Generator().manual_seed(seed)
     X = torch.cat([torch.ones(n, 1), torch.randn(n, 2, generator=g)], 1)
     y = X @ torch.tensor([0.5, -1.0, 2.0]) + SIGMA * torch.randn(n, generator=g)
-    return torch.cat([X, y[:, None]], 1)
+    return Dataset(X, y)
 
 
 def _check_predictive(draws, model, train, new, S, posterior=None):
     mu, cov = model.closed_form(train) if posterior is None else posterior
-    Xs = new[:, :-1].double()
+    Xs = new.x.double()
     mean, var = Xs @ mu, SIGMA**2 + ((Xs @ cov) * Xs).sum(1)
     y = draws["y"].double()
     assert y.shape == (S, len(new))
@@ -63,20 +64,20 @@ def _check_predictive(draws, model, train, new, S, posterior=None):
     assert ((y.mean(0) - mean).abs() < 5 * (var / S).sqrt()).all()
     assert ((y.var(0) / var - 1).abs() < 5 * math.sqrt(2 / S)).all()
     # the deterministic site is recorded, per draw, as its definition x_i^T w_s
-    torch.testing.assert_close(draws["mean"], draws["w"] @ new[:, :-1].T, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(draws["mean"], draws["w"] @ new.x.T, rtol=1e-5, atol=1e-5)
 
 
 def test_exact_posterior_predictive_of_bayesian_regression_matches_closed_form():
-    train, new = _regression(), _regression(n=6, seed=1)
+    train, new = _regression(), Dataset(_regression(n=6, seed=1).x)  # new covariates, no response
     model = _BLR()
-    post = ppvae.exact_posterior(model, Dataset(train))
+    post = ppvae.exact_posterior(model, train)
     assert isinstance(post, ppvae.Result) and post.method == "exact"
     S = 4000
-    draws = post.predict(Dataset(new), num_draws=S, seed=3)  # new covariates: the last column is ignored
+    draws = post.predict(new, num_draws=S, seed=3)
     assert set(draws) == {"w", "mean", "y"} and draws["w"].shape == (S, 3)
     _check_predictive(draws, model, train, new, S)
     state = torch.random.get_rng_state()
-    again = post.predict(Dataset(new), num_draws=S, seed=3)
+    again = post.predict(new, num_draws=S, seed=3)
     assert torch.equal(again["y"], draws["y"]) and torch.equal(torch.random.get_rng_state(), state)  # seeded
 
 
@@ -84,14 +85,14 @@ def test_full_rank_svi_posterior_predictive_matches_closed_form():
     """The guide's family holds the exact posterior: predictive draws match the closed-form predictive of
     the fitted Gaussian q(w) = N(m, C) within Monte Carlo error, and q is near the exact N(mu_N, S_N) (the
     last Adam iterates jitter: measured at these settings, means within 0.18 sd, sds within 10%)."""
-    train, new = _regression(), _regression(n=6, seed=1)
+    train, new = _regression(), Dataset(_regression(n=6, seed=1).x)  # new covariates, no response
     model = _BLR()
-    fit = ppvae.fit(model, Dataset(train), guide="auto_mvn", steps=2000, lr=0.02, num_particles=4, seed=0,
+    fit = ppvae.fit(model, train, guide="auto_mvn", steps=2000, lr=0.02, num_particles=4, seed=0,
                     progress=False)
-    q = fit.guide.get_posterior(Dataset(train).batch())
+    q = fit.guide.get_posterior(train.batch())
     m, C = q.loc.detach().double(), q.covariance_matrix.detach().double()
     S = 4000
-    draws = fit.predict(Dataset(new), num_draws=S, seed=0)
+    draws = fit.predict(new, num_draws=S, seed=0)
     _check_predictive(draws, model, train, new, S, (m, C))
     mu, cov = model.closed_form(train)
     sd = cov.diagonal().sqrt()

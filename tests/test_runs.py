@@ -4,11 +4,11 @@ safe loading, and ``evaluate`` on EM, MCMC and CAVI runs checked against numbers
 import json
 import math
 import os
-import pickle
 
 import numpy as np
 import pytest
 import torch
+from _helpers import write_payload
 from torch.distributions import Categorical, MixtureSameFamily, MultivariateNormal, Normal
 
 import ppvae
@@ -17,16 +17,6 @@ from ppvae._ais_run import evaluate_run
 from ppvae.cli import main
 from ppvae.models import GMM, LDA, NormalGamma
 from ppvae.models.lda_cavi import CAVIFit
-
-
-class _Payload:
-    """Unpickling this calls ``exec``, which would create ``marker``: what a malicious file does."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (exec, (f"open({self.marker!r}, 'w').close()",))
 
 
 # -- fixtures: one saved run of each kind -----------------------------------------------------------------
@@ -144,12 +134,7 @@ def test_another_minor_version_is_refused(kind, em_run, mcmc_run, cavi_run, tmp_
 def test_a_file_that_would_run_code_is_refused(kind, name, raw, em_run, mcmc_run, cavi_run, tmp_path):
     path = _copy({"em": em_run, "mcmc": mcmc_run, "cavi": cavi_run}[kind][1], tmp_path)
     marker = tmp_path / "ran"
-    obj = {"model": _Payload(str(marker))}
-    if raw:
-        with open(path / name, "wb") as fh:
-            pickle.dump(obj, fh, protocol=2)
-    else:
-        torch.save(obj, path / name)
+    write_payload(path / name, marker, raw=raw)
     with pytest.raises(ppvae.PPVAEError, match=rf"{name} .*refused without running anything"):
         LOADERS[kind](str(path))
     assert not marker.exists()

@@ -2,25 +2,15 @@
 
 import json
 import os
-import pickle
 import shutil
 
 import pytest
 import torch
+from _helpers import write_payload
 
 import ppvae
 from ppvae.checkpoint import load_checkpoint
 from ppvae.models import GMM
-
-
-class _Payload:
-    """Unpickling this calls ``exec``, which would create ``marker``: what a malicious file does."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (exec, (f"open({self.marker!r}, 'w').close()",))
 
 
 @pytest.fixture(scope="module")
@@ -38,19 +28,10 @@ def run(saved_run, tmp_path):
     return path
 
 
-def _write_payload(path, marker, raw=False):
-    obj = {"model": _Payload(str(marker))}
-    if raw:
-        with open(path, "wb") as fh:
-            pickle.dump(obj, fh, protocol=2)
-    else:
-        torch.save(obj, path)
-
-
 def test_the_payload_really_runs_code_when_unpickled(tmp_path):
     """Control: the crafted file executes code under a plain (unsafe) torch.load."""
     marker = tmp_path / "ran"
-    _write_payload(tmp_path / "evil.pt", marker)
+    write_payload(tmp_path / "evil.pt", marker)
     torch.load(tmp_path / "evil.pt", weights_only=False)
     assert marker.exists()
 
@@ -58,7 +39,7 @@ def test_the_payload_really_runs_code_when_unpickled(tmp_path):
 @pytest.mark.parametrize("raw", [False, True], ids=["torch-zip", "raw-pickle"])
 def test_fit_load_refuses_a_params_file_that_would_run_code(run, tmp_path, raw):
     marker = tmp_path / "ran"
-    _write_payload(run / "params.pt", marker, raw=raw)
+    write_payload(run / "params.pt", marker, raw=raw)
     with pytest.raises(ppvae.PPVAEError, match="params.pt .*refused without running anything") as err:
         ppvae.Fit.load(str(run))
     assert "\n" not in str(err.value)
@@ -70,7 +51,7 @@ def test_resume_refuses_a_checkpoint_that_would_run_code(saved_run, tmp_path, fa
     ck = tmp_path / "ck"
     shutil.copytree(saved_run / "ck", ck)
     (newest,) = sorted(ck.iterdir())
-    _write_payload(newest, marker)
+    write_payload(newest, marker)
     with pytest.raises(ppvae.PPVAEError, match=r"checkpoint-000000003\.pt holds Python objects .*refused"):
         ppvae.fit(GMM(K=2), faithful, guide="auto_delta", steps=6, resume=str(ck), progress=False)
     with pytest.raises(ppvae.PPVAEError, match="refused"):

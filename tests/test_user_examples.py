@@ -88,3 +88,32 @@ def test_mixture_of_regressions_svi_agrees_with_nuts():
         mean, sd = draws[site].mean(0), draws[site].std(0)
         z = (value.double() - mean).abs() / sd  # the SVI point within 3 posterior sds of the NUTS mean
         assert z.max() < 3, (site, value, mean, sd)
+
+
+def test_marginal_factor_analysis_is_the_closed_form():
+    """``marginal=True`` (the formulation for NUTS) observes x_i ~ N(mu, W^T W + diag psi) itself: its per-point
+    log-likelihood at any globals equals exact_log_marginal to float32 rounding, also under vectorized draws."""
+    import pyro
+    from pyro import poutine
+
+    data = ppvae.load_dataset(str(DATA / "fa.csv"))
+    g = torch.Generator().manual_seed(0)
+    values = {"mu": torch.randn(5, generator=g), "W": torch.randn(2, 5, generator=g),
+              "psi": torch.rand(5, generator=g) + 0.1}
+    model = fa(K=2, marginal=True)
+    model.setup(data)
+    tr = poutine.trace(poutine.condition(model, data=values)).get_trace(data.batch())
+    tr.compute_log_prob()
+    assert "z" not in tr.nodes and all(tr.nodes[k]["is_observed"] for k in values)  # no latent left
+    torch.testing.assert_close(tr.nodes["x"]["log_prob"].double(), fa_module.exact_log_marginal(values, data.x),
+                               rtol=1e-5, atol=1e-4)
+    draws = {k: torch.stack([v, v + 0.1]).unsqueeze(1) for k, v in values.items()}  # (2, 1, ...): two draws
+    draws["psi"] = draws["psi"].abs()
+    with pyro.plate("draws", 2, dim=-2):
+        tr = poutine.trace(poutine.condition(model, data=draws)).get_trace(data.batch())
+    tr.compute_log_prob()
+    second = {k: v[1, 0] for k, v in draws.items()}
+    torch.testing.assert_close(tr.nodes["x"]["log_prob"][1].double(), fa_module.exact_log_marginal(second, data.x),
+                               rtol=1e-5, atol=1e-4)
+    with pytest.raises(ppvae.PPVAEError, match="marginal: expected True or False"):
+        fa(K=2, marginal="yes")
