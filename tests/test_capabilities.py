@@ -81,7 +81,7 @@ def test_require_names_the_model_the_capability_and_the_methods():
     assert "ppvae.ClosedFormEM" in message
     assert all(m in message for m in ("em_init(x, generator, init=None)", "em_step(x, params)", "em_to_sites(params)"))
     ppvae.require(get_model_class("gmm")(), ClosedFormEM, "fit_em")  # declared: nothing raised
-    with pytest.raises(ppvae.PPVAEError, match=r"posterior_guide\(x\)"):
+    with pytest.raises(ppvae.PPVAEError, match=r"posterior_guide\(x, y=None\)"):
         ppvae.exact_posterior(get_model_class("gmm")(), torch.randn(5, 2))
     with pytest.raises(ppvae.PPVAEError, match=r"fit_em: model 'ppca' has no closed-form EM .*ppvae.ClosedFormEM"):
         ppvae.fit_em(model, torch.randn(5, 2))
