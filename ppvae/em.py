@@ -144,10 +144,11 @@ def fit_em(model: Model, data: Dataset | torch.Tensor, *, restarts: int = 10, ma
 
     Runs in float64. ``ll_tol`` is the gain in log-likelihood per point (nats) below which a run stops;
     ``tol`` is its documented alias (the old spelling).
-    ``cores``: worker processes for the restarts (:func:`ppvae._parallel.parallel_map`, one thread each;
-    None: every available core). Every start is drawn here, before any restart runs, and each restart is
-    deterministic from its start, so the result is the same for every ``cores``. The default, 1, runs them
-    in this process: starting workers costs about a second, more than the restarts of the GMMs here take.
+    ``cores``: processes for the restarts, this one and ``cores - 1`` workers
+    (:func:`ppvae._parallel.parallel_map`, one thread each; None: every available core). Every start is
+    drawn here, before any restart runs, and each restart is deterministic from its start, so the result is
+    the same for every ``cores``. The default, 1, runs them in this process: starting workers costs about a
+    second, more than the restarts of the GMMs here take.
     """
     ll_tol = resolve_alias("ll_tol", ll_tol, 1e-10, "tol", tol)
     require(model, ClosedFormEM, "fit_em")

@@ -16,10 +16,10 @@ latents as one flat unconstrained vector (fewer Python loops per leapfrog step i
 potential is handed to Pyro's ``NUTS`` (Hoffman & Gelman 2014, Algorithm 6 with multinomial sampling,
 Betancourt 2017) or ``HMC`` (Neal 2011, sec. 5.3.3) and optionally compiled with ``torch.jit.trace``.
 
-Chains run in parallel, one per worker process with one intra-op thread (``cores``, default every
-available core up to the number of chains; :mod:`ppvae._parallel` says why Python's process pool and
-not Pyro's multiprocess sampler, and why ``forkserver``). Chain c has its own seed and start, so its
-draws are the same bit for bit on 1 core or many.
+Chains run in parallel, on ``cores`` processes with one intra-op thread each, this one and ``cores - 1``
+workers (default every available core up to the number of chains; :mod:`ppvae._parallel` says why
+Python's process pool and not Pyro's multiprocess sampler, and why ``forkserver``). Chain c has its own
+seed and start, so its draws are the same bit for bit on 1 core or many.
 
 Label switching: ``order=("locs", 0)`` samples the mixture in the region mu_1,c < ... < mu_K,c of
 one location coordinate c (an ``OrderedTransform`` on that column; Jasra, Holmes & Stephens 2005,
@@ -251,8 +251,8 @@ def _run_chain(task: dict) -> tuple[torch.Tensor, dict]:
 
 def _sample(potential: Potential, kind: str, *, model, fn, batch, num_samples, warmup, num_chains, init,
             init_jitter, seed, progress, options, cores=1, rebuild: dict | None = None) -> tuple[MCMC, dict, float]:
-    """Run ``num_chains`` chains on ``cores`` worker processes (1: in this process, one after another);
-    return (mcmc, samples, seconds).
+    """Run ``num_chains`` chains on ``cores`` processes (this one and ``cores - 1`` workers; 1: here, one after
+    another); return (mcmc, samples, seconds).
 
     Chain c is seeded :func:`chain_seed` (seed, c) and starts at its own point, so its draws are the same
     bit for bit whatever ``cores`` is (on CPU). ``rebuild``: the keyword arguments of :class:`Potential`
@@ -325,9 +325,10 @@ def run_mcmc(model: Model, data: Dataset | torch.Tensor, *, kernel: str = "nuts"
     when the run has more divergent transitions. ``step_size`` fixes the leapfrog step (no adaptation).
     A model with more than 1,000 (``ppvae._mcmc_checks.MAX_LOCAL_DIMENSIONS``) per-data-point continuous latent
     coordinates is refused unless ``allow_local=True`` (use :func:`ppvae.local_posterior` for one point's z).
-    ``cores``: worker processes for the chains (None: every available core, at most ``num_chains``; 1: in
-    this process); the draws are identical for every value. With ``cores`` > 1 the model must be
-    picklable, and a script must guard its top level with ``if __name__ == "__main__":``.
+    ``cores``: processes for the chains, this one and ``cores - 1`` workers (None: every available core, at most
+    ``num_chains``; 1: in this process, one after another); the draws are identical for every value. With
+    ``cores`` > 1 the model must be picklable, and a script must guard its top level with
+    ``if __name__ == "__main__":``.
     ``progress``: None shows a bar per chain on a terminal and a plain line every 30 s elsewhere.
     """
     if not isinstance(model, Model):
