@@ -269,7 +269,16 @@ def _map_in_workers(fn, tasks, workers, threads, display: Progress, count_tasks:
 
 def _dispatch(fn, blobs: list[bytes], executor, slots: int, shared: _Shared, results: list, progress_queue,
               count_tasks: bool) -> None:
-    """The dispatcher thread: keep ``slots`` tasks running in the workers, store their results, show their progress."""
+    """The dispatcher thread: keep ``slots`` tasks running in the workers, store their results, show their progress.
+    Any error here (a task's, a dead pool's, a failed submit) is kept for the main thread to raise."""
+    try:
+        _feed_workers(fn, blobs, executor, slots, shared, results, progress_queue, count_tasks)
+    except BaseException as exc:  # the main thread re-raises it; a thread's own traceback would be lost to it
+        with shared.lock:
+            shared.error = shared.error or exc
+
+
+def _feed_workers(fn, blobs, executor, slots, shared, results, progress_queue, count_tasks) -> None:
     running = {}
 
     def submit() -> None:

@@ -43,6 +43,31 @@ def test_parallel_map_reraises_task_error_and_refuses_unpicklable():
     assert resolve_workers(8, 3) == 3 and resolve_workers(1, 3) == 1
 
 
+def _pid_or_fail(task):
+    """Task 0 runs in the main process (parallel_map's own share) and sleeps, so the dispatcher thread has long
+    since handed task 1 to the worker (it would not have, were task 0 instant); ``task < 0`` fails."""
+    import os
+    import time
+
+    if task == 0:
+        time.sleep(1.0)
+    if task < 0:
+        raise ValueError(f"task {task} failed in a worker")
+    return os.getpid(), torch.get_num_threads()
+
+
+def test_main_process_takes_task_zero_and_a_worker_error_still_surfaces():
+    import os
+
+    threads = torch.get_num_threads()
+    pids = parallel_map(_pid_or_fail, [0, 1, 2], workers=2)
+    assert pids[0] == (os.getpid(), 1)  # the main process's share, at one thread like a worker
+    assert pids[1][0] != os.getpid() and all(t == 1 for _, t in pids)  # the worker took task 1, one thread
+    assert torch.get_num_threads() == threads  # the caller's thread count is restored
+    with pytest.raises(ValueError, match="task -1 failed in a worker"):
+        parallel_map(_pid_or_fail, [0, -1], workers=2)  # the error of the worker's task, not lost in its thread
+
+
 def test_progress_lines_when_not_a_terminal():
     stream = io.StringIO()
     with Progress("mcmc", [10, 10], enabled=None, part_name="chain", interval=0.0, stream=stream) as bar:
