@@ -216,20 +216,22 @@ def chain_seed(seed: int, chain: int) -> int:
     return int(np.random.SeedSequence([seed, chain]).generate_state(1)[0])
 
 
-# a worker process's Potential, keyed by the run that built it: its later chains reuse it (and its compiled
-# graph), as the chains of a sequential run share theirs
+# the Potential of a parallel run in this process, keyed by the run: a worker builds it for its first chain and
+# its later chains reuse it (and its compiled graph); the main process puts its own here before sampling
 _WORKER_POTENTIAL: dict[str, "Potential"] = {}
 
 
 def _run_chain(task: dict) -> tuple[torch.Tensor, dict]:
     """One chain: (draws of the flat unconstrained vector, shaped (num_samples, n); Pyro's diagnostics).
 
-    ``task["potential"]`` is the :class:`Potential` (in this process) or the keyword arguments that
-    build it (in a worker process: a traced JIT function cannot be pickled). Run in a worker by
+    ``task["potential"]`` is the :class:`Potential` (chains run one after another here) or the keyword
+    arguments that build it (parallel chains: a traced JIT function cannot be pickled). A worker builds it
+    once and caches it under ``task["potential_key"]``; in a parallel run the main process, which samples
+    chains too, finds its own compiled Potential already cached under that key by :func:`_sample`. Run by
     :func:`ppvae._parallel.parallel_map`; progress goes through :func:`ppvae._parallel.report`."""
 
     potential = task["potential"]
-    if not isinstance(potential, Potential):  # in a worker: build it once per worker, not once per chain
+    if not isinstance(potential, Potential):  # parallel: built once per process, not once per chain
         key = task.get("potential_key")
         if key not in _WORKER_POTENTIAL:
             _WORKER_POTENTIAL.clear()
