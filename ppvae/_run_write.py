@@ -10,6 +10,7 @@ import os
 import torch
 
 from . import plots, runs
+from ._mixture_check import warn_empty_components
 from ._plots_mcmc import plot_mcmc_rank, plot_mcmc_trace
 from ._validation import PPVAEError
 from .model import ClosedFormEM, Mixture, Reports, model_import_path
@@ -36,11 +37,17 @@ def _mixture_plot(model, values, data, resp, path, title):
                     columns=data.meta.get("columns"), title=title)
 
 
-def _fit_mixture_plot(name, result, data, directory):
-    with torch.no_grad():
-        resp = next(iter(result.discrete_posterior(data).values()))
+def _fit_mixture_plot(name, result, data, directory, resp):
     _mixture_plot(result.model, result.global_values(data), data, resp, os.path.join(directory, "mixture.png"),
                   f"{name} by {result.method}")
+
+
+def _empty_components(name, model, values, resp, metrics) -> None:
+    """metrics["empty_components"] and a warning naming each mixture component that holds no point."""
+    if not isinstance(model, Mixture) or resp is None:
+        return
+    weights = model.mixture_components(values)[0] if values is not None else None
+    metrics["empty_components"] = warn_empty_components(name, resp.cpu(), None if weights is None else weights.cpu())
 
 
 def write_fit(directory: str, name: str, result, data):
@@ -63,7 +70,11 @@ def write_fit(directory: str, name: str, result, data):
     figures = _figures()  # a figure that fails is named after the run is written; it never costs the fit
     figures.draw("loss.png", plots.plot_loss, result.history["loss"], os.path.join(directory, "loss.png"))
     if ll is not None and model.discrete_latent_sites(data.batch()):
-        figures.draw("mixture.png", _fit_mixture_plot, name, result, data, directory)
+        with torch.no_grad():
+            resp = next(iter(result.discrete_posterior(data).values()))
+        _empty_components(name, model, result.global_values(data), resp, metrics)
+        _write_metrics(directory, metrics, model)
+        figures.draw("mixture.png", _fit_mixture_plot, name, result, data, directory, resp)
     if isinstance(model, Reports):  # model-specific figures (e.g. the VAE's reconstructions)
         extra = figures.draw(f"{name}'s report figures", model.report, result, data, directory)
         if isinstance(extra, dict):  # model-specific metrics (e.g. topic coherence) join metrics.json
@@ -91,6 +102,8 @@ def write_em(directory: str, name: str, result, data):
         with torch.no_grad():
             values = model.em_to_sites(result.params)
             resp = model.em_responsibilities(data.x.double(), result.params)
+        _empty_components(name, model, values, resp, metrics)
+        _write_metrics(directory, metrics, model)
         figures.draw("mixture.png", _mixture_plot, model, values, data, resp, os.path.join(directory, "mixture.png"),
                      f"{name} by EM")
     return metrics, figures

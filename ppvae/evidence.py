@@ -24,6 +24,7 @@ import math
 import warnings
 
 import pyro
+import pyro.distributions as dist
 import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
@@ -38,7 +39,7 @@ from ._importance import (
     particle_plate,
     run_chunks,
 )
-from ._proposal import _is_sampled
+from ._proposal import _base_dist, _is_sampled
 from ._validation import PPVAEError, check_choice, check_int
 from .bridge import bridge_sampling
 from .data import Batch
@@ -144,6 +145,12 @@ def _draw_globals(model, q, ds, num, mpn, global_names):
     missing = sorted(set(global_names) - set(sampled))
     if missing:
         raise PPVAEError(f"proposal: the guide does not sample the model's global latent site(s) {', '.join(missing)}")
+    if q is not None and global_names and all(isinstance(_base_dist(src.nodes[n]["fn"]), dist.Delta)
+                                              for n in global_names):
+        raise PPVAEError(
+            f"proposal: the guide is a point mass (Delta) at {', '.join(global_names)} (e.g. auto_delta): it has no "
+            "density, so importance weights over the globals are undefined (its log p(X, theta-hat) is not the "
+            "evidence); refit with a guide that has one (auto_normal), use method='ais'/'bridge' or proposal='prior'")
     values = {name: src.nodes[name]["value"] for name in global_names}
     if q is None:
         return values, global_log_density(src, global_names, num, mpn)
