@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from . import _display
 from .plots import plot_marginals
 from .runs import atomic_write, write_figure
 
@@ -103,6 +104,12 @@ class Comparison:
         write_figure(directory, "marginals.png", lambda path: plot_marginals(
             self.draws, points, path, title=f"{self.model} on {self.data}: marginal posteriors"))
         return paths
+
+    def __repr__(self) -> str:
+        return _display.comparison_repr(self)
+
+    def _repr_html_(self) -> str:
+        return _display.comparison_html(self)
 
 
 def _cell(v):

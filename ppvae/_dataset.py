@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from . import _display
 from ._validation import PPVAEError, check_float, check_int, check_tensor
 
 __all__ = ["Batch", "Dataset"]
@@ -111,6 +112,12 @@ class Dataset:
         if self.x.device == torch.device(device) and (self.y is None or self.y.device == self.x.device):
             return self
         return replace(self, x=self.x.to(device), y=None if self.y is None else self.y.to(device))
+
+    def __repr__(self) -> str:  # name, kind and shapes; never the values (a 60,000-image x is 7,807 characters)
+        return _display.dataset_repr(self)
+
+    def _repr_html_(self) -> str:
+        return _display.dataset_html(self)
 
 
 def _check_y(name: str, y, n: int) -> torch.Tensor:

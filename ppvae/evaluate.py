@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import pyro
 import torch
 
+from . import _display
 from ._estimate import (  # noqa: F401 -- KHAT_THRESHOLD, ImportanceWarning and psis_khat re-exported
     KHAT_THRESHOLD,
     ImportanceWarning,
@@ -117,6 +118,12 @@ class LogMarginal:
             **({"settings": self.settings} if self.settings else {}),
             **({} if self.accept_rate is None else {"accept_rate_mean": _finite(float(self.accept_rate.nanmean()))}),
         }
+
+    def __repr__(self) -> str:  # headline numbers; the per-point tensors are attributes
+        return _display.log_marginal_repr(self)
+
+    def _repr_html_(self) -> str:
+        return _display.log_marginal_html(self)
 
 
 # -- inputs -------------------------------------------------------------------------------------------

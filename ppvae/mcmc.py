@@ -46,7 +46,7 @@ from pyro.infer.mcmc import HMC, MCMC, NUTS
 from pyro.infer.mcmc.api import _gen_samples
 from pyro.ops.stats import effective_sample_size, split_gelman_rubin
 
-from . import _mcmc_io, runs
+from . import _display, _mcmc_io, runs
 from ._labels import align_labels, component_sites
 from ._mcmc_checks import check_local_dimension
 from ._parallel import parallel_map, prestart_workers, report, resolve_workers
@@ -143,6 +143,12 @@ class MCMCResult(Result):
     def load(cls, path: str) -> "MCMCResult":
         """Read a run directory written by :meth:`save` (tensors only, version checked); ``mcmc`` is None."""
         return _mcmc_io.load(cls, path)
+
+    def __repr__(self) -> str:  # shapes and headline numbers; the draws themselves are 31,688 characters
+        return _display.mcmc_repr(self)
+
+    def _repr_html_(self) -> str:
+        return _display.mcmc_html(self)
 
 
 def _initial_params(potential: Potential, model, fn, batch, init, num_chains, seed, jitter) -> dict:

@@ -19,7 +19,7 @@ from pyro import poutine
 from pyro.distributions.transforms import biject_to
 from pyro.infer import TraceEnum_ELBO, infer_discrete
 
-from . import runs
+from . import _display, runs
 from ._config import TrainConfig, resolve_device
 from ._validation import PPVAEError, check_choice, check_int
 from .data import Batch, Dataset
@@ -45,6 +45,9 @@ class Fit(Result):
     def __repr__(self) -> str:
         loss = self.history["loss"][-1] if self.history.get("loss") else float("nan")
         return f"Fit({self.model.name or type(self.model).__name__}, {self.method}, final loss {loss:.6g})"
+
+    def _repr_html_(self) -> str:
+        return _display.fit_html(self)
 
     @property
     def method(self) -> str:

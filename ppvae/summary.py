@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from . import _display
 from ._validation import check_float
 
 __all__ = ["Summary", "summarize", "COLUMNS"]
@@ -81,6 +82,12 @@ class Summary:
 
     def __str__(self) -> str:
         return self.to_text()
+
+    def __repr__(self) -> str:
+        return _display.summary_repr(self)
+
+    def _repr_html_(self) -> str:
+        return _display.summary_html(self)
 
 
 def _entries(name: str, value: torch.Tensor) -> list[str]:
