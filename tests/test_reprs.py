@@ -67,7 +67,8 @@ def test_mcmc_result_repr_is_shapes_and_headline_numbers():
     r = MCMCResult(GMM(K=2), None, samples, "nuts", 12.34, 3, {"num_data": 272})
     text = repr(r)
     _one_line(text)
-    assert text == "MCMCResult(gmm, nuts, 4 chains x 1000 draws, 3 divergences, 12.3 s; sites weights[2], locs[2, 2], z[272])"
+    assert text == ("MCMCResult(gmm, nuts, 4 chains x 1000 draws, 3 divergences, 12.3 s; "
+                    "sites weights[2], locs[2, 2], z[272])")
     _html_table(r._repr_html_(), "site", "weights", "2", "locs", "2x2", "z", "272")
 
 
