@@ -6,7 +6,8 @@ a log file -- it is a plain line on stderr every ``interval`` seconds (and one w
     mcmc: 37% (1480/4000 it), 121 it/s, ETA 21 s; chains 40% 35% 36% 37%
 
 so a long run under a job runner is never silent. ``enabled``: None (the default everywhere) picks
-the bar or the lines from ``sys.stderr.isatty()``; False shows nothing; True forces the display.
+the bar or the lines from ``sys.stderr.isatty()``, and the bar in a Jupyter kernel (tqdm's notebook widget
+with ipywidgets, its text bar without); False shows nothing; True forces the display.
 """
 
 from __future__ import annotations
@@ -26,6 +27,28 @@ def _seconds(s: float) -> str:
     return f"{s / 60:.0f} min" if s < 7200 else f"{s / 3600:.1f} h"
 
 
+def _jupyter_kernel() -> bool:
+    """Whether this process is a Jupyter (IPython ZMQ) kernel: its stderr is no TTY, yet a cell shows a live bar."""
+    ipython = sys.modules.get("IPython")  # never imported here: a kernel has loaded it already
+    shell = getattr(ipython, "get_ipython", lambda: None)() if ipython is not None else None
+    return type(shell).__name__ == "ZMQInteractiveShell"
+
+
+def _bar_class(notebook: bool):
+    """tqdm's notebook widget in a Jupyter kernel with ipywidgets; its text bar otherwise (a notebook renders the
+    carriage returns of the text bar in place, so without ipywidgets the bar still updates live)."""
+    if notebook:
+        try:
+            import ipywidgets  # noqa: F401 -- tqdm.notebook's display needs it
+            from tqdm.notebook import tqdm
+            return tqdm
+        except ImportError:
+            pass
+    from tqdm.std import tqdm  # heavy-ish: only when a progress bar is shown
+
+    return tqdm
+
+
 class Progress:
     """Counts done out of ``totals`` (one entry per part: a chain, a task) and shows it.
 
@@ -40,18 +63,18 @@ class Progress:
         self.done = [0] * len(self.totals)
         self.stream = sys.stderr if stream is None else stream
         tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.mode = "off" if enabled is False else ("bar" if tty else "lines")
+        notebook = stream is None and _jupyter_kernel()
+        self.mode = "off" if enabled is False else ("bar" if tty or notebook else "lines")
         self.postfix: dict = {}
         self._start = self._last = time.perf_counter()
         self._printed = False
         self._bars = []
         if self.mode == "bar":
-            from tqdm.auto import tqdm  # heavy-ish: only when a progress bar is shown
-
+            tqdm = _bar_class(notebook)
             multi = len(self.totals) > 1
             self._bars = [tqdm(total=t, desc=f"{desc} {part_name} {i + 1}" if multi else desc, unit=unit,
-                               position=i, leave=False, dynamic_ncols=True, file=self.stream)
-                          for i, t in enumerate(self.totals)]
+                               position=None if notebook else i, leave=notebook, dynamic_ncols=True,
+                               file=self.stream) for i, t in enumerate(self.totals)]
 
     def update(self, n: int = 1, part: int = 0) -> None:
         self.done[part] += n
