@@ -8,7 +8,8 @@ One row per scalar entry of each global latent site (``locs[1,0]``), with the co
 apply to MCMC draws only (rank-normalized bulk ESS and split R-hat, Vehtari et al. 2021, computed by
 ``arviz.ess``/``arviz.rhat``; R-hat needs two or more chains); draws from a guide or an exact posterior are
 independent, so their ESS is their number. A point estimate (EM, ``auto_delta``) fills ``mean`` only.
-Entries constant over every draw (a Cholesky correlation factor's fixed 1s and 0s) are left out. With
+Entries are labelled ``site[i,j]`` (0-based indices); entries constant over every draw are left out, and a
+Cholesky factor of correlations is shown as the correlations below its diagonal (:mod:`ppvae._scalars`). With
 ``correlations=True`` the table also holds the Pearson correlation matrix of the entries across draws.
 Missing values are ``None``; the object needs no pandas.
 """
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 
 from . import _display
+from ._scalars import scalar_series
 from ._validation import check_float
 
 __all__ = ["Summary", "summarize", "COLUMNS"]
@@ -74,9 +76,10 @@ class Summary:
             names, matrix = self.correlations
             w = max(len(n) for n in names)
             lines.append("correlations:")
-            lines.append(" ".join([" " * w] + [f"{n[:8]:>8}" for n in names]))
+            c = max(w, 6)  # whole names as headers: cut to 8 characters, corr[0,1,0] and corr[0,1,1] looked alike
+            lines.append(" ".join([" " * w] + [f"{n:>{c}}" for n in names]))
             for n, row in zip(names, matrix, strict=True):
-                lines.append(" ".join([f"{n:<{w}}"] + [f"{v:8.3f}" for v in row]))
+                lines.append(" ".join([f"{n:<{w}}"] + [f"{v:{c}.3f}" for v in row]))
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -90,26 +93,15 @@ class Summary:
         return _display.summary_html(self)
 
 
-def _entries(name: str, value: torch.Tensor) -> list[str]:
-    shape = tuple(value.shape[2:])
-    if not shape:
-        return [name]
-    return [f"{name}[{','.join(map(str, idx))}]" for idx in np.ndindex(*shape)]
-
-
 def summarize(draws: dict, *, method: str, point: bool = False, diagnostics: bool = False,
               correlations: bool = False, prob: float = 0.9, notes: list[str] | None = None) -> Summary:
     """The :class:`Summary` of ``draws`` (site -> (chains, draws, ...)); ``diagnostics`` adds bulk ESS
     and (with two or more chains) split R-hat by ArviZ; ``point``: the draws are one point estimate."""
     prob = check_float("prob", prob, low=0.0, high=1.0, strict=True)
     lo, hi = (1 - prob) / 2, (1 + prob) / 2
-    names, columns = [], []  # flat entries: name and (chains, draws) array
-    for site, value in draws.items():
-        value = torch.as_tensor(value).detach().double()
-        flat = value.reshape(value.shape[:2] + (-1,))
-        for i, entry in enumerate(_entries(site, value)):
-            names.append(entry)
-            columns.append(flat[..., i].cpu().numpy())
+    series = scalar_series({k: torch.as_tensor(v).detach().double().cpu().numpy() for k, v in draws.items()}, 2,
+                           drop_constant=not point)  # labels, correlations, constants: ppvae/_scalars.py
+    names, columns = [n for n, _ in series], [c for _, c in series]  # flat entries: name and (chains, draws)
     C, S = (columns[0].shape if columns else (1, 0))
     rows, kept = [], []
     ess = rhat = None
@@ -127,8 +119,6 @@ def summarize(draws: dict, *, method: str, point: bool = False, diagnostics: boo
                          "ess_bulk": None, "r_hat": None})
             continue
         sd = float(x.std(ddof=1)) if x.size > 1 else 0.0
-        if sd == 0.0:  # constant by construction: no spread to summarize
-            continue
         kept.append(i)
         rows.append({"name": name, "mean": float(x.mean()), "sd": sd, "q5": float(np.quantile(x, lo)),
                      "q95": float(np.quantile(x, hi)),

@@ -123,7 +123,7 @@ def _check_fa_mcmc(workdir, stdout):
     assert all((run / f).exists() for f in ("samples.pt", "trace.png", "rank.png", "summary.csv", "config.json"))
     x = np.loadtxt(EXAMPLES / "fa.csv", delimiter=",", skiprows=1)
     rows = {r.split(",")[0]: r.split(",") for r in (run / "summary.csv").read_text().splitlines()[1:]}
-    mu = np.array([float(rows[f"mu[f{j}]"][1]) for j in range(5)])
+    mu = np.array([float(rows[f"mu[{j}]"][1]) for j in range(5)])
     assert np.abs(mu - x.mean(0)).max() < 0.15, (mu, x.mean(0))
 
 
