@@ -235,7 +235,8 @@ class TestCurve(Callback):
 
 @torch.no_grad()
 def image_report(model, fit, data, out_dir: str, encode_mean, samples=None, colour=None) -> None:
-    """reconstructions.png, samples.png, latent.png and loss_curves.png for an image VAE.
+    """reconstructions.png, samples.png, latent.png and loss.png (per data point, with the test curve) for an
+    image VAE.
 
     ``samples(shape, path)`` draws samples.png (default: 64 decoder means at z ~ prior, 8 a row);
     ``colour(x)`` gives (labels, legend name) for latent.png (default: the data's labels)."""
@@ -256,8 +257,10 @@ def image_report(model, fit, data, out_dir: str, encode_mean, samples=None, colo
     labels, name = (None if data.y is None else data.y[:m].cpu(), "label") if colour is None else colour(x[:m])
     plots.plot_latent_2d(z, labels, os.path.join(out_dir, "latent.png"), "encoder means q(z|x)", label_name=name)
     per_point = np.asarray(fit.history["loss"], dtype=float) / len(data)
-    plots.plot_loss(per_point, os.path.join(out_dir, "loss_curves.png"), "negative ELBO per data point",
-              test_losses=getattr(model, "test_curve", None) or None)
+    # replaces ppvae fit's loss.png (the data-set total): one loss figure, per point so the test curve sits beside it
+    plots.plot_loss(per_point, os.path.join(out_dir, "loss.png"), "SVI loss: negative ELBO per data point",
+                    test_losses=getattr(model, "test_curve", None) or None,
+                    ylabel="negative ELBO per data point (nats)")
 
 
 def check_pixels(x: torch.Tensor, likelihood: str, dynamic: bool, name: str) -> None:

@@ -3,10 +3,12 @@ results go into ``RUN_DIR/metrics.json`` (written atomically, other keys kept) w
 
 from __future__ import annotations
 
+import math
 import warnings
 
 from ._estimate import ImportanceWarning
 from ._evaluate_kinds import evaluate_saved
+from ._plots_eval import min_weights_for_khat
 from ._validation import PPVAEError, check_choice
 from .bdmc import bdmc
 from .evaluate import log_marginal
@@ -40,8 +42,10 @@ def evaluate_run_ais(run_dir: str, data: str | None = None, *, num_samples: int 
     update_metrics(run_dir, "log_marginal", entry)
     s = result.settings
     what = f"AIS, T={s['num_steps']}, C={s['num_chains']}, L={s['num_leapfrog']}, {result.proposal} proposal"
+    note = (f"no k-hat: its Pareto tail fit needs at least {min_weights_for_khat()} weights per point; "
+            f"AIS here has C = {s['num_chains']} chains per point (raise num_chains)")
     write_figure(run_dir, "log_marginal.png", lambda p: plot_log_marginal(
-        result.values.numpy(), result.khat.numpy(), p, f"{fit.model.name}: log p(x) by {what}"))
+        result.values.numpy(), result.khat.numpy(), p, f"{fit.model.name}: log p(x) by {what}", khat_note=note))
     write_figure(run_dir, "ais_vs_is.png", lambda p: plot_ais_vs_is(
         is_.values.numpy(), result.values.numpy(), is_.khat.numpy(), p,
         f"{fit.model.name}: {what} vs IS K={num_samples}"))
@@ -89,7 +93,10 @@ def evaluate_run(run_dir: str, data: str | None = None, *, num_samples: int = 10
     entry = {**result.to_dict(), "data": ds.name, "seed": seed,
              "warnings": [str(w.message) for w in caught if issubclass(w.category, ImportanceWarning)]}
     update_metrics(run_dir, "log_marginal", entry)
+    exact = bool((result.khat == -math.inf).all())  # only discrete locals: summed exactly, no weights to sample
+    how = ("exact (discrete local latents summed by enumeration, no sampling)" if exact else
+           f"by importance sampling, K={num_samples}, {result.proposal} proposal")
     write_figure(run_dir, "log_marginal.png", lambda path: plot_log_marginal(
-        result.values.numpy(), result.khat.numpy(), path,
-        f"{fit.model.name}: log p(x) by importance sampling, K={num_samples}, {result.proposal} proposal"))
+        result.values.numpy(), result.khat.numpy(), path, f"{fit.model.name}: log p(x) {how}",
+        xlabel="log p(x_i | fitted globals) (nats)" if exact else "log p(x_i) estimate (nats)"))
     return result, entry

@@ -10,6 +10,7 @@ import sys
 from ._ais_run import bdmc_run
 from ._evidence_run import evidence_run
 from ._validation import PPVAEError
+from ._warnings import warning_line
 
 
 def print_ais(args, entry) -> int:
@@ -27,7 +28,7 @@ def print_ais(args, entry) -> int:
           f"points with k-hat > 0.7; AIS - IS {entry['ais_minus_is_mean']:+.4f} nats on average, AIS higher on "
           f"{entry['ais_above_is']} of {entry['num_points']}")
     for warning in entry["warnings"]:
-        print(f"warning: {warning}", file=sys.stderr)
+        print(warning_line(warning), file=sys.stderr)
     print(f"wrote {os.path.join(args.run_dir, 'metrics.json')}, log_marginal.png and ais_vs_is.png")
     return 0
 

@@ -57,7 +57,7 @@ class Comparison:
                  f"(split seed {self.settings.get('seed')}); log-likelihoods are sums of log predictive densities", "",
                  "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         for r in self.records:
-            lines.append("| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |")
+            lines.append("| " + " | ".join(_md(_fmt(r.get(c))) for c in cols) + " |")
         failed = [r for r in self.records if r["status"] != "ok"]
         for r in failed:
             lines.append(f"\n**{r['method']} failed:** {r['error']}")
@@ -72,7 +72,7 @@ class Comparison:
                     s = r.get("posterior", {}).get(p)
                     sd = "" if s is None or s["sd"] is None else f" ({_fmt(s['sd'])})"
                     cells.append("" if s is None else _fmt(s["mean"]) + sd)
-                lines.append(f"| {p} | " + " | ".join(cells) + " |")
+                lines.append(f"| {_md(p)} | " + " | ".join(cells) + " |")
         pairs = list(dict.fromkeys(k for r in self.records for k in (r.get("pairs") or {})))
         if pairs:
             with_pairs = [r for r in self.records if r.get("pairs")]
@@ -82,7 +82,7 @@ class Comparison:
             for p in pairs:
                 stats = [r["pairs"].get(p) for r in with_pairs]
                 cells = ["" if c is None else f"{_fmt(c['corr'])} / {_fmt(c['scale_dep'])}" for c in stats]
-                lines.append(f"| {p} | " + " | ".join(cells) + " |")
+                lines.append(f"| {_md(p)} | " + " | ".join(cells) + " |")
         for note in self.settings.get("notes", []):
             lines.append(f"\nNote: {note}")
         return "\n".join(lines) + "\n"
@@ -110,6 +110,11 @@ class Comparison:
 
     def _repr_html_(self) -> str:
         return _display.comparison_html(self)
+
+
+def _md(text: str) -> str:
+    """A Markdown table cell: a ``|`` in a label (the pair ``b|w[0]``) escaped, or it splits the row."""
+    return str(text).replace("|", "\\|")
 
 
 def _cell(v):

@@ -127,7 +127,8 @@ def evaluate_saved(run_dir: str, data: str | None = None, *, seed: int = 0) -> t
     runs.update_metrics(run_dir, "log_marginal", entry)
     khat = np.full(n, np.nan) if khat is None else khat
     runs.write_figure(run_dir, "log_marginal.png", lambda path: plot_log_marginal(
-        values.numpy(), khat, path, f"{name} ({kind}): {QUANTITY[kind]}"))
+        values.numpy(), khat, path, f"{name} ({kind}): {QUANTITY[kind]}",
+        xlabel=f"{QUANTITY[kind].split(',')[0]} (nats)"))
     return values, entry
 
 

@@ -56,6 +56,11 @@ def plot_mcmc_trace(posterior, path: str, title: str = "", max_panels: int = 12,
     with warnings.catch_warnings():  # ArviZ 0.x calls a matplotlib API deprecated in 3.11: not the user's concern
         warnings.simplefilter("ignore", DeprecationWarning)
         az.plot_trace(az.from_dict(posterior=draws), axes=axes, compact=False, show=False)
+    for row in axes:
+        row[0].set_ylabel("density", fontsize=8)
+        row[1].set_ylabel("value", fontsize=8)
+    axes[-1, 0].set_xlabel("value of the scalar (its own units)", fontsize=8)
+    axes[-1, 1].set_xlabel("draw (after warm-up), one line per chain", fontsize=8)
     fig.suptitle(_title("trace (density per chain | draws in order)", len(draws), total, title, scalars is not None))
     return _save(fig, path, rect=(0, 0, 1, 0.97))
 

@@ -34,7 +34,7 @@ def _mixture_plot(model, values, data, resp, path, title):
         return
     w, locs, covs = components
     plots.plot_mixture_2d(data.x.cpu(), resp.cpu(), w.cpu(), locs.cpu(), covs.cpu(), path,
-                    columns=data.meta.get("columns"), title=title)
+                    columns=data.meta.get("columns"), title=title, meta=data.meta)
 
 
 def _fit_mixture_plot(name, result, data, directory, resp):

@@ -19,6 +19,7 @@ from ._cli_predict import cmd_predict, cmd_summary
 from ._evaluate_kinds import describe
 from ._parallel import prestart_workers, resolve_workers
 from ._validation import PPVAEError
+from ._warnings import warning_line
 from .compare import MCMC_KERNELS, compare, parse_methods
 from .data import list_datasets, load_dataset
 from .distributed import init_from_env
@@ -250,7 +251,7 @@ def cmd_evaluate(args) -> int:
         print(f"ESS mean {entry['ess_mean']:.1f}; k-hat max {khat}; {entry['num_khat_over_0_7']} points with "
               "k-hat > 0.7")
     for warning in entry["warnings"]:
-        print(f"warning: {warning}", file=sys.stderr)
+        print(warning_line(warning), file=sys.stderr)
     print(f"wrote {os.path.join(args.run_dir, 'metrics.json')} and log_marginal.png")
     return 0
 
@@ -266,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
     """A warning as one line without the internal file and source line Python prints by default."""
-    print(f"ppvae: warning: {' '.join(str(message).split())}", file=sys.stderr)
+    print(warning_line(message, filename), file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

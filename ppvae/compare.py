@@ -36,6 +36,7 @@ import torch
 
 from ._compare_report import Comparison, _float
 from ._labels import align_labels, component_sites, location_site, single_trace
+from ._scalars import scalar_series
 from ._validation import PPVAEError, check_float, check_int
 from .data import Dataset
 from .em import fit_em
@@ -74,16 +75,12 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _summarize_draws(draws: dict) -> dict:
-    """{"site[i,j]": {"mean", "sd"}} over the draws (sd None for a single draw)."""
+    """{"site[i,j]": {"mean", "sd"}} over the draws (sd None for a single draw); labels, constants and
+    correlations as every table shows them (:func:`ppvae._scalars.scalar_series`)."""
     out = {}
-    for name, value in draws.items():
-        v = torch.as_tensor(value).double()
-        flat = v.reshape(v.shape[0], -1)
-        for j in range(flat.shape[1]):
-            idx = np.unravel_index(j, tuple(v.shape[1:])) if v.dim() > 1 else ()
-            key = name + (f"[{','.join(str(int(i)) for i in idx)}]" if idx else "")
-            col = flat[:, j]
-            out[key] = {"mean": float(col.mean()), "sd": float(col.std(unbiased=False)) if len(col) > 1 else None}
+    numpy = {k: torch.as_tensor(v).double().numpy() for k, v in draws.items()}
+    for key, col in scalar_series(numpy, 1, drop_constant=len(next(iter(numpy.values()), [])) > 1):
+        out[key] = {"mean": float(col.mean()), "sd": float(col.std()) if len(col) > 1 else None}
     return out
 
 
@@ -98,11 +95,8 @@ def _corr(a: torch.Tensor, b: torch.Tensor):
 def _pair_stats(draws: dict, max_scalars: int = 6) -> dict | None:
     """{"a|b": {"corr": Pearson r, "scale_dep": rank correlation of |a - median a| with b (or of a with
     |b - median b|, whichever is larger in magnitude)}} for every pair of scalar parameters."""
-    cols = {}
-    for name, value in draws.items():
-        flat = torch.as_tensor(value).double().reshape(len(value), -1)
-        for j in range(flat.shape[1]):
-            cols[name if flat.shape[1] == 1 else f"{name}[{j}]"] = flat[:, j]
+    numpy = {k: torch.as_tensor(v).double().numpy() for k, v in draws.items()}
+    cols = {key: torch.from_numpy(col) for key, col in scalar_series(numpy, 1)}
     if len(cols) < 2 or len(cols) > max_scalars or len(next(iter(cols.values()))) < 3:
         return None
     keys, out = sorted(cols), {}

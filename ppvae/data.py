@@ -269,5 +269,6 @@ def _faithful() -> Dataset:
     with resources.as_file(path) as p:
         ds = _read_csv(str(p), "faithful")
     ds.meta["source"] = "R datasets::faithful (Haerdle 1991; Azzalini & Bowman 1990), bundled"
+    ds.meta["units"] = ["min", "min"]  # eruption length and waiting time to the next eruption; axis labels use them
     return ds
 

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ._scalars import scalar_series
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -71,12 +73,14 @@ class FigureGuard:
 
     def report(self, out: str) -> None:
         if self.failed:
-            print(f"warning: could not draw {'; '.join(self.failed)}; everything else is written to {out}",
+            print(f"ppvae: warning: could not draw {'; '.join(self.failed)}; everything else is written to {out}",
                   file=sys.stderr)
 
 
-def plot_loss(losses, path: str, title: str = "SVI loss (negative ELBO)", test_losses=None) -> Figure:
-    """The loss per step (log scale when it stays positive), with a running mean."""
+def plot_loss(losses, path: str, title: str = "SVI loss: negative ELBO of the whole data set", test_losses=None,
+              ylabel: str = "negative ELBO (nats, data-set total)") -> Figure:
+    """The loss per step (log scale when it stays positive), with a running mean; ``ylabel`` names its unit
+    (``ppvae fit`` passes the data-set total, the image models' report the per-point value)."""
     losses = np.asarray(losses, dtype=float)
     fig, ax = _figure((6, 3.5))
     ax.plot(np.arange(1, len(losses) + 1), losses, lw=0.6, alpha=0.5, label="train (per step)")
@@ -89,44 +93,10 @@ def plot_loss(losses, path: str, title: str = "SVI loss (negative ELBO)", test_l
         ax.plot(steps, values, "o-", lw=1.2, ms=3, label="test")
     if len(losses) and losses.min() > 0:
         ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.set_title(title)
+    ax.set_xlabel("SVI step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
-    return _save(fig, path)
-
-
-def _ellipse(ax, mean, cov, color, n_std=(1.0, 2.0)):
-    if not (np.isfinite(mean).all() and np.isfinite(cov).all()):
-        return  # a degenerate component: its centre and weight are still shown
-    vals, vecs = np.linalg.eigh(cov)
-    t = np.linspace(0, 2 * math.pi, 100)
-    circle = np.stack([np.cos(t), np.sin(t)])
-    for s in n_std:
-        pts = mean[:, None] + vecs @ (s * np.sqrt(np.maximum(vals, 0))[:, None] * circle)
-        ax.plot(pts[0], pts[1], color=color, lw=1.5 if s == 1 else 0.8)
-
-
-def plot_mixture_2d(x, resp, weights, locs, covs, path: str, columns=None, title: str = "") -> Figure:
-    """Points coloured by their most probable component (shade = responsibility), with each component's
-    1- and 2-standard-deviation ellipses and mixture weights. A component that is no point's most
-    probable one (legitimate, e.g. K = 3 on two clusters) is drawn with its ellipse alone, "no points"."""
-    x, resp = np.asarray(x), np.asarray(resp)
-    colors = _cmap("tab10")
-    fig, ax = _figure((5.5, 4.5))
-    k_hat = resp.argmax(1)
-    for k in range(resp.shape[1]):
-        sel = k_hat == k
-        if sel.any():
-            ax.scatter(x[sel, 0], x[sel, 1], s=12, color=colors(k % 10), alpha=np.clip(resp[sel, k], 0.15, 1.0))
-        _ellipse(ax, np.asarray(locs[k]), np.asarray(covs[k]), colors(k % 10))
-        ax.plot(*np.asarray(locs[k]), "x", color="black")
-        note = f"w={float(weights[k]):.2f}" + ("" if sel.any() else ", no points")
-        ax.annotate(note, np.asarray(locs[k]), textcoords="offset points", xytext=(5, 5), fontsize=8)
-    if columns:
-        ax.set_xlabel(columns[0])
-        ax.set_ylabel(columns[1])
-    ax.set_title(title)
     return _save(fig, path)
 
 
@@ -153,27 +123,33 @@ def plot_em_trace(histories, path: str, best: int | None = None, title: str = "E
     return _save(fig, path)
 
 
-def plot_top_words(words, weights, npmi, path: str, title: str = "top words per topic") -> Figure:
-    """One horizontal bar panel per topic: its top words, bar length = probability in the topic
-    (three x ticks per panel, so neighbouring panels' labels cannot collide), panel title = the
-    topic's NPMI coherence."""
+def plot_top_words(words, weights, npmi, path: str, title: str = "top words per topic",
+                   vocab_size: int | None = None) -> Figure:
+    """One horizontal bar panel per topic: its top words, bar length = the word's probability in the topic,
+    as a multiple of the uniform 1/V when ``vocab_size`` V is given (a ProdLDA topic's top words have
+    probabilities near 1/V, all bars ~0.0004 on an absolute axis; "3x" reads at once), the uniform marked;
+    three x ticks per panel so neighbouring panels' labels cannot collide; panel title = the topic's NPMI."""
     k = len(words)
     cols = min(5, k)
     rows = math.ceil(k / cols)
-    fig, axes = _figure((2.8 * cols, 0.22 * len(words[0]) * rows + 1.0 * rows + 0.4), rows, cols, squeeze=False)
+    weights = np.asarray(weights, dtype=float) * (vocab_size or 1)
+    fig, axes = _figure((3.0 * cols, 0.24 * len(words[0]) * rows + 1.0 * rows + 0.5), rows, cols, squeeze=False)
     for t, ax in enumerate(axes.flat):
         if t >= k:
             ax.axis("off")
             continue
         y = np.arange(len(words[t]))[::-1]
         ax.barh(y, weights[t], color=_cmap("tab20")(t % 20))
+        if vocab_size:
+            ax.axvline(1.0, color="k", lw=0.8, ls=":")
         ax.set_yticks(y)
-        ax.set_yticklabels(words[t], fontsize=7)
+        ax.set_yticklabels(words[t], fontsize=8)
         ax.xaxis.set_major_locator(_max_n_locator(nbins=3, prune="upper"))
-        ax.tick_params(axis="x", labelsize=6)
-        ax.set_title(f"topic {t}  NPMI {npmi[t]:+.2f}", fontsize=8)
+        ax.tick_params(axis="x", labelsize=7.5)
+        ax.set_title(f"topic {t}  NPMI {npmi[t]:+.2f}", fontsize=9)
     fig.suptitle(title, fontsize=10)
-    fig.supxlabel("probability of the word in the topic", fontsize=9)
+    fig.supxlabel(f"probability of the word in the topic, in multiples of uniform 1/V (V = {vocab_size}; "
+                  "dotted: uniform)" if vocab_size else "probability of the word in the topic", fontsize=9)
     return _save(fig, path)
 
 
@@ -252,42 +228,55 @@ def plot_latent_2d(z, labels, path: str, title: str = "latent space", label_name
     return _save(fig, path)
 
 
-def plot_marginals(draws: dict, points: dict, path: str, title: str = "", max_panels: int = 12) -> Figure:
-    """Overlay each method's marginal posterior (histogram density) of every scalar element of the
-    global parameters; point estimates (``points``: method -> {"site[i,j]": value}) as vertical lines.
-    ``draws``: method -> {site: (S, ...) array}. Sites with more than two axes per draw (correlation
-    factors) are left out; at most ``max_panels`` panels."""
+def _marginal_series(draws: dict, points: dict) -> dict:
+    """label -> {method: draws} for every informative scalar (:func:`ppvae._scalars.scalar_series`), then the
+    scalars that only point estimates have."""
     series: dict = {}
     for method, sites in draws.items():
-        for name, value in sites.items():
-            v = np.asarray(value, dtype=float)
-            if v.ndim > 3:
-                continue
-            flat = v.reshape(v.shape[0], -1)
-            for j in range(flat.shape[1]):
-                idx = np.unravel_index(j, v.shape[1:]) if v.ndim > 1 else ()
-                key = name + (f"[{','.join(str(int(i)) for i in idx)}]" if idx else "")
-                series.setdefault(key, {})[method] = flat[:, j]
+        for key, x in scalar_series(sites, 1):
+            series.setdefault(key, {})[method] = x
     for values in points.values():
         for key in values:
-            if key in series or (len(series) < max_panels and "corr" not in key):
-                series.setdefault(key, {})
-    keys = list(series)[:max_panels]
-    if not keys:
-        keys = ["(no parameters)"]
+            series.setdefault(key, {})
+    return series
+
+
+def plot_marginals(draws: dict, points: dict, path: str, title: str = "", max_panels: int = 12,
+                   scalars=None) -> Figure:
+    """Overlay each method's marginal posterior (histogram density) of every scalar of the global
+    parameters; point estimates (``points``: method -> {"site[i,j]": value}) as vertical lines.
+    ``draws``: method -> {site: (S, ...) array}. Labels, constants and correlations as in every table
+    (:mod:`ppvae._scalars`); ``scalars`` (labels) or the first ``max_panels``, the title saying "first N of M"."""
+    series = _marginal_series(draws, points)
+    if scalars is not None:
+        unknown = [k for k in scalars if k not in series]
+        if unknown:
+            from ._validation import PPVAEError  # torch-heavy: only on this error
+
+            raise PPVAEError(f"scalars: no scalar {', '.join(unknown)}; expected some of {', '.join(series)}")
+        keys = list(scalars)
+    else:
+        keys = list(series)[:max_panels]
+    if len(series) > len(keys):
+        how = "chosen" if scalars is not None else "first"
+        title = f"{title} ({how} {len(keys)} of {len(series)} scalars" + (
+            ")" if scalars is not None else "; choose with scalars=)")
+    keys = keys or ["(no parameters)"]
     cols = min(4, len(keys))
     rows = math.ceil(len(keys) / cols)
-    fig, axes = _figure((3.2 * cols, 2.5 * rows), rows, cols, squeeze=False)
+    fig, axes = _figure((3.4 * cols, 2.7 * rows + 0.6), rows, cols, squeeze=False)
     methods = list(dict.fromkeys(list(draws) + list(points)))
     colors = {m: _cmap("tab10")(i % 10) for i, m in enumerate(methods)}
-    for ax, key in zip(axes.flat, keys, strict=False):
+    for i, (ax, key) in enumerate(zip(axes.flat, keys, strict=False)):
         for method, values in series.get(key, {}).items():
             ax.hist(values, bins=40, density=True, histtype="step", color=colors[method], label=method)
         for method, values in points.items():
             if key in values:
                 ax.axvline(values[key], color=colors[method], ls="--", lw=1, label=method)
-        ax.set_title(key, fontsize=9)
-        ax.tick_params(labelsize=7)
+        ax.set_title(key, fontsize=10)
+        ax.tick_params(labelsize=8)
+        if i % cols == 0:
+            ax.set_ylabel("posterior density", fontsize=9)
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
     handles, labels = [], []
@@ -297,72 +286,12 @@ def plot_marginals(draws: dict, points: dict, path: str, title: str = "", max_pa
                 handles.append(h)
                 labels.append(lab)
     if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=8)
-    fig.suptitle(title, fontsize=10)
-    return _save(fig, path, dpi=100, rect=(0, 0.06, 1, 0.96))
+        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=9)
+    fig.supxlabel("parameter value (the parameter's own units); dashed: point estimates", fontsize=9, y=0.06)
+    fig.suptitle(title, fontsize=11)
+    return _save(fig, path, dpi=100, rect=(0, 0.08, 1, 0.96))
 
 
-def plot_log_marginal(values, khat, path: str, title: str = "") -> Figure:
-    """Histograms of the per-point log p(x) estimates and of their Pareto k-hat (0.7 marked)."""
-    values, khat = np.asarray(values, dtype=float), np.asarray(khat, dtype=float)
-    fig, (a, b) = _figure((9, 3.2), 1, 2)
-    a.hist(values[np.isfinite(values)], bins=40, color="tab:blue")
-    a.set_xlabel("log p(x_i) estimate")
-    a.set_ylabel("data points")
-    finite = khat[np.isfinite(khat)]
-    if finite.size:
-        b.hist(finite, bins=40, color="tab:orange")
-    else:
-        b.text(0.5, 0.5, "weights exact (k-hat undefined)", ha="center", va="center", transform=b.transAxes)
-    b.axvline(0.7, color="k", ls="--", lw=1, label="k-hat = 0.7")
-    b.set_xlabel("Pareto k-hat")
-    b.legend(fontsize=8)
-    fig.suptitle(title or f"importance-sampled log p(x): {len(values)} points", fontsize=10)
-    return _save(fig, path)
-
-
-def plot_ais_vs_is(is_values, ais_values, is_khat, path: str, title: str = "") -> Figure:
-    """Per-point AIS estimate against the IS estimate, coloured by IS k-hat (the diagonal marked):
-    points above the diagonal are where AIS found mass the importance sampler missed."""
-    iv, av, kh = (np.asarray(v, dtype=float) for v in (is_values, ais_values, is_khat))
-    fig, (a, b) = _figure((9.5, 3.8), 1, 2)
-    colour = np.where(np.isfinite(kh), kh, np.nan)
-    sc = a.scatter(iv, av, c=colour, cmap="viridis", s=12, vmin=min(0.0, np.nanmin(colour)) if np.isfinite(
-        colour).any() else 0.0, vmax=max(1.0, np.nanmax(colour)) if np.isfinite(colour).any() else 1.0)
-    lo, hi = np.nanmin(np.r_[iv, av]), np.nanmax(np.r_[iv, av])
-    a.plot([lo, hi], [lo, hi], "k--", lw=0.8)
-    a.set_xlabel("IS log p(x_i)")
-    a.set_ylabel("AIS log p(x_i)")
-    fig.colorbar(sc, ax=a, label="IS Pareto k-hat")
-    b.scatter(kh, av - iv, c="tab:blue", s=10)
-    b.axhline(0, color="k", lw=0.8)
-    b.axvline(0.7, color="k", ls="--", lw=0.8, label="k-hat = 0.7")
-    b.set_xlabel("IS Pareto k-hat")
-    b.set_ylabel("AIS - IS (nats)")
-    b.legend(fontsize=8)
-    fig.suptitle(title or f"AIS against IS on {len(iv)} points", fontsize=10)
-    return _save(fig, path)
-
-
-def plot_bdmc(num_steps, mean_lower, mean_upper, path: str, title: str = "") -> Figure:
-    """BDMC's mean stochastic lower (forward AIS) and upper (reverse AIS) bounds of log p(x) against the
-    number of annealing steps T (log scale), the gap shaded."""
-    t, lo, up = (np.asarray(v, dtype=float) for v in (num_steps, mean_lower, mean_upper))
-    fig, (a, b) = _figure((9, 3.4), 1, 2)
-    a.plot(t, lo, "o-", label="lower (forward AIS)")
-    a.plot(t, up, "s-", label="upper (reverse AIS)")
-    a.fill_between(t, lo, up, alpha=0.2)
-    a.set_xscale("log")
-    a.set_xlabel("annealing steps T")
-    a.set_ylabel("mean log p(x) bound")
-    a.legend(fontsize=8)
-    b.plot(t, up - lo, "o-", color="tab:red")
-    b.axhline(1.0, color="k", ls="--", lw=0.8, label="1 nat")
-    b.set_xscale("log")
-    if np.all(up - lo > 0):
-        b.set_yscale("log")
-    b.set_xlabel("annealing steps T")
-    b.set_ylabel("mean gap (nats)")
-    b.legend(fontsize=8)
-    fig.suptitle(title or "BDMC bounds", fontsize=10)
-    return _save(fig, path)
+# figures with modules of their own, re-exported here (they draw with _figure and _save above)
+from ._plots_eval import plot_ais_vs_is, plot_bdmc, plot_log_marginal  # noqa: E402
+from ._plots_mixture import plot_mixture_2d  # noqa: E402

@@ -41,7 +41,7 @@ from ._enum import enumerated_log_likelihood
 from ._structure import latent_sites, structure_of
 from ._validation import PPVAEError, check_int
 from .data import Batch, Dataset
-from .summary import Summary, summarize
+from .summary import Summary, parameter_summary, summarize
 
 __all__ = ["Result", "as_batch", "guide_site_draws"]
 
@@ -215,6 +215,8 @@ class Result(abc.ABC):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             draws = self._summary_draws(data, 1 if self.point_estimate else num_draws, seed)
+        if not draws:  # no global latent sites (PPCA): the model's fitted parameters instead
+            return parameter_summary(self.model, self.method)
         mcmc = getattr(self, "num_chains", None) is not None and not self.point_estimate
         return summarize(draws, method=self.method, point=self.point_estimate, diagnostics=mcmc,
                          correlations=correlations, prob=prob, notes=self._summary_notes())

@@ -27,7 +27,7 @@ from . import _display
 from ._scalars import scalar_series
 from ._validation import check_float
 
-__all__ = ["Summary", "summarize", "COLUMNS"]
+__all__ = ["Summary", "summarize", "parameter_summary", "COLUMNS"]
 
 COLUMNS = ("mean", "sd", "q5", "q95", "ess_bulk", "r_hat")
 
@@ -131,3 +131,26 @@ def summarize(draws: dict, *, method: str, point: bool = False, diagnostics: boo
     if not (prob == 0.9):
         notes = list(notes or []) + [f"q5/q95 hold the {100 * lo:g}% and {100 * hi:g}% quantiles"]
     return Summary(rows, method, int(S), int(C), correlations=corr, notes=list(notes or []), point=point)
+
+
+MAX_PARAMETER_ROWS = 200  # a PPCA's W, mu, sigma are shown; a VAE's network weights are counted, not listed
+
+
+def parameter_summary(model, method: str) -> Summary:
+    """The table of a model with no global latent sites (e.g. PPCA, whose W, mu and sigma are ``PyroParam`` s
+    fitted by maximum likelihood): its fitted parameters as point values, when there are at most
+    ``MAX_PARAMETER_ROWS`` scalars; else an empty table whose note says how many there are. Before, such a
+    fit's summary was an empty table with "0 draw(s)" and no word why."""
+    named = getattr(model, "named_pyro_params", None)
+    params = {k: v.detach() for k, v in named()} if callable(named) else {}
+    total = sum(v.numel() for v in params.values())
+    what = f"{type(model).__name__} has no global latent sites"
+    if not params:
+        return Summary([], method, 0, 0, notes=[f"{what} and no fitted parameters"], point=True)
+    if total > MAX_PARAMETER_ROWS:
+        return Summary([], method, 0, 0, point=True, notes=[
+            f"{what}; its {total} fitted parameters (network weights, maximum likelihood) are not listed"])
+    values = {k: v.reshape((1, 1) + tuple(v.shape)) for k, v in params.items()}
+    return summarize(values, method=method, point=True, notes=[
+        f"{what}: its fitted parameters are shown (point values by maximum likelihood, no posterior)"])
+

@@ -281,7 +281,8 @@ class TopicModel(Reports):
         print(format_topics(summary))
         idx = top_word_indices(tw, 10)
         weights = torch.gather(tw.double(), 1, idx)
-        plot_top_words(summary["top_words"], weights.tolist(), summary["npmi"], os.path.join(out_dir, "topics.png"))
+        plot_top_words(summary["top_words"], weights.tolist(), summary["npmi"], os.path.join(out_dir, "topics.png"),
+                       vocab_size=tw.shape[-1])
         return {**summary, **report_heldout(self, fit, data)}
 
 

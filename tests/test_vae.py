@@ -190,7 +190,7 @@ def test_cli_fit_writes_figures_and_reloads(tmp_path):
     rc = main(["fit", "vae", "latent_dim=4", "hidden=32", "depth=1", "--data", "mnist5k", "--steps", "5",
                "--out", str(out), "--quiet"])
     assert rc == 0
-    for name in ("reconstructions.png", "samples.png", "latent.png", "loss_curves.png", "metrics.json"):
+    for name in ("reconstructions.png", "samples.png", "latent.png", "loss.png", "metrics.json"):
         assert os.path.getsize(out / name) > 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["config"]["train"]["batch_size"] == 100 and metrics["config"]["train"]["lr"] == 1e-3
