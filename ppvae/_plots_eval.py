@@ -5,6 +5,7 @@ show, and when k-hat is missing the figure says why."""
 from __future__ import annotations
 
 import math
+import textwrap
 
 import numpy as np
 
@@ -27,7 +28,7 @@ def plot_log_marginal(values, khat, path: str, title: str = "", khat_note: str |
     values, khat = np.asarray(values, dtype=float), np.asarray(khat, dtype=float)
     finite = khat[np.isfinite(khat)]
     two = bool(finite.size) or khat_note is not None
-    fig, axes = _figure((9, 3.3) if two else (5.5, 3.3), 1, 2 if two else 1, squeeze=False)
+    fig, axes = _figure((9, 3.3) if two else (6.5, 3.5), 1, 2 if two else 1, squeeze=False)
     a = axes[0, 0]
     a.hist(values[np.isfinite(values)], bins=40, color="tab:blue")
     a.set_xlabel(xlabel)
@@ -40,11 +41,13 @@ def plot_log_marginal(values, khat, path: str, title: str = "", khat_note: str |
             b.set_ylabel("data points")
             b.legend(fontsize=8)
         else:
-            b.text(0.5, 0.5, khat_note, ha="center", va="center", transform=b.transAxes, wrap=True, fontsize=9)
+            b.text(0.5, 0.5, textwrap.fill(khat_note, 42), ha="center", va="center", transform=b.transAxes,
+                   fontsize=9)
             b.set_xticks([])
             b.set_yticks([])
         b.set_xlabel("Pareto k-hat of each point's weights")
-    fig.suptitle(title or f"importance-sampled log p(x): {len(values)} points", fontsize=10)
+    title = title or f"importance-sampled log p(x): {len(values)} points"
+    fig.suptitle(textwrap.fill(title, 110 if two else 75), fontsize=10)
     return _save(fig, path)
 
 
@@ -98,7 +101,12 @@ def plot_bdmc(num_steps, mean_lower, mean_upper, path: str, title: str = ""):
     b.plot(t, up - lo, "o-", color="tab:red")
     b.axhline(1.0, color="k", ls="--", lw=0.8, label="1 nat")
     if np.all(up - lo > 0):
+        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # heavy: loaded when drawn
+
         b.set_yscale("log")
+        b.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        b.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 0.2, 1, 5 nats, not 2 x 10^-1
+        b.yaxis.set_minor_formatter(NullFormatter())
     _plain_steps(b, t)
     b.set_xlabel("annealing steps T")
     b.set_ylabel("mean gap, upper - lower (nats per point)")

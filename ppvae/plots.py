@@ -92,7 +92,12 @@ def plot_loss(losses, path: str, title: str = "SVI loss: negative ELBO of the wh
         steps, values = zip(*test_losses, strict=True)
         ax.plot(steps, values, "o-", lw=1.2, ms=3, label="test")
     if len(losses) and losses.min() > 0:
+        from matplotlib.ticker import FuncFormatter  # heavy: loaded when a figure is drawn
+
         ax.set_yscale("log")
+        plain = FuncFormatter(lambda v, _: f"{v:g}")  # 1200, not 1.2 x 10^3
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(plain)
     ax.set_xlabel("SVI step")
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
