@@ -79,7 +79,7 @@ from ppvae.model import (
     register_model,
     require,
 )
-from ppvae.results import Result, Summary
+from ppvae.results import Result, Summary, list_kinds, load, register_kind
 from ppvae.runs import Callback, EarlyStopping
 
 __all__ = [
@@ -92,7 +92,7 @@ __all__ = [
     "make_guide", "list_guides", "register_guide", "make_elbo", "list_elbos", "register_elbo",
     "fit", "Fit", "Trainer", "Callback", "EarlyStopping", "fit_em", "EMFit",
     # every result kind: predictions, summaries
-    "Result", "Summary", "exact_posterior",
+    "Result", "Summary", "exact_posterior", "load", "register_kind", "list_kinds",
     # evaluation and comparison
     "log_marginal", "LogMarginal", "log_evidence", "LogEvidence", "inference_gaps", "InferenceGaps",
     "bdmc", "BDMCResult", "run_mcmc", "MCMCResult", "MCMCDivergenceError", "local_posterior", "fitted_proposal",

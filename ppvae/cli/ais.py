@@ -12,7 +12,8 @@ from ppvae.evaluate.estimate import ImportanceWarning
 from ppvae.evaluate.marginal import log_marginal
 from ppvae.infer.svi.fit import Fit
 from ppvae.plots.figures import plot_ais_vs_is, plot_bdmc, plot_log_marginal
-from ppvae.runs.directory import run_dataset, run_kind, update_metrics, write_figure
+from ppvae.results.kinds import kind_of
+from ppvae.runs.directory import run_dataset, update_metrics, write_figure
 
 __all__ = ["evaluate_run", "evaluate_run_ais", "bdmc_run"]
 
@@ -72,15 +73,16 @@ def evaluate_run(run_dir: str, data: str | None = None, *, num_samples: int = 10
     :func:`evaluate_run_ais`. EM, MCMC and CAVI runs: :func:`ppvae.cli.evaluate.evaluate_saved` (exact
     per-point log-likelihood, log pointwise predictive density beside PSIS-LOO, per-document ELBO).
     Returns (the estimate, entry)."""
-    kind = run_kind(run_dir)
-    if check_choice("method", method, ("is", "ais")) == "ais" and kind == "svi":
-        return evaluate_run_ais(run_dir, data, num_samples=num_samples, proposal=proposal, chunk_size=chunk_size,
-                                seed=seed, **ais)
-    if kind != "svi":
+    spec = kind_of(run_dir)
+    check_choice("method", method, ("is", "ais"))
+    if spec.evaluator is not None:  # per-point numbers that need no sampler (EM, MCMC, CAVI, ...)
         if method != "is":
             raise PPVAEError(f"--method: '{method}' estimates log p(x) for SVI runs; {run_dir} holds a run of "
-                             f"kind '{kind}', whose per-point numbers need no sampler (omit --method)")
+                             f"kind '{spec.name}', whose per-point numbers need no sampler (omit --method)")
         return evaluate_saved(run_dir, data, seed=seed)
+    if method == "ais":
+        return evaluate_run_ais(run_dir, data, num_samples=num_samples, proposal=proposal, chunk_size=chunk_size,
+                                seed=seed, **ais)
     fit = Fit.load(run_dir)
     ds = run_dataset(fit.data_info, data)
     with warnings.catch_warnings(record=True) as caught:

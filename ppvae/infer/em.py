@@ -29,6 +29,7 @@ from ppvae._util.validation import PPVAEError, check_float, check_int, resolve_a
 from ppvae.data.loaders import Dataset
 from ppvae.model.base import ClosedFormEM, Model, require
 from ppvae.results.base import Result, as_batch
+from ppvae.results.kinds import register_kind
 from ppvae.runs import directory as runs
 
 __all__ = ["fit_em", "EMFit"]
@@ -180,3 +181,6 @@ def fit_em(model: Model, data: Dataset | torch.Tensor, *, restarts: int = 10, ma
     return EMFit(model, params, history[-1], histories, r, converged, time.perf_counter() - start,
                  config={"restarts": len(starts), "max_iter": max_iter, "ll_tol": ll_tol, "seed": seed},
                  data_info=runs.data_info(data))
+
+
+register_kind("em", EMFit.load, "maximum-likelihood parameters by classical EM (ppvae em)")

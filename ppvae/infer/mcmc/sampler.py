@@ -55,6 +55,7 @@ from ppvae.infer.mcmc.potential import Potential
 from ppvae.model.base import ClosedFormEM, Model
 from ppvae.model.labels import align_labels, component_sites
 from ppvae.results.base import Result
+from ppvae.results.kinds import register_kind
 from ppvae.runs import directory as runs
 
 __all__ = ["run_mcmc", "MCMCResult", "MCMCDivergenceError", "Potential"]
@@ -372,3 +373,5 @@ def run_mcmc(model: Model, data: Dataset | torch.Tensor, *, kernel: str = "nuts"
             f"expected at most {max_divergences} (raise target_accept, reparametrize, or pass order=)")
     return result
 
+
+register_kind("mcmc", MCMCResult.load, "posterior draws by NUTS/HMC (ppvae mcmc)")

@@ -25,6 +25,7 @@ from ppvae.infer.svi.config import TrainConfig, resolve_device
 from ppvae.infer.svi.guides import make_guide
 from ppvae.model.base import Model
 from ppvae.results.base import Result, guide_site_draws
+from ppvae.results.kinds import register_kind
 from ppvae.runs import directory as runs
 
 __all__ = ["Fit"]
@@ -176,3 +177,6 @@ def guide_median(guide, batch, num_draws: int = 501) -> dict:
         return {site["name"]: biject_to(site["fn"].support)(value) for site, value in guide._unpack_latent(latent)}
     tr = poutine.trace(guide).get_trace(batch)
     return {n: s["value"] for n, s in tr.iter_stochastic_nodes()}
+
+
+register_kind("svi", Fit.load, "a fit by stochastic variational inference (ppvae fit)")
