@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from ppvae import PPVAEError
-from ppvae._plots_mcmc import plot_mcmc_rank, plot_mcmc_trace, scalar_draws
-from ppvae._scalars import scalar_series
+from ppvae._util.scalars import scalar_series
+from ppvae.plots.mcmc import plot_mcmc_rank, plot_mcmc_trace, scalar_draws
 
 
 def _posterior():

@@ -7,11 +7,11 @@ import math
 import torch
 
 import ppvae
-from ppvae.compare import Comparison
-from ppvae.evaluate import LogMarginal
-from ppvae.mcmc import MCMCResult
+from ppvae.comparison.report import Comparison
+from ppvae.evaluate.marginal import LogMarginal
+from ppvae.infer.mcmc.sampler import MCMCResult
 from ppvae.models.gmm import GMM
-from ppvae.summary import summarize
+from ppvae.results.summary import summarize
 
 
 def _one_line(text: str, limit: int = 300) -> None:

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 import ppvae
-from ppvae import PPVAEError, _run_write
-from ppvae._mixture_check import EmptyComponentWarning, empty_components
+from ppvae import PPVAEError
+from ppvae.cli import write as _run_write
+from ppvae.model.mixture_check import EmptyComponentWarning, empty_components
 from ppvae.models.gmm import GMM
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
