@@ -115,7 +115,8 @@ def evaluate_saved(run_dir: str, data: str | None = None, *, seed: int = 0) -> t
     runs.update_metrics(run_dir, "log_marginal", {k: v for k, v in entry.items() if k != "describe"})
     khat = np.full(n, np.nan) if point.khat is None else point.khat
     runs.write_figure(run_dir, "log_marginal.png", lambda path: plot_log_marginal(
-        values.numpy(), khat, path, f"{point.model_name} ({spec.name}): {point.quantity}"))
+        values.numpy(), khat, path, f"{point.model_name} ({spec.name}): {point.quantity}",
+        xlabel=f"{point.quantity.split(',')[0]} (nats)"))
     return values, entry
 
 
