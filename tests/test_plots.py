@@ -67,7 +67,7 @@ def test_em_trace_has_a_legend_and_marks_the_best_restart(tmp_path):
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert labels == ["restart 0", "restart 1 (best)", "restart 2", "final -4.90"]  # best = highest final value
     assert ax.get_title() == "gmm by EM: 3 restarts"
-    assert (ax.get_xlabel(), ax.get_ylabel()) == ("EM iteration", "log-likelihood")
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("EM iteration", "log-likelihood (nats, data-set total)")
     fig = plots.plot_em_trace(histories, str(tmp_path / "em.png"), best=0)
     assert fig.axes[0].get_legend().get_texts()[0].get_text() == "restart 0 (best)"
 
@@ -98,7 +98,7 @@ def test_cavi_elbo_trace_is_titled_and_labelled_as_cavi(tmp_path, capsys):
         mp.undo()
     ax = drawn[0].axes[0]
     assert ax.get_title() == "lda by CAVI: ELBO per iteration"
-    assert (ax.get_xlabel(), ax.get_ylabel()) == ("CAVI iteration", "ELBO")
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("CAVI iteration", "ELBO (nats, corpus total)")
     assert (tmp_path / "run" / "elbo_trace.png").exists()
 
 
@@ -138,7 +138,7 @@ def test_latent_scatter_legend_names_the_colouring(tmp_path):
     legend = fig.axes[0].get_legend()
     assert legend.get_title().get_text() == "argmax q(y|x)"
     assert [t.get_text() for t in legend.get_texts()] == ["unlabeled (10)", "0 (10)", "4 (10)"]
-    assert fig.axes[0].get_xlabel() == "PC 1"
+    assert fig.axes[0].get_xlabel() == "principal component 1 of z (latent units: prior sd 1)"
 
 
 def test_plots_leave_the_global_backend_and_pyplot_alone(tmp_path):

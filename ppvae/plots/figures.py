@@ -79,7 +79,8 @@ def plot_loss(losses, path: str, title: str = "SVI loss: negative ELBO of the wh
 
 
 def plot_em_trace(histories, path: str, best: int | None = None, title: str = "EM restarts",
-                  xlabel: str = "EM iteration", ylabel: str = "log-likelihood", curve: str = "restart") -> Figure:
+                  xlabel: str = "EM iteration", ylabel: str = "log-likelihood (nats, data-set total)",
+                  curve: str = "restart") -> Figure:
     """One curve per run (``histories``: per restart, the objective before each iteration; each must be
     non-decreasing), labelled in a legend; the ``best`` run (default: highest final value) drawn thick
     with its final value marked. CAVI passes its ELBO trace with its own title and axis names."""
@@ -180,13 +181,14 @@ def plot_latent_2d(z, labels, path: str, title: str = "latent space", label_name
     two dimensions), coloured by ``labels`` (integer classes; a legend names them ``label_name``) when
     given; points labelled -1 (unlabeled) are drawn grey."""
     z = np.asarray(z, dtype=float)
-    axes = ("z1", "z2")
+    unit = "(latent units: prior sd 1)"
+    axes = (f"z1 {unit}", f"z2 {unit}")
     if z.shape[1] > 2:
         centred = z - z.mean(0)
         _, _, vt = np.linalg.svd(centred, full_matrices=False)
-        z, axes = centred @ vt[:2].T, ("PC 1", "PC 2")
+        z, axes = centred @ vt[:2].T, (f"principal component 1 of z {unit}", f"principal component 2 of z {unit}")
     elif z.shape[1] == 1:
-        z, axes = np.concatenate([z, np.zeros_like(z)], 1), ("z1", "")
+        z, axes = np.concatenate([z, np.zeros_like(z)], 1), (f"z1 {unit}", "")
     fig, ax = _figure((6.2, 4.5))
     if labels is None:
         ax.scatter(z[:, 0], z[:, 1], s=4, alpha=0.6)
