@@ -143,6 +143,6 @@ def write_cavi(directory: str, name: str, result, data):
         metrics.update(figures.draw(f"{name}'s report figures", model.report, result, data, directory) or {})
     _write_metrics(directory, metrics, model)
     figures.draw("elbo_trace.png", plots.plot_em_trace, [result.trace], os.path.join(directory, "elbo_trace.png"),
-                 title=f"{name} by CAVI: ELBO per iteration", xlabel="CAVI iteration", ylabel="ELBO (nats, corpus total)",
-                 curve="CAVI run")
+                 title=f"{name} by CAVI: ELBO per iteration", xlabel="CAVI iteration",
+                 ylabel="ELBO (nats, corpus total)", curve="CAVI run")
     return metrics, figures
