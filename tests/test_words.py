@@ -70,3 +70,14 @@ def test_ppca_summary_shows_its_fitted_parameters(faithful):
     assert s.point and "no global latent sites" in s.notes[0]
     np.testing.assert_allclose(s.row("mu[1]")["mean"], float(fit.model.mu[1]), rtol=1e-6)
     assert "W[0,0]" in s.to_text() and "0 draw(s)" not in s.to_text()
+
+
+def test_a_point_estimate_keeps_its_rows_in_the_comparison():
+    """A point estimate's draws repeat one value: constant, but not to be dropped (auto_delta's column would be
+    empty); a method with spread drops only its constant entries."""
+    from ppvae.comparison.compare_methods import _summarize_draws
+
+    point = {"locs": torch.tensor([[1.0, 2.0]]).expand(50, 2), "c": torch.ones(50)}
+    assert {k: v["mean"] for k, v in _summarize_draws(point).items()} == {"locs[0]": 1.0, "locs[1]": 2.0, "c": 1.0}
+    spread = {"locs": torch.randn(50, 2, generator=torch.Generator().manual_seed(0)), "c": torch.ones(50)}
+    assert list(_summarize_draws(spread)) == ["locs[0]", "locs[1]"]

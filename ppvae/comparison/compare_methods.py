@@ -79,7 +79,8 @@ def _summarize_draws(draws: dict) -> dict:
     correlations as every table shows them (:func:`ppvae._util.scalars.scalar_series`)."""
     out = {}
     numpy = {k: torch.as_tensor(v).double().numpy() for k, v in draws.items()}
-    for key, col in scalar_series(numpy, 1, drop_constant=len(next(iter(numpy.values()), [])) > 1):
+    spread = any(np.ptp(v, axis=0).max() > 0 for v in numpy.values() if len(v) > 1)  # a point estimate repeats
+    for key, col in scalar_series(numpy, 1, drop_constant=spread):
         out[key] = {"mean": float(col.mean()), "sd": float(col.std()) if len(col) > 1 else None}
     return out
 
