@@ -15,7 +15,7 @@ CELLS = [
     "import ppvae, torch\nfrom ppvae.models.gmm import GMM\ndata = ppvae.load_dataset('faithful')\ndata",
     "fit = ppvae.fit(GMM(K=2), data, steps=40, seed=0, check_convergence=False)\nfit",
     "fit.summary(data, num_draws=200)",
-    "ppvae.log_marginal(fit, data, num_samples=50)",
+    "ppvae.log_marginal(fit, data, num_particles=50)",
 ]
 
 

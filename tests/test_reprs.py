@@ -39,7 +39,7 @@ def test_log_marginal_repr_has_the_headline_numbers():
     values = torch.linspace(-5.0, -3.0, n, dtype=torch.float64)
     lm = LogMarginal(values=values, ess=torch.full((n,), 500.0, dtype=torch.float64),
                      khat=torch.full((n,), 0.2, dtype=torch.float64), elbo=values - 0.1,
-                     mc_stderr=torch.full((n,), 0.01, dtype=torch.float64), num_samples=1000, proposal="guide",
+                     mc_stderr=torch.full((n,), 0.01, dtype=torch.float64), num_particles=1000, proposal="guide",
                      chunk_size=100)
     text = repr(lm)
     _one_line(text)

@@ -25,7 +25,7 @@ def test_log_evidence_refuses_an_auto_delta_fit_in_one_line(faithful):
     with pytest.raises(PPVAEError, match=r"^proposal: the guide is a point mass \(Delta\) at weights, locs") as info:
         ppvae.log_evidence(fit, faithful)
     assert "\n" not in str(info.value) and "auto_normal" in str(info.value)
-    assert ppvae.log_evidence(fit, faithful, proposal="prior", num_samples=10).stderr > 0  # the prior has a density
+    assert ppvae.log_evidence(fit, faithful, proposal="prior", num_particles=10).stderr > 0  # the prior has a density
 
 
 def test_empty_components_are_the_ones_no_point_prefers():

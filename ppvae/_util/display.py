@@ -104,7 +104,7 @@ def _lm_fields(lm) -> list[tuple[str, object]]:
     khat = lm.khat_max
     return [("method", lm.method), ("points", len(lm.values)), ("mean log p(x_i) (nats)", lm.mean),
             ("standard error over points", lm.stderr), ("Monte Carlo error of the mean", lm.mc_stderr_mean),
-            ("total log p(x) (nats)", lm.total), (k, lm.num_samples), ("proposal", lm.proposal),
+            ("total log p(x) (nats)", lm.total), (k, lm.num_particles), ("proposal", lm.proposal),
             ("mean ELBO (nats)", lm.elbo_mean), ("mean ESS", lm.ess_mean),
             ("max Pareto k-hat", khat if math.isfinite(khat) else "n/a (weights exact or too few samples)"),
             ("points with k-hat > 0.7", lm.num_khat_over_0_7)]
@@ -112,7 +112,7 @@ def _lm_fields(lm) -> list[tuple[str, object]]:
 
 def log_marginal_repr(lm) -> str:
     return (f"LogMarginal({lm.method}, {len(lm.values)} points: mean {lm.mean:.4f} +- {lm.stderr:.4f} "
-            f"(Monte Carlo {lm.mc_stderr_mean:.2g}), total {lm.total:.2f}, {lm.num_samples} "
+            f"(Monte Carlo {lm.mc_stderr_mean:.2g}), total {lm.total:.2f}, {lm.num_particles} "
             f"{'chains' if lm.method == 'ais' else 'samples'}/point, {lm.proposal} proposal, "
             f"k-hat max {_num(lm.khat_max, 3)})")
 
