@@ -137,14 +137,16 @@ def test_cli_prints_held_out_accuracy_and_draws_classes_as_rows(tmp_path, capsys
     axis; latent.png is coloured by argmax q(y|x), not by the labels (-1 for 3,900 of 4,000 points)."""
     import json
 
+    from ppvae import plots
     from ppvae.cli.app import main
-    from ppvae.plots import figures as plots
+    from ppvae.plots import figures
 
     figs = {}
     for name in ("plot_image_grid", "plot_latent_2d"):
-        real = getattr(plots, name)
-        monkeypatch.setattr(plots, name, lambda *a, _real=real, _n=name, **k: figs.setdefault(_n, []).append(
-            _real(*a, **k)))
+        real = getattr(figures, name)
+        spy = (lambda *a, _real=real, _n=name, **k: figs.setdefault(_n, []).append(_real(*a, **k)))
+        for module in (plots, figures):  # the models call ppvae.plots.*, plot_reconstructions the module's own
+            monkeypatch.setattr(module, name, spy)
     out = tmp_path / "m2"
     assert main(["fit", "m2", "hidden=16", "latent_dim=4", "--data", "mnist5k:labels_per_class=10", "--steps", "3",
                  "--out", str(out), "--quiet"]) == 0
