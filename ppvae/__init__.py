@@ -15,6 +15,7 @@ from ._version import __version__  # noqa: F401
 from .bdmc import BDMCResult, bdmc  # noqa: E402
 from .callbacks import Callback, EarlyStopping  # noqa: E402
 from .compare import Comparison, compare  # noqa: E402
+from .conjugate import ConjugateFit, fit_conjugate  # noqa: E402
 from .data import (  # noqa: E402
     Batch,
     Dataset,
@@ -33,6 +34,7 @@ from .mcmc import MCMCDivergenceError, MCMCResult, run_mcmc  # noqa: E402
 from .model import (  # noqa: E402
     ClosedFormEM,
     ClosedFormPotential,
+    ConjugateExponential,
     CoordinateAscentVI,
     ExactPosterior,
     Mixture,
@@ -44,6 +46,7 @@ from .model import (  # noqa: E402
     register_model,
     require,
 )
+from .natural_svi import fit_svi_natural  # noqa: E402
 from .objectives import list_elbos, make_elbo, register_elbo  # noqa: E402
 from .result import Result  # noqa: E402
 from .results import Fit  # noqa: E402
@@ -55,10 +58,12 @@ __all__ = [
     "Batch", "Dataset", "load_dataset", "list_datasets", "register_dataset", "corpus_from_texts",
     "corpus_from_counts", "Model", "build_model", "list_models", "register_model", "import_model",
     # declared model capabilities (ppvae/_capabilities.py)
-    "ClosedFormEM", "ClosedFormPotential", "ExactPosterior", "Mixture", "CoordinateAscentVI", "Reports", "require",
+    "ClosedFormEM", "ClosedFormPotential", "ExactPosterior", "Mixture", "CoordinateAscentVI", "ConjugateExponential",
+    "Reports", "require",
     # fitting
     "make_guide", "list_guides", "register_guide", "make_elbo", "list_elbos", "register_elbo",
     "fit", "Fit", "Trainer", "Callback", "EarlyStopping", "fit_em", "EMFit",
+    "fit_conjugate", "fit_svi_natural", "ConjugateFit",
     # every result kind: predictions, summaries
     "Result", "Summary", "exact_posterior",
     # evaluation and comparison

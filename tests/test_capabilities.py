@@ -19,7 +19,15 @@ import pytest
 import torch
 
 import ppvae
-from ppvae import ClosedFormEM, ClosedFormPotential, CoordinateAscentVI, ExactPosterior, Mixture, Reports
+from ppvae import (
+    ClosedFormEM,
+    ClosedFormPotential,
+    ConjugateExponential,
+    CoordinateAscentVI,
+    ExactPosterior,
+    Mixture,
+    Reports,
+)
 from ppvae._capabilities import CAPABILITIES, capabilities_of
 from ppvae._labels import align_labels, component_sites
 from ppvae.cli import build_parser, main
@@ -31,7 +39,7 @@ ZOO = {
     "gmm": {ClosedFormEM, ClosedFormPotential, Mixture, Reports},
     "three_coin": {ClosedFormEM},
     "ppca": {ExactPosterior},
-    "normal_gamma": {ExactPosterior},
+    "normal_gamma": {ExactPosterior, CoordinateAscentVI, ConjugateExponential},
     "vae": {Reports},
     "m2": {Reports},
     "lda": {CoordinateAscentVI, Reports},
