@@ -44,7 +44,7 @@ import pyro.distributions as dist
 import torch
 
 from ppvae import ConjugateExponential, CoordinateAscentVI, ExactPosterior, Model, PPVAEError, register_model
-from ppvae.conjugate import ConjugateFit, fit_conjugate, gamma_expectations
+from ppvae.infer.conjugate import ConjugateFit, fit_conjugate, gamma_expectations
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import scipy.special as sp
 import torch
 
 import ppvae
-from ppvae.conjugate import kl_normal_wishart, wishart_expected_log_det, wishart_log_norm
+from ppvae.infer.conjugate import kl_normal_wishart, wishart_expected_log_det, wishart_log_norm
 from ppvae.models import NormalGamma
 
 HYPER = dict(mu0=0.5, lambda0=2.0, a0=3.0, b0=2.0)
