@@ -37,6 +37,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 ZOO = {
     "gmm": {ClosedFormEM, ClosedFormPotential, Mixture, Reports},
+    "bayes_gmm": {Mixture, CoordinateAscentVI, ConjugateExponential},
     "three_coin": {ClosedFormEM},
     "ppca": {ExactPosterior},
     "normal_gamma": {ExactPosterior, CoordinateAscentVI, ConjugateExponential},
