@@ -39,9 +39,10 @@ from typing import Any
 import torch
 from torch.distributions import Dirichlet, kl_divergence
 
-from ppvae import Dataset, PPVAEError, Result, check_choice, check_float, check_int, runs
+from ppvae import Dataset, PPVAEError, Result, check_choice, check_float, check_int
 from ppvae._util.validation import resolve_alias
 from ppvae.evaluate.topics import check_counts, check_num_topics, log_multinomial_coefficient, top_words
+from ppvae.runs import directory as runs
 
 
 def expected_log_dirichlet(conc: torch.Tensor) -> torch.Tensor:
