@@ -42,13 +42,8 @@ from torch.distributions import Dirichlet, kl_divergence
 from ppvae import Dataset, PPVAEError, Result, check_choice, check_float, check_int
 from ppvae._util.validation import resolve_alias
 from ppvae.evaluate.topics import check_counts, check_num_topics, log_multinomial_coefficient, top_words
+from ppvae.infer.conjugate import expected_log_dirichlet
 from ppvae.runs import directory as runs
-
-
-def expected_log_dirichlet(conc: torch.Tensor) -> torch.Tensor:
-    """E[log x] under Dir(conc), row-wise: psi(conc) - psi(sum conc)."""
-    return torch.digamma(conc) - torch.digamma(conc.sum(-1, keepdim=True))
-
 
 expected_log_beta = expected_log_dirichlet
 
