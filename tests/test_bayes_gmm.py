@@ -86,3 +86,19 @@ def test_bad_input():
         BayesGMM(K=2, dof=0.5).setup(ppvae.Dataset(torch.randn(10, 2)))
     with pytest.raises(ppvae.PPVAEError, match="responsibilities"):
         BayesGMM(K=2).fit_cavi(ppvae.Dataset(torch.randn(10, 2)), init={"responsibilities": torch.ones(10, 3)})
+
+
+def test_cli_cavi_and_natural_svi(tmp_path, capsys):
+    """`ppvae cavi bayes_gmm --method natural` and the batch default write runs that load back."""
+    from ppvae.cli.app import main
+
+    assert main(["cavi", "bayes_gmm", "K=2", "--data", "faithful", "--out", str(tmp_path / "cavi")]) == 0
+    assert main(["cavi", "bayes_gmm", "K=2", "--data", "faithful", "--method", "natural", "--steps", "200",
+                 "--batch-size", "32", "--out", str(tmp_path / "svi")]) == 0
+    out = capsys.readouterr().out
+    assert "by CAVI" in out and "by natural-gradient SVI: 200 iterations" in out
+    cavi, svi = (BayesGMM(K=2).load_cavi(str(tmp_path / n)) for n in ("cavi", "svi"))
+    assert svi.method == "svi_natural" and cavi.method == "cavi"
+    assert abs(svi.elbo - cavi.elbo) < 0.5
+    assert main(["cavi", "ppca", "--data", "faithful", "--method", "natural", "--out", str(tmp_path / "x")]) == 2
+    assert "ConjugateExponential" in capsys.readouterr().err
