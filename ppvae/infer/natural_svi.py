@@ -60,7 +60,8 @@ def fit_svi_natural(model, data, *, batch_size: int = 64, num_steps: int = 1000,
     online LDA defaults to tau0 = 10, kappa = 0.7). The ELBO on all of the data is recorded at the start, every
     ``eval_every`` steps (None: about 50 times in the run; 0: at the start and the end only) and at the end:
     ``history["elbo"]`` with the step of each entry in ``history["step"]``. ``callback(step, lam)``, if
-    given, is called after every step (e.g. to time a run to a target ELBO). float64 throughout.
+    given, is called before the first step (step 0, after the first ELBO) and after every step (e.g. to time a
+    run to a target ELBO). float64 throughout.
 
     ``converged`` is False: the run takes its ``num_steps`` whatever the ELBO does. Returns
     ``model.ce_result(fit, data)`` of a :class:`ppvae.infer.conjugate.ConjugateFit` with ``method`` "svi_natural" (the
@@ -81,6 +82,8 @@ def fit_svi_natural(model, data, *, batch_size: int = 64, num_steps: int = 1000,
     lam = model.ce_init(x, gen, init)
     trace, steps = [model.ce_elbo(x, lam)], [0]
     batches = _batches(n, batch_size, gen)
+    if callback is not None:
+        callback(0, lam)
     for t in range(num_steps):
         idx = next(batches)
         scale = n / len(idx)
