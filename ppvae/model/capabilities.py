@@ -60,7 +60,7 @@ class ClosedFormEM(Capability):
     """
 
     purpose = "closed-form EM"
-    hooks = ("em_init", "em_step", "em_to_sites", "em_responsibilities")
+    hooks = ("em_init", "em_step", "em_to_sites", "em_responsibilities", "em_partial_step")
 
     @abc.abstractmethod
     def em_init(self, x: torch.Tensor, generator: torch.Generator, init: dict | None = None) -> dict:
@@ -81,6 +81,12 @@ class ClosedFormEM(Capability):
         """p(z_i = k | x_i, params), shape (N, K), for the mixture figure of ``ppvae em``; None (the
         default): no figure."""
         return None
+
+    def em_partial_step(self, x: torch.Tensor, params: dict, iteration: int):
+        """A generalized-EM iteration (``fit_em(m_step="partial")``): the E step, then an M step that raises Q
+        without maximizing it (e.g. one conditional maximization), as ``em_step`` returns. A model that does not
+        override it has none (``fit_em`` refuses ``m_step="partial"``)."""
+        raise NotImplementedError("em_partial_step")
 
 
 class ClosedFormPotential(Capability):
