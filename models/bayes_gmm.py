@@ -175,6 +175,52 @@ class BayesGMM(Model, Mixture, CoordinateAscentVI, ConjugateExponential):
         locs = dist.MultivariateNormal(m, precision_matrix=lam["beta"][:, None, None] * prec).sample()
         return {"weights": dist.Dirichlet(lam["alpha"]).sample((num_draws,)), "precisions": prec, "locs": locs}
 
+    # -- structured VI: q(beta) prod_i p(z_i | x_i, beta) ----------------------------------------------------------
+    def _log_lik_given(self, x, values) -> torch.Tensor:
+        """log pi_k + log N(x_i | mu_k, Lambda_k^-1), shape (..., N, K), for global values (leading draw dims)."""
+        comp = dist.MultivariateNormal(values["locs"].unsqueeze(-3),
+                                       precision_matrix=values["precisions"].unsqueeze(-4))
+        return values["weights"].log().unsqueeze(-2) + comp.log_prob(x.unsqueeze(-2))
+
+    def ce_local_given(self, x, values):
+        """Responsibilities p(z_i | x_i, beta) at one draw beta of the globals, and their statistics."""
+        return self._stats_of(x, torch.softmax(self._log_lik_given(x, values), -1))
+
+    def _log_prior_and_q(self, values, lam) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log p(beta), log q(beta)) for draws ``values`` (leading dim S)."""
+        m, w_inv = self._unpack(lam)
+
+        def log_nw(w, locs, prec, mean, beta, w_inv_, nu):
+            wish = dist.Wishart(torch.as_tensor(nu, dtype=torch.float64), precision_matrix=w_inv_).log_prob(prec)
+            return wish + dist.MultivariateNormal(mean, precision_matrix=beta[..., None, None] * prec).log_prob(locs)
+
+        w, locs, prec = values["weights"], values["locs"], values["precisions"]
+        K = self.K
+        prior = dist.Dirichlet(torch.full((K,), self.alpha0, dtype=torch.float64)).log_prob(w) + log_nw(
+            w, locs, prec, self.m0, torch.full((K,), self.beta0, dtype=torch.float64), self.w0_inv,
+            torch.full((K,), self.nu0, dtype=torch.float64)).sum(-1)
+        q = dist.Dirichlet(lam["alpha"]).log_prob(w) + log_nw(w, locs, prec, m, lam["beta"], w_inv, lam["nu"]).sum(-1)
+        return prior, q
+
+    def structured_bounds(self, x, lam, num_draws: int = 4000, seed: int = 0) -> dict:
+        """For q(beta) = ``lam``'s factors: the ELBO of the structured family q(beta) prod_i p(z_i | x_i, beta),
+        E_q[log p(x | beta) + log p(beta) - log q(beta)] (z summed out exactly), and the importance-sampling estimate
+        log p-hat(x) = log mean_s p(x, beta_s) / q(beta_s) with q as the proposal, from ``num_draws`` draws (float64);
+        each with its Monte Carlo standard error. q covers one of the K! label-permuted modes, so log p-hat is the
+        evidence of that mode (log p(x) - log K! when the modes do not overlap)."""
+        x = torch.as_tensor(x, dtype=torch.float64)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            values = self.ce_draws(lam, num_draws)
+        log_lik = torch.logsumexp(self._log_lik_given(x, values), -1).sum(-1)
+        prior, q = self._log_prior_and_q(values, lam)
+        w = log_lik + prior - q
+        log_p = torch.logsumexp(w, 0) - math.log(num_draws)
+        ratio = (w - log_p).exp()
+        return {"elbo": w.mean().item(), "elbo_se": (w.std() / num_draws**0.5).item(), "log_evidence": log_p.item(),
+                "log_evidence_se": (ratio.std() / num_draws**0.5).item(),
+                "ess": (ratio.sum() ** 2 / (ratio**2).sum()).item()}
+
     def responsibilities(self, fit, x) -> torch.Tensor:
         """q(z_i = k) for the rows ``x`` under a fit's q (N, K)."""
         return torch.softmax(self.log_rho(torch.as_tensor(x, dtype=torch.float64), fit.params), -1)

@@ -102,3 +102,24 @@ def test_cli_cavi_and_natural_svi(tmp_path, capsys):
     assert abs(svi.elbo - cavi.elbo) < 0.5
     assert main(["cavi", "ppca", "--data", "faithful", "--method", "natural", "--out", str(tmp_path / "x")]) == 2
     assert "ConjugateExponential" in capsys.readouterr().err
+
+
+def test_structured_svi_reduces_the_gap_to_the_posterior(faithful):
+    """Structured SVI (q(beta) prod_i p(z_i | x_i, beta), Hoffman & Blei 2015) against mean-field natural SVI on the
+    VB-GMM, Old Faithful, K = 2, minibatches of 32, 500 steps each (seed 0). Gap = log p-hat(x) - ELBO, log p-hat by
+    importance sampling with the fitted q(beta) as proposal (2,000 draws, ESS > 1,500; the evidence of one of the
+    2! label modes). Measured: mean-field gap 0.136 nats, structured 0.040 (MC standard errors about 0.007); 1,500 steps
+    each: 0.151 and 0.024."""
+    x = faithful.x.double()
+    model = BayesGMM(K=2)
+    mf = ppvae.fit_svi_natural(model, faithful, batch_size=32, num_steps=500, seed=0, eval_every=0)
+    st = ppvae.fit_svi_natural(model, faithful, batch_size=32, num_steps=500, seed=0, eval_every=0, structured=True)
+    assert st.method == "svi_structured" and st.config["structured"]
+    b_mf, b_st = model.structured_bounds(x, mf.params, 2000), model.structured_bounds(x, st.params, 2000)
+    assert min(b_mf["ess"], b_st["ess"]) > 1500
+    gap_mf = b_mf["log_evidence"] - mf.elbo  # the mean-field family's own (analytic) ELBO
+    gap_st = b_st["log_evidence"] - b_st["elbo"]
+    assert gap_mf > 0.1
+    assert 0 < gap_st < gap_mf / 2
+    with pytest.raises(ppvae.PPVAEError, match="structured"):
+        ppvae.fit_svi_natural(ppvae.models.NormalGamma(), torch.randn(10, 1), structured=True)

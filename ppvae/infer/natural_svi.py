@@ -32,6 +32,7 @@ import torch
 
 from ppvae._util.validation import PPVAEError, check_float, check_int
 from ppvae.infer.conjugate import ConjugateFit, natural_step, prepare
+from ppvae.model.capabilities import ConjugateExponential
 from ppvae.runs import directory as runs
 
 __all__ = ["fit_svi_natural", "step_size"]
@@ -52,7 +53,7 @@ def _batches(n: int, batch_size: int, gen: torch.Generator):
 
 def fit_svi_natural(model, data, *, batch_size: int = 64, num_steps: int = 1000, tau0: float = 1.0,
                     kappa: float = 0.7, eval_every: int | None = None, init: dict | None = None, seed: int = 0,
-                    callback=None) -> ConjugateFit:
+                    callback=None, structured: bool = False) -> ConjugateFit:
     """Natural-gradient SVI (module docstring) for a model declaring :class:`ppvae.ConjugateExponential`.
 
     ``num_steps`` minibatch updates of ``batch_size`` rows (clipped to N); rho_t = (tau0 + t)^-kappa, defaults
@@ -63,10 +64,19 @@ def fit_svi_natural(model, data, *, batch_size: int = 64, num_steps: int = 1000,
     given, is called before the first step (step 0, after the first ELBO) and after every step (e.g. to time a
     run to a target ELBO). float64 throughout.
 
+    ``structured``: structured SVI (Hoffman & Blei 2015, alg. 1): each step draws the globals beta ~ q(beta) and
+    sets every local factor of the minibatch to its exact conditional given that draw, q(z_i | beta) =
+    p(z_i | x_i, beta) (the model's ``ce_local_given``), instead of the mean-field optimum given E_q; the variational
+    family is then q(beta) prod_i q(z_i | beta), which keeps the dependence of the locals on the globals that mean
+    field drops. The step on lambda is the same.
+
     ``converged`` is False: the run takes its ``num_steps`` whatever the ELBO does. Returns
     ``model.ce_result(fit, data)`` of a :class:`ppvae.infer.conjugate.ConjugateFit` with ``method`` "svi_natural" (the
     fit itself by default; LDA gives a :class:`models.lda_cavi.CAVIFit`)."""
     data, x = prepare(model, data, "fit_svi_natural")
+    if structured and type(model).ce_local_given is ConjugateExponential.ce_local_given:
+        raise PPVAEError(f"structured: model '{model.name}' has no structured local step (it does not implement "
+                         "ce_local_given(x, values)); use structured=False")
     n = x.shape[0]
     batch_size = min(check_int("batch_size", batch_size, low=1), n)
     num_steps = check_int("num_steps", num_steps, low=1)
@@ -87,7 +97,14 @@ def fit_svi_natural(model, data, *, batch_size: int = 64, num_steps: int = 1000,
     for t in range(num_steps):
         idx = next(batches)
         scale = n / len(idx)
-        stats = {k: scale * v for k, v in model.ce_local(x[idx], lam).items()}
+        if structured:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(torch.randint(2**62, (1,), generator=gen)))
+                values = {k: v[0] for k, v in model.ce_draws(lam, 1).items()}
+            local = model.ce_local_given(x[idx], values)
+        else:
+            local = model.ce_local(x[idx], lam)
+        stats = {k: scale * v for k, v in local.items()}
         lam = natural_step(lam, model.ce_global(stats, lam), step_size(t, tau0, kappa))
         if callback is not None:
             callback(t + 1, lam)
@@ -96,7 +113,9 @@ def fit_svi_natural(model, data, *, batch_size: int = 64, num_steps: int = 1000,
             steps.append(t + 1)
             if not math.isfinite(trace[-1]):
                 raise PPVAEError(f"svi_natural: the ELBO became {trace[-1]} at step {t + 1}")
-    fit = ConjugateFit(model, lam, trace, False, time.perf_counter() - start, "svi_natural",
+    fit = ConjugateFit(model, lam, trace, False, time.perf_counter() - start,
+                       "svi_structured" if structured else "svi_natural",
                        {"batch_size": batch_size, "num_steps": num_steps, "tau0": tau0, "kappa": kappa,
-                        "eval_every": eval_every, "seed": seed}, runs.data_info(data), steps)
+                        "eval_every": eval_every, "seed": seed, "structured": bool(structured)},
+                       runs.data_info(data), steps)
     return model.ce_result(fit, data)

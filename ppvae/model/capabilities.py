@@ -200,7 +200,8 @@ class ConjugateExponential(Capability):
     """
 
     purpose = "conjugate-exponential updates"
-    hooks = ("ce_init", "ce_local", "ce_global", "ce_elbo", "ce_values", "ce_draws", "ce_blocks", "ce_result")
+    hooks = ("ce_init", "ce_local", "ce_global", "ce_elbo", "ce_values", "ce_draws", "ce_blocks", "ce_result",
+             "ce_local_given")
 
     #: groups of ``lam``'s keys, one per global factor: batch CAVI updates them in this order (Gauss-Seidel)
     ce_blocks: ClassVar[tuple[tuple[str, ...], ...] | None] = None
@@ -228,6 +229,12 @@ class ConjugateExponential(Capability):
     @abc.abstractmethod
     def ce_draws(self, lam: dict, num_draws: int) -> dict[str, torch.Tensor]:
         """``num_draws`` draws of every global site from q (torch's global random state), site -> (S, ...)."""
+
+    def ce_local_given(self, x: torch.Tensor, values: dict) -> dict:
+        """Structured SVI's local step (Hoffman & Blei 2015): the rows' expected sufficient statistics with each local
+        factor set to the exact conditional p(z_i | x_i, globals = ``values``), one draw of the globals from q. A
+        model that does not override it has none (``fit_svi_natural(structured=True)`` refuses it)."""
+        raise NotImplementedError("ce_local_given")
 
     def ce_result(self, fit, data):
         """The result to hand back for ``fit`` (a ``ppvae.conjugate.ConjugateFit``) on ``data``; default: ``fit``
