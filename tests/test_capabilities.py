@@ -43,7 +43,7 @@ ZOO = {
     "normal_gamma": {ExactPosterior, CoordinateAscentVI, ConjugateExponential},
     "vae": {Reports},
     "m2": {Reports},
-    "lda": {CoordinateAscentVI, Reports},
+    "lda": {CoordinateAscentVI, ConjugateExponential, Reports},
     "prodlda": {Reports},
 }
 
