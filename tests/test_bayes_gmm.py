@@ -104,6 +104,7 @@ def test_cli_cavi_and_natural_svi(tmp_path, capsys):
     assert "ConjugateExponential" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_structured_svi_reduces_the_gap_to_the_posterior(faithful):
     """Structured SVI (q(beta) prod_i p(z_i | x_i, beta), Hoffman & Blei 2015) against mean-field natural SVI on the
     VB-GMM, Old Faithful, K = 2, minibatches of 32, 500 steps each (seed 0). Gap = log p-hat(x) - ELBO, log p-hat by

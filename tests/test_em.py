@@ -187,3 +187,20 @@ def test_em_becomes_kmeans_as_sigma_goes_to_zero(faithful, sigma):
     # and at a larger sigma the assignments are soft: the limit is approached, not there from the start
     soft = model.em_responsibilities(x, {**params, "covs": 0.5 * torch.eye(2, dtype=torch.float64).expand(3, 2, 2)})
     assert (soft - hard).abs().max() > 0.1
+
+
+@pytest.mark.slow
+def test_spherical_gmm_nuts_from_em(faithful):
+    """NUTS on the spherical GMM (autograd potential; the closed-form one is diagonal-only), one chain from the EM
+    fit with locs[:, 0] ordered, every 4th point of Old Faithful: the posterior means of the locations and scales
+    within 3 posterior sd of EM's maximum."""
+    data = ppvae.Dataset(faithful.x[::4])
+    model = GMM(K=2, covariance="spherical")
+    em = fit_em(model, data, restarts=2, seed=0)
+    result = ppvae.run_mcmc(model, data, num_draws=60, warmup=40, init=em, order=("locs", 0), seed=0, progress=False)
+    sites = model.em_to_sites(em.params)
+    perm = sites["locs"][:, 0].argsort()
+    flat = result.flat_samples()
+    assert flat["scales"].shape[1:] == (2,)
+    for name in ("locs", "scales"):
+        assert ((flat[name].mean(0) - sites[name][perm].float()).abs() < 3 * flat[name].std(0)).all(), name
