@@ -31,6 +31,7 @@ from ppvae._util.validation import PPVAEError, check_float, check_int
 from ppvae.data.loaders import Dataset
 from ppvae.model.capabilities import ConjugateExponential, require
 from ppvae.results.base import Result
+from ppvae.results.kinds import register_kind
 from ppvae.runs import directory as runs
 
 __all__ = ["ConjugateFit", "fit_conjugate", "expected_log_dirichlet", "kl_dirichlet", "gamma_expectations",
@@ -139,9 +140,9 @@ class ConjugateFit(Result):
                 f"elbo={self.elbo:.6f}, iterations={self.num_iterations}, converged={self.converged})")
 
     def save(self, path: str) -> None:
-        """Write a run directory of kind ``cavi`` (:mod:`ppvae.runs`): ``params`` and the model's buffers in
+        """Write a run directory of kind ``conjugate`` (:mod:`ppvae.runs`): ``params`` and the model's buffers in
         ``params.pt``, the ELBO trace in ``history.json``, the method and settings in ``config.json``."""
-        config = runs.make_config("cavi", self.model, self.data_info, method=self.method, converged=self.converged,
+        config = runs.make_config("conjugate", self.model, self.data_info, method=self.method, converged=self.converged,
                                   time_s=self.time_s, cavi=self.config, trace_steps=self.trace_steps)
         runs.write_tensors(path, runs.PARAMS, {"params": self.params, "model": self.model.state_dict()})
         runs.write_json(path, runs.HISTORY, self.trace, indent=None)
@@ -150,7 +151,7 @@ class ConjugateFit(Result):
     @classmethod
     def load(cls, path: str) -> "ConjugateFit":
         """Read a run directory written by :meth:`save` (tensors only, version checked; no code runs)."""
-        config = runs.read_config(path, "cavi")
+        config = runs.read_config(path, "conjugate")
         state = runs.read_tensors(path, runs.PARAMS, ("params", "model"))
         trace = runs.read_json(path, runs.HISTORY)
         model = runs.run_model(config, path)
@@ -208,3 +209,7 @@ def fit_conjugate(model, data, *, max_iter: int = 1000, rel_tol: float = 1e-12, 
     return ConjugateFit(model, lam, trace, converged, time.perf_counter() - start, "cavi",
                         {"max_iter": max_iter, "rel_tol": rel_tol, "seed": seed}, runs.data_info(data),
                         list(range(len(trace))))
+
+
+register_kind("conjugate", ConjugateFit.load, "a mean-field posterior of a conjugate-exponential model by CAVI or "
+              "natural-gradient SVI (ppvae cavi [--method natural])")
