@@ -142,3 +142,11 @@ def test_wishart_pieces_match_scipy():
     ratio = log_nw(m, beta, torch.tensor(w), nu) - log_nw(m0, beta0, w0, nu0)
     kl = kl_normal_wishart(m, torch.tensor(beta).double(), w_inv, nu_t, m0, beta0, torch.linalg.inv(w0), nu0).item()
     assert kl == pytest.approx(ratio.mean().item(), abs=4 * ratio.std().item() / 100000**0.5)
+
+
+def test_conjugate_runs_load_by_kind(data, tmp_path):
+    """A ConjugateFit saves as kind 'conjugate'; ppvae.load finds its loader in the kind registry."""
+    fit = NormalGamma(**HYPER).fit_cavi(ppvae.Dataset(data))
+    fit.save(str(tmp_path / "run"))
+    back = ppvae.load(str(tmp_path / "run"))
+    assert type(back).__name__ == "ConjugateFit" and back.elbo == fit.elbo

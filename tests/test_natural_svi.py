@@ -91,6 +91,7 @@ def test_online_lda_reaches_batch_cavi(corpus, tmp_path):
     assert torch.equal(back.lam, fit.lam) and back.config["method"] == "svi_natural"
 
 
+@pytest.mark.slow
 def test_online_lda_matches_sklearn_online_lda(corpus):
     """scikit-learn's LatentDirichletAllocation(learning_method="online") with the same K, priors, tau0
     (learning_offset), kappa (learning_decay), batch size and number of updates (30 passes of 10 batches; its own
