@@ -68,7 +68,8 @@ def fit_svi_natural(model, data, *, batch_size: int = 64, num_steps: int = 1000,
     sets every local factor of the minibatch to its exact conditional given that draw, q(z_i | beta) =
     p(z_i | x_i, beta) (the model's ``ce_local_given``), instead of the mean-field optimum given E_q; the variational
     family is then q(beta) prod_i q(z_i | beta), which keeps the dependence of the locals on the globals that mean
-    field drops. The step on lambda is the same.
+    field drops. The step on lambda is the same. ``history["elbo"]`` still records ``ce_elbo``, the mean-field
+    bound of q(beta); the structured family's own is the model's to compute (``BayesGMM.structured_bounds``).
 
     ``converged`` is False: the run takes its ``num_steps`` whatever the ELBO does. Returns
     ``model.ce_result(fit, data)`` of a :class:`ppvae.infer.conjugate.ConjugateFit` with ``method`` "svi_natural" (the
