@@ -72,13 +72,14 @@ def test_vb_gmm_result_interface(faithful, tmp_path):
 
 def test_natural_svi_on_the_vb_gmm(faithful):
     """Natural-gradient SVI, minibatches of 32 of 272, 500 steps (default schedule): the ELBO within 0.05 nats of
-    CAVI's -1178.98 and the means within 0.05 (measured, seed 0: 9.2e-3 nats, 0.012)."""
+    CAVI's -1178.98 and the means within 0.2% (measured, seed 0: see docs/guide/cavi.md)."""
     model = BayesGMM(K=2)
     cavi = model.fit_cavi(faithful, seed=0)
     svi = ppvae.fit_svi_natural(model, faithful, batch_size=32, num_steps=500, seed=0, eval_every=100)
     assert abs(svi.elbo - cavi.elbo) < 0.05
     order = lambda v: v[v[:, 0].argsort()]  # noqa: E731 (labels may come out swapped)
-    assert (order(svi.global_values()["locs"]) - order(cavi.global_values()["locs"])).abs().max() < 0.05
+    ref = order(cavi.global_values()["locs"])
+    assert ((order(svi.global_values()["locs"]) - ref).abs() / ref.abs()).max() < 2e-3
 
 
 def test_bad_input():
@@ -109,8 +110,8 @@ def test_structured_svi_reduces_the_gap_to_the_posterior(faithful):
     """Structured SVI (q(beta) prod_i p(z_i | x_i, beta), Hoffman & Blei 2015) against mean-field natural SVI on the
     VB-GMM, Old Faithful, K = 2, minibatches of 32, 500 steps each (seed 0). Gap = log p-hat(x) - ELBO, log p-hat by
     importance sampling with the fitted q(beta) as proposal (2,000 draws, ESS > 1,500; the evidence of one of the
-    2! label modes). Measured: mean-field gap 0.136 nats, structured 0.040 (MC standard errors about 0.007); 1,500 steps
-    each: 0.151 and 0.024."""
+    2! label modes). Measured: mean-field gap 0.153 nats, structured 0.040 (MC standard errors about 0.008); 1,500 steps
+    each: 0.137 and 0.024."""
     x = faithful.x.double()
     model = BayesGMM(K=2)
     mf = ppvae.fit_svi_natural(model, faithful, batch_size=32, num_steps=500, seed=0, eval_every=0)

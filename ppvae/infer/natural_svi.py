@@ -43,17 +43,37 @@ def step_size(t: int, tau0: float, kappa: float) -> float:
     return min(1.0, (tau0 + t) ** -kappa) if tau0 + t > 0 else 1.0
 
 
-def _batches(n: int, batch_size: int, gen: torch.Generator):
-    """Index tensors of minibatches, epoch after epoch: a fresh permutation each epoch, cut into
-    ``batch_size`` pieces (the last one of an epoch may be smaller)."""
-    while True:
-        perm = torch.randperm(n, generator=gen)
-        yield from perm.split(batch_size)
+CHECKPOINT = "natural_svi_checkpoint.pt"
+
+
+def _batch(n: int, batch_size: int, seed: int, t: int) -> torch.Tensor:
+    """The indices of minibatch ``t``: epoch e = t // B (B = ceil(n / batch_size) batches an epoch) is a
+    permutation drawn from a generator seeded by (seed, e), cut into ``batch_size`` pieces (the last may be
+    smaller). A function of t, so a resumed run draws the batches the uninterrupted one would have."""
+    per_epoch = -(-n // batch_size)
+    epoch, i = divmod(t, per_epoch)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+    return perm[i * batch_size:(i + 1) * batch_size]
+
+
+def _save_checkpoint(directory: str, lam: dict, step: int, trace: list, steps: list, config: dict) -> None:
+    settings = {k: torch.tensor(float(v), dtype=torch.float64) for k, v in config.items()}
+    runs.write_tensors(directory, CHECKPOINT, {"lam": lam, "step": torch.tensor(step), "steps": torch.tensor(steps),
+                                                "trace": torch.tensor(trace, dtype=torch.float64), "config": settings})
+
+
+def _load_checkpoint(directory: str, config: dict) -> tuple[dict, int, list, list]:
+    state = runs.read_tensors(directory, CHECKPOINT, ("lam", "step", "trace", "steps", "config"))
+    saved = {k: float(v) for k, v in state["config"].items()}
+    if saved != {k: float(v) for k, v in config.items()}:
+        raise PPVAEError(f"resume: {directory} holds a run with settings {saved}; this call has {config}")
+    return dict(state["lam"]), int(state["step"]), state["trace"].tolist(), state["steps"].tolist()
 
 
 def fit_svi_natural(model, data, *, batch_size: int = 64, num_steps: int = 1000, tau0: float = 1.0,
                     kappa: float = 0.7, eval_every: int | None = None, init: dict | None = None, seed: int = 0,
-                    callback=None, structured: bool = False) -> ConjugateFit:
+                    callback=None, structured: bool = False, checkpoint: str | None = None,
+                    checkpoint_every: int = 0, resume: bool = False) -> ConjugateFit:
     """Natural-gradient SVI (module docstring) for a model declaring :class:`ppvae.ConjugateExponential`.
 
     ``num_steps`` minibatch updates of ``batch_size`` rows (clipped to N); rho_t = (tau0 + t)^-kappa, defaults
@@ -70,6 +90,10 @@ def fit_svi_natural(model, data, *, batch_size: int = 64, num_steps: int = 1000,
     family is then q(beta) prod_i q(z_i | beta), which keeps the dependence of the locals on the globals that mean
     field drops. The step on lambda is the same. ``history["elbo"]`` still records ``ce_elbo``, the mean-field
     bound of q(beta); the structured family's own is the model's to compute (``BayesGMM.structured_bounds``).
+
+    ``checkpoint``: a directory where the state (lam, step, trace) is written atomically every
+    ``checkpoint_every`` steps and at the end; ``resume=True`` continues from it (the settings must match). Batches
+    and structured draws are functions of (seed, step), so a resumed run equals the uninterrupted one exactly.
 
     ``converged`` is False: the run takes its ``num_steps`` whatever the ELBO does. Returns
     ``model.ce_result(fit, data)`` of a :class:`ppvae.infer.conjugate.ConjugateFit` with ``method`` "svi_natural" (the
@@ -88,19 +112,25 @@ def fit_svi_natural(model, data, *, batch_size: int = 64, num_steps: int = 1000,
     if eval_every is None:
         eval_every = max(1, num_steps // 50)
     eval_every = check_int("eval_every", eval_every, low=0)
-    gen = torch.Generator().manual_seed(check_int("seed", seed, low=0))
+    seed = check_int("seed", seed, low=0)
+    checkpoint_every = check_int("checkpoint_every", checkpoint_every, low=0)
+    settings = {"n": n, "batch_size": batch_size, "tau0": tau0, "kappa": kappa, "seed": seed, "structured": structured}
     start = time.perf_counter()
-    lam = model.ce_init(x, gen, init)
-    trace, steps = [model.ce_elbo(x, lam)], [0]
-    batches = _batches(n, batch_size, gen)
-    if callback is not None:
-        callback(0, lam)
-    for t in range(num_steps):
-        idx = next(batches)
+    if resume:
+        if checkpoint is None:
+            raise PPVAEError("resume: expected checkpoint= (the directory to resume from); got None")
+        lam, first, trace, steps = _load_checkpoint(checkpoint, settings)
+    else:
+        lam = model.ce_init(x, torch.Generator().manual_seed(seed), init)
+        first, trace, steps = 0, [model.ce_elbo(x, lam)], [0]
+        if callback is not None:
+            callback(0, lam)
+    for t in range(first, num_steps):
+        idx = _batch(n, batch_size, seed, t)
         scale = n / len(idx)
         if structured:
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(int(torch.randint(2**62, (1,), generator=gen)))
+                torch.manual_seed(seed * 1_000_003 + t)
                 values = {k: v[0] for k, v in model.ce_draws(lam, 1).items()}
             local = model.ce_local_given(x[idx], values)
         else:
@@ -114,6 +144,8 @@ def fit_svi_natural(model, data, *, batch_size: int = 64, num_steps: int = 1000,
             steps.append(t + 1)
             if not math.isfinite(trace[-1]):
                 raise PPVAEError(f"svi_natural: the ELBO became {trace[-1]} at step {t + 1}")
+        if checkpoint is not None and ((checkpoint_every and (t + 1) % checkpoint_every == 0) or t + 1 == num_steps):
+            _save_checkpoint(checkpoint, lam, t + 1, trace, steps, settings)
     fit = ConjugateFit(model, lam, trace, False, time.perf_counter() - start,
                        "svi_structured" if structured else "svi_natural",
                        {"batch_size": batch_size, "num_steps": num_steps, "tau0": tau0, "kappa": kappa,
