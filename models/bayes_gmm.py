@@ -24,7 +24,7 @@ parameters, so natural-gradient SVI steps them directly). The E step (Bishop eqs
 With r at its optimum, the ELBO is sum_i log sum_k rho_ik - KL(q(pi) || p(pi)) - sum_k KL(q(mu_k, Lambda_k) ||
 p(mu_k, Lambda_k)). scikit-learn's ``lower_bound_`` drops the terms that do not depend on q: ours minus theirs is
 log C(alpha0 1_K) - N D/2 log 2 pi + K [D/2 log beta0 + log B(W0, nu0) + D (D - 1)/4 log pi] (Bishop's C and B,
-eqs. B.23, B.79; tests/test_bayes_gmm.py checks it).
+eqs. B.23, B.79; tests/models/test_bayes_gmm.py checks it).
 """
 
 from __future__ import annotations

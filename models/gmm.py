@@ -16,7 +16,7 @@ out by enumeration, so every guide covers only (w, mu, sigma, L).
 Closed-form EM (Bishop 2006, eqs. 9.23-9.28) with a ``reg_covar`` ridge on the covariances as in
 scikit-learn's ``GaussianMixture``; the spherical M step is sigma_k^2 = sum_i r_ik |x_i - mu_k|^2 / (D N_k).
 With equal weights and a common sigma -> 0 the responsibilities become the hard nearest-centre assignments and
-the M step's means the cluster means: EM becomes k-means (Bishop 2006, sec. 9.3.2; tests/test_em.py checks the
+the M step's means the cluster means: EM becomes k-means (Bishop 2006, sec. 9.3.2; tests/infer/test_em.py checks the
 k-means fixed point). ``em_partial_step`` is a generalized EM step (see its docstring).
 """
 

@@ -29,7 +29,7 @@ a0 + n/2 as in the seed notes' eq. 86 (and in Bishop's eq. 10.29, whose prior on
 log q(tau) collects every term of E_mu[log p(x, mu, tau)] in log tau, and there are n/2 of them from the
 likelihood plus 1/2 from p(mu | tau) = N(mu0, 1 / (lambda0 tau)), whose normalizer is (lambda0 tau)^(1/2).
 Dropping that 1/2 gives a factor that is not the coordinate optimum: on the test data of
-tests/test_conjugate.py the ELBO is -32.177252 at the mean-field optimum and -32.184520 with a_n = a0 + n/2.
+tests/infer/test_conjugate.py the ELBO is -32.177252 at the mean-field optimum and -32.184520 with a_n = a0 + n/2.
 The exact posterior's a_n = a0 + n/2 (Murphy 2007, eq. 87) is no contradiction: there mu is integrated out
 under its tau-dependent conditional, which absorbs the 1/2.
 """

@@ -1,6 +1,6 @@
 """Natural-gradient SVI (ppvae.infer.natural_svi) for LDA: online LDA (Hoffman, Blei & Bach 2010) against batch
-CAVI on the planted-topic corpus of tests/test_lda.py, the exact one-step identity, scikit-learn's online LDA with
-the same schedule, and the result interface."""
+CAVI on the planted-topic corpus of tests/models/test_lda.py, the exact one-step identity, scikit-learn's online
+LDA with the same schedule, and the result interface."""
 
 import numpy as np
 import pytest
@@ -15,7 +15,7 @@ from ppvae.models import LDA
 
 
 def planted_corpus(K=3, V=12, D=150, n=60, alpha=0.3, seed=0):
-    """tests/test_lda.py's corpus: documents from LDA, topic k putting mass 1/4.16 on words 4k..4k+3."""
+    """tests/models/test_lda.py's corpus: documents from LDA, topic k putting mass 1/4.16 on words 4k..4k+3."""
     g = torch.Generator().manual_seed(seed)
     beta = torch.full((K, V), 0.02)
     for k in range(K):
