@@ -1,6 +1,7 @@
 """The ppvae model zoo, imported as ``ppvae.models``: one module per model family, each using only
 the engine's public API. Importing this package registers every model by name."""
 
+from .bayes_gmm import BayesGMM
 from .gmm import GMM
 from .lda import LDA
 from .m2 import M2
@@ -10,4 +11,4 @@ from .prodlda import ProdLDA
 from .three_coin import ThreeCoin
 from .vae import VAE
 
-__all__ = ["GMM", "ThreeCoin", "NormalGamma", "PPCA", "VAE", "M2", "LDA", "ProdLDA"]
+__all__ = ["GMM", "BayesGMM", "ThreeCoin", "NormalGamma", "PPCA", "VAE", "M2", "LDA", "ProdLDA"]

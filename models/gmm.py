@@ -1,4 +1,4 @@
-"""Gaussian mixture model with Dirichlet weights, full or diagonal covariances, and its EM.
+"""Gaussian mixture model with Dirichlet weights, full, diagonal or spherical covariances, and its EM.
 
 Generative story (Bishop 2006, sec. 9.2; Bayesian version sec. 10.2)::
 
@@ -11,8 +11,13 @@ with m the data mean and s = 10 sd(X) per coordinate (weakly informative priors 
 Richardson & Green 1997 set theirs from the data range the same way). The assignments z_i are summed
 out by enumeration, so every guide covers only (w, mu, sigma, L).
 
+``covariance="spherical"``: one sigma_k per component, Sigma_k = sigma_k^2 I (site ``scales`` of shape (K,)).
+
 Closed-form EM (Bishop 2006, eqs. 9.23-9.28) with a ``reg_covar`` ridge on the covariances as in
-scikit-learn's ``GaussianMixture``.
+scikit-learn's ``GaussianMixture``; the spherical M step is sigma_k^2 = sum_i r_ik |x_i - mu_k|^2 / (D N_k).
+With equal weights and a common sigma -> 0 the responsibilities become the hard nearest-centre assignments and
+the M step's means the cluster means: EM becomes k-means (Bishop 2006, sec. 9.3.2; tests/infer/test_em.py checks the
+k-means fixed point). ``em_partial_step`` is a generalized EM step (see its docstring).
 """
 
 from __future__ import annotations
@@ -121,7 +126,7 @@ def _kmeanspp(x: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
     return x[idx].clone()
 
 
-@register_model("gmm", "Gaussian mixture: K components, full or diagonal covariance, Dirichlet weights")
+@register_model("gmm", "Gaussian mixture: K components, full, diagonal or spherical covariance, Dirichlet weights")
 class GMM(Model, ClosedFormEM, ClosedFormPotential, Mixture, Reports):
     """Gaussian mixture with enumerated assignments (see module docstring)."""
 
@@ -133,7 +138,7 @@ class GMM(Model, ClosedFormEM, ClosedFormPotential, Mixture, Reports):
     def __init__(self, K: int = 2, covariance: str = "full", concentration: float = 1.0, reg_covar: float = 1e-6):
         super().__init__()
         self.K = check_int("K", K, low=1)
-        self.covariance = check_choice("covariance", covariance, ("full", "diag"))
+        self.covariance = check_choice("covariance", covariance, ("full", "diag", "spherical"))
         self.concentration = check_float("concentration", concentration, low=0.0, strict=True)
         self.reg_covar = check_float("reg_covar", reg_covar, low=0.0)
 
@@ -152,16 +157,23 @@ class GMM(Model, ClosedFormEM, ClosedFormPotential, Mixture, Reports):
     def _full(self, D: int) -> bool:
         return self.covariance == "full" and D > 1
 
+    def _diag_scales(self, scales: torch.Tensor, D: int) -> torch.Tensor:
+        """Per-coordinate scales (..., K, D): the spherical sigma_k repeated D times, else ``scales`` itself."""
+        return scales.unsqueeze(-1).expand(*scales.shape, D) if self.covariance == "spherical" else scales
+
     def forward(self, batch):
         K, D = self.K, batch.x.shape[-1]
         weights = pyro.sample("weights", dist.Dirichlet(self.concentration * batch.x.new_ones(K)))
         locs = pyro.sample("locs", dist.Normal(self.loc_mean, self.loc_scale).expand([K, D]).to_event(2))
-        scales = pyro.sample("scales", dist.LogNormal(self.scale_median.log(), 1.0).expand([K, D]).to_event(2))
+        if self.covariance == "spherical":  # prior median: the geometric mean of the coordinates' sd
+            scales = pyro.sample("scales", dist.LogNormal(self.scale_median.log().mean(), 1.0).expand([K]).to_event(1))
+        else:
+            scales = pyro.sample("scales", dist.LogNormal(self.scale_median.log(), 1.0).expand([K, D]).to_event(2))
         if self._full(D):
             corr = pyro.sample("corr", dist.LKJCholesky(D, batch.x.new_tensor(1.0)).expand([K]).to_event(1))
             scale_tril = scales.unsqueeze(-1) * corr
         else:
-            scale_tril = torch.diag_embed(scales)
+            scale_tril = torch.diag_embed(self._diag_scales(scales, D))
         with self.data_plate(batch):
             z = pyro.sample("z", dist.Categorical(weights))
             component = dist.MultivariateNormal(Vindex(locs)[..., z, :], scale_tril=Vindex(scale_tril)[..., z, :, :])
@@ -172,7 +184,8 @@ class GMM(Model, ClosedFormEM, ClosedFormPotential, Mixture, Reports):
         values = {
             "weights": data.x.new_full((K,), 1.0 / K),
             "locs": _kmeanspp(data.x, K, generator),
-            "scales": self.scale_median.expand(K, D).clone(),
+            "scales": (self.scale_median.log().mean().exp().expand(K) if self.covariance == "spherical"
+                       else self.scale_median.expand(K, D)).clone(),
         }
         if self._full(D):
             values["corr"] = torch.eye(D, dtype=data.x.dtype).expand(K, D, D).clone()
@@ -187,6 +200,8 @@ class GMM(Model, ClosedFormEM, ClosedFormPotential, Mixture, Reports):
         cov = torch.cov(x.T).reshape(D, D)
         if self.covariance == "diag":  # start inside the model family, or the first step may go down
             cov = torch.diag_embed(cov.diagonal())
+        elif self.covariance == "spherical":
+            cov = cov.diagonal().mean() * torch.eye(D, dtype=x.dtype)
         cov = cov + self.reg_covar * torch.eye(D, dtype=x.dtype)
         return {"weights": x.new_full((K,), 1.0 / K), "locs": _kmeanspp(x, K, generator),
                 "covs": cov.expand(K, D, D).clone()}
@@ -199,19 +214,41 @@ class GMM(Model, ClosedFormEM, ClosedFormPotential, Mixture, Reports):
         r = (log_joint - ll.unsqueeze(-1)).exp()  # responsibilities (E step)
         nk = r.sum(0) + 10 * torch.finfo(x.dtype).eps
         mu = (r.T @ x) / nk.unsqueeze(-1)
+        return {"weights": nk / nk.sum(), "locs": mu, "covs": self._m_step_covs(x, r, nk, mu)}, ll
+
+    def _m_step_covs(self, x, r, nk, mu) -> torch.Tensor:
+        """argmax over the covariances of Q given the means ``mu`` (Bishop 2006, eq. 9.25; diagonal and spherical:
+        the same restricted to the family), plus the ``reg_covar`` ridge."""
         diff = x.unsqueeze(1) - mu  # (N, K, D)
-        eye = torch.eye(x.shape[1], dtype=x.dtype)
+        D = x.shape[1]
+        eye = torch.eye(D, dtype=x.dtype)
         if self.covariance == "full":
-            cov = torch.einsum("nk,nkd,nke->kde", r, diff, diff) / nk[:, None, None] + self.reg_covar * eye
-        else:
-            var = torch.einsum("nk,nkd->kd", r, diff.pow(2)) / nk[:, None] + self.reg_covar
-            cov = torch.diag_embed(var)
-        return {"weights": nk / nk.sum(), "locs": mu, "covs": cov}, ll
+            return torch.einsum("nk,nkd,nke->kde", r, diff, diff) / nk[:, None, None] + self.reg_covar * eye
+        if self.covariance == "spherical":
+            var = torch.einsum("nk,nkd->k", r, diff.pow(2)) / (D * nk) + self.reg_covar
+            return var[:, None, None] * eye
+        return torch.diag_embed(torch.einsum("nk,nkd->kd", r, diff.pow(2)) / nk[:, None] + self.reg_covar)
+
+    def em_partial_step(self, x, params, iteration):
+        """A generalized EM step (Dempster et al. 1977, sec. 3), an ECM-like conditional M step (Meng & Rubin 1993):
+        weights and means as in EM, covariances maximized given the *incoming* means mu_t (not the new ones).
+        Q rises: Q(w', mu', S(mu_t)) >= Q(w', mu_t, S(mu_t)) >= Q(w_t, mu_t, S_t), the first because the
+        weighted means maximize Q over mu for any covariances, the second because S(mu_t) maximizes Q over the
+        covariances given mu_t; so log p(X) never decreases, and the fixed points are EM's."""
+        w, mu_t, cov = params["weights"], params["locs"], params["covs"]
+        log_joint = w.log() + dist.MultivariateNormal(mu_t, covariance_matrix=cov).log_prob(x.unsqueeze(-2))
+        ll = torch.logsumexp(log_joint, -1)
+        r = (log_joint - ll.unsqueeze(-1)).exp()
+        nk = r.sum(0) + 10 * torch.finfo(x.dtype).eps
+        mu = (r.T @ x) / nk.unsqueeze(-1)
+        return {"weights": nk / nk.sum(), "locs": mu, "covs": self._m_step_covs(x, r, nk, mu_t)}, ll
 
     def em_to_sites(self, params) -> dict:
         """EM parameters as values of this model's sample sites (weights, locs, scales, corr)."""
         cov = params["covs"]
         scales = cov.diagonal(dim1=-2, dim2=-1).sqrt()
+        if self.covariance == "spherical":
+            scales = scales[..., 0]
         values = {"weights": params["weights"], "locs": params["locs"], "scales": scales}
         if self._full(cov.shape[-1]):
             values["corr"] = torch.linalg.cholesky(cov / (scales.unsqueeze(-1) * scales.unsqueeze(-2)))
@@ -223,13 +260,14 @@ class GMM(Model, ClosedFormEM, ClosedFormPotential, Mixture, Reports):
         w, locs, scales = values["weights"], values["locs"], values["scales"]
         if "corr" in values:
             return gmm_log_likelihood(x, w, locs, scales.unsqueeze(-1) * values["corr"])
+        scales = self._diag_scales(scales, x.shape[-1])
         comp = dist.Normal(locs, scales).log_prob(x.unsqueeze(-2)).sum(-1)  # diagonal: (N, K)
         return torch.logsumexp(w.log() + comp, dim=-1)
 
     def closed_form_potential(self, x, order=None):
         """The potential of ``ppvae.infer.mcmc.sampler`` and its gradient in closed form (:func:`_diag_potential`), or
-        None where there is none here (full covariances, or an ordering on another site than ``locs``)."""
-        if self._full(x.shape[-1]) or (order is not None and order[0] != "locs"):
+        None where there is none here (full or spherical covariances, or an ordering on another site than ``locs``)."""
+        if self._full(x.shape[-1]) or self.covariance == "spherical" or (order is not None and order[0] != "locs"):
             return None
         K, D, N, a = self.K, x.shape[-1], x.shape[0], self.concentration
         const = (-0.5 * N * D * math.log(2 * math.pi) + math.lgamma(K * a) - K * math.lgamma(a)
@@ -254,7 +292,10 @@ class GMM(Model, ClosedFormEM, ClosedFormPotential, Mixture, Reports):
     def mixture_components(self, values) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(weights, locs, covariances) from values of the sample sites."""
         scales = values["scales"]
-        tril = scales.unsqueeze(-1) * values["corr"] if "corr" in values else torch.diag_embed(scales)
+        if "corr" in values:
+            tril = scales.unsqueeze(-1) * values["corr"]
+        else:
+            tril = torch.diag_embed(self._diag_scales(scales, values["locs"].shape[-1]))
         return values["weights"], values["locs"], tril @ tril.transpose(-1, -2)
 
     def em_responsibilities(self, x, params) -> torch.Tensor:

@@ -19,6 +19,11 @@ Inference:
   of Srivastava & Sutton 2017, sec. 3.1, trained with implicit reparameterization gradients, Figurnov
   et al. 2018). Use the ``meanfield`` ELBO: both KL terms are then analytic (Dirichlet-Dirichlet).
 * Classical coordinate-ascent mean-field VI: :func:`fit_cavi` in :mod:`models.lda_cavi`.
+* Online LDA (Hoffman, Blei & Bach 2010, alg. 2): :func:`ppvae.fit_svi_natural` through the
+  :class:`ppvae.ConjugateExponential` hooks below. The global parameter is lambda (K, V) of q(beta_k) = Dir(lambda_k);
+  the local step is the per-document CAVI loop on (phi, gamma) with E[log beta] fixed (:func:`models.lda_cavi.e_step`,
+  each document until the mean |change| of gamma_d is below 1e-3, at most 100 sweeps, as scikit-learn); its
+  statistics are sum_d c_dw phi_dwk, and lambda_hat = eta + (D / M) sum_{d in batch} c_dw phi_dwk.
 """
 
 from __future__ import annotations
@@ -28,11 +33,21 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from ppvae import CoordinateAscentVI, Model, PPVAEError, check_float, check_int, register_kind, register_model
+from ppvae import (
+    ConjugateExponential,
+    CoordinateAscentVI,
+    Model,
+    PPVAEError,
+    check_float,
+    check_int,
+    register_kind,
+    register_model,
+)
 from ppvae.evaluate.topics import TopicModel, WordCounts, check_counts
+from ppvae.infer.conjugate import expected_log_dirichlet
 from ppvae.results import Pointwise, register_evaluator
 
-from .lda_cavi import CAVIFit, e_step, expected_log_beta, fit_cavi
+from .lda_cavi import CAVIFit, _Sparse, e_step, expected_log_beta, fit_cavi, lambda_update, lda_elbo
 
 
 class DirichletEncoder(nn.Module):
@@ -67,7 +82,7 @@ def initial_lambda(x: torch.Tensor, topics: int, alpha: float, eta: float, gener
 
 
 @register_model("lda", "latent Dirichlet allocation: K topics, word topics summed out, amortized Dirichlet guide")
-class LDA(TopicModel, Model, CoordinateAscentVI):
+class LDA(TopicModel, Model, CoordinateAscentVI, ConjugateExponential):
     """LDA on a count matrix (see module docstring). ``topics`` = K, ``alpha``/``eta`` the symmetric
     Dirichlet concentrations of theta_d and beta_k, ``hidden`` the encoder's width."""
 
@@ -181,6 +196,48 @@ class LDA(TopicModel, Model, CoordinateAscentVI):
         """The :class:`models.lda_cavi.CAVIFit` saved in the run directory ``path`` (tensors only, version checked)."""
         return CAVIFit.load(path)
 
+    # -- online LDA: the conjugate-exponential hooks (module docstring) -----------------------------------------------
+    def ce_init(self, x, generator, init=None):
+        """lambda ~ Gamma(100, 1/100) entrywise (Hoffman et al. 2010; scikit-learn's start), or ``init["lambda"]``."""
+        if init is not None and "lambda" in init:
+            return {"lambda": torch.as_tensor(init["lambda"], dtype=torch.float64)}
+        shape = torch.full((check_int("topics", self.topics, low=1), x.shape[1]), 100.0, dtype=torch.float64)
+        return {"lambda": torch._standard_gamma(shape, generator=generator) / 100.0}
+
+    def ce_local(self, x, lam):
+        """The E step on the documents ``x`` with E[log beta] from lambda, then sum_d c_dw phi_dwk (K, V)."""
+        sp = _Sparse(x)
+        elog_beta = expected_log_dirichlet(lam["lambda"])
+        gamma = e_step(None, elog_beta, self.alpha, _sp=sp)
+        return {"word_topic": lambda_update(sp, gamma, elog_beta, 0.0)}
+
+    def ce_global(self, stats, lam):
+        return {"lambda": self.eta + stats["word_topic"]}
+
+    def ce_elbo(self, x, lam):
+        """L(gamma, lambda) of :mod:`models.lda_cavi` with gamma from a full E step at lambda."""
+        sp = _Sparse(x)
+        gamma = e_step(None, expected_log_dirichlet(lam["lambda"]), self.alpha, _sp=sp)
+        return lda_elbo(x, gamma, lam["lambda"], self.alpha, self.eta, sp)
+
+    def ce_values(self, lam):
+        return {"topic_words": lam["lambda"] / lam["lambda"].sum(-1, keepdim=True)}
+
+    def ce_draws(self, lam, num_draws):
+        return {"topic_words": dist.Dirichlet(lam["lambda"]).sample((num_draws,))}
+
+    def ce_result(self, fit, data):
+        """A :class:`models.lda_cavi.CAVIFit` (topics, documents' q(theta) from an E step, save/load as ``cavi``)."""
+        x = check_counts("data", data)
+        gamma = e_step(x.double(), expected_log_dirichlet(fit.params["lambda"]), self.alpha)
+        vocab = data.meta.get("vocab") if hasattr(data, "meta") else None
+        result = CAVIFit(gamma, fit.params["lambda"], self.alpha, self.eta, fit.trace, fit.converged, fit.time_s,
+                         vocab=list(vocab) if vocab is not None else getattr(self, "vocab", None),
+                         config={"method": "svi_natural", "trace_steps": fit.trace_steps, **fit.config}, model=self,
+                         data_info=fit.data_info)
+        result.method = "svi_natural"
+        result._train_x = x.double()
+        return result
 
 def _evaluate_cavi(run_dir: str, ds, own_data: bool) -> Pointwise:
     """``ppvae evaluate`` on a CAVI run: the per-document ELBO bound B_d <= E_q(beta)[log p(x_d | beta)]

@@ -41,13 +41,10 @@ from torch.distributions import Dirichlet, kl_divergence
 
 from ppvae import Dataset, PPVAEError, Result, check_choice, check_float, check_int, renamed
 from ppvae.evaluate.topics import check_counts, check_num_topics, log_multinomial_coefficient, top_words
+from ppvae.infer.conjugate import expected_log_dirichlet
 from ppvae.runs import directory as runs
 
-
-def expected_log_dirichlet(conc: torch.Tensor) -> torch.Tensor:
-    """E[log x] under Dir(conc), row-wise: psi(conc) - psi(sum conc)."""
-    return torch.digamma(conc) - torch.digamma(conc.sum(-1, keepdim=True))
-
+from .lda_newton import newton_alpha
 
 expected_log_beta = expected_log_dirichlet
 
@@ -156,33 +153,6 @@ def lambda_update(sp: _Sparse, gamma, elog_beta, eta: float) -> torch.Tensor:
     (a, _), (b, _) = _scaled_exp(expected_log_dirichlet(gamma), 1), _scaled_exp(elog_beta, 0)
     z = (a.index_select(0, sp.doc) * b.T.index_select(0, sp.word)).sum(-1)
     return eta + b * sp.t_times(sp.count / z, a).T
-
-
-def newton_alpha(gamma: torch.Tensor, alpha: float, max_iter: int = 50, tol: float = 1e-8) -> float:
-    """Symmetric alpha maximizing f(a) = D[lgamma(K a) - K lgamma(a)] + (a - 1) sum_dk E[log theta_dk]
-    by Newton's method in log a (Blei et al. 2003, A.4.2; Minka 2000), with step halving so f never
-    decreases."""
-    D, K = gamma.shape
-    s = expected_log_dirichlet(gamma).sum().item()
-
-    def f(a):
-        return D * (math.lgamma(K * a) - K * math.lgamma(a)) + (a - 1) * s
-
-    log_a = math.log(alpha)
-    for _ in range(max_iter):
-        a = math.exp(log_a)
-        t = torch.tensor([K * a, a], dtype=torch.float64)
-        dg, tg = torch.digamma(t).tolist(), torch.polygamma(1, t).tolist()
-        grad = D * K * (dg[0] - dg[1]) + s  # df/da
-        hess = D * K * (K * tg[0] - tg[1])  # d2f/da2 < 0
-        g_log, h_log = grad * a, hess * a * a + grad * a  # derivatives in log a
-        step = -g_log / h_log if h_log < 0 else math.copysign(1.0, g_log)
-        while f(math.exp(log_a + step)) < f(a) and abs(step) > 1e-12:
-            step /= 2
-        log_a += step
-        if abs(step) < tol:
-            break
-    return math.exp(log_a)
 
 
 @dataclass

@@ -49,13 +49,16 @@ from ppvae.evaluate import (
     log_marginal,
 )
 from ppvae.infer import (
+    ConjugateFit,
     EMFit,
     Fit,
     MCMCDivergenceError,
     MCMCResult,
     Trainer,
     fit,
+    fit_conjugate,
     fit_em,
+    fit_svi_natural,
     fitted_proposal,
     list_elbos,
     list_guides,
@@ -69,6 +72,7 @@ from ppvae.infer import (
 from ppvae.model import (
     ClosedFormEM,
     ClosedFormPotential,
+    ConjugateExponential,
     CoordinateAscentVI,
     ExactPosterior,
     Mixture,
@@ -88,10 +92,12 @@ __all__ = [
     "Batch", "Dataset", "load_dataset", "list_datasets", "register_dataset", "corpus_from_texts",
     "corpus_from_counts", "Model", "build_model", "list_models", "register_model", "import_model",
     # declared model capabilities (ppvae/_capabilities.py)
-    "ClosedFormEM", "ClosedFormPotential", "ExactPosterior", "Mixture", "CoordinateAscentVI", "Reports", "require",
+    "ClosedFormEM", "ClosedFormPotential", "ExactPosterior", "Mixture", "CoordinateAscentVI", "ConjugateExponential",
+    "Reports", "require",
     # fitting
     "make_guide", "list_guides", "register_guide", "make_elbo", "list_elbos", "register_elbo",
     "fit", "Fit", "Trainer", "Callback", "EarlyStopping", "fit_em", "EMFit",
+    "fit_conjugate", "fit_svi_natural", "ConjugateFit",
     # every result kind: predictions, summaries
     "Result", "Summary", "exact_posterior", "load", "register_kind", "list_kinds",
     # evaluation and comparison

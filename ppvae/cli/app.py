@@ -27,10 +27,12 @@ from ppvae.comparison.inference_data import summary, to_inference_data
 from ppvae.data.loaders import list_datasets, load_dataset
 from ppvae.infer.em import fit_em
 from ppvae.infer.mcmc.sampler import run_mcmc
+from ppvae.infer.natural_svi import fit_svi_natural
 from ppvae.infer.svi.distributed import init_from_env
 from ppvae.infer.svi.train import fit
 from ppvae.model.base import (
     ClosedFormEM,
+    ConjugateExponential,
     CoordinateAscentVI,
     Reports,
     build_model,
@@ -203,14 +205,24 @@ def cmd_mcmc(args) -> int:
 def cmd_cavi(args) -> int:
     """Coordinate-ascent mean-field VI for a model that provides it (``fit_cavi``; LDA)."""
     model = build_model(args.model, **_kv_pairs(args.hparams))
-    require(model, CoordinateAscentVI, "ppvae cavi",
-            hint=f"models with it: {', '.join(_models_with(CoordinateAscentVI)) or 'none'}")
+    natural = args.method == "natural"
+    if not natural:
+        require(model, CoordinateAscentVI, "ppvae cavi",
+                hint=f"models with it: {', '.join(_models_with(CoordinateAscentVI)) or 'none'}")
+    else:
+        require(model, ConjugateExponential, "ppvae cavi --method natural",
+                hint=f"models with it: {', '.join(_models_with(ConjugateExponential)) or 'none'}")
     data = _load_data(args)
     with run_directory(args.out, args.overwrite) as tmp:
-        result = model.fit_cavi(data, max_iter=args.max_iter, rel_tol=args.rel_tol, seed=args.seed,
-                                update_alpha=args.update_alpha)
+        if natural:
+            result = fit_svi_natural(model, data, batch_size=args.batch_size, num_steps=args.steps, tau0=args.tau0,
+                                     kappa=args.kappa, seed=args.seed)
+        else:
+            extra = {"update_alpha": True} if args.update_alpha else {}
+            result = model.fit_cavi(data, max_iter=args.max_iter, rel_tol=args.rel_tol, seed=args.seed, **extra)
         _, figures = _run_write.write_cavi(tmp, args.model, result, data)
-    print(f"{args.model} on {data.name} ({len(data)} documents) by CAVI: {result.num_iterations} iterations, "
+    how = "natural-gradient SVI" if natural else "CAVI"
+    print(f"{args.model} on {data.name} ({len(data)} rows) by {how}: {result.num_iterations} iterations, "
           f"converged: {result.converged}, ELBO {result.elbo:.2f}, time {result.time_s:.2f} s\n  written to {args.out}")
     figures.report(args.out)
     return 0

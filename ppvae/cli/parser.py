@@ -173,6 +173,13 @@ def _add_em_cavi(sub, commands) -> None:
                    help="stop when an iteration gains less than rel_tol x |ELBO|")
     renamed_option(p, "--tol", "--rel-tol")
     p.add_argument("--update-alpha", action="store_true", help="Newton updates of the Dirichlet alpha")
+    p.add_argument("--method", choices=("cavi", "natural"), default="cavi",
+                   help="cavi: batch CAVI; natural: natural-gradient SVI on minibatches (Hoffman et al. 2013; "
+                        "models declaring ConjugateExponential)")
+    p.add_argument("--batch-size", type=int, default=64, help="--method natural: rows per minibatch")
+    p.add_argument("--steps", type=int, default=1000, help="--method natural: minibatch updates")
+    p.add_argument("--tau0", type=float, default=1.0, help="--method natural: step size (tau0 + t)^-kappa")
+    p.add_argument("--kappa", type=float, default=0.7, help="--method natural: step-size decay, in (0.5, 1]")
     p.set_defaults(func=commands["cavi"])
 
 

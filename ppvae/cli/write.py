@@ -134,7 +134,7 @@ def write_cavi(directory: str, name: str, result, data):
     """A CAVI fit: the run, metrics (ELBO, alpha, the model's report metrics), elbo_trace.png and the report figures."""
     model = result.model
     result.save(directory)
-    metrics = {"model": name, "method": "cavi", "num_data": len(data), "data": data.name,
+    metrics = {"model": name, "method": getattr(result, "method", "cavi"), "num_data": len(data), "data": data.name,
                "time_s": result.time_s, "iterations": result.num_iterations, "converged": result.converged,
                "elbo": result.elbo, "alpha": result.alpha, "log_likelihood": None,
                "config": {"hparams": model.hparams, **result.config}}

@@ -2,8 +2,10 @@
 the model's potential, per-point local posteriors), classical EM (:mod:`ppvae.infer.em`), and the importance
 weights and proposals that the IWAE objective and the evaluation layer share."""
 
+from ppvae.infer.conjugate import ConjugateFit, fit_conjugate
 from ppvae.infer.em import EMFit, fit_em
 from ppvae.infer.mcmc import MCMCDivergenceError, MCMCResult, fitted_proposal, local_posterior, run_mcmc
+from ppvae.infer.natural_svi import fit_svi_natural
 from ppvae.infer.svi import (
     Fit,
     Trainer,
@@ -18,4 +20,4 @@ from ppvae.infer.svi import (
 
 __all__ = ["fit", "Fit", "Trainer", "make_guide", "list_guides", "register_guide", "make_elbo", "list_elbos",
            "register_elbo", "fit_em", "EMFit", "run_mcmc", "MCMCResult", "MCMCDivergenceError", "local_posterior",
-           "fitted_proposal"]
+           "fitted_proposal", "fit_conjugate", "fit_svi_natural", "ConjugateFit"]

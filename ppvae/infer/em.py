@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ppvae._util.parallel import parallel_map
-from ppvae._util.validation import PPVAEError, check_float, check_int, renamed
+from ppvae._util.validation import PPVAEError, check_choice, check_float, check_int, renamed
 from ppvae.data.loaders import Dataset
 from ppvae.model.base import ClosedFormEM, Model, require
 from ppvae.results.base import Result, as_batch
@@ -113,12 +113,12 @@ class EMFit(Result):
             raise PPVAEError(f"load: {path} is not a complete ppvae EM run ({exc})") from None
 
 
-def _run_once(model: Model, x: torch.Tensor, params: dict, max_iter: int, tol: float):
+def _run_once(model: Model, x: torch.Tensor, params: dict, max_iter: int, tol: float, m_step: str = "full"):
     n = x.shape[0]
     history: list[float] = []
     converged = False
-    for _ in range(max_iter):
-        new_params, ll = model.em_step(x, params)
+    for it in range(max_iter):
+        new_params, ll = model.em_step(x, params) if m_step == "full" else model.em_partial_step(x, params, it)
         total = ll.sum().item()
         if not math.isfinite(total):
             raise PPVAEError(f"em: the log-likelihood became {total} at iteration {len(history)}")
@@ -140,7 +140,8 @@ def _restart(task) -> tuple[dict, list[float], bool]:
 
 @renamed(tol="ll_tol")
 def fit_em(model: Model, data: Dataset | torch.Tensor, *, restarts: int = 10, max_iter: int = 1000,
-           ll_tol: float = 1e-10, seed: int = 0, init: dict | None = None, cores: int | None = 1) -> EMFit:
+           ll_tol: float = 1e-10, seed: int = 0, init: dict | None = None, cores: int | None = 1,
+           m_step: str = "full") -> EMFit:
     """Run EM from ``restarts`` random starts (or once from ``init``) and keep the best.
 
     Runs in float64. ``ll_tol`` is the gain in log-likelihood per point (nats) below which a run stops.
@@ -149,6 +150,13 @@ def fit_em(model: Model, data: Dataset | torch.Tensor, *, restarts: int = 10, ma
     drawn here, before any restart runs, and each restart is deterministic from its start, so the result is
     the same for every ``cores``. The default, 1, runs them in this process: starting workers costs about a
     second, more than the restarts of the GMMs here take.
+
+    ``m_step``: ``"full"`` (EM) or ``"partial"``: generalized EM (Dempster et al. 1977, sec. 3; Neal & Hinton
+    1998), the model's ``em_partial_step``, an E step followed by an M step that raises the expected complete-data
+    log-likelihood Q without maximizing it (e.g. a conditional maximization over one block of parameters with
+    the others held, ECM: Meng & Rubin 1993). The F-function view (Neal & Hinton 1998): EM maximizes
+    F(q, theta) = E_q[log p(x, z | theta)] + H[q] alternately in q (the E step, which makes F = log p(x | theta))
+    and theta; any theta-step that raises F keeps log p(x | theta) non-decreasing.
     """
     require(model, ClosedFormEM, "fit_em")
     if not isinstance(data, Dataset):
@@ -156,6 +164,10 @@ def fit_em(model: Model, data: Dataset | torch.Tensor, *, restarts: int = 10, ma
     restarts = check_int("restarts", restarts, low=1)
     max_iter = check_int("max_iter", max_iter, low=1)
     ll_tol = check_float("ll_tol", ll_tol, low=0.0)
+    m_step = check_choice("m_step", m_step, ("full", "partial"))
+    if m_step == "partial" and type(model).em_partial_step is ClosedFormEM.em_partial_step:  # the default: none
+        raise PPVAEError(f"m_step: model '{model.name}' has no partial M step (it does not implement "
+                         "em_partial_step(x, params, iteration)); use m_step='full'")
     seed = check_int("seed", seed, low=0)
     if cores is not None:
         check_int("cores", cores, low=1)
@@ -169,7 +181,7 @@ def fit_em(model: Model, data: Dataset | torch.Tensor, *, restarts: int = 10, ma
         starts = [model.em_init(x, gen, init=init)]
     else:
         starts = [model.em_init(x, gen) for _ in range(restarts)]
-    results = parallel_map(_restart, [(model, x, params, max_iter, ll_tol) for params in starts], workers=cores,
+    results = parallel_map(_restart, [(model, x, params, max_iter, ll_tol, m_step) for params in starts], workers=cores,
                         desc="em restarts", part_name="restart")
     for r, (params, history, converged) in enumerate(results):
         histories.append(history)
@@ -177,7 +189,8 @@ def fit_em(model: Model, data: Dataset | torch.Tensor, *, restarts: int = 10, ma
             best = (params, history, converged, r)
     params, history, converged, r = best
     return EMFit(model, params, history[-1], histories, r, converged, time.perf_counter() - start,
-                 config={"restarts": len(starts), "max_iter": max_iter, "ll_tol": ll_tol, "seed": seed},
+                 config={"restarts": len(starts), "max_iter": max_iter, "ll_tol": ll_tol, "seed": seed,
+                         "m_step": m_step},
                  data_info=runs.data_info(data))
 
 

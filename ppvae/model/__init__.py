@@ -7,6 +7,7 @@ from ppvae.model.base import Model, build_model, import_model, list_models, regi
 from ppvae.model.capabilities import (
     ClosedFormEM,
     ClosedFormPotential,
+    ConjugateExponential,
     CoordinateAscentVI,
     ExactPosterior,
     Mixture,
@@ -15,4 +16,5 @@ from ppvae.model.capabilities import (
 )
 
 __all__ = ["Model", "build_model", "list_models", "register_model", "import_model", "ClosedFormEM",
-           "ClosedFormPotential", "ExactPosterior", "Mixture", "CoordinateAscentVI", "Reports", "require", "nn"]
+           "ClosedFormPotential", "ExactPosterior", "Mixture", "CoordinateAscentVI", "ConjugateExponential",
+           "Reports", "require", "nn"]

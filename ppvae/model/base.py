@@ -55,6 +55,7 @@ from ppvae.model.capabilities import (
     Capability,
     ClosedFormEM,
     ClosedFormPotential,
+    ConjugateExponential,
     CoordinateAscentVI,
     ExactPosterior,
     Mixture,
@@ -77,7 +78,8 @@ from ppvae.model.structure import (
 
 __all__ = ["Model", "ModelStructure", "latent_sites", "is_local", "register_model", "get_model_class", "list_models",
            "build_model", "import_model", "model_import_path", "DATA_PLATE", "Capability", "ClosedFormEM",
-           "ClosedFormPotential", "ExactPosterior", "Mixture", "CoordinateAscentVI", "Reports", "CAPABILITIES",
+           "ClosedFormPotential", "ExactPosterior", "Mixture", "CoordinateAscentVI", "ConjugateExponential",
+           "Reports", "CAPABILITIES",
            "require", "capabilities_of"]
 
 

@@ -25,7 +25,7 @@ import torch
 from ppvae._util.validation import PPVAEError
 
 __all__ = ["Capability", "ClosedFormEM", "ClosedFormPotential", "ExactPosterior", "Mixture", "CoordinateAscentVI",
-           "Reports", "CAPABILITIES", "require", "capabilities_of", "check_declared"]
+           "ConjugateExponential", "Reports", "CAPABILITIES", "require", "capabilities_of", "check_declared"]
 
 
 class Capability(abc.ABC):  # noqa: B024 (a base for isinstance; its subclasses hold the abstract methods)
@@ -60,7 +60,7 @@ class ClosedFormEM(Capability):
     """
 
     purpose = "closed-form EM"
-    hooks = ("em_init", "em_step", "em_to_sites", "em_responsibilities")
+    hooks = ("em_init", "em_step", "em_to_sites", "em_responsibilities", "em_partial_step")
 
     @abc.abstractmethod
     def em_init(self, x: torch.Tensor, generator: torch.Generator, init: dict | None = None) -> dict:
@@ -81,6 +81,12 @@ class ClosedFormEM(Capability):
         """p(z_i = k | x_i, params), shape (N, K), for the mixture figure of ``ppvae em``; None (the
         default): no figure."""
         return None
+
+    def em_partial_step(self, x: torch.Tensor, params: dict, iteration: int):
+        """A generalized-EM iteration (``fit_em(m_step="partial")``): the E step, then an M step that raises Q
+        without maximizing it (e.g. one conditional maximization), as ``em_step`` returns. A model that does not
+        override it has none (``fit_em`` refuses ``m_step="partial"``)."""
+        raise NotImplementedError("em_partial_step")
 
 
 class ClosedFormPotential(Capability):
@@ -182,6 +188,60 @@ class CoordinateAscentVI(Capability):
         """The CAVI result saved in the run directory ``path``."""
 
 
+class ConjugateExponential(Capability):
+    """Conjugate-exponential mean-field updates (what :func:`ppvae.fit_conjugate` and :func:`ppvae.fit_svi_natural`
+    need; Hoffman, Blei, Wang & Paisley 2013, sec. 2).
+
+    The global variational parameters ``lam`` (a dict of float64 tensors) are the natural parameters of q's
+    global factors, or coordinates linear in them, so that (1 - rho) lam + rho lam_hat is a natural-gradient
+    step. ``ce_local`` optimizes the local factors of the rows it gets and returns their expected sufficient
+    statistics summed over the rows (a dict; the driver scales a minibatch's by N / M); ``ce_global`` returns
+    the CAVI update of every global factor, each from ``lam`` (Hoffman et al. 2013, eq. 32).
+    """
+
+    purpose = "conjugate-exponential updates"
+    hooks = ("ce_init", "ce_local", "ce_global", "ce_elbo", "ce_values", "ce_draws", "ce_blocks", "ce_result",
+             "ce_local_given")
+
+    #: groups of ``lam``'s keys, one per global factor: batch CAVI updates them in this order (Gauss-Seidel)
+    ce_blocks: ClassVar[tuple[tuple[str, ...], ...] | None] = None
+
+    @abc.abstractmethod
+    def ce_init(self, x: torch.Tensor, generator: torch.Generator, init: dict | None = None) -> dict:
+        """Starting global parameters ``lam`` for data ``x`` (float64)."""
+
+    @abc.abstractmethod
+    def ce_local(self, x: torch.Tensor, lam: dict) -> dict:
+        """The expected sufficient statistics of the rows ``x``, local factors at their optimum given ``lam``."""
+
+    @abc.abstractmethod
+    def ce_global(self, stats: dict, lam: dict) -> dict:
+        """lam_hat: every global factor's coordinate update given (scaled) ``stats`` and the other factors' ``lam``."""
+
+    @abc.abstractmethod
+    def ce_elbo(self, x: torch.Tensor, lam: dict) -> float:
+        """The ELBO in nats with the local factors at their optimum given ``lam`` (float64)."""
+
+    @abc.abstractmethod
+    def ce_values(self, lam: dict) -> dict[str, torch.Tensor]:
+        """The posterior mean under q of every global site, site -> tensor."""
+
+    @abc.abstractmethod
+    def ce_draws(self, lam: dict, num_draws: int) -> dict[str, torch.Tensor]:
+        """``num_draws`` draws of every global site from q (torch's global random state), site -> (S, ...)."""
+
+    def ce_local_given(self, x: torch.Tensor, values: dict) -> dict:
+        """Structured SVI's local step (Hoffman & Blei 2015): the rows' expected sufficient statistics with each local
+        factor set to the exact conditional p(z_i | x_i, globals = ``values``), one draw of the globals from q. A
+        model that does not override it has none (``fit_svi_natural(structured=True)`` refuses it)."""
+        raise NotImplementedError("ce_local_given")
+
+    def ce_result(self, fit, data):
+        """The result to hand back for ``fit`` (a ``ppvae.conjugate.ConjugateFit``) on ``data``; default: ``fit``
+        (LDA returns its own CAVI result, with the topic-model methods)."""
+        return fit
+
+
 class Reports(Capability):
     """The command line's defaults and figures for a model (``ppvae fit``, ``ppvae cavi``). Every member has a
     default, so a model overrides only what it has."""
@@ -203,7 +263,7 @@ class Reports(Capability):
 
 
 CAPABILITIES: tuple[type[Capability], ...] = (ClosedFormEM, ClosedFormPotential, ExactPosterior, Mixture,
-                                              CoordinateAscentVI, Reports)
+                                              CoordinateAscentVI, ConjugateExponential, Reports)
 
 
 def _name(model) -> str:

@@ -109,3 +109,98 @@ def test_emfit_repr_is_a_one_line_summary(faithful):
                     f"log_likelihood_total={em.log_likelihood_total:.4f}, restarts=4, best_restart={em.best_restart}, "
                     f"iterations={em.num_iterations}, converged={em.converged}, time_s={em.time_s:.2f})")
     assert "\n" not in text and len(text) < 200
+
+
+# -- generalized EM, the spherical GMM and the k-means limit (issue 26) ------------------------------------------
+@pytest.mark.parametrize("covariance", ["full", "diag", "spherical"])
+def test_gem_partial_m_step_is_monotone_and_reaches_em_maximum(faithful, covariance):
+    """fit_em(m_step="partial") (covariances maximized given the incoming means, a conditional M step): the
+    log-likelihood never decreases at any iteration, and it ends at full EM's maximum (per point, 1e-6) from the
+    same starts."""
+    gem = fit_em(GMM(K=2, covariance=covariance), faithful, restarts=3, seed=0, m_step="partial")
+    em = fit_em(GMM(K=2, covariance=covariance), faithful, restarts=3, seed=0)
+    _assert_monotone(gem.traces)
+    assert all(len(h) > 3 for h in gem.traces)
+    assert abs(gem.log_likelihood_total - em.log_likelihood_total) / len(faithful) < 1e-6
+    assert gem.config["m_step"] == "partial"
+    # a genuinely different path: the first step differs from EM's whenever the means move
+    assert gem.traces[0][1] != pytest.approx(em.traces[0][1], abs=1e-9)
+
+
+def test_partial_m_step_refused_without_the_hook(faithful):
+    with pytest.raises(ppvae.PPVAEError, match="m_step"):
+        fit_em(ThreeCoin(), torch.randint(0, 2, (20, 5)).float(), m_step="partial")
+    with pytest.raises(ppvae.PPVAEError, match="m_step"):
+        fit_em(GMM(K=2), faithful, m_step="half")
+
+
+def test_spherical_gmm_em_matches_sklearn(faithful):
+    from sklearn.mixture import GaussianMixture
+
+    x = faithful.x.double().numpy()
+    ref = GaussianMixture(2, covariance_type="spherical", n_init=10, tol=1e-12, max_iter=5000, reg_covar=1e-6,
+                          random_state=0).fit(x)
+    ours = fit_em(GMM(K=2, covariance="spherical"), faithful, restarts=10, seed=0)
+    assert abs(ours.log_likelihood_total / len(x) - ref.score(x)) < 1e-6
+    _assert_monotone(ours.traces)
+    sites = ours.global_values()
+    assert sites["scales"].shape == (2,)
+    ours_sd = sites["scales"].double().numpy()[np.argsort(sites["locs"][:, 0].numpy())]
+    np.testing.assert_allclose(ours_sd, np.sqrt(ref.covariances_[np.argsort(ref.means_[:, 0])]), rtol=1e-4)
+
+
+def test_spherical_gmm_log_likelihood_and_svi(faithful):
+    """The spherical model's pointwise likelihood equals scipy's mixture density; SVI and predict run on it."""
+    model = GMM(K=2, covariance="spherical")
+    model.setup(faithful)
+    x = faithful.x.double()
+    f64 = torch.float64
+    values = {"weights": torch.tensor([0.3, 0.7], dtype=f64),
+              "locs": torch.tensor([[2.0, 55.0], [4.3, 80.0]], dtype=f64),
+              "scales": torch.tensor([3.0, 5.0], dtype=f64)}
+    ll = model.pointwise_log_likelihood(values, x)
+    ref = np.log(0.3 * multivariate_normal([2.0, 55.0], 9.0 * np.eye(2)).pdf(x.numpy())
+                 + 0.7 * multivariate_normal([4.3, 80.0], 25.0 * np.eye(2)).pdf(x.numpy()))
+    np.testing.assert_allclose(ll.numpy(), ref, rtol=1e-10)
+    fit = ppvae.fit(model, faithful, guide="auto_delta", steps=50, progress=False, seed=0)
+    assert fit.predict(faithful, num_draws=2)["z"].shape == (2, 272)
+
+
+@pytest.mark.parametrize("sigma", [1e-2, 1e-3])
+def test_em_becomes_kmeans_as_sigma_goes_to_zero(faithful, sigma):
+    """Equal weights, Sigma_k = sigma^2 I with sigma -> 0 (Bishop 2006, sec. 9.3.2): at k-means' fixed point
+    (scikit-learn's KMeans on standardized Old Faithful, K = 3), EM's responsibilities are its hard assignments
+    (to 1e-12) and one EM step returns its centres (the cluster means) to 1e-10."""
+    from sklearn.cluster import KMeans
+
+    x = faithful.x.double()
+    x = (x - x.mean(0)) / x.std(0)
+    km = KMeans(n_clusters=3, n_init=10, random_state=0, tol=0).fit(x.numpy())
+    model = GMM(K=3, covariance="spherical", reg_covar=0.0)
+    params = {"weights": torch.full((3,), 1 / 3, dtype=torch.float64), "locs": torch.tensor(km.cluster_centers_),
+              "covs": sigma**2 * torch.eye(2, dtype=torch.float64).expand(3, 2, 2)}
+    r = model.em_responsibilities(x, params)
+    hard = torch.nn.functional.one_hot(torch.tensor(km.labels_, dtype=torch.long), 3).double()
+    assert (r - hard).abs().max() < 1e-12
+    new, _ = model.em_step(x, params)
+    np.testing.assert_allclose(new["locs"].numpy(), km.cluster_centers_, atol=1e-10)
+    # and at a larger sigma the assignments are soft: the limit is approached, not there from the start
+    soft = model.em_responsibilities(x, {**params, "covs": 0.5 * torch.eye(2, dtype=torch.float64).expand(3, 2, 2)})
+    assert (soft - hard).abs().max() > 0.1
+
+
+@pytest.mark.slow
+def test_spherical_gmm_nuts_from_em(faithful):
+    """NUTS on the spherical GMM (autograd potential; the closed-form one is diagonal-only), one chain from the EM
+    fit with locs[:, 0] ordered, every 4th point of Old Faithful: the posterior means of the locations and scales
+    within 3 posterior sd of EM's maximum."""
+    data = ppvae.Dataset(faithful.x[::4])
+    model = GMM(K=2, covariance="spherical")
+    em = fit_em(model, data, restarts=2, seed=0)
+    result = ppvae.run_mcmc(model, data, num_draws=60, warmup=40, init=em, order=("locs", 0), seed=0, progress=False)
+    sites = model.em_to_sites(em.params)
+    perm = sites["locs"][:, 0].argsort()
+    flat = result.flat_samples()
+    assert flat["scales"].shape[1:] == (2,)
+    for name in ("locs", "scales"):
+        assert ((flat[name].mean(0) - sites[name][perm].float()).abs() < 3 * flat[name].std(0)).all(), name

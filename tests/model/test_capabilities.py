@@ -20,7 +20,15 @@ import torch
 from _helpers import REPO_ROOT
 
 import ppvae
-from ppvae import ClosedFormEM, ClosedFormPotential, CoordinateAscentVI, ExactPosterior, Mixture, Reports
+from ppvae import (
+    ClosedFormEM,
+    ClosedFormPotential,
+    ConjugateExponential,
+    CoordinateAscentVI,
+    ExactPosterior,
+    Mixture,
+    Reports,
+)
 from ppvae.cli.app import build_parser, main
 from ppvae.model.base import get_model_class
 from ppvae.model.capabilities import CAPABILITIES, capabilities_of
@@ -30,12 +38,13 @@ ROOT = str(REPO_ROOT)
 
 ZOO = {
     "gmm": {ClosedFormEM, ClosedFormPotential, Mixture, Reports},
+    "bayes_gmm": {Mixture, CoordinateAscentVI, ConjugateExponential},
     "three_coin": {ClosedFormEM},
     "ppca": {ExactPosterior},
-    "normal_gamma": {ExactPosterior},
+    "normal_gamma": {ExactPosterior, CoordinateAscentVI, ConjugateExponential},
     "vae": {Reports},
     "m2": {Reports},
-    "lda": {CoordinateAscentVI, Reports},
+    "lda": {CoordinateAscentVI, ConjugateExponential, Reports},
     "prodlda": {Reports},
 }
 

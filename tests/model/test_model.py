@@ -36,7 +36,7 @@ def test_build_model_converts_cli_strings():
         ("gmm", {"k": "2"}, "takes K, covariance, concentration, reg_covar; got unknown k"),
         ("gmm", {"K": "two"}, "K: model 'gmm' expects int; got 'two'"),
         ("gmm", {"K": "0"}, "K: expected an integer >= 1; got 0"),
-        ("gmm", {"covariance": "spherical"}, "covariance: expected one of full, diag"),
+        ("gmm", {"covariance": "tied"}, "covariance: expected one of full, diag, spherical"),
         ("gmm", {"K": 2.5}, "K: expected an integer"),
     ],
 )

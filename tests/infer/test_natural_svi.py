@@ -1,0 +1,112 @@
+"""Natural-gradient SVI (ppvae.infer.natural_svi) for LDA: online LDA (Hoffman, Blei & Bach 2010) against batch
+CAVI on the planted-topic corpus of tests/models/test_lda.py, the exact one-step identity, scikit-learn's online
+LDA with the same schedule, and the result interface."""
+
+import numpy as np
+import pytest
+import torch
+from scipy.optimize import linear_sum_assignment
+
+import ppvae
+from models.lda_cavi import _Sparse, e_step, lambda_update, lda_elbo
+from ppvae.infer.conjugate import expected_log_dirichlet
+from ppvae.infer.natural_svi import step_size
+from ppvae.models import LDA
+
+
+def planted_corpus(K=3, V=12, D=150, n=60, alpha=0.3, seed=0):
+    """tests/models/test_lda.py's corpus: documents from LDA, topic k putting mass 1/4.16 on words 4k..4k+3."""
+    g = torch.Generator().manual_seed(seed)
+    beta = torch.full((K, V), 0.02)
+    for k in range(K):
+        beta[k, 4 * k: 4 * k + 4] = 1.0
+    beta = beta / beta.sum(1, keepdim=True)
+    theta = torch._standard_gamma(torch.full((D, K), alpha), generator=g)
+    theta = theta / theta.sum(1, keepdim=True)
+    x = torch.stack([torch.bincount(torch.multinomial(theta[d] @ beta, n, replacement=True, generator=g),
+                                    minlength=V) for d in range(D)]).float()
+    return ppvae.Dataset(x, kind="counts", meta={"vocab": [f"w{i}" for i in range(V)]}), beta
+
+
+def matched_l1(estimate, truth):
+    """Per-topic L1 distance after the best one-to-one matching of topics."""
+    cost = torch.cdist(estimate.double(), truth.double(), p=1)
+    r, c = linear_sum_assignment(cost.numpy())
+    return cost[r, c]
+
+
+def _cavi_from(ds, lam, alpha, eta, iters=50):
+    """Plain CAVI iterations (E step, lambda update) from a given lambda; the final ELBO."""
+    sp, gamma = _Sparse(ds.x.double()), None
+    for _ in range(iters):
+        elog_beta = expected_log_dirichlet(lam)
+        gamma = e_step(None, elog_beta, alpha, gamma, 100, 1e-6, sp)
+        lam = lambda_update(sp, gamma, elog_beta, eta)
+    return lda_elbo(ds.x.double(), gamma, lam, alpha, eta, sp)
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return planted_corpus()
+
+
+def test_step_size_schedule():
+    assert step_size(0, 1.0, 0.7) == 1.0
+    assert step_size(9, 1.0, 0.7) == pytest.approx(10 ** -0.7)
+    assert step_size(0, 0.0, 0.9) == 1.0  # rho capped at 1
+
+
+def test_one_full_batch_step_with_rho_one_is_a_cavi_lambda_update(corpus):
+    """Batch = every document, rho_0 = 1 (tau0 = 0): lambda_1 = eta + sum_d c_dw phi_dwk from the E step at
+    lambda_0, to 1e-12 -- the natural gradient is lambda_hat - lambda."""
+    ds, _ = corpus
+    model = LDA(topics=3, alpha=0.3, eta=0.1)
+    lam0 = model.ce_init(ds.x.double(), torch.Generator().manual_seed(0))["lambda"]
+    fit = ppvae.fit_svi_natural(model, ds, batch_size=len(ds), num_steps=1, tau0=0.0, init={"lambda": lam0},
+                                eval_every=0)
+    sp = _Sparse(ds.x.double())
+    elog = expected_log_dirichlet(lam0)
+    expected = lambda_update(sp, e_step(None, elog, 0.3, _sp=sp), elog, 0.1)
+    assert torch.allclose(fit.lam, expected, rtol=1e-12, atol=0)
+
+
+def test_online_lda_reaches_batch_cavi(corpus, tmp_path):
+    """Online LDA, minibatches of 15 of 150 documents, tau0 = 1, kappa = 0.55, 300 steps (30 epochs), from the
+    Gamma(100, 1/100) start: the ELBO within 1% of 50 CAVI iterations started at the planted topics (-3235 nats;
+    measured -3258, -3258, -3259 for seeds 0-2; with kappa 0.7 and tau0 10, -3280: the ELBO climbs slowly along a
+    ridge, as batch CAVI from a random start, still gaining 0.005 nats per iteration after 100) and every topic
+    recovered (matched L1 < 0.15); the result is a CAVIFit that saves and loads."""
+    ds, truth = corpus
+    model = LDA(topics=3, alpha=0.3, eta=0.1)
+    reference = _cavi_from(ds, 1000.0 * truth.double(), 0.3, 0.1)
+    fit = ppvae.fit_svi_natural(model, ds, batch_size=15, num_steps=300, tau0=1.0, kappa=0.55, eval_every=100,
+                                seed=0)
+    assert fit.method == "svi_natural" and fit.history["elbo"] == fit.trace and len(fit.trace) == 4
+    assert fit.elbo == pytest.approx(reference, rel=1e-2)
+    assert matched_l1(fit.topic_word(), truth).max() < 0.15
+    draws = fit.predict(ds, num_draws=3, seed=0)
+    assert draws["topic_words"].shape == (3, 3, 12) and draws["doc_topics"].shape == (3, 150, 3)
+    fit.save(str(tmp_path / "run"))
+    back = model.load_cavi(str(tmp_path / "run"))
+    assert torch.equal(back.lam, fit.lam) and back.config["method"] == "svi_natural"
+
+
+@pytest.mark.slow
+def test_online_lda_matches_sklearn_online_lda(corpus):
+    """scikit-learn's LatentDirichletAllocation(learning_method="online") with the same K, priors, tau0
+    (learning_offset), kappa (learning_decay), batch size and number of updates (30 passes of 10 batches; its own
+    random start and order): its lambda (components_) scored by our ELBO is within 0.3% of ours (measured, seeds
+    0-2: 0.15%, 0.08%, 0.004%)."""
+    from sklearn.decomposition import LatentDirichletAllocation
+
+    ds, truth = corpus
+    model = LDA(topics=3, alpha=0.3, eta=0.1)
+    ours = ppvae.fit_svi_natural(model, ds, batch_size=15, num_steps=300, tau0=1.0, kappa=0.55, eval_every=0, seed=0)
+    ref = LatentDirichletAllocation(n_components=3, doc_topic_prior=0.3, topic_word_prior=0.1,
+                                    learning_method="online", learning_offset=1.0, learning_decay=0.55, batch_size=15,
+                                    max_iter=30, total_samples=150, random_state=0).fit(ds.x.numpy())
+    theirs = model.ce_elbo(ds.x.double(), {"lambda": torch.tensor(ref.components_, dtype=torch.float64)})
+    assert theirs == pytest.approx(ours.elbo, rel=3e-3)
+    assert ref.n_batch_iter_ == 301  # its counter starts at 1: 300 updates, as ours
+    assert matched_l1(torch.tensor(ref.components_ / ref.components_.sum(1, keepdims=True)), truth).max() < 0.15
+    assert np.isfinite(theirs)
