@@ -29,7 +29,8 @@ class Comparison:
     settings: dict = field(default_factory=dict)
 
     COLUMNS = ("method", "status", "time_s", "train_loglik", "test_loglik", "elpd_loo", "elpd_loo_se", "p_loo",
-               "khat_max", "num_khat_over_0_7", "ess_per_s", "ess_bulk_min", "rhat_max", "num_divergences", "error")
+               "khat_max", "num_khat_over_0_7", "guide_khat", "guide_khat_reading", "ess_per_s", "ess_bulk_min",
+               "rhat_max", "num_divergences", "error")
 
     def parameters(self) -> list[str]:
         names: list[str] = []
@@ -72,6 +73,15 @@ class Comparison:
                     sd = "" if s is None or s["sd"] is None else f" ({_fmt(s['sd'])})"
                     cells.append("" if s is None else _fmt(s["mean"]) + sd)
                 lines.append(f"| {p} | " + " | ".join(cells) + " |")
+        weighted = [r for r in self.records if r.get("posterior_weighted")]
+        if weighted:
+            lines += ["", "## SVI guides corrected by importance weights (PSIS): posterior mean (sd)", "",
+                      "| parameter | " + " | ".join(r["method"] for r in weighted) + " |",
+                      "|---|" + "---|" * len(weighted)]
+            for p in params:
+                cells = [r["posterior_weighted"].get(p) for r in weighted]
+                lines.append(f"| {p} | " + " | ".join("" if c is None else f"{_fmt(c['mean'])} ({_fmt(c['sd'])})"
+                                                       for c in cells) + " |")
         pairs = list(dict.fromkeys(k for r in self.records for k in (r.get("pairs") or {})))
         if pairs:
             with_pairs = [r for r in self.records if r.get("pairs")]

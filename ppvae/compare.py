@@ -9,7 +9,9 @@ reports per method (one record each):
   numbers are exact given the draws; for a model with continuous locals they are importance-sampling
   estimates by ``ppvae.log_marginal`` (``num_ll_samples`` per point) and LOO is left out.
 * ``elpd_loo`` with its standard error, ``p_loo`` and the Pareto k-hat diagnostics from
-  ``arviz.loo`` on the method's InferenceData (PSIS-LOO, Vehtari, Gelman & Gabry 2017);
+  ``arviz.loo`` on the method's InferenceData (PSIS-LOO, Vehtari, Gelman & Gabry 2017); for an SVI guide
+  the LOO corrected for the approximation (:mod:`ppvae.psis_loo`, Magnusson et al. 2019), the guide's
+  k-hat over the globals (``guide_khat``, Yao et al. 2018) and PSIS-weighted posterior means and sds;
 * posterior mean and standard deviation of every global parameter (mixture labels aligned by one
   location coordinate, see :mod:`ppvae.inference_data`);
 * wall time, and for MCMC the bulk ESS per second (minimum over parameters) and the largest R-hat.
@@ -29,7 +31,6 @@ from __future__ import annotations
 import copy
 import math
 import time
-import warnings
 
 import numpy as np
 import torch
@@ -44,6 +45,7 @@ from .guides import list_guides
 from .inference_data import GuidePosterior, pointwise_log_likelihood, to_inference_data
 from .mcmc import run_mcmc
 from .model import ClosedFormEM, ExactPosterior, Model, build_model, latent_sites, require
+from .psis_loo import LOG_WEIGHT, loo_record, weighted_summary
 from .train import fit
 
 __all__ = ["compare", "Comparison", "parse_methods"]
@@ -121,19 +123,6 @@ def _lpd(ll: torch.Tensor) -> float:
     return float((torch.logsumexp(ll, 0) - math.log(ll.shape[0])).sum())
 
 
-def _loo(idata) -> dict:
-    import arviz as az  # heavy: loaded only when ArviZ summaries are needed
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        loo = az.loo(idata, pointwise=True)
-    k = np.asarray(loo.pareto_k)
-    finite = k[np.isfinite(k)]
-    return {"elpd_loo": _float(loo.elpd_loo), "elpd_loo_se": _float(loo.se), "p_loo": _float(loo.p_loo),
-            "khat_max": _float(finite.max()) if finite.size else None, "num_khat_over_0_7": int((k > 0.7).sum()),
-            "loo_warning": "; ".join(sorted({str(w.message).split("\n")[0] for w in caught})) or None}
-
-
 def _draws_from(idata) -> dict[str, torch.Tensor]:
     post = idata.posterior
     return {k: torch.as_tensor(post[k].values).reshape((-1,) + post[k].values.shape[2:]) for k in post.data_vars}
@@ -145,7 +134,7 @@ def _bayes_record(model, idata, test, state, point: bool = False) -> tuple[dict,
     rec = {"train_loglik": _lpd(torch.as_tensor(idata.log_likelihood[ll_name].values)),
            "test_loglik": _lpd(pointwise_log_likelihood(model, test, {k: v.float() for k, v in draws.items()},
                                                           chunk_size=250)),
-           "loglik_exact": True, **({} if point else _loo(idata)), "posterior": _summarize_draws(draws),
+           "loglik_exact": True, **({} if point else loo_record(idata)), "posterior": _summarize_draws(draws),
            "num_draws": int(next(iter(draws.values())).shape[0]), "pairs": None if point else _pair_stats(draws)}
     note = idata.posterior.attrs.get("label_alignment")
     if note:
@@ -175,12 +164,28 @@ def _run_svi(model, guide, train, test, opts, state):
     _remember_column(idata, state)
     point = guide == "auto_delta"
     rec, draws = _bayes_record(model, idata, test, state, point=point)
+    _guide_quality(idata, rec, draws, state)
     if point:
         state.setdefault("notes", set()).add("PSIS-LOO is left out for point estimates (em, svi:auto_delta): "
                                              "with no posterior spread every k-hat is infinite")
     rec["point_estimate"] = point
     rec["final_loss"] = f.history["loss"][-1]
     return rec, None if guide == "auto_delta" else draws
+
+
+def _guide_quality(idata, rec: dict, draws: dict, state) -> None:
+    """The guide's k-hat over the globals and its PSIS-weighted posterior mean and sd (:mod:`ppvae.psis_loo`)."""
+    stats = getattr(idata, "sample_stats", None)
+    if stats is None or LOG_WEIGHT not in stats:
+        return
+    lw = np.asarray(stats[LOG_WEIGHT].values).reshape(-1)
+    rec["guide_khat"] = _float(idata.posterior.attrs["guide_khat"])
+    rec["guide_khat_reading"] = idata.posterior.attrs["guide_khat_reading"]
+    rec["posterior_weighted"] = weighted_summary(draws, lw)
+    state.setdefault("notes", set()).add(
+        "SVI rows: elpd_loo is PSIS-LOO corrected for the guide (weights log p - log q, Magnusson et al. 2019); "
+        "guide_khat is the Pareto k-hat of those weights over the globals (Yao et al. 2018: < 0.5 good, "
+        "0.5-0.7 usable, > 0.7 do not trust the guide's draws, nor its corrected LOO)")
 
 
 def _continuous_locals(model, data) -> list[str]:
