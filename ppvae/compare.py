@@ -47,6 +47,7 @@ from .mcmc import run_mcmc
 from .model import ClosedFormEM, ExactPosterior, Model, build_model, latent_sites, require
 from .psis_loo import LOG_WEIGHT, loo_record, weighted_summary
 from .train import fit
+from .vi_verdict import converged, reference_stats, verdict, verdict_line
 
 __all__ = ["compare", "Comparison", "parse_methods"]
 
@@ -242,7 +243,32 @@ def _run_mcmc(model, kernel, train, test, opts, state):
         rec["rhat_max"] = max(float(rhat[v].max()) for v in rhat.data_vars)
     else:
         state.setdefault("notes", set()).add("R-hat needs two or more chains; run with more chains to get it")
+    reference = reference_stats(idata)
+    rec["mcmc_converged"], rec["convergence_problem"] = converged(reference, result.num_chains)
+    state.setdefault("references", {})[kernel] = reference
     return rec, draws
+
+
+def _verdicts(records: dict, draws: dict, state) -> None:
+    """Every non-MCMC posterior against the first MCMC method that ran (:mod:`ppvae.vi_verdict`)."""
+    refs = state.get("references", {})
+    if not refs:
+        return
+    kernel, reference = next(iter(refs.items()))
+    for m, rec in records.items():
+        if m in MCMC_KERNELS or rec["status"] != "ok":
+            continue
+        if rec.get("point_estimate") or m not in draws:
+            rec["vs_mcmc"] = "point estimate"
+            continue
+        rec["verdict"] = verdict(draws[m], reference)
+        rec["vs_mcmc"] = verdict_line(rec["verdict"])
+    problem = records[kernel].get("convergence_problem")
+    state.setdefault("notes", set()).add(
+        f"vs_mcmc: each posterior against {kernel}; a difference is real when the means differ by more than "
+        "3 Monte Carlo standard errors, the sd ratio's 95% interval excludes 1, or the 1-D Wasserstein distance "
+        f"exceeds twice that between the two halves of the {kernel} chains"
+        + (f". {kernel} is NOT converged ({problem}): no verdict against it can be trusted" if problem else ""))
 
 
 def _auto_order(model, train, state):
@@ -325,6 +351,7 @@ def compare(model, data, methods, *, hparams: dict | None = None, test_fraction:
         records[m] = rec
         if d is not None:
             draws[m] = d
+    _verdicts(records, draws, state)
     settings = {**{k: v for k, v in opts.items() if k not in ("progress", "cores")}, "num_train": len(train),
                 "num_test": len(test),
                 "hparams": base.hparams, "notes": sorted(state.get("notes", set()))}

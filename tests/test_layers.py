@@ -32,7 +32,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                    "ppvae._mcmc_checks", "ppvae._potential", "ppvae.mcmc", "ppvae._mcmc_local", "ppvae._joint")),
     ("training", ("ppvae._config", "ppvae._steps", "ppvae.train", "ppvae.distributed", "ppvae.results", "ppvae.em")),
     ("evaluation", ("ppvae._estimate", "ppvae._local_ais", "ppvae._evidence_ais", "ppvae.bridge", "ppvae.evidence",
-                    "ppvae.evaluate", "ppvae.bdmc", "ppvae.gaps", "ppvae.psis_loo", "ppvae.guide_diagnostics",
+                    "ppvae.evaluate", "ppvae.bdmc", "ppvae.gaps", "ppvae.psis_loo", "ppvae.guide_diagnostics", "ppvae.vi_verdict",
                     "ppvae.inference_data", "ppvae.topics",
                     "ppvae._compare_report", "ppvae.compare")),
     ("commands", ("ppvae._ais_run", "ppvae._evidence_run", "ppvae._cli_parser",
