@@ -13,6 +13,7 @@ from ._cli_models import add_import_option
 from ._io import atomic_write
 from ._validation import PPVAEError
 from .em import EMFit
+from .guide_diagnostics import guide_khat_line
 from .inference_data import _observed
 from .mcmc import MCMCResult
 from .model import CoordinateAscentVI, require
@@ -75,6 +76,9 @@ def cmd_summary(args) -> int:
     data = _data(result, args.data)
     table = result.summary(data, num_draws=args.num_draws, seed=args.seed, correlations=args.correlations)
     print(table.to_text())
+    line = guide_khat_line(result, data, seed=args.seed)
+    if line:
+        print(line)
     if args.json:
         atomic_write(args.json, lambda fh: json.dump(table.to_dict(), fh, indent=2))
         print(f"wrote {args.json}")

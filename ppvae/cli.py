@@ -23,6 +23,7 @@ from .compare import MCMC_KERNELS, compare, parse_methods
 from .data import list_datasets, load_dataset
 from .distributed import init_from_env
 from .em import fit_em
+from .guide_diagnostics import guide_khat_line
 from .inference_data import summary, to_inference_data
 from .mcmc import run_mcmc
 from .model import ClosedFormEM, CoordinateAscentVI, Reports, build_model, get_model_class, list_models, require
@@ -94,6 +95,9 @@ def cmd_fit(args) -> int:
         result = fit(model, data, callbacks=callbacks, progress=False if args.quiet else None, **options)
         metrics, figures = _run_write.write_fit(tmp, args.model, result, data)
     _summary(metrics, args.out)
+    line = guide_khat_line(result, data, seed=args.seed)
+    if line:
+        print(f"  {line}")
     figures.report(args.out)
     if args.distributed:
         _leave_group()

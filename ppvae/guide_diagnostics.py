@@ -35,8 +35,9 @@ from ._validation import PPVAEError, check_int
 from .data import Batch
 from .evaluate import log_marginal
 from .evidence import global_draws_loglik
+from .results import Fit
 
-__all__ = ["GuideDiagnostic", "guide_diagnostic", "khat_reading"]
+__all__ = ["GuideDiagnostic", "guide_diagnostic", "khat_reading", "guide_khat_line"]
 
 
 def khat_reading(khat: float) -> str:
@@ -104,6 +105,21 @@ def guide_diagnostic(fit_or_model_guide, data, *, num_draws: int = 1000, num_par
     return GuideDiagnostic(khat=khat, ess=ess, num_draws=num, log_weights=log_weights,
                            draws=natural_shapes(model, ds, values, num),
                            loglik=loglik.cpu() if pointwise else None, loglik_exact=not local_cont)
+
+
+def guide_khat_line(result, data, seed: int = 0) -> str | None:
+    """The line ``ppvae fit`` and ``ppvae summary`` print for an SVI fit: its guide's k-hat over 1,000 draws of the
+    globals (100 draws, 100 particles per point, for a model with continuous locals, whose weights cost a pass over
+    the data per draw); None for a point estimate or a model without global latents."""
+    if not isinstance(result, Fit) or result.point_estimate:
+        return None
+    try:
+        _, _, _, model, _, _, ds, _, _, _, _, names, local = _prepare(result, data, "guide", 1, None, seed)
+        if not names:
+            return None
+        return guide_diagnostic(result, ds, num_draws=100 if local else 1000, seed=seed).line()
+    except PPVAEError as exc:
+        return f"guide Pareto k-hat: n/a ({exc})"
 
 
 def natural_shapes(model, ds, values: dict, num: int) -> dict:

@@ -133,3 +133,16 @@ def test_readings_and_bad_input():
         guide_diagnostic((model, mean_field_optimum(model, data)), data, num_particles=0)
     with pytest.raises(ppvae.PPVAEError, match="num_samples"):
         guide_diagnostic((model, mean_field_optimum(model, data)), data, num_draws=0)
+
+
+def test_fit_and_summary_print_the_reading(tmp_path, capsys):
+    from ppvae.cli import main
+
+    data = f"{ROOT / 'examples' / 'data' / 'regression.csv'}:target=y"
+    out = str(tmp_path / "blr")
+    assert main(["fit", f"{ROOT / 'examples' / 'blr.py'}:BayesianLinearRegression", "noise_sd=0.5", "--data", data,
+                 "--guide", "auto_normal", "--steps", "200", "--lr", "0.05", "--quiet", "--out", out]) == 0
+    printed = capsys.readouterr().out
+    assert "guide Pareto k-hat" in printed and "(Yao et al. 2018: < 0.5 good" in printed
+    assert main(["summary", out, "--import", str(ROOT / "examples" / "blr.py")]) == 0
+    assert "guide Pareto k-hat" in capsys.readouterr().out
