@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 import warnings
@@ -28,6 +29,7 @@ from .inference_data import summary, to_inference_data
 from .mcmc import run_mcmc
 from .model import ClosedFormEM, CoordinateAscentVI, Reports, build_model, get_model_class, list_models, require
 from .runs import CHECKPOINTS, Terminated, check_out, interrupted_message, run_directory, sigterm_unwinds
+from .sbc import sbc
 from .train import fit
 
 EXIT_USAGE = 2
@@ -209,6 +211,24 @@ def cmd_cavi(args) -> int:
     return 0
 
 
+def cmd_sbc(args) -> int:
+    """Simulation-based calibration (:func:`ppvae.sbc.sbc`); --out is resumable: the simulations already in it
+    are kept (--overwrite starts afresh)."""
+    model = build_model(args.model, **_kv_pairs(args.hparams))
+    data = _load_data(args)
+    if os.path.isdir(args.out) and os.listdir(args.out):
+        if not os.path.exists(os.path.join(args.out, "sims", "settings.json")):
+            raise PPVAEError(f"--out: {args.out} is not empty and holds no sbc run; name a new directory")
+        if args.overwrite:  # an sbc run's own directory: start afresh
+            shutil.rmtree(args.out)
+    result = sbc(model, data, args.methods, num_sims=args.sims, num_draws=args.draws, level=args.level,
+                 seed=args.seed, svi_steps=args.steps, svi_lr=args.lr, warmup=args.warmup,
+                 cores=None if args.cores == 0 else args.cores, out=args.out, progress=False if args.quiet else None)
+    print(result.to_markdown())
+    print(f"written to {args.out}")
+    return 0
+
+
 def _models_with(capability) -> list[str]:
     """The registered models that declare ``capability``."""
     return [n for n in list_models() if issubclass(get_model_class(n), capability)]
@@ -265,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     return _cli_parser.build_parser({"models": _cli_models.cmd_models, "datasets": cmd_datasets, "fit": cmd_fit,
                                      "em": cmd_em, "cavi": cmd_cavi, "compare": cmd_compare, "mcmc": cmd_mcmc,
                                      "evaluate": cmd_evaluate, "bdmc": cmd_bdmc, "evidence": cmd_evidence,
-                                     "predict": cmd_predict, "summary": cmd_summary})
+                                     "predict": cmd_predict, "summary": cmd_summary, "sbc": cmd_sbc})
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):

@@ -146,3 +146,22 @@ def test_bad_input():
         sbc(blr(), data, "exact")
     with pytest.raises(ppvae.PPVAEError, match="num_sims"):
         sbc(ExactBLR(), data, "exact", num_sims=0)
+
+
+def test_cli_sbc_writes_and_resumes(tmp_path, capsys):
+    from ppvae.cli import main
+
+    x = tmp_path / "x.csv"
+    np.savetxt(x, np.random.default_rng(0).normal(size=(15, 1)), delimiter=",")
+    out = tmp_path / "sbc"
+    argv = ["sbc", "normal_gamma", "--data", str(x), "--methods", "exact", "--sims", "20", "--draws", "19",
+            "--quiet", "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "| exact | mu |" in printed and len(list((out / "sims").glob("sim_*.json"))) == 20
+    assert main(argv[:7] + ["30"] + argv[8:]) == 0  # resumes: 10 more
+    assert len(list((out / "sims").glob("sim_*.json"))) == 30
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "keep.txt").write_text("x")
+    assert main(argv[:-1] + [str(tmp_path / "other")]) == 2
+    assert "holds no sbc run" in capsys.readouterr().err
