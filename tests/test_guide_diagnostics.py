@@ -18,7 +18,7 @@ from pyro.infer.autoguide import AutoMultivariateNormal
 from pyro.nn import PyroParam
 
 import ppvae
-from ppvae.guide_diagnostics import guide_diagnostic, khat_reading
+from ppvae.comparison.guide_diagnostics import guide_diagnostic, khat_reading
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 blr = ppvae.import_model(str(ROOT / "examples" / "blr.py:BayesianLinearRegression"))
@@ -131,7 +131,7 @@ def test_readings_and_bad_input():
     model = _model(data)
     with pytest.raises(ppvae.PPVAEError, match="num_particles"):
         guide_diagnostic((model, mean_field_optimum(model, data)), data, num_particles=0)
-    with pytest.raises(ppvae.PPVAEError, match="num_samples"):
+    with pytest.raises(ppvae.PPVAEError, match="num_draws"):
         guide_diagnostic((model, mean_field_optimum(model, data)), data, num_draws=0)
 
 

@@ -18,9 +18,9 @@ import torch
 from test_guide_diagnostics import _model, blr, blr_module, correlated_regression, full_rank, mean_field_optimum
 
 import ppvae
-from ppvae.guide_diagnostics import guide_diagnostic
-from ppvae.inference_data import to_inference_data
-from ppvae.psis_loo import corrected_loo, loo_record, weighted_summary
+from ppvae.comparison.guide_diagnostics import guide_diagnostic
+from ppvae.comparison.inference_data import to_inference_data
+from ppvae.comparison.psis_loo import corrected_loo, loo_record, weighted_summary
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
