@@ -158,7 +158,7 @@ def test_verdict_tells_real_differences_from_noise():
 def test_unconverged_chains_are_flagged():
     """Chains stuck at different means (R-hat ~1.4) and 4 x 30 draws (ESS < 100 per chain) are not converged;
     the table shows 'not converged' where it showed 'ok'."""
-    from ppvae._compare_report import Comparison
+    from ppvae.comparison.report import Comparison
     from ppvae.comparison.vi_verdict import converged, reference_stats
 
     rng = np.random.default_rng(1)
