@@ -1,6 +1,6 @@
 """Simulation-based calibration at larger S than the tests, and what it costs (simulations per minute).
 
-Runs ``ppvae.comparison.sbc.sbc`` on:
+Runs ``ppvae.comparison.calibration.sbc`` on:
 
 * Bayesian linear regression (examples/blr.py, noise sd 0.5 known, 12 points with two covariates correlated 0.98):
   ``exact`` (the closed-form posterior), the KL-optimal mean-field Gaussian in closed form (PRML eq. 10.13; its
@@ -33,7 +33,7 @@ import torch
 from scipy.stats import binom, norm
 
 import ppvae
-from ppvae.comparison.sbc import sbc
+from ppvae.comparison.calibration import sbc
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BLR = ppvae.import_model(str(ROOT / "examples" / "blr.py:BayesianLinearRegression"))

@@ -1,4 +1,4 @@
-"""Simulation-based calibration (ppvae.comparison.sbc) against methods whose calibration is known exactly.
+"""Simulation-based calibration (ppvae.comparison.calibration) against methods whose calibration is known exactly.
 
 Every test is seeded; the level of the simultaneous ECDF band is 0.05 (Säilynoja et al. 2022), so a calibrated
 method fails it with probability 0.05 per parameter: the seeds are fixed, and the counts stated per test.
@@ -16,7 +16,7 @@ from scipy.stats import binom, norm
 from test_guide_diagnostics import blr, blr_module
 
 import ppvae
-from ppvae.comparison.sbc import ecdf_band, rank_verdict, sbc
+from ppvae.comparison.calibration import ecdf_band, rank_verdict, sbc
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -22,10 +22,10 @@ from ppvae.cli.ais import evaluate_run
 from ppvae.cli.evaluate import describe
 from ppvae.cli.evidence import cmd_bdmc, cmd_evidence, print_ais
 from ppvae.cli.predict import cmd_predict, cmd_summary
+from ppvae.comparison.calibration import sbc
 from ppvae.comparison.compare_methods import MCMC_KERNELS, compare, parse_methods
 from ppvae.comparison.guide_diagnostics import guide_khat_line
 from ppvae.comparison.inference_data import summary, to_inference_data
-from ppvae.comparison.sbc import sbc
 from ppvae.data.loaders import list_datasets, load_dataset
 from ppvae.infer.em import fit_em
 from ppvae.infer.mcmc.sampler import run_mcmc
@@ -222,7 +222,7 @@ def cmd_cavi(args) -> int:
 
 
 def cmd_sbc(args) -> int:
-    """Simulation-based calibration (:func:`ppvae.comparison.sbc.sbc`); --out is resumable: the simulations
+    """Simulation-based calibration (:func:`ppvae.comparison.calibration.sbc`); --out is resumable: the simulations
     already in it are kept (--overwrite starts afresh)."""
     model = build_model(args.model, **_kv_pairs(args.hparams))
     data = _load_data(args)

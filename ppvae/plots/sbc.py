@@ -1,4 +1,4 @@
-"""Figures of simulation-based calibration (:mod:`ppvae.comparison.sbc`): rank ECDF differences with the
+"""Figures of simulation-based calibration (:mod:`ppvae.comparison.calibration`): rank ECDF differences with the
 simultaneous band (Säilynoja, Bürkner & Vehtari 2022, fig. 3) and rank histograms (Talts et al. 2018, fig. 1)."""
 
 from __future__ import annotations
