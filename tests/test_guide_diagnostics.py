@@ -8,6 +8,7 @@ with the exact mean and the covariance inflated by 1.2^2 has bounded weights (k-
 far from the measured values at the fixed seeds (~1.0 and < 0) so the tests cannot flake.
 """
 
+import math
 import pathlib
 
 import pyro
@@ -146,3 +147,15 @@ def test_fit_and_summary_print_the_reading(tmp_path, capsys):
     assert "guide Pareto k-hat" in printed and "(Yao et al. 2018: < 0.5 good" in printed
     assert main(["summary", out, "--import", str(ROOT / "examples" / "blr.py")]) == 0
     assert "guide Pareto k-hat" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_compare_reports_the_guide_khat_for_a_model_with_continuous_locals():
+    # an amortized guide (compare evaluates held-out points); ~1 min at load average 12
+    from ppvae.comparison.compare_methods import compare
+
+    data = ppvae.load_dataset(str(ROOT / "examples" / "data" / "fa.csv")).subset(torch.arange(60))
+    result = compare(fa(K=2), data, "svi:amortized", svi_steps=200, svi_lr=0.03, num_particles=200)
+    rec = result.records[0]
+    assert rec["status"] == "ok" and rec["guide_khat_reading"] in ("good", "usable", "do not trust"), rec
+    assert math.isfinite(rec["guide_khat"]) and "| guide_khat |" in result.to_markdown()

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from ppvae._util.validation import PPVAEError, check_float, check_int, renamed
+from ppvae.comparison.guide_diagnostics import guide_diagnostic
 from ppvae.comparison.inference_data import GuidePosterior, pointwise_log_likelihood, to_inference_data
 from ppvae.comparison.psis_loo import LOG_WEIGHT, loo_record, weighted_summary
 from ppvae.comparison.report import Comparison, _float
@@ -202,8 +203,15 @@ def _estimated_record(f, train, test, opts, state) -> dict:
     state.setdefault("notes", set()).add(
         "models with continuous local latents: log-likelihoods are importance-sampling estimates "
         "(ppvae.log_marginal, guide as proposal) and PSIS-LOO is left out")
-    return {"train_loglik": train_lm.total, "test_loglik": test_lm.total, "loglik_exact": False,
-            "log_marginal_khat_max": train_lm.khat_max, "final_loss": f.history["loss"][-1]}
+    rec = {"train_loglik": train_lm.total, "test_loglik": test_lm.total, "loglik_exact": False,
+           "log_marginal_khat_max": train_lm.khat_max, "final_loss": f.history["loss"][-1]}
+    if f.global_sites(train) and not f.point_estimate:  # the guide's k-hat over its globals, locals integrated
+        try:
+            d = guide_diagnostic(f, train, num_draws=100, num_particles=100, seed=opts["seed"])
+            rec.update({"guide_khat": _float(d.khat), "guide_khat_reading": d.reading})
+        except PPVAEError as exc:  # a guide that couples globals and locals has no q(globals) to weigh
+            rec["guide_khat_reading"] = f"n/a ({exc})"[:200]
+    return rec
 
 
 def _run_exact(model, train, test, opts, state):
