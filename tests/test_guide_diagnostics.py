@@ -151,7 +151,7 @@ def test_fit_and_summary_print_the_reading(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_compare_reports_the_guide_khat_for_a_model_with_continuous_locals():
-    # an amortized guide (compare evaluates held-out points); ~1 min at load average 12
+    # an amortized guide (compare evaluates held-out points); 11 s at load average 12
     from ppvae.comparison.compare_methods import compare
 
     data = ppvae.load_dataset(str(ROOT / "examples" / "data" / "fa.csv")).subset(torch.arange(60))

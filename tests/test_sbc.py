@@ -132,7 +132,8 @@ def test_resumes_from_its_directory(tmp_path):
 
 @pytest.mark.slow
 def test_nuts_on_normal_gamma_is_calibrated():
-    # 20 one-chain NUTS runs: both parameters inside the band (a small S: gross miscalibration only)
+    # 20 one-chain NUTS runs (413 s at load average 13): both parameters inside the band (a small S: gross
+    # miscalibration only)
     x = torch.randn(20, 1, generator=torch.Generator().manual_seed(1))
     res = sbc("normal_gamma", ppvae.Dataset(x), "nuts", num_sims=20, num_draws=49, warmup=150, seed=0)
     assert res.verdicts == {"nuts": {"tau": "calibrated", "mu": "calibrated"}}
@@ -188,7 +189,7 @@ SIGMA = torch.tensor([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])
 
 @pytest.mark.slow
 def test_nuts_on_eight_schools_non_centered_is_calibrated():
-    # 8 one-chain NUTS runs (90 s each at load average 15) at the schools' sigmas, y simulated:
+    # 8 one-chain NUTS runs (537 s in all at load average 13) at the schools' sigmas, y simulated:
     # mu, tau and every theta_tilde inside the band (a small S: this catches gross miscalibration only)
     data = ppvae.Dataset(SIGMA[:, None], torch.zeros(8), name="schools")
     res = sbc(EightSchools(), data, "nuts", num_sims=8, num_draws=49, warmup=150, seed=0)
