@@ -41,7 +41,7 @@ blr_module = __import__(BLR.__module__, fromlist=["exact"])
 
 
 class ExactBLR(BLR, ppvae.ExactPosterior):
-    """examples/blr.py with its closed-form posterior as a guide (as in tests/test_sbc.py)."""
+    """examples/blr.py with its closed-form posterior as a guide (as in tests/comparison/test_sbc.py)."""
 
     def posterior_guide(self, x, y=None):
         mean, cov = (t.float() for t in blr_module.exact(self, x, y)[:2])
@@ -86,7 +86,7 @@ def block(title, model, data, methods, sims, cores, **options):
 
 
 def predicted_tail_share(model, data, L=99):
-    """P(rank in {0,1,2} u {L-2..L}) per parameter for the mean-field optimum (see tests/test_sbc.py)."""
+    """P(rank in {0,1,2} u {L-2..L}) per parameter for the mean-field optimum (see tests/comparison/test_sbc.py)."""
     _, cov = blr_module.exact(model, data.x, data.x[:, 0])[:2]
     lam = torch.linalg.inv(cov).diagonal()
     z = np.linspace(-8, 8, 4001)

@@ -9,19 +9,19 @@ far from the measured values at the fixed seeds (~1.0 and < 0) so the tests cann
 """
 
 import math
-import pathlib
 
 import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from _helpers import REPO_ROOT
 from pyro.infer.autoguide import AutoMultivariateNormal
 from pyro.nn import PyroParam
 
 import ppvae
 from ppvae.comparison.guide_diagnostics import guide_diagnostic, khat_reading
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 blr = ppvae.import_model(str(ROOT / "examples" / "blr.py:BayesianLinearRegression"))
 blr_module = __import__(blr.__module__, fromlist=["exact"])
 fa = ppvae.import_model(str(ROOT / "examples" / "factor_analysis.py:FactorAnalysis"))

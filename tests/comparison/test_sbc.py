@@ -5,20 +5,20 @@ method fails it with probability 0.05 per parameter: the seeds are fixed, and th
 """
 
 import math
-import pathlib
 
 import numpy as np
 import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from _helpers import REPO_ROOT
 from scipy.stats import binom, norm
 from test_guide_diagnostics import blr, blr_module
 
 import ppvae
 from ppvae.comparison.calibration import ecdf_band, rank_verdict, sbc
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 
 
 class ExactBLR(blr, ppvae.ExactPosterior):

@@ -2,19 +2,19 @@
 
 Bayesian linear regression with known noise (examples/blr.py) has p(y_i | y_-i) = N(y_i; a_i.m_-i, s^2 + a_i' S_-i a_i)
 in closed form (the posterior without point i, PRML eqs. 3.53-3.54), so elpd_loo = sum_i log p(y_i | y_-i) is
-exact. Guides are set in closed form (see tests/test_guide_diagnostics.py) so the tests are fast and exact in what
+exact. Guides are set in closed form (see test_guide_diagnostics.py) so the tests are fast and exact in what
 they feed; tolerances were set from three seeds (corrected error <= 0.09 nat in total on 100 points) and are
 several times wider than that spread.
 """
 
 import math
-import pathlib
 
 import arviz as az
 import numpy as np
 import pyro.distributions as dist
 import pytest
 import torch
+from _helpers import REPO_ROOT
 from test_guide_diagnostics import _model, blr, blr_module, correlated_regression, full_rank, mean_field_optimum
 
 import ppvae
@@ -22,7 +22,7 @@ from ppvae.comparison.guide_diagnostics import guide_diagnostic
 from ppvae.comparison.inference_data import to_inference_data
 from ppvae.comparison.psis_loo import corrected_loo, loo_record, weighted_summary
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 
 
 def exact_loo(model, data) -> np.ndarray:
