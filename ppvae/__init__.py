@@ -27,7 +27,16 @@ from ppvae._util.validation import (
     renamed,
 )
 from ppvae._version import __version__  # noqa: F401
-from ppvae.comparison import Comparison, compare, exact_posterior, to_inference_data
+from ppvae.comparison import (
+    Comparison,
+    GuideDiagnostic,
+    SBCResult,
+    compare,
+    exact_posterior,
+    guide_diagnostic,
+    sbc,
+    to_inference_data,
+)
 from ppvae.data import (
     Batch,
     Dataset,
@@ -103,7 +112,8 @@ __all__ = [
     # evaluation and comparison
     "log_marginal", "LogMarginal", "log_evidence", "LogEvidence", "inference_gaps", "InferenceGaps",
     "bdmc", "BDMCResult", "run_mcmc", "MCMCResult", "MCMCDivergenceError", "local_posterior", "fitted_proposal",
-    "to_inference_data", "compare", "Comparison", "ImportanceWarning",
+    "to_inference_data", "compare", "Comparison", "ImportanceWarning", "guide_diagnostic", "GuideDiagnostic", "sbc",
+    "SBCResult",
     # validation for model authors
     "PPVAEError", "NonFiniteError", "check_choice", "check_float", "check_int", "check_tensor", "renamed",
 ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 import warnings
@@ -22,7 +23,9 @@ from ppvae.cli.ais import evaluate_run
 from ppvae.cli.evaluate import describe
 from ppvae.cli.evidence import cmd_bdmc, cmd_evidence, print_ais
 from ppvae.cli.predict import cmd_predict, cmd_summary
+from ppvae.comparison.calibration import sbc
 from ppvae.comparison.compare_methods import MCMC_KERNELS, compare, parse_methods
+from ppvae.comparison.guide_diagnostics import guide_khat_line
 from ppvae.comparison.inference_data import summary, to_inference_data
 from ppvae.data.loaders import list_datasets, load_dataset
 from ppvae.infer.em import fit_em
@@ -107,6 +110,9 @@ def cmd_fit(args) -> int:
         result = fit(model, data, callbacks=callbacks, progress=False if args.quiet else None, **options)
         metrics, figures = _run_write.write_fit(tmp, args.model, result, data)
     _summary(metrics, args.out)
+    line = guide_khat_line(result, data, seed=args.seed)
+    if line:
+        print(f"  {line}")
     figures.report(args.out)
     if args.distributed:
         _leave_group()
@@ -228,6 +234,24 @@ def cmd_cavi(args) -> int:
     return 0
 
 
+def cmd_sbc(args) -> int:
+    """Simulation-based calibration (:func:`ppvae.comparison.calibration.sbc`); --out is resumable: the simulations
+    already in it are kept (--overwrite starts afresh)."""
+    model = build_model(args.model, **_kv_pairs(args.hparams))
+    data = _load_data(args)
+    if os.path.isdir(args.out) and os.listdir(args.out):
+        if not os.path.exists(os.path.join(args.out, "sims", "settings.json")):
+            raise PPVAEError(f"--out: {args.out} is not empty and holds no sbc run; name a new directory")
+        if args.overwrite:  # an sbc run's own directory: start afresh
+            shutil.rmtree(args.out)
+    result = sbc(model, data, args.methods, num_sims=args.sims, num_draws=args.num_draws, level=args.level,
+                 seed=args.seed, svi_steps=args.steps, svi_lr=args.lr, warmup=args.warmup,
+                 cores=None if args.cores == 0 else args.cores, out=args.out, progress=False if args.quiet else None)
+    print(result.to_markdown())
+    print(f"written to {args.out}")
+    return 0
+
+
 def _models_with(capability) -> list[str]:
     """The registered models that declare ``capability``."""
     return [n for n in list_models() if issubclass(get_model_class(n), capability)]
@@ -284,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     return _cli_parser.build_parser({"models": _cli_models.cmd_models, "datasets": cmd_datasets, "fit": cmd_fit,
                                      "em": cmd_em, "cavi": cmd_cavi, "compare": cmd_compare, "mcmc": cmd_mcmc,
                                      "evaluate": cmd_evaluate, "bdmc": cmd_bdmc, "evidence": cmd_evidence,
-                                     "predict": cmd_predict, "summary": cmd_summary})
+                                     "predict": cmd_predict, "summary": cmd_summary, "sbc": cmd_sbc})
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):

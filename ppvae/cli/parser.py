@@ -118,6 +118,7 @@ def build_parser(commands: dict[str, Callable]) -> argparse.ArgumentParser:
     _add_evaluate(sub, commands)
     _add_bdmc_evidence(sub, commands)
     add_predict_parsers(sub, commands)
+    _add_sbc(sub, commands)
     return parser
 
 
@@ -221,6 +222,22 @@ def _add_compare_mcmc(sub, commands) -> None:
                    "(refused otherwise)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=commands["mcmc"])
+
+
+def _add_sbc(sub, commands) -> None:
+    p = sub.add_parser("sbc", help="simulation-based calibration: rank the prior's truth among each method's "
+                       "posterior draws over --sims simulated data sets")
+    _common(p)
+    p.add_argument("--methods", required=True, help="comma-separated, e.g. exact,svi:auto_normal,nuts,em")
+    p.add_argument("--sims", type=int, default=100, help="simulations")
+    p.add_argument("--num-draws", type=int, default=99, help="posterior draws per simulation (ranks 0..num-draws)")
+    p.add_argument("--level", type=float, default=0.05, help="level of the simultaneous ECDF band")
+    p.add_argument("--steps", type=int, default=1000, help="SVI steps")
+    p.add_argument("--lr", type=float, default=0.02, help="SVI learning rate")
+    p.add_argument("--warmup", type=int, default=300, help="MCMC warm-up steps (one chain per simulation)")
+    p.add_argument("--cores", type=int, default=1, help="simulations in parallel (0: every available core)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=commands["sbc"])
 
 
 def _add_evaluate(sub, commands) -> None:

@@ -11,6 +11,7 @@ import numpy as np
 from ppvae._util.io import atomic_write
 from ppvae._util.validation import PPVAEError
 from ppvae.cli.models import add_import_option
+from ppvae.comparison.guide_diagnostics import guide_khat_line
 from ppvae.comparison.inference_data import observed_values
 from ppvae.results.kinds import load
 from ppvae.runs import directory as runs
@@ -62,6 +63,9 @@ def cmd_summary(args) -> int:
     data = _data(result, args.data)
     table = result.summary(data, num_draws=args.num_draws, seed=args.seed, correlations=args.correlations)
     print(table.to_text())
+    line = guide_khat_line(result, data, seed=args.seed)
+    if line:
+        print(line)
     if args.json:
         atomic_write(args.json, lambda fh: json.dump(table.to_dict(), fh, indent=2))
         print(f"wrote {args.json}")

@@ -9,7 +9,9 @@ reports per method (one record each):
   numbers are exact given the draws; for a model with continuous locals they are importance-sampling
   estimates by ``ppvae.log_marginal`` (``num_particles`` per point) and LOO is left out.
 * ``elpd_loo`` with its standard error, ``p_loo`` and the Pareto k-hat diagnostics from
-  ``arviz.loo`` on the method's InferenceData (PSIS-LOO, Vehtari, Gelman & Gabry 2017);
+  ``arviz.loo`` on the method's InferenceData (PSIS-LOO, Vehtari, Gelman & Gabry 2017); for an SVI guide
+  the LOO corrected for the approximation (:mod:`ppvae.comparison.psis_loo`, Magnusson et al. 2019), the guide's
+  k-hat over the globals (``guide_khat``, Yao et al. 2018) and PSIS-weighted posterior means and sds;
 * posterior mean and standard deviation of every global parameter (mixture labels aligned by one
   location coordinate, see :mod:`ppvae.comparison.inference_data`);
 * wall time, and for MCMC the bulk ESS per second (minimum over parameters) and the largest R-hat.
@@ -29,15 +31,17 @@ from __future__ import annotations
 import copy
 import math
 import time
-import warnings
 
 import numpy as np
 import torch
 
 from ppvae._util.scalars import scalar_series
 from ppvae._util.validation import PPVAEError, check_float, check_int, renamed
+from ppvae.comparison.guide_diagnostics import guide_diagnostic
 from ppvae.comparison.inference_data import GuidePosterior, pointwise_log_likelihood, to_inference_data
+from ppvae.comparison.psis_loo import LOG_WEIGHT, loo_record, weighted_summary
 from ppvae.comparison.report import Comparison, _float
+from ppvae.comparison.vi_verdict import converged, reference_stats, verdict, verdict_line
 from ppvae.data.loaders import Dataset
 from ppvae.evaluate.marginal import log_marginal
 from ppvae.infer.em import fit_em
@@ -116,19 +120,6 @@ def _lpd(ll: torch.Tensor) -> float:
     return float((torch.logsumexp(ll, 0) - math.log(ll.shape[0])).sum())
 
 
-def _loo(idata) -> dict:
-    import arviz as az  # heavy: loaded only when ArviZ summaries are needed
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        loo = az.loo(idata, pointwise=True)
-    k = np.asarray(loo.pareto_k)
-    finite = k[np.isfinite(k)]
-    return {"elpd_loo": _float(loo.elpd_loo), "elpd_loo_se": _float(loo.se), "p_loo": _float(loo.p_loo),
-            "khat_max": _float(finite.max()) if finite.size else None, "num_khat_over_0_7": int((k > 0.7).sum()),
-            "loo_warning": "; ".join(sorted({str(w.message).split("\n")[0] for w in caught})) or None}
-
-
 def _draws_from(idata) -> dict[str, torch.Tensor]:
     post = idata.posterior
     return {k: torch.as_tensor(post[k].values).reshape((-1,) + post[k].values.shape[2:]) for k in post.data_vars}
@@ -140,7 +131,7 @@ def _bayes_record(model, idata, test, state, point: bool = False) -> tuple[dict,
     rec = {"train_loglik": _lpd(torch.as_tensor(idata.log_likelihood[ll_name].values)),
            "test_loglik": _lpd(pointwise_log_likelihood(model, test, {k: v.float() for k, v in draws.items()},
                                                           chunk_size=250)),
-           "loglik_exact": True, **({} if point else _loo(idata)), "posterior": _summarize_draws(draws),
+           "loglik_exact": True, **({} if point else loo_record(idata)), "posterior": _summarize_draws(draws),
            "num_draws": int(next(iter(draws.values())).shape[0]), "pairs": None if point else _pair_stats(draws)}
     note = idata.posterior.attrs.get("label_alignment")
     if note:
@@ -170,12 +161,29 @@ def _run_svi(model, guide, train, test, opts, state):
     _remember_column(idata, state)
     point = guide == "auto_delta"
     rec, draws = _bayes_record(model, idata, test, state, point=point)
+    _guide_quality(idata, rec, draws, state)
     if point:
         state.setdefault("notes", set()).add("PSIS-LOO is left out for point estimates (em, svi:auto_delta): "
                                              "with no posterior spread every k-hat is infinite")
     rec["point_estimate"] = point
     rec["final_loss"] = f.history["loss"][-1]
     return rec, None if guide == "auto_delta" else draws
+
+
+def _guide_quality(idata, rec: dict, draws: dict, state) -> None:
+    """The guide's k-hat over the globals and its PSIS-weighted posterior mean and sd
+    (:mod:`ppvae.comparison.psis_loo`)."""
+    stats = getattr(idata, "sample_stats", None)
+    if stats is None or LOG_WEIGHT not in stats:
+        return
+    lw = np.asarray(stats[LOG_WEIGHT].values).reshape(-1)
+    rec["guide_khat"] = _float(idata.posterior.attrs["guide_khat"])
+    rec["guide_khat_reading"] = idata.posterior.attrs["guide_khat_reading"]
+    rec["posterior_weighted"] = weighted_summary(draws, lw)
+    state.setdefault("notes", set()).add(
+        "SVI rows: elpd_loo is PSIS-LOO corrected for the guide (weights log p - log q, Magnusson et al. 2019); "
+        "guide_khat is the Pareto k-hat of those weights over the globals (Yao et al. 2018: < 0.5 good, "
+        "0.5-0.7 usable, > 0.7 do not trust the guide's draws, nor its corrected LOO)")
 
 
 def _continuous_locals(model, data) -> list[str]:
@@ -190,8 +198,15 @@ def _estimated_record(f, train, test, opts, state) -> dict:
     state.setdefault("notes", set()).add(
         "models with continuous local latents: log-likelihoods are importance-sampling estimates "
         "(ppvae.log_marginal, guide as proposal) and PSIS-LOO is left out")
-    return {"train_loglik": train_lm.total, "test_loglik": test_lm.total, "loglik_exact": False,
-            "log_marginal_khat_max": train_lm.khat_max, "final_loss": f.history["loss"][-1]}
+    rec = {"train_loglik": train_lm.total, "test_loglik": test_lm.total, "loglik_exact": False,
+           "log_marginal_khat_max": train_lm.khat_max, "final_loss": f.history["loss"][-1]}
+    if f.global_sites(train) and not f.point_estimate:  # the guide's k-hat over its globals, locals integrated
+        try:
+            d = guide_diagnostic(f, train, num_draws=100, num_particles=100, seed=opts["seed"])
+            rec.update({"guide_khat": _float(d.khat), "guide_khat_reading": d.reading})
+        except PPVAEError as exc:  # a guide that couples globals and locals has no q(globals) to weigh
+            rec["guide_khat_reading"] = f"n/a ({exc})"[:200]
+    return rec
 
 
 def _run_exact(model, train, test, opts, state):
@@ -232,7 +247,32 @@ def _run_mcmc(model, kernel, train, test, opts, state):
         rec["rhat_max"] = max(float(rhat[v].max()) for v in rhat.data_vars)
     else:
         state.setdefault("notes", set()).add("R-hat needs two or more chains; run with more chains to get it")
+    reference = reference_stats(idata)
+    rec["mcmc_converged"], rec["convergence_problem"] = converged(reference, result.num_chains)
+    state.setdefault("references", {})[kernel] = reference
     return rec, draws
+
+
+def _verdicts(records: dict, draws: dict, state) -> None:
+    """Every non-MCMC posterior against the first MCMC method that ran (:mod:`ppvae.comparison.vi_verdict`)."""
+    refs = state.get("references", {})
+    if not refs:
+        return
+    kernel, reference = next(iter(refs.items()))
+    for m, rec in records.items():
+        if m in MCMC_KERNELS or rec["status"] != "ok":
+            continue
+        if rec.get("point_estimate") or m not in draws:
+            rec["vs_mcmc"] = "point estimate"
+            continue
+        rec["verdict"] = verdict(draws[m], reference)
+        rec["vs_mcmc"] = verdict_line(rec["verdict"])
+    problem = records[kernel].get("convergence_problem")
+    state.setdefault("notes", set()).add(
+        f"vs_mcmc: each posterior against {kernel}; a difference is real when the means differ by more than "
+        "3 Monte Carlo standard errors, the sd ratio's 95% interval excludes 1, or the 1-D Wasserstein distance "
+        f"exceeds twice that between the two halves of the {kernel} chains"
+        + (f". {kernel} is NOT converged ({problem}): no verdict against it can be trusted" if problem else ""))
 
 
 def _auto_order(model, train, state):
@@ -316,6 +356,7 @@ def compare(model, data, methods, *, hparams: dict | None = None, test_fraction:
         records[m] = rec
         if d is not None:
             draws[m] = d
+    _verdicts(records, draws, state)
     settings = {**{k: v for k, v in opts.items() if k not in ("progress", "cores")}, "num_train": len(train),
                 "num_test": len(test),
                 "hparams": base.hparams, "notes": sorted(state.get("notes", set()))}

@@ -7,7 +7,10 @@
   ``potential_fn`` kernel carries no model for it to trace.
 * SVI (:class:`ppvae.Fit`; neither Pyro nor ArviZ converts these, arviz issue 498): S draws of the
   global latents from the guide (``pyro.infer.Predictive(model, guide=guide)``) form a posterior with
-  one chain, built with ``arviz.from_dict``.
+  one chain, built with ``arviz.from_dict``. The draws are not posterior draws: ``sample_stats`` holds
+  their log importance weights ``log_importance_weight`` = log p(theta_s, X) - log q(theta_s) and the
+  posterior attrs the guide's Pareto k-hat (:mod:`ppvae.comparison.guide_diagnostics`), from which
+  :mod:`ppvae.comparison.psis_loo` computes corrected summaries and LOO (``arviz.loo`` on these draws is uncorrected).
 
 In both the ``log_likelihood`` group holds, per draw s and point i,
 
@@ -34,9 +37,12 @@ from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
 from ppvae._util.validation import PPVAEError, check_int
+from ppvae.comparison.guide_diagnostics import guide_diagnostic
+from ppvae.comparison.psis_loo import LOG_WEIGHT
 from ppvae.data.loaders import Batch, Dataset
 from ppvae.infer.mcmc.sampler import MCMCResult
 from ppvae.infer.pyro_adapter import AlignedMCMC
+from ppvae.infer.svi.fit import Fit
 from ppvae.model.base import ExactPosterior, require
 from ppvae.model.enumeration import DRAWS_PLATE, enumerated_log_likelihood
 from ppvae.model.labels import align_labels, component_sites, single_trace
@@ -161,10 +167,13 @@ def to_inference_data(result, data, *, num_draws: int = 1000, seed: int = 0, ali
     data = _as_dataset(data)
     model = result.model
     batch = data.batch()
+    weighted = None
     if isinstance(result, MCMCResult):
         samples = result.samples
     elif hasattr(result, "guide") and hasattr(result, "model"):
-        samples = {k: v.unsqueeze(0) for k, v in guide_draws(model, result.guide, data, num_draws, seed).items()}
+        weighted = _weighted_draws(result, data, num_draws, seed, log_likelihood, chunk_size)
+        draws = weighted.draws if weighted else guide_draws(model, result.guide, data, num_draws, seed)
+        samples = {k: v.unsqueeze(0) for k, v in draws.items()}
     else:
         raise PPVAEError("result: expected an MCMCResult, a ppvae Fit or a GuidePosterior; "
                          f"got {type(result).__name__}")
@@ -178,19 +187,41 @@ def to_inference_data(result, data, *, num_draws: int = 1000, seed: int = 0, ali
         observed = az.dict_to_dataset(_numpy(obs), coords=coords, dims=dims, default_dims=[])
         idata.add_groups(observed_data=observed)
     else:
-        idata = az.from_dict(posterior=_numpy(samples), observed_data=_numpy(obs), coords=coords, dims=dims)
+        stats = {LOG_WEIGHT: weighted.log_weights.numpy()[None]} if weighted else None
+        idata = az.from_dict(posterior=_numpy(samples), observed_data=_numpy(obs), sample_stats=stats, coords=coords,
+                             dims=dims)
     if log_likelihood and not (isinstance(result, MCMCResult) and result.config.get("local", False)):
         C, S = next(iter(samples.values())).shape[:2]
         flat = {k: torch.as_tensor(v).reshape((C * S,) + tuple(v.shape[2:])) for k, v in samples.items()}
-        ll = pointwise_log_likelihood(model, data, flat, chunk_size=chunk_size).reshape(C, S, -1)
+        ll = weighted.loglik if weighted else pointwise_log_likelihood(model, data, flat, chunk_size=chunk_size)
+        ll = ll.reshape(C, S, -1)
         name = next(iter(obs)) if len(obs) == 1 else "x"
         idata.add_groups(log_likelihood={name: ll.double().numpy()}, coords=coords, dims={name: ["data"]})
     idata.posterior.attrs["ppvae_method"] = getattr(result, "method", "")
+    if weighted:
+        idata.posterior.attrs["guide_khat"] = weighted.khat
+        idata.posterior.attrs["guide_khat_reading"] = weighted.reading
     if info is not None:
         idata.posterior.attrs["label_alignment"] = info["note"]
         idata.posterior.attrs["label_alignment_site"] = info["site"]
         idata.posterior.attrs["label_alignment_coordinate"] = info["coordinate"]
     return idata
+
+
+def _weighted_draws(result, data, num_draws, seed, log_likelihood, chunk_size):
+    """An SVI fit's draws with their log importance weights log p(theta, X) - log q(theta) (and pointwise
+    log-likelihoods) for the corrected summaries and LOO of :mod:`ppvae.comparison.psis_loo`; None for a point estimate,
+    an exact posterior (constant weights), a model with continuous locals (no pointwise likelihood) or a guide
+    that does not draw vectorized."""
+    if not isinstance(result, Fit) or result.point_estimate:
+        return None
+    if structure_of(result.model, data.batch()).continuous_local_sites:
+        return None
+    try:
+        return guide_diagnostic(result, data, num_draws=check_int("num_draws", num_draws, low=1), seed=seed,
+                                pointwise=log_likelihood, chunk_size=chunk_size)
+    except (RuntimeError, ValueError, IndexError, KeyError, NotImplementedError):
+        return None
 
 
 class GuidePosterior(Result):

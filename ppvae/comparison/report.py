@@ -30,7 +30,8 @@ class Comparison:
     settings: dict = field(default_factory=dict)
 
     COLUMNS = ("method", "status", "time_s", "train_loglik", "test_loglik", "elpd_loo", "elpd_loo_se", "p_loo",
-               "khat_max", "num_khat_over_0_7", "ess_per_s", "ess_bulk_min", "rhat_max", "num_divergences", "error")
+               "khat_max", "num_khat_over_0_7", "guide_khat", "guide_khat_reading", "vs_mcmc", "ess_per_s",
+               "ess_bulk_min", "rhat_max", "num_divergences", "mcmc_converged", "error")
 
     def parameters(self) -> list[str]:
         names: list[str] = []
@@ -57,7 +58,8 @@ class Comparison:
                  f"(split seed {self.settings.get('seed')}); log-likelihoods are sums of log predictive densities", "",
                  "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         for r in self.records:
-            lines.append("| " + " | ".join(_md(_fmt(r.get(c))) for c in cols) + " |")
+            shown = {**r, "status": "not converged" if r.get("mcmc_converged") is False else r["status"]}
+            lines.append("| " + " | ".join(_md(_fmt(shown.get(c))) for c in cols) + " |")
         failed = [r for r in self.records if r["status"] != "ok"]
         for r in failed:
             lines.append(f"\n**{r['method']} failed:** {r['error']}")
@@ -73,6 +75,16 @@ class Comparison:
                     sd = "" if s is None or s["sd"] is None else f" ({_fmt(s['sd'])})"
                     cells.append("" if s is None else _fmt(s["mean"]) + sd)
                 lines.append(f"| {_md(p)} | " + " | ".join(cells) + " |")
+        weighted = [r for r in self.records if r.get("posterior_weighted")]
+        if weighted:
+            lines += ["", "## SVI guides corrected by importance weights (PSIS): posterior mean (sd)", "",
+                      "| parameter | " + " | ".join(r["method"] for r in weighted) + " |",
+                      "|---|" + "---|" * len(weighted)]
+            for p in params:
+                cells = [r["posterior_weighted"].get(p) for r in weighted]
+                lines.append(f"| {_md(p)} | " + " | ".join("" if c is None else f"{_fmt(c['mean'])} ({_fmt(c['sd'])})"
+                                                           for c in cells) + " |")
+        lines += _verdict_table(self.records)
         pairs = list(dict.fromkeys(k for r in self.records for k in (r.get("pairs") or {})))
         if pairs:
             with_pairs = [r for r in self.records if r.get("pairs")]
@@ -115,6 +127,29 @@ class Comparison:
 def _md(text: str) -> str:
     """A Markdown table cell: a ``|`` in a label (the pair ``b|w[0]``) escaped, or it splits the row."""
     return str(text).replace("|", "\\|")
+
+
+def _verdict_table(records) -> list[str]:
+    with_verdict = [r for r in records if r.get("verdict")]
+    if not with_verdict:
+        return []
+    lines = ["", "## Against MCMC: mean difference / MCSE, sd ratio [95%], W1 / W1 between MCMC halves "
+                 "(* a real difference)", "",
+             "| parameter | " + " | ".join(r["method"] for r in with_verdict) + " |",
+             "|---|" + "---|" * len(with_verdict)]
+    keys = list(dict.fromkeys(k for r in with_verdict for k in r["verdict"]))
+    for k in keys:
+        cells = []
+        for r in with_verdict:
+            v = r["verdict"].get(k)
+            if v is None:
+                cells.append("")
+                continue
+            mark = {c: "*" if c in v["real"] else "" for c in ("mean", "sd", "shape")}
+            cells.append(f"{v['z_mean']:+.1f}{mark['mean']}, {v['sd_ratio']:.2f} [{v['sd_ratio_low']:.2f}, "
+                         f"{v['sd_ratio_high']:.2f}]{mark['sd']}, {v['w1']:.3g} / {v['w1_halves']:.3g}{mark['shape']}")
+        lines.append(f"| {_md(k)} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _cell(v):

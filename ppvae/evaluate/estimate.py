@@ -221,3 +221,8 @@ class LogEvidence:
         info = {k: (_finite(v) if isinstance(v, float) else v) for k, v in self.info.items()}
         return {k: (_finite(v) if isinstance(v, float) else v) for k, v in
                 {**self.__dict__, "gap": self.gap, "info": info}.items()}
+
+
+# public names for the estimators outside this package (ppvae.comparison.guide_diagnostics)
+prepare_inputs = _prepare
+seeded = _seeded

@@ -82,26 +82,9 @@ def _importance_evidence(fit_or_model_guide, data, num_particles, proposal, chun
             f"log_evidence: the model has continuous local latents ({', '.join(local_cont)}); it supports models whose "
             "local latents are discrete; use log_marginal for per-point estimates"
         )
-    n = len(ds)
     with torch.no_grad(), pyro.validation_enabled(False), _seeded(seed, device):
-        values, log_q = _draw_globals(model, q, ds, num, mpn, global_names)
-        loglik = torch.zeros(num, dtype=torch.float64, device=device)
-        prior = {}
-
-        def run(start: int, m: int) -> int:
-            nonlocal loglik
-            y = None if ds.y is None else ds.y[start:start + m]  # a regression's response rides with x
-            batch = Batch(ds.x[start:start + m], y, torch.arange(start, start + m, device=device), n)
-            lp, mtr = data_log_likelihood(model, batch, num, mpn, values)
-            lp = lp.double()
-            check_log_weights(lp, {"model": mtr})
-            loglik = loglik + lp.sum(-1)
-            if "value" not in prior:
-                prior["value"] = global_log_density(mtr, global_names, num, mpn)
-            return auto_chunk({"model": mtr}, m, n, device)
-
-        run_chunks(n, chunk_size, run, probe=max(2, min(16, 100_000 // num)))
-    lw = (prior.get("value", 0.0) + loglik - log_q).cpu()
+        _, log_q, log_prior, loglik = global_draws_loglik(model, q, ds, num, mpn, global_names, chunk_size)
+    lw = (log_prior + loglik.sum(-1) - log_q).cpu()
     if torch.isnan(lw).any() or (lw == math.inf).any():
         raise PPVAEError("proposal: log-weights over the globals are NaN or +inf: the proposal puts mass where "
                          "the prior has none")
@@ -113,6 +96,33 @@ def _importance_evidence(fit_or_model_guide, data, num_particles, proposal, chun
                       "(Yao et al. 2018); use a better proposal or more samples", ImportanceWarning, stacklevel=2)
     return LogEvidence(value=lse - math.log(num), stderr=math.sqrt(max(num / ess - 1, 0.0) / num), ess=ess, khat=khat,
                        elbo=float(lw.mean()), num_particles=num, proposal=qname)
+
+
+def global_draws_loglik(model, q, ds, num, mpn, global_names, chunk_size=None, pointwise: bool = False):
+    """S draws G_s of the global latents from ``q`` (None: the prior) and, per draw, log q(G_s), log p(G_s)
+    and log p(x_i | G_s) = log sum_{z_i} p(x_i, z_i | G_s) (discrete locals enumerated): the last as
+    (S, N) when ``pointwise``, else summed over the points, (S, 1). Run under ``torch.no_grad``."""
+    device, n = ds.x.device, len(ds)
+    values, log_q = _draw_globals(model, q, ds, num, mpn, global_names)
+    parts, prior = [], {}
+
+    def run(start: int, m: int) -> int:
+        y = None if ds.y is None else ds.y[start:start + m]  # a regression's response rides with x
+        batch = Batch(ds.x[start:start + m], y, torch.arange(start, start + m, device=device), n)
+        lp, mtr = data_log_likelihood(model, batch, num, mpn, values)
+        lp = lp.double()
+        check_log_weights(lp, {"model": mtr})
+        parts.append(lp if pointwise else lp.sum(-1, keepdim=True))
+        if "value" not in prior:
+            prior["value"] = global_log_density(mtr, global_names, num, mpn)
+        return auto_chunk({"model": mtr}, m, n, device)
+
+    run_chunks(n, chunk_size, run, probe=max(2, min(16, 100_000 // num)))
+    loglik = torch.cat(parts, -1)
+    if not pointwise:
+        loglik = loglik.sum(-1, keepdim=True)
+    log_prior = prior.get("value", torch.zeros(num, dtype=torch.float64, device=device))
+    return values, log_q, log_prior.to(loglik.device), loglik
 
 
 def _evidence_by(method, source, data, seed, chunk_size, options) -> LogEvidence:

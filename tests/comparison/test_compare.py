@@ -7,6 +7,7 @@ import csv
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -59,6 +60,12 @@ def test_compare_gmm_writes_every_file_and_records_a_failing_method(tmp_path):
     assert [r["method"] for r in rows] == list(records) and "mean:locs[0,0]" in rows[0]
     md = (tmp_path / "comparison.md").read_text()
     assert "**svi:model failed:**" in md and "ordering locs" in md
+    # the guide's k-hat and the verdict against NUTS (60 draws x 2 chains: flagged as not converged, ESS < 200)
+    svi = records["svi:auto_normal"]
+    assert svi["guide_khat_reading"] in ("good", "usable", "do not trust") and svi["vs_mcmc"]
+    assert set(svi["verdict"]) <= set(nuts["posterior"]) and "locs[0,0]" in svi["verdict"]
+    assert records["em"]["vs_mcmc"] == "point estimate" and nuts["mcmc_converged"] is False
+    assert "## Against MCMC" in md and "| vs_mcmc |" in md
 
 
 def test_compare_normal_gamma_shows_the_mean_field_missing_dependence():
@@ -115,3 +122,50 @@ def test_cli_compare_writes_the_run_directory(tmp_path, capsys):
     # MAP under weak priors sits next to the maximum-likelihood EM fit: train log-likelihoods within 1 nat
     assert abs(records[0]["train_loglik"] - records[1]["train_loglik"]) < 1.0
     assert "| em | ok |" in capsys.readouterr().out
+
+
+# -- the VI-versus-MCMC verdict (ppvae.comparison.vi_verdict) --------------------------------------
+def _chains(rng, num_chains=4, num_draws=500, shifts=(0.0, 0.0, 0.0, 0.0)):
+    import arviz as az
+
+    a = rng.normal(size=(num_chains, num_draws)) + np.asarray(shifts)[:num_chains, None]
+    b = 2.0 + 0.5 * rng.normal(size=(num_chains, num_draws))
+    return az.from_dict(posterior={"a": a, "b": b})
+
+
+def test_verdict_tells_real_differences_from_noise():
+    """Reference: 4 chains x 500 iid draws of a ~ N(0, 1), b ~ N(2, 0.5^2) (MCSE of a mean ~0.022). Draws from the
+    same distribution agree (|z| < 3, sd interval covers 1); a mean shifted by 0.2 sd (z ~ 6), a sd 0.8 x (interval
+    ~[0.76, 0.84]) and a bimodal shape of equal mean and sd are each flagged as what they are."""
+    from ppvae.comparison.vi_verdict import reference_stats, verdict, verdict_line
+
+    rng = np.random.default_rng(0)
+    ref = reference_stats(_chains(rng))
+    assert ref["a"]["mcse_mean"] == pytest.approx(1 / math.sqrt(2000), rel=0.15)
+    same = verdict({"a": torch.as_tensor(rng.normal(size=2000)), "b": torch.as_tensor(2 + 0.5 * rng.normal(size=2000))},
+                   ref)
+    assert verdict_line(same) == "agrees" and all(abs(v["z_mean"]) < 3 for v in same.values())
+    bimodal = np.where(rng.random(2000) < 0.5, -1.0, 1.0) * math.sqrt(1 - 0.3 ** 2) + 0.3 * rng.normal(size=2000)
+    off = verdict({"a": torch.as_tensor(0.2 + rng.normal(size=2000)), "b": torch.as_tensor(2 + 0.4 * rng.normal(
+        size=2000)), "c": torch.zeros(3)}, ref)
+    assert off["a"]["real"][0] == "mean" and off["a"]["z_mean"] > 4  # W1 >= |mean difference|: shape too
+    assert off["b"]["real"][0] == "sd" and off["b"]["sd_ratio_high"] < 0.9 and "c" not in off
+    shape = verdict({"a": torch.as_tensor(bimodal)}, ref)
+    assert shape["a"]["real"] == ["shape"], shape["a"]
+    assert verdict_line(off).startswith("differs: a (mean, shape); b (sd")
+
+
+def test_unconverged_chains_are_flagged():
+    """Chains stuck at different means (R-hat ~1.4) and 4 x 30 draws (ESS < 100 per chain) are not converged;
+    the table shows 'not converged' where it showed 'ok'."""
+    from ppvae.comparison.report import Comparison
+    from ppvae.comparison.vi_verdict import converged, reference_stats
+
+    rng = np.random.default_rng(1)
+    ok, why = converged(reference_stats(_chains(rng, shifts=(0, 0, 1.5, 1.5))), 4)
+    assert not ok and "R-hat > 1.01" in why
+    ok, why = converged(reference_stats(_chains(rng, num_draws=30)), 4)
+    assert not ok and "bulk ESS < 100 per chain" in why  # (R-hat of 30 iid draws is noisy too: 1.02)
+    assert converged(reference_stats(_chains(rng)), 4) == (True, None)
+    md = Comparison("m", "d", [{"method": "nuts", "status": "ok", "mcmc_converged": False}]).to_markdown()
+    assert "| nuts | not converged |" in md
