@@ -156,8 +156,10 @@ def _draw_globals(model, q, ds, num, mpn, global_names):
     missing = sorted(set(global_names) - set(sampled))
     if missing:
         raise PPVAEError(f"proposal: the guide does not sample the model's global latent site(s) {', '.join(missing)}")
-    if q is not None and global_names and all(_point_mass(src.nodes[n]["fn"])
-                                              for n in global_names):
+    # AutoNormal & co. also put a Delta at each model site (the density rides on an auxiliary site): only a guide
+    # whose every sample site, auxiliary ones included, is a Delta has no density
+    if q is not None and global_names and all(_point_mass(s["fn"]) for s in src.nodes.values()
+                                              if s["type"] == "sample" and not s["is_observed"]):
         raise PPVAEError(
             f"proposal: the guide is a point mass (Delta) at {', '.join(global_names)} (e.g. auto_delta): it has no "
             "density, so importance weights over the globals are undefined (its log p(X, theta-hat) is not the "
