@@ -78,7 +78,7 @@ def test_cli_run_killed_by_sigkill_resumes_to_the_uninterrupted_result(tmp_path)
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == -signal.SIGKILL
-    assert os.listdir(killed) == ["checkpoints"]  # a killed run leaves only its checkpoint folder
+    assert sorted(os.listdir(killed)) == [".ppvae-run", "checkpoints"]  # only its checkpoints, marked as ppvae's
     assert load_checkpoint(latest_checkpoint(killed))["step"] < 16
 
     assert main(CLI_ARGS + ["--checkpoint-every", "4", "--out", killed, "--resume", killed]) == 0
