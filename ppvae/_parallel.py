@@ -51,7 +51,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 import torch
 
-from ._procs import die_with_parent, main_hidden, worker_plan
+from ._procs import die_with_parent, main_hidden, watch_process, worker_plan
 from ._progress import Progress
 from ._validation import PPVAEError, check_int
 
@@ -117,6 +117,9 @@ def _flush(now: float) -> None:
 def _init_worker(progress_queue, threads: int, dtype) -> None:
     global _queue
     die_with_parent()  # killed with the forkserver, which is killed with the main process (ppvae/_procs.py)
+    main = mp.parent_process()
+    if main is not None:
+        watch_process(main.pid)  # and with the main process itself, whatever happened before the signal was armed
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides: it terminates the workers on Ctrl-C
     torch.set_num_threads(threads)
     try:

@@ -6,11 +6,10 @@ guard, ``python -c``, ``python -`` from stdin, IPython/Jupyter).
   ends, by any signal including SIGKILL, so nothing runs on or holds the caller's stdout. Elsewhere a no-op.
 * :func:`worker_plan` -- how tasks can reach workers. ``forkserver`` and ``spawn`` re-import the caller's
   ``__main__`` in each worker: harmless under ``if __name__ == "__main__":``, but an unguarded script re-runs
-  itself there, and ``python -`` has no file to re-import (``FileNotFoundError: '<stdin>'``). So a worker
-  re-imports ``__main__`` only when the call sits under the guard of a real script; otherwise workers start
-  without it (:func:`main_hidden`), which works whenever the tasks need nothing defined in ``__main__``; when
-  they do (a model class defined in a notebook or an unguarded script), the tasks run in this process, with
-  one warning.
+  itself there, and ``python -`` has no file to re-import (``FileNotFoundError: '<stdin>'``). So workers start
+  without it (:func:`main_hidden`) whenever the tasks need nothing defined in ``__main__``; when they do, a
+  worker re-imports it only when the call sits under the guard of a real script, and otherwise (a model class
+  defined in a notebook or an unguarded script) the tasks run in this process, with one warning.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ import pickletools
 import signal
 import sys
 
-__all__ = ["die_with_parent", "main_hidden", "worker_plan"]
+__all__ = ["die_with_parent", "main_hidden", "watch_process", "worker_plan"]
 
 _PR_SET_PDEATHSIG = 1
 
@@ -42,6 +41,26 @@ def die_with_parent(parent: int | None = None) -> None:
         return
     if os.getppid() != parent:  # the parent died before the signal was armed
         os._exit(1)
+
+
+def watch_process(pid: int, every_s: float = 0.5) -> None:
+    """End this process (``os._exit``) as soon as the process ``pid`` is gone: a daemon thread polls it. A worker
+    watches the main process this way too, for the moment before its parent-death signal is armed (a worker
+    still importing when the main process is killed is reparented before it can arm it) and where there is none."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while True:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:
+                pass
+            time.sleep(every_s)
+
+    threading.Thread(target=watch, name="ppvae-parent-watch", daemon=True).start()
 
 
 def _refers_to_main(blob: bytes) -> bool:
@@ -91,10 +110,10 @@ def worker_plan(blob: bytes) -> str:
     """How the tasks pickled in ``blob`` run: ``"workers"`` (re-importing ``__main__`` is safe),
     ``"hide_main"`` (workers start without ``__main__``), or ``"here"`` (they need ``__main__``, which no worker
     can have: run in this process)."""
+    if not _refers_to_main(blob):
+        return "hide_main"  # nothing to re-import: a worker then also starts sooner
     source = _main_source()
-    if source is not None and _under_main_guard(source):
-        return "workers"
-    return "here" if _refers_to_main(blob) else "hide_main"
+    return "workers" if source is not None and _under_main_guard(source) else "here"
 
 
 @contextlib.contextmanager
