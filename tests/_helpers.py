@@ -48,7 +48,13 @@ def start(argv, **popen) -> subprocess.Popen:
     env.setdefault("OMP_NUM_THREADS", "1")
     popen.setdefault("stdout", subprocess.PIPE)
     popen.setdefault("stderr", subprocess.PIPE)
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:  # a background job's: the child's Ctrl-C must work
+        popen.setdefault("preexec_fn", _default_sigint)
     return subprocess.Popen(argv, env=env, text=True, start_new_session=True, **popen)
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def kill_group(proc: subprocess.Popen) -> None:

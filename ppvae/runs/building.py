@@ -48,14 +48,14 @@ def remove_stale(parent: str) -> list[str]:
     """Remove the ``.ppvae-<host>-<pid>-*`` temporary directories in ``parent`` whose process (on this host) is
     gone (SIGKILL leaves no chance to clean); another host's (a shared file system) or a live one is never
     touched, nor a finished result kept after a failed move (``<out>.unsaved-<pid>``, a visible name)."""
-    removed, host = [], host()
+    removed, here = [], host()
     try:
         names = os.listdir(parent)
     except OSError:
         return removed
     for name in names:
         parts = name[len(PREFIX):].rsplit("-", 2) if name.startswith(PREFIX) else []
-        if len(parts) != 3 or parts[0] != host or not parts[1].isdigit():
+        if len(parts) != 3 or parts[0] != here or not parts[1].isdigit():
             continue  # not ours, another host's, or an older ppvae's without a pid: its owner cannot be checked
         pid = int(parts[1])
         if pid != os.getpid() and not _alive(pid):
