@@ -298,3 +298,148 @@ def test_sigkill_of_a_parallel_run_leaves_no_process_alive(command, tmp_path):
         proc.wait(timeout=60)
         alive = wait_gone(tree, 5.0)
     assert len(tree) >= 3 and not alive, f"alive 5 s after SIGKILL: {alive} of {tree}"
+
+
+# -- output paths: checked before the work, finished work never lost ----------------------------------------------
+EM = ["em", "gmm", "K=2", "--data", "faithful", "--restarts", "1"]
+
+
+def _mount_tmpfs(where, options):
+    """Mount a tmpfs at ``where`` (root only), or skip the test saying why it cannot run here."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root (the test runs as a normal user)")
+    where.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() or done.returncode}")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MiB tmpfs, unmounted at the end."""
+    disk = tmp_path / "disk"
+    _mount_tmpfs(disk, "size=2m")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def _fill(disk, leave: int) -> None:
+    import shutil
+
+    (disk / "filler").write_bytes(b"")
+    free = shutil.disk_usage(disk).free
+    (disk / "filler").write_bytes(b"\0" * max(0, free - leave))
+
+
+def test_a_full_disk_is_refused_before_the_work(small_disk, capsys):
+    _fill(small_disk, 256 * 1024)
+    assert main(EM + ["--out", str(small_disk / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "bytes free on the file system" in err and "expected at least 1048576" in err
+    assert os.listdir(small_disk) == ["filler"]
+
+
+def test_a_write_that_fills_the_disk_is_one_line_and_leaves_nothing_half_written(small_disk, capsys, monkeypatch):
+    """The free-space check passed (here: switched off), then the disk filled up while the run was written."""
+    from ppvae.runs import outdir
+
+    monkeypatch.setattr(outdir, "MIN_FREE", 0)
+    _fill(small_disk, 0)
+    assert main(EM + ["--out", str(small_disk / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ppvae: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    assert "No space left on device" in err
+    assert os.listdir(small_disk) == ["filler"]  # no temporary directory, no lock file, no half a run
+
+
+def test_a_read_only_parent_is_refused_before_the_work(tmp_path, capsys):
+    """`--out` under a read-only file system, `evaluate` of a run there and `predict --out` into it: one line
+    each, before computing anything."""
+    disk = tmp_path / "ro"
+    _mount_tmpfs(disk, "size=4m")
+    try:
+        assert _em_run(disk / "run") == 0
+        capsys.readouterr()
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True, capture_output=True)
+        for argv, what in ((EM + ["--out", str(disk / "new")], "--out: cannot create"),
+                           (["evaluate", str(disk / "run")], "run_dir: cannot write in"),
+                           (["predict", str(disk / "run"), "--out", str(disk / "draws.npz")], "--out: cannot write in"),
+                           (["summary", str(disk / "run"), "--json", str(disk / "t.json")], "--json: cannot write in")):
+            assert main(argv) == 2, argv
+            err = capsys.readouterr().err
+            assert err.startswith(f"ppvae: error: {what}") and "Read-only file system" in err, err
+        assert sorted(os.listdir(disk)) == ["run"]
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def test_a_finished_run_whose_final_move_fails_is_kept_where_the_message_says(tmp_path, capsys, monkeypatch):
+    from ppvae.runs import outdir
+
+    out = tmp_path / "r"
+    assert _em_run(out) == 0
+    old = json.loads((out / ".ppvae-run").read_text())["run_id"]
+    real = os.replace
+
+    def busy(src, dst):
+        if str(dst) == str(out) and ".ppvae-" in os.path.basename(str(src)) and "-old-" not in str(src):
+            raise OSError(16, "Device or resource busy")
+        return real(src, dst)
+
+    monkeypatch.setattr(outdir.os, "replace", busy)
+    assert _em_run(out, "--overwrite") == 2
+    err = capsys.readouterr().err
+    kept = f"{out}.unsaved-{os.getpid()}"
+    assert err.count("\n") == 1 and f"it is kept complete in {kept}" in err and "Device or resource busy" in err
+    assert json.loads((out / ".ppvae-run").read_text())["run_id"] == old  # the old run back in place
+    monkeypatch.undo()
+    assert ppvae.load(kept).log_likelihood_total < 0  # the new run, complete and loadable
+    assert _em_run(tmp_path / "other") == 0 and os.path.isdir(kept)  # never removed as stale by a later run
+
+
+def test_output_names_too_long_or_links_are_refused_before_the_work(tmp_path, capsys):
+    (tmp_path / "target").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "target")
+    for out, message in (("x" * 300, "characters; expected at most"), (str(tmp_path / "link"), "is a symbolic link")):
+        assert _em_run(tmp_path / out if not out.startswith("/") else out) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("ppvae: error: --out: ") and message in err and err.count("\n") == 1
+    assert sorted(os.listdir(tmp_path)) == ["link", "target"] and os.listdir(tmp_path / "target") == []
+
+
+# -- signals during long commands: one line, nothing half-written, no process left -------------------------------
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads the process table from /proc")
+@pytest.mark.parametrize("command,sig", [("evaluate", "SIGTERM"), ("compare", "SIGINT"), ("mcmc", "SIGTERM")])
+def test_a_signal_during_a_long_command_writes_nothing_and_leaves_no_process(command, sig, tmp_path):
+    """The event: the command's lock file appears (it has loaded the data and started the work). Then the signal;
+    exit 143 (SIGTERM) or 130 (SIGINT) with one closing line, the directory exactly as before, no process left."""
+    if command == "evaluate":
+        assert main(["fit", "gmm", "K=2", "--data", "faithful", "--steps", "3", "--quiet", "--out",
+                     str(tmp_path / "r")]) == 0
+        argv, lock = ["evaluate", "r", "--method", "ais", "--steps", "200000", "--quiet"], tmp_path / ".ppvae-lock.r"
+    else:
+        draws = "--num-mcmc-draws" if command == "compare" else "--num-draws"
+        argv = [command, "gmm", "K=2", "--data", "faithful", "--chains", "2", "--cores", "2", draws, "20000",
+                "--quiet", "--out", "r"] + (["--methods", "nuts"] if command == "compare" else [])
+        lock = tmp_path / ".ppvae-lock.r"
+    before = _listing(tmp_path)
+    tree: dict[int, str] = {}
+
+    def started():
+        tree.update(descendants(proc.pid))
+        return lock.exists()
+
+    with owned(cli(*argv), cwd=tmp_path, stdout=subprocess.DEVNULL) as proc:
+        wait_until(started, proc, "the command's lock file")
+        proc.send_signal(getattr(signal, sig))
+        rc, _, err = finish(proc)
+        tree.update(descendants(proc.pid))
+        alive = wait_gone(tree, 10)
+    assert rc == (143 if sig == "SIGTERM" else 130), err
+    last = err.strip().splitlines()[-1]
+    word = "terminated" if sig == "SIGTERM" else "interrupted"
+    assert last.startswith(f"ppvae: {word} after") and "Traceback" not in err
+    assert _listing(tmp_path) == before and not alive

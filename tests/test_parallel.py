@@ -216,5 +216,5 @@ def _killed(task):
 
 def test_a_worker_that_dies_is_reported_with_its_signal():
     """Before: "killed, or out of memory" whatever happened. Now the worker's pid and signal are named."""
-    with pytest.raises(ppvae.PPVAEError, match=r"cores: a worker process died \\(pid \\d+ killed by SIGKILL"):
+    with pytest.raises(ppvae.PPVAEError, match=r"cores: a worker process died \(pid \d+ killed by SIGKILL"):
         parallel_map(_killed, [0, 1], workers=2)
