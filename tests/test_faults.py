@@ -280,7 +280,10 @@ def test_a_second_fit_into_one_checkpoint_dir_is_refused(faithful, tmp_path):
 def _pool_started(proc, tree):
     """Whether the run's forkserver has forked a worker (recording every process of the run in ``tree``)."""
     tree.update(descendants(proc.pid))
-    return any(descendants(pid) for pid in tree)
+    if not any(descendants(pid) for pid in tree):
+        return False
+    tree.update(descendants(proc.pid))  # with the worker just seen
+    return True
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads the process table from /proc")

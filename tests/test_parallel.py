@@ -120,7 +120,10 @@ def test_ctrl_c_on_parallel_mcmc_stops_every_worker_and_writes_nothing(tmp_path)
 
     def pool_started():  # resource tracker + forkserver + 1 worker forked from it (the main process is the other)
         tree.update(descendants(proc.pid))
-        return any(descendants(p) for p in tree)
+        if not any(descendants(p) for p in tree):
+            return False
+        tree.update(descendants(proc.pid))  # with the worker just seen
+        return True
 
     with owned(cli(*argv), cwd=tmp_path, stdout=subprocess.DEVNULL) as proc:
         wait_until(pool_started, proc, "a worker process")

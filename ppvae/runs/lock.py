@@ -77,8 +77,11 @@ class DirectoryLock:
             except FileNotFoundError:
                 same = False
             if same:
-                os.ftruncate(fd, 0)
-                os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+                try:  # who holds it, for the refusal's message; a full disk only loses the pid
+                    os.ftruncate(fd, 0)
+                    os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+                except OSError:
+                    pass
                 self.fd = fd
                 HELD.add(self.directory)
                 return self

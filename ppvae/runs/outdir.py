@@ -142,8 +142,10 @@ def write_marker(directory: str, run_id: str | None = None, files: list[str] | N
     return marker["run_id"]
 
 
-def check_writable(directory: str, what: str, need: int = MIN_FREE) -> None:
-    """Raise unless new files can be made in ``directory`` (probed) and its file system has ``need`` bytes free."""
+def check_writable(directory: str, what: str, need: int | None = None) -> None:
+    """Raise unless new files can be made in ``directory`` (probed) and its file system has ``need`` bytes free
+    (default :data:`MIN_FREE`)."""
+    need = MIN_FREE if need is None else need
     try:
         os.rmdir(tempfile.mkdtemp(prefix=".ppvae-probe-", dir=directory))
     except OSError as exc:
