@@ -45,8 +45,9 @@ def _launch(script: str, world: int = 2) -> list[str]:
     finally:
         for p in procs:
             kill_group(p)
-    for rank, (p, (_, err)) in enumerate(zip(procs, outs, strict=True)):
-        assert p.returncode == 0, f"rank {rank} failed:\n{err[-3000:]}"
+    failed = [f"rank {rank} failed:\n{err[-3000:]}" for rank, (p, (_, err)) in enumerate(zip(procs, outs, strict=True))
+              if p.returncode != 0]
+    assert not failed, "\n".join(failed[::-1])  # the last rank's first: rank 0 usually fails because another did
     return [out for out, _ in outs]
 
 
@@ -63,7 +64,7 @@ def test_two_cli_processes_match_one_process_and_only_rank_0_writes(faithful, tm
     script = textwrap.dedent(f"""
         import os, sys, torch
         torch.set_num_threads(1)
-        from ppvae import checkpoint
+        from ppvae.runs import checkpoint
         save, rank = checkpoint.save_checkpoint, os.environ["RANK"]
         def counted_save(trainer, *args, **kwargs):  # record which rank writes each checkpoint
             with open({str(tmp_path)!r} + "/saves-rank" + rank, "a") as fh:

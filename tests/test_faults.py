@@ -235,6 +235,7 @@ def _gated_fit(out, ready, go, *extra):
     return [sys.executable, "-c", script]
 
 
+@pytest.mark.slow
 def test_two_writers_on_one_out_exactly_one_succeeds(tmp_path):
     out, ready, go = tmp_path / "r", tmp_path / "ready", tmp_path / "go"
     with owned(_gated_fit(out, ready, go)) as first:
@@ -251,6 +252,7 @@ def test_two_writers_on_one_out_exactly_one_succeeds(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["go", "r", "ready"]
 
 
+@pytest.mark.slow
 def test_the_lock_of_a_killed_writer_is_taken_over(tmp_path, capsys):
     out, ready, go = tmp_path / "r", tmp_path / "ready", tmp_path / "go"
     with owned(_gated_fit(out, ready, go, "--checkpoint-every", "1")) as first:
@@ -286,6 +288,7 @@ def _pool_started(proc, tree):
     return True
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads the process table from /proc")
 @pytest.mark.parametrize("command", ["mcmc", "compare"])
 def test_sigkill_of_a_parallel_run_leaves_no_process_alive(command, tmp_path):

@@ -10,6 +10,7 @@ import socket
 import tempfile
 import uuid
 
+from ppvae._util.validation import PPVAEError
 from ppvae.runs.lock import HELD, DirectoryLock
 from ppvae.runs.outdir import (
     CHECKPOINTS,
@@ -22,7 +23,6 @@ from ppvae.runs.outdir import (
     safe_target,
     write_marker,
 )
-from ppvae._util.validation import PPVAEError
 
 __all__ = ["check_out", "checkpoint_dir", "remove_stale", "run_directory", "save_run"]
 
@@ -87,7 +87,7 @@ def check_out(out, overwrite: bool = False, checkpoints: bool = False, resume: b
         return out
     if not os.path.isdir(out):
         raise PPVAEError(f"--out: expected a directory path; got an existing file {out}")
-    entries = [n for n in os.listdir(out) if n != MARKER]
+    entries = [n for n in os.listdir(out) if n != MARKER and not n.startswith(".tmp-")]  # a marker being written
     if entries and not is_run_dir(out):
         raise PPVAEError(f"--out: {out} holds files and is not a ppvae run directory (no {MARKER}); ppvae never "
                          "replaces a directory it did not write, with or without --overwrite: choose a new or "

@@ -44,11 +44,11 @@ import torch
 from ppvae._util.io import atomic_write, check_version, describe_load_error
 from ppvae._util.validation import PPVAEError
 from ppvae._version import __version__
+from ppvae.data.loaders import Dataset, load_dataset, parse_data_spec
+from ppvae.model.base import build_model, get_model_class, model_import_path
 from ppvae.runs import building
 from ppvae.runs.building import PREFIX, check_out, checkpoint_dir, remove_stale, run_directory, save_run  # noqa: F401
 from ppvae.runs.checkpoint import _checkpoints
-from ppvae.data.loaders import Dataset, load_dataset, parse_data_spec
-from ppvae.model.base import build_model, get_model_class, model_import_path
 
 __all__ = ["atomic_write", "data_info", "make_config", "read_config", "read_json", "read_tensors",
            "run_dataset", "run_directory", "run_kind", "run_model", "update_metrics", "write_config", "write_figure",

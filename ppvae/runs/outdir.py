@@ -23,10 +23,10 @@ import shutil
 import tempfile
 import uuid
 
-from ppvae.runs.lock import LOCK_PREFIX
 from ppvae._util.io import atomic_write
 from ppvae._util.validation import PPVAEError
 from ppvae._version import __version__
+from ppvae.runs.lock import LOCK_PREFIX
 
 __all__ = ["MARKER", "check_output_file", "foreign_entries", "is_run_dir", "replace_dir", "safe_target",
            "write_marker"]
