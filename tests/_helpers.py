@@ -31,6 +31,10 @@ def write_payload(path, marker, raw: bool = False) -> None:
         torch.save(obj, path)
 
 
+# the repository's root, for tests at any depth of tests/ (they mirror the engine's subpackages)
+REPO_ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
 # -- processes a test starts: owned, waited on by event, always killed -------------------------------------------
 
 HANG_S = 600.0  # a guard against hangs only: every wait below ends on an event long before it on any machine
