@@ -238,12 +238,15 @@ class CAVIFit(Result):
         """sum_k KL(Dir(lambda_k) || Dir(eta)), the global part of the ELBO."""
         return kl_divergence(Dirichlet(self.lam), Dirichlet(torch.full_like(self.lam, self.eta))).sum().item()
 
-    def save(self, path: str) -> None:
+    def save(self, path: str, overwrite: bool = False) -> None:
         """Write a run directory of kind ``cavi`` (:mod:`ppvae.runs.directory`): gamma and lambda in ``params.pt``, the
         ELBO trace in ``history.json``, the model, alpha, eta, vocabulary and settings in ``config.json``."""
         if self.model is None:
             raise PPVAEError("save: this CAVIFit has no model (made by fit_cavi(model, ...)), so a saved run "
                              "could not name it")
+        runs.save_run(self, path, self._write, overwrite)  # another run there is replaced only with overwrite
+
+    def _write(self, path: str) -> None:
         config = runs.make_config("cavi", self.model, self.data_info, alpha=self.alpha, eta=self.eta,
                                   converged=self.converged, time_s=self.time_s, vocab=self.vocab, cavi=self.config)
         runs.write_tensors(path, runs.PARAMS, {"gamma": self.gamma, "lambda": self.lam})

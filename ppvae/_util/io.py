@@ -25,18 +25,26 @@ __all__ = ["atomic_write", "check_version", "describe_load_error", "fsync_dir", 
 
 
 def atomic_write(path: str, write: Callable[[Any], None], mode: str = "w") -> None:
-    """Write ``path`` through a temporary file in the same directory, fsync, then rename."""
+    """Write ``path`` through a temporary file in the same directory, fsync, then rename. A failure of the file
+    system (full disk, read-only, permissions; torch reports a full disk as a RuntimeError) is a
+    :class:`PPVAEError` naming the path; the temporary file is removed."""
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+    except OSError as exc:
+        raise PPVAEError(f"write: cannot write {path} ({exc.strerror or exc})") from None
     try:
         with os.fdopen(fd, mode) as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) or (isinstance(exc, RuntimeError) and "writ" in str(exc).lower()):
+            reason = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[0]
+            raise PPVAEError(f"write: cannot write {path} ({reason})") from None
         raise
 
 

@@ -23,9 +23,12 @@ Start method: ``forkserver`` where the platform has it (Linux, macOS), else ``sp
 copies a parent whose OpenMP/MKL thread pools and locks may be mid-use (a known deadlock with torch)
 and is unavailable on macOS/Windows; ``forkserver`` forks each worker from a clean single-threaded
 server that has imported torch, Pyro and ppvae once (``set_forkserver_preload``), so a worker starts in
-a fraction of a second instead of the seconds a ``spawn`` re-import of torch costs. Either way the
-main module is re-imported in the workers: a script that calls these functions must guard its top
-level with ``if __name__ == "__main__":`` (Python's rule for both start methods).
+a fraction of a second instead of the seconds a ``spawn`` re-import of torch costs. Both start methods would
+re-import the caller's main module in each worker; :mod:`ppvae._util.procs` decides when they may (a call under
+``if __name__ == "__main__":``), starts them without it otherwise (an unguarded script, ``python -c``,
+``python -``, IPython), and runs the tasks in this process with one warning when they need code defined in
+``__main__``. The forkserver and the workers carry Linux's parent-death signal: they end with this process,
+even when it is SIGKILLed.
 
 Ctrl-C: the workers ignore SIGINT; the main process catches it, terminates every worker and re-raises,
 so nothing runs on and nothing is written (workers only return values; callers write results).
@@ -33,6 +36,7 @@ so nothing runs on and nothing is written (workers only return values; callers w
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import pickle
@@ -40,12 +44,14 @@ import queue
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
 import torch
 
+from ppvae._util.procs import die_with_parent, main_hidden, watch_process, worker_plan
 from ppvae._util.progress import Progress
 from ppvae._util.validation import PPVAEError, check_int
 
@@ -54,8 +60,8 @@ __all__ = ["parallel_map", "available_cores", "prestart_workers", "report", "res
 # Imported once by the forkserver, so a worker forked from it starts with them. torch.fx's symbolic_shapes (and sympy
 # under it) is imported lazily by torch.broadcast_shapes on the first MultivariateNormal a model builds: about
 # 1.2 s that every worker would otherwise pay before its first chain. A name that fails to import is skipped.
-_PRELOAD = ["torch", "torch.fx.experimental.symbolic_shapes", "pyro", "ppvae.infer.mcmc.sampler", "ppvae.infer.em",
-            "ppvae.models"]
+_PRELOAD = ["ppvae._util.forkserver_init", "torch", "torch.fx.experimental.symbolic_shapes", "pyro",
+            "ppvae.infer.mcmc.sampler", "ppvae.infer.em", "ppvae.models"]
 _REPORT_EVERY_S = 0.2  # batch progress messages: a queue put per leapfrog iteration would cost more than it shows
 
 # worker-side state, set by _init_worker (a worker runs one task at a time)
@@ -110,6 +116,10 @@ def _flush(now: float) -> None:
 
 def _init_worker(progress_queue, threads: int, dtype) -> None:
     global _queue
+    die_with_parent()  # killed with the forkserver, which is killed with the main process (ppvae/_util/procs.py)
+    main = mp.parent_process()
+    if main is not None:
+        watch_process(main.pid)  # and with the main process itself, whatever happened before the signal was armed
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides: it terminates the workers on Ctrl-C
     torch.set_num_threads(threads)
     try:
@@ -131,9 +141,9 @@ def _run_task(fn: Callable, index: int, task: bytes):
             _flush(time.perf_counter())
 
 
-def _check_picklable(fn, tasks) -> None:
+def _pickled(fn, tasks) -> tuple[bytes, list[bytes]]:
     try:
-        pickle.dumps((fn, tasks[0]))
+        return pickle.dumps(fn), [pickle.dumps(t) for t in tasks]
     except Exception as exc:  # pickle raises several types (PicklingError, AttributeError, TypeError)
         raise PPVAEError(
             f"cores: running tasks in worker processes needs the model and its data to be picklable "
@@ -159,22 +169,37 @@ def parallel_map(fn: Callable, tasks: Sequence, *, workers: int | None = 1, thre
     threads = check_int("threads", threads, low=1)
     display = Progress(desc, list(totals) if totals is not None else [1] * len(tasks), unit=unit,
                        enabled=progress, part_name=part_name)
+    plan = None
+    if workers > 1:
+        fn_blob, blobs = _pickled(fn, tasks)
+        plan = worker_plan(fn_blob + b"".join(blobs))  # can workers start from this caller? (ppvae/_util/procs.py)
+        if plan == "here":
+            warnings.warn(f"{part_name}s run one after another in this process: they use code defined in "
+                          "__main__ (a notebook, or a script without `if __name__ == \"__main__\":`), which "
+                          "worker processes cannot import; define the model in a module to run them in parallel",
+                          stacklevel=3)
     with display:
-        if workers == 1:
-            outer = _local_progress
-            _local_progress = display
-            try:
-                results = []
-                for i, task in enumerate(tasks):
-                    _task_index = i
-                    results.append(fn(task))
-                    if totals is None:
-                        display.update(1, i)
-                return results
-            finally:
-                _local_progress, _task_index = outer, 0
-        _check_picklable(fn, tasks)
-        return _map_in_workers(fn, tasks, workers, threads, display, count_tasks=totals is None)
+        if workers == 1 or plan == "here":
+            return _map_here(fn, tasks, display, count_tasks=totals is None)
+        return _map_in_workers(fn, tasks, blobs, workers, threads, display, count_tasks=totals is None,
+                               hide_main=plan == "hide_main")
+
+
+def _map_here(fn, tasks, display: Progress, count_tasks: bool) -> list:
+    """The tasks one after another in this process."""
+    global _local_progress, _task_index
+    outer = _local_progress
+    _local_progress = display
+    try:
+        results = []
+        for i, task in enumerate(tasks):
+            _task_index = i
+            results.append(fn(task))
+            if count_tasks:
+                display.update(1, i)
+        return results
+    finally:
+        _local_progress, _task_index = outer, 0
 
 
 def _context():
@@ -215,7 +240,8 @@ class _Shared:
             self.display.update(n, part)
 
 
-def _map_in_workers(fn, tasks, workers, threads, display: Progress, count_tasks: bool) -> list:
+def _map_in_workers(fn, tasks, blobs, workers, threads, display: Progress, count_tasks: bool,
+                    hide_main: bool = False) -> list:
     """Tasks on ``workers`` processes: ``workers - 1`` worker processes and this one, each taking the next task
     when it is free. This process starts on its first task at once, while the workers are still being
     forked and loading (the seconds a worker takes to start are not lost), and runs its tasks with
@@ -224,19 +250,28 @@ def _map_in_workers(fn, tasks, workers, threads, display: Progress, count_tasks:
     task ends; Ctrl-C in this process terminates every worker."""
     global _local_progress, _task_index
     ctx = _context()
+    prestart_workers()  # from this thread: the forkserver's parent-death signal is tied to the thread that starts it
     progress_queue = ctx.Queue()
     executor = ProcessPoolExecutor(workers - 1, mp_context=ctx, initializer=_init_worker,
                                    initargs=(progress_queue, threads, torch.get_default_dtype()))
-    # pickled here, before this process starts on its own tasks: the dispatcher thread then submits bytes, never
-    # reading a model or tensor that a task running in this thread may be using
-    blobs = [pickle.dumps(t) for t in tasks]
+    # ``blobs`` were pickled before this process starts on its own tasks: the dispatcher thread then submits bytes,
+    # never reading a model or tensor that a task running in this thread may be using
     shared = _Shared(len(tasks), display)
     results: list = [None] * len(tasks)
-    dispatcher = threading.Thread(target=_dispatch, args=(fn, blobs, executor, workers - 1, shared, results,
-                                                          progress_queue, count_tasks), daemon=True)
     own_threads, outer = torch.get_num_threads(), _local_progress
+    processes: list = []
+    dispatcher = threading.Thread()
     try:
-        i = shared.take()  # task 0 is this process's, before the dispatcher hands the next ones to the workers
+        i = shared.take()  # task 0 is this process's, before the workers get the next ones
+        with main_hidden(hide_main):  # every worker starts here, in this thread (one per first submit)
+            running = {}
+            for _ in range(workers - 1):
+                j = shared.take()
+                if j is not None:
+                    running[executor.submit(_run_task, fn, j, blobs[j])] = j
+        processes = list((getattr(executor, "_processes", None) or {}).values())
+        dispatcher = threading.Thread(target=_dispatch, args=(fn, blobs, executor, running, shared, results,
+                                                              progress_queue, count_tasks), daemon=True)
         dispatcher.start()
         _local_progress = shared
         torch.set_num_threads(threads)
@@ -249,8 +284,8 @@ def _map_in_workers(fn, tasks, workers, threads, display: Progress, count_tasks:
         while dispatcher.is_alive():  # joined in steps, so Ctrl-C still reaches this thread
             dispatcher.join(0.1)
         if isinstance(shared.error, BrokenProcessPool):
-            raise PPVAEError("cores: a worker process died (killed, or out of memory); nothing was kept; run with "
-                             "fewer cores or cores=1") from None
+            raise PPVAEError(f"cores: a worker process died ({_how_workers_died(processes)}); nothing was kept; "
+                             "run with fewer cores or cores=1") from None
         if shared.error is not None:
             raise shared.error
         return results
@@ -268,27 +303,23 @@ def _map_in_workers(fn, tasks, workers, threads, display: Progress, count_tasks:
         progress_queue.close()
 
 
-def _dispatch(fn, blobs: list[bytes], executor, slots: int, shared: _Shared, results: list, progress_queue,
+def _dispatch(fn, blobs: list[bytes], executor, running: dict, shared: _Shared, results: list, progress_queue,
               count_tasks: bool) -> None:
     """The dispatcher thread: keep ``slots`` tasks running in the workers, store their results, show their progress.
     Any error here (a task's, a dead pool's, a failed submit) is kept for the main thread to raise."""
     try:
-        _feed_workers(fn, blobs, executor, slots, shared, results, progress_queue, count_tasks)
+        _feed_workers(fn, blobs, executor, running, shared, results, progress_queue, count_tasks)
     except BaseException as exc:  # the main thread re-raises it; a thread's own traceback would be lost to it
         with shared.lock:
             shared.error = shared.error or exc
 
 
-def _feed_workers(fn, blobs, executor, slots, shared, results, progress_queue, count_tasks) -> None:
-    running = {}
-
+def _feed_workers(fn, blobs, executor, running, shared, results, progress_queue, count_tasks) -> None:
     def submit() -> None:
         i = shared.take()
         if i is not None:
             running[executor.submit(_run_task, fn, i, blobs[i])] = i
 
-    for _ in range(slots):
-        submit()
     while running and not shared.stop.is_set():
         done, _ = wait(running, timeout=0.1)
         _drain(progress_queue, shared)
@@ -312,6 +343,26 @@ def _drain(progress_queue, display) -> None:
         except (queue.Empty, OSError, ValueError):
             return
         display.update(n, index)
+
+
+def _how_workers_died(processes: list) -> str:
+    """The exit of the worker processes that ended abnormally: a signal's name or an exit status."""
+    for process in processes:
+        with contextlib.suppress(Exception):
+            process.join(timeout=1)
+    ends = []
+    for process in processes:
+        code = process.exitcode
+        if code is not None and code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            ends.append(f"pid {process.pid} killed by {name}"
+                        + (" (the system's out-of-memory killer sends it)" if -code == signal.SIGKILL else ""))
+        elif code:
+            ends.append(f"pid {process.pid} exited with status {code}")
+    return "; ".join(ends) or "it ended without saying how"
 
 
 def _terminate(executor: ProcessPoolExecutor) -> None:

@@ -43,7 +43,17 @@ from ppvae.model.base import (
     list_models,
     require,
 )
-from ppvae.runs.directory import CHECKPOINTS, Terminated, check_out, interrupted_message, run_directory, sigterm_unwinds
+from ppvae.runs.directory import (
+    CHECKPOINTS,
+    Terminated,
+    check_out,
+    checkpoint_dir,
+    interrupted_message,
+    run_directory,
+    sigterm_unwinds,
+)
+from ppvae.runs.lock import DirectoryLock
+from ppvae.runs.outdir import check_writable
 
 EXIT_USAGE = 2
 
@@ -106,6 +116,8 @@ def cmd_fit(args) -> int:
         _leave_group()
         return 0
     with run_directory(args.out, args.overwrite, ckpt, resume) as tmp:
+        if ckpt:  # the run's own folder, or beside the new run while it replaces another (kept whole till then)
+            options["checkpoint_dir"] = checkpoint_dir(args.out, tmp, resume)
         callbacks = model.fit_callbacks(data) if isinstance(model, Reports) else None
         result = fit(model, data, callbacks=callbacks, progress=False if args.quiet else None, **options)
         metrics, figures = _run_write.write_fit(tmp, args.model, result, data)
@@ -160,12 +172,11 @@ def cmd_compare(args) -> int:
     _prestart(args, any(m in MCMC_KERNELS for m in methods))
     model = build_model(args.model, **_kv_pairs(args.hparams))
     data = _load_data(args)
-    check_out(args.out, args.overwrite)
-    result = compare(model, data, methods, test_fraction=args.test_fraction, seed=args.seed, svi_steps=args.steps,
-                     svi_lr=args.lr, num_draws=args.num_draws, num_mcmc_draws=args.num_mcmc_draws, warmup=args.warmup,
-                     num_chains=args.chains, jit=args.jit, progress=False if args.quiet else None,
-                     cores=args.cores)
-    with run_directory(args.out, args.overwrite) as tmp:
+    with run_directory(args.out, args.overwrite) as tmp:  # checked and locked before the work
+        result = compare(model, data, methods, test_fraction=args.test_fraction, seed=args.seed,
+                         svi_steps=args.steps, svi_lr=args.lr, num_draws=args.num_draws,
+                         num_mcmc_draws=args.num_mcmc_draws, warmup=args.warmup, num_chains=args.chains,
+                         jit=args.jit, progress=False if args.quiet else None, cores=args.cores)
         result.save(tmp)
     print(result.to_markdown())
     print(f"written to {args.out}")
@@ -181,7 +192,7 @@ def cmd_mcmc(args) -> int:
     _prestart(args)
     model = build_model(args.model, **_kv_pairs(args.hparams))
     data = _load_data(args)
-    check_out(args.out, args.overwrite)
+    check_out(args.out, args.overwrite)  # before the initial values' fit; again under the lock below
     order = None
     if args.order:
         site, _, column = args.order.partition(":")
@@ -193,13 +204,13 @@ def cmd_mcmc(args) -> int:
         init = fit_em(model, data, restarts=5, seed=args.seed)
     elif args.init == "prior":
         init = "prior"
-    result = run_mcmc(model, data, kernel=args.kernel, num_draws=args.num_draws, warmup=args.warmup,
-                      num_chains=args.chains, init=init, order=order, jit=args.jit, seed=args.seed,
-                      target_accept=args.target_accept, progress=False if args.quiet else None,
-                      allow_local=args.allow_local, cores=args.cores)
-    idata = to_inference_data(result, data)
-    table = summary(idata)
-    with run_directory(args.out, args.overwrite) as tmp:
+    with run_directory(args.out, args.overwrite) as tmp:  # locked for the whole run: one writer per --out
+        result = run_mcmc(model, data, kernel=args.kernel, num_draws=args.num_draws, warmup=args.warmup,
+                          num_chains=args.chains, init=init, order=order, jit=args.jit, seed=args.seed,
+                          target_accept=args.target_accept, progress=False if args.quiet else None,
+                          allow_local=args.allow_local, cores=args.cores)
+        idata = to_inference_data(result, data)
+        table = summary(idata)
         _, figures = _run_write.write_mcmc(tmp, args.model, result, data, table, idata)
     print(table.to_string())
     print(f"{args.kernel}: {result.num_chains} x {result.num_draws} draws in {result.time_s:.1f} s, "
@@ -280,8 +291,10 @@ def cmd_evaluate(args) -> int:
     ais = {} if args.method == "is" else {
         "num_steps": args.steps, "num_chains": args.chains, "num_leapfrog": args.num_leapfrog,
         "schedule": args.schedule, "progress": False if args.quiet else None}
-    _, entry = evaluate_run(args.run_dir, args.data, num_particles=args.num_particles, proposal=args.proposal,
-                            chunk_size=args.chunk_size, seed=args.seed, method=args.method, **ais)
+    check_writable(args.run_dir, "run_dir")  # before the work: the result goes into its metrics.json
+    with DirectoryLock(args.run_dir, "run_dir"):
+        _, entry = evaluate_run(args.run_dir, args.data, num_particles=args.num_particles, proposal=args.proposal,
+                                chunk_size=args.chunk_size, seed=args.seed, method=args.method, **ais)
     if entry["method"] == "ais":
         return print_ais(args, entry)
     if entry["method"] != "is":  # an EM, MCMC or CAVI run

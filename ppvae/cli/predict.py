@@ -9,12 +9,12 @@ import os
 import numpy as np
 
 from ppvae._util.io import atomic_write
-from ppvae._util.validation import PPVAEError
 from ppvae.cli.models import add_import_option
 from ppvae.comparison.guide_diagnostics import guide_khat_line
 from ppvae.comparison.inference_data import observed_values
 from ppvae.results.kinds import load
 from ppvae.runs import directory as runs
+from ppvae.runs.outdir import check_output_file
 
 
 def load_result(run_dir: str):
@@ -29,8 +29,7 @@ def _data(result, spec):
 def cmd_predict(args) -> int:
     """Posterior draws of every latent and posterior predictive draws of the observed sites, to NPZ or NetCDF."""
     out = args.out
-    if not (out.endswith(".npz") or out.endswith(".nc")):
-        raise PPVAEError(f"--out: expected a file name ending in .npz or .nc; got {out}")
+    check_output_file(out, "--out", (".npz", ".nc"))  # before the work: length, type, writability, free space
     result = load_result(args.run_dir)
     data = _data(result, args.data)
     draws = result.predict(data, num_draws=args.num_draws, seed=args.seed, observed=not args.no_observed)
@@ -59,6 +58,8 @@ def _write_netcdf(result, data, arrays: dict, out: str) -> None:
 
 def cmd_summary(args) -> int:
     """The posterior table of a run's global latents (mean, sd, 5%/95%, ESS and R-hat for MCMC)."""
+    if args.json:
+        check_output_file(args.json, "--json")  # before the work
     result = load_result(args.run_dir)
     data = _data(result, args.data)
     table = result.summary(data, num_draws=args.num_draws, seed=args.seed, correlations=args.correlations)

@@ -14,6 +14,7 @@ import torch
 
 from ppvae._util import display as _display
 from ppvae.plots.figures import plot_marginals
+from ppvae.runs.building import save_run
 from ppvae.runs.directory import atomic_write, write_figure
 
 __all__ = ["Comparison"]
@@ -103,9 +104,14 @@ class Comparison:
         return json.dumps({"model": self.model, "data": self.data, "settings": self.settings,
                            "records": self.records}, indent=2, default=_json_default)
 
-    def save(self, directory: str) -> dict[str, str]:
-        """Write comparison.md, comparison.csv, comparison.json and marginals.png into ``directory``."""
-        os.makedirs(directory, exist_ok=True)
+    def save(self, directory: str, overwrite: bool = False) -> dict[str, str]:
+        """Write comparison.md, comparison.csv, comparison.json and marginals.png as the run directory
+        ``directory``; another ppvae run there is replaced whole only with ``overwrite=True`` (``runs.save_run``)."""
+        save_run(self, directory, self._write, overwrite)
+        return {ext: os.path.join(os.path.abspath(directory), f"comparison.{ext}") for ext in ("md", "csv", "json")} | {
+            "png": os.path.join(os.path.abspath(directory), "marginals.png")}
+
+    def _write(self, directory: str) -> dict[str, str]:
         paths = {ext: os.path.join(directory, f"comparison.{ext}") for ext in ("md", "csv", "json")}
         atomic_write(paths["md"], lambda fh: fh.write(self.to_markdown()))
         atomic_write(paths["csv"], lambda fh: fh.write(self.to_csv()))

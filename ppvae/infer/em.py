@@ -86,9 +86,13 @@ class EMFit(Result):
     def num_iterations(self) -> int:
         return len(self.traces[self.best_restart])
 
-    def save(self, path: str) -> None:
+    def save(self, path: str, overwrite: bool = False) -> None:
         """Write a run directory of kind ``em`` (:mod:`ppvae.runs.directory`): the parameters and the model's
-        buffers in ``params.pt``, every restart's trace in ``history.json``, the rest in ``config.json``."""
+        buffers in ``params.pt``, every restart's trace in ``history.json``, the rest in ``config.json``.
+        Another ppvae run at ``path`` is replaced whole only with ``overwrite=True`` (``runs.save_run``)."""
+        runs.save_run(self, path, self._write, overwrite)
+
+    def _write(self, path: str) -> None:
         config = runs.make_config("em", self.model, self.data_info, em=self.config,
                                   log_likelihood=self.log_likelihood_total, best_restart=self.best_restart,
                                   converged=self.converged, time_s=self.time_s)

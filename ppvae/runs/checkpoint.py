@@ -34,6 +34,7 @@ from ppvae._util.io import atomic_write, check_version, fsync_dir, load_tensors
 from ppvae._util.validation import PPVAEError, check_int
 from ppvae._version import __version__
 from ppvae.runs.callbacks import Callback
+from ppvae.runs.lock import DirectoryLock
 
 __all__ = ["Checkpointer", "latest_checkpoint", "load_checkpoint", "resume_trainer", "save_checkpoint"]
 
@@ -73,13 +74,26 @@ def save_checkpoint(trainer, directory: str, keep: int = 2) -> str:
 class Checkpointer(Callback):
     """The checkpointing callback ``fit(checkpoint_dir=..., checkpoint_every=...)`` adds: a checkpoint
     every ``every`` steps (one integer modulo per step) and one when the fit ends; ``enabled=False``
-    (data-parallel ranks other than 0) writes nothing."""
+    (data-parallel ranks other than 0) writes nothing. From the start of the fit to its end (or error) it holds
+    the checkpoint directory's lock (:class:`ppvae.runs.lock.DirectoryLock`): a second process writing checkpoints
+    into the same directory is refused with the holder's pid."""
 
     def __init__(self, directory: str | None, every: int | None, keep: int = 2, enabled: bool = True):
         self.directory, self.keep = directory, keep
         self.enabled = enabled and directory is not None
         self.every = None if every is None else check_int("checkpoint_every", every, low=1)
         self.last_step = -1
+        self.lock = None
+
+    def on_fit_start(self, trainer) -> None:
+        if self.enabled and self.lock is None:
+            self.lock = DirectoryLock(self.directory, "checkpoint_dir").acquire()
+
+    def release(self) -> None:
+        """Give the checkpoint directory's lock back (the trainer calls this when the fit ends, however)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     def on_step_end(self, trainer, loss: float) -> None:
         if self.every is not None and trainer.step % self.every == 0:

@@ -35,9 +35,7 @@ import contextlib
 import json
 import os
 import shlex
-import shutil
 import signal
-import socket
 import tempfile
 from typing import Any, Callable
 
@@ -48,6 +46,8 @@ from ppvae._util.validation import PPVAEError
 from ppvae._version import __version__
 from ppvae.data.loaders import Dataset, load_dataset, parse_data_spec
 from ppvae.model.base import build_model, get_model_class, model_import_path
+from ppvae.runs import building
+from ppvae.runs.building import PREFIX, check_out, checkpoint_dir, remove_stale, run_directory, save_run  # noqa: F401
 from ppvae.runs.checkpoint import _checkpoints
 
 __all__ = ["atomic_write", "data_info", "make_config", "read_config", "read_json", "read_tensors",
@@ -56,7 +56,6 @@ __all__ = ["atomic_write", "data_info", "make_config", "read_config", "read_json
 
 CONFIG, PARAMS, HISTORY, METRICS, SAMPLES = "config.json", "params.pt", "history.json", "metrics.json", "samples.pt"
 CHECKPOINTS = "checkpoints"  # written during `fit` (ppvae/checkpoint.py)
-PREFIX = ".ppvae-"
 
 
 # -- atomic files ---------------------------------------------------------------------------------------
@@ -268,99 +267,6 @@ def sigterm_unwinds():
         signal.signal(signal.SIGTERM, previous)
 
 
-def _host() -> str:
-    return "".join(c if c.isalnum() else "_" for c in socket.gethostname()) or "host"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
-
-
-def remove_stale(parent: str) -> list[str]:
-    """Remove the ``.ppvae-<host>-<pid>-*`` directories in ``parent`` whose process (on this host) is gone
-    (SIGKILL leaves no chance to clean); another host's (a shared file system) or a live one is never touched."""
-    removed, host = [], _host()
-    try:
-        names = os.listdir(parent)
-    except OSError:
-        return removed
-    for name in names:
-        parts = name[len(PREFIX):].rsplit("-", 2) if name.startswith(PREFIX) else []
-        if len(parts) != 3 or parts[0] != host or not parts[1].isdigit():
-            continue  # not ours, another host's, or an older ppvae's without a pid: its owner cannot be checked
-        pid = int(parts[1])
-        if pid != os.getpid() and not _alive(pid):
-            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
-            removed.append(name)
-    return removed
-
-
-def _check_creatable(out: str) -> None:
-    """Raise unless a directory can be made at ``out`` (probed with a temporary directory, removed at once)."""
-    ancestor = os.path.dirname(out)
-    while not os.path.exists(ancestor):
-        ancestor = os.path.dirname(ancestor)
-    if not os.path.isdir(ancestor):
-        raise PPVAEError(f"--out: expected a path whose parents are directories; {ancestor} is a file ({out})")
-    try:
-        os.rmdir(tempfile.mkdtemp(prefix=".ppvae-probe-", dir=ancestor))
-    except OSError as exc:
-        raise PPVAEError(f"--out: cannot create {out}: {ancestor} does not accept new directories "
-                         f"({exc.strerror or exc})") from None
-
-
-def check_out(out: str, overwrite: bool = False, checkpoints: bool = False, resume: bool = False) -> str:
-    """Check that ``out`` may receive a run; with ``checkpoints`` a ``checkpoints/`` folder may already be
-    there (an interrupted run), which only ``resume`` continues and ``overwrite`` starts over."""
-    out = os.path.abspath(out)
-    if os.path.exists(out):
-        if not os.path.isdir(out):
-            raise PPVAEError(f"--out: expected a directory path; got an existing file {out}")
-        others = [n for n in os.listdir(out) if not (checkpoints and n == CHECKPOINTS)]
-        if others and not overwrite:
-            raise PPVAEError(f"--out: expected a new or empty directory; {out} already has files (pass --overwrite)")
-        stale = os.path.join(out, CHECKPOINTS)
-        if checkpoints and not resume and os.path.isdir(stale) and os.listdir(stale) and not overwrite:
-            raise PPVAEError(f"--out: {stale} holds checkpoints of an earlier run; pass --resume {out} to "
-                             "continue it or --overwrite to start over")
-    else:
-        _check_creatable(out)
-    return out
-
-
-@contextlib.contextmanager
-def run_directory(out: str, overwrite: bool = False, checkpoints: bool = False, resume: bool = False):
-    """Yield a temporary directory ``.ppvae-<host>-<pid>-<random>`` beside ``out``; on success move it to
-    ``out`` (new or empty). With ``checkpoints``, ``out/checkpoints/`` is written directly during the run
-    (a killed run leaves it for ``--resume``) and moved into the finished directory at the end."""
-    out = check_out(out, overwrite, checkpoints, resume)
-    if checkpoints and overwrite and not resume:
-        shutil.rmtree(os.path.join(out, CHECKPOINTS), ignore_errors=True)
-    parent = os.path.dirname(out)
-    try:
-        os.makedirs(parent, exist_ok=True)
-        remove_stale(parent)
-        tmp = tempfile.mkdtemp(prefix=f"{PREFIX}{_host()}-{os.getpid()}-", dir=parent)
-    except OSError as exc:
-        raise PPVAEError(f"--out: cannot create a directory beside {out} ({exc.strerror or exc})") from None
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if checkpoints and os.path.isdir(os.path.join(out, CHECKPOINTS)):
-        os.replace(os.path.join(out, CHECKPOINTS), os.path.join(tmp, CHECKPOINTS))
-    if os.path.exists(out):
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-
-
 def interrupted_message(argv: list[str], args, elapsed: float, terminated: bool = False) -> str:
     """What an interrupted command kept: for ``fit`` with checkpoints, their folder, the newest and the
     exact command that resumes; otherwise that nothing was written (the temporary directory is gone)."""
@@ -368,6 +274,8 @@ def interrupted_message(argv: list[str], args, elapsed: float, terminated: bool 
     out = getattr(args, "out", None)
     if getattr(args, "command", None) != "fit" or not out:
         return f"{head}; nothing was written"
+    if building.REPLACING.get(os.path.abspath(out)):  # the new run's checkpoints went with its temporary directory
+        return f"{head}; nothing was written ({out} still holds the earlier run, unchanged)"
     found = _checkpoints(os.path.join(os.path.abspath(out), CHECKPOINTS))
     if not found:
         return f"{head}; nothing was written"

@@ -4,6 +4,7 @@ import io
 
 import pytest
 import torch
+from _helpers import cli, descendants, finish, owned, wait_gone, wait_until
 
 import ppvae
 from ppvae._util.parallel import parallel_map, report, resolve_workers
@@ -104,82 +105,36 @@ def test_cli_threads_and_cores_refuse_bad_values(tmp_path, capsys):
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
-def _descendants(root: int) -> dict[int, str]:
-    """{pid: start time} of every live descendant of ``root``, read from /proc (the start time tells a pid
-    reused by a new process from the old one)."""
-    import os
-
-    children, start = {}, {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-        except OSError:  # exited meanwhile
-            continue
-        if fields[0] != "Z":  # a zombie has stopped running; only its parent's wait() is left
-            children.setdefault(int(fields[1]), []).append(int(entry))
-            start[int(entry)] = fields[19]
-    out, todo = {}, [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out[child] = start[child]
-            todo.append(child)
-    return out
-
-
-def _start_time(pid: int) -> str | None:
-    """The start time of a running (not zombie) process ``pid``, None when there is none."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return None if fields[0] == "Z" else fields[19]
-
-
 @pytest.mark.skipif(not __import__("os").path.isdir("/proc/self"), reason="reads the process table from /proc")
 def test_ctrl_c_on_parallel_mcmc_stops_every_worker_and_writes_nothing(tmp_path):
-    """SIGINT to `ppvae mcmc --cores 2` while the main process and its worker sample: exit 130, no process of its
-    tree (forkserver, worker, resource tracker) left running, nothing in --out's directory."""
+    """SIGINT to `ppvae mcmc --cores 2` once its worker exists (the event): exit 130, no process of its tree
+    (forkserver, worker, resource tracker) left running, nothing in --out's directory. The draw count ends by
+    itself if no signal came; the process group is killed whatever happens."""
     import os
     import signal
     import subprocess
-    import sys
-    import time
 
-    env = dict(os.environ, OMP_NUM_THREADS="1")
     argv = ["mcmc", "gmm", "K=2", "--data", "faithful", "--chains", "4", "--cores", "2", "--warmup", "20",
-            "--num-draws", "1000000", "--quiet", "--out", "r"]
-    proc = subprocess.Popen([sys.executable, "-m", "ppvae.cli", *argv], cwd=tmp_path, env=env,
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 240  # generous: starting the forkserver imports torch, slow on a busy machine
+            "--num-draws", "20000", "--quiet", "--out", "r"]
     tree: dict[int, str] = {}
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stderr.read()
-        tree.update(_descendants(proc.pid))
-        # resource tracker + forkserver + 1 worker forked from the forkserver (the main process is the other core)
-        forkserver = [p for p in tree if _descendants(p)]
-        if len(tree) >= 3 and forkserver:
-            break
-        time.sleep(0.2)
-    workers = _descendants(forkserver[0])
-    assert len(workers) == 1, tree
-    time.sleep(1.0)  # into the chains
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+
+    def pool_started():  # resource tracker + forkserver + 1 worker forked from it (the main process is the other)
+        tree.update(descendants(proc.pid))
+        if not any(descendants(p) for p in tree):
+            return False
+        tree.update(descendants(proc.pid))  # with the worker just seen
+        return True
+
+    with owned(cli(*argv), cwd=tmp_path, stdout=subprocess.DEVNULL) as proc:
+        wait_until(pool_started, proc, "a worker process")
+        proc.send_signal(signal.SIGINT)
+        rc, _, err = finish(proc)
+        alive = wait_gone(tree, 60)  # they end with the main process (parent-death signal, pipes)
+    assert rc == 130, err
     assert err.strip().splitlines()[-1].startswith("ppvae: interrupted after"), err
     assert "Traceback" not in err, err
-    deadline = time.monotonic() + 60  # the forkserver and tracker exit when they read EOF from the parent
-    alive = dict(tree)
-    while alive and time.monotonic() < deadline:
-        alive = {p: s for p, s in tree.items() if _start_time(p) == s}
-        if alive:
-            time.sleep(0.2)
-    assert not alive, f"still running after Ctrl-C: {alive}"
-    assert os.listdir(tmp_path) == []  # no run directory, no .ppvae-* temporary directory
+    assert len(tree) >= 3 and not alive, f"still running after Ctrl-C: {alive}"
+    assert os.listdir(tmp_path) == []  # no run directory, no .ppvae-* temporary directory, no lock file
 
 
 def test_em_restarts_on_two_cores_equal_one_core():
@@ -192,3 +147,77 @@ def test_em_restarts_on_two_cores_equal_one_core():
     assert len({round(h[-1], 6) for h in fits[0].traces}) > 1  # the restarts really differ
     with pytest.raises(ppvae.PPVAEError, match="cores: expected an integer >= 1; got 0"):
         ppvae.fit_em(GMM(K=2), data, cores=0)
+
+
+CALLER = """
+import torch, ppvae
+from ppvae.models import GMM
+data = ppvae.load_dataset("faithful", standardize=True)
+kw = dict(num_draws=10, warmup=10, num_chains=4, seed=0, progress=False)
+parallel = ppvae.run_mcmc(GMM(K=2, covariance="diag"), data, **kw)  # default cores: every core, at most 4
+alone = ppvae.run_mcmc(GMM(K=2, covariance="diag"), data, cores=1, **kw)
+print("cores", parallel.config["cores"], "identical", all(torch.equal(parallel.samples[k], alone.samples[k])
+                                                       for k in alone.samples))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("caller", ["script", "-c", "stdin"])
+def test_parallel_chains_from_an_unguarded_script_python_c_and_stdin(caller, tmp_path):
+    """Issue 22 item 4: before, a script without `if __name__ == "__main__":` re-ran itself in the worker and died
+    ("a worker process died"), and `python -` failed on '<stdin>'. Now all three return the draws of cores=1."""
+    import subprocess
+    import sys
+
+    from ppvae._util.parallel import available_cores
+
+    script = tmp_path / "unguarded.py"
+    script.write_text(CALLER)
+    argv = {"script": [sys.executable, str(script)], "-c": [sys.executable, "-c", CALLER],
+            "stdin": [sys.executable, "-"]}[caller]
+    with owned(argv, cwd=tmp_path, stdin=subprocess.PIPE) as proc:
+        rc, out, err = finish_with_input(proc, CALLER if caller == "stdin" else "")
+    assert rc == 0, err
+    assert f"cores {min(4, available_cores())} identical True" in out
+    assert "Traceback" not in err and "warning" not in err.lower()
+
+
+def finish_with_input(proc, text: str):
+    out, err = proc.communicate(text, timeout=600)  # a guard against hangs only
+    return proc.returncode, out, err
+
+
+def _main_defined_task(task):
+    return task
+
+
+def test_tasks_that_need_main_run_here_with_one_warning(monkeypatch):
+    """A task defined in __main__ (a notebook, an unguarded script) cannot reach a worker: the map runs it in this
+    process with one warning, never fails."""
+    import sys
+    import types
+
+    fake_main = types.ModuleType("__main__")
+    fake_main._main_defined_task = _main_defined_task
+    _main_defined_task.__module__ = "__main__"
+    monkeypatch.setitem(sys.modules, "__main__", fake_main)
+    try:
+        with pytest.warns(UserWarning, match="run one after another in this process: they use code defined in"):
+            assert parallel_map(_main_defined_task, [1, 2, 3], workers=2) == [1, 2, 3]
+    finally:
+        _main_defined_task.__module__ = __name__
+
+
+def _killed(task):
+    import os
+    import signal
+
+    if task == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return task
+
+
+def test_a_worker_that_dies_is_reported_with_its_signal():
+    """Before: "killed, or out of memory" whatever happened. Now the worker's pid and signal are named."""
+    with pytest.raises(ppvae.PPVAEError, match=r"cores: a worker process died \(pid \d+ killed by SIGKILL"):
+        parallel_map(_killed, [0, 1], workers=2)

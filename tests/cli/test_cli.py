@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+from _helpers import cli, finish, kill_group, start, wait_until
 
 from ppvae.cli.app import main
 
@@ -105,25 +106,20 @@ def test_out_that_cannot_be_created_is_one_line_exit_2(out, capsys):
 
 
 def _start_fit(tmp_path, *extra):
-    import os
-
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    argv = ["fit", "gmm", "K=2", "--data", "faithful", "--steps", "1000000", "--checkpoint-every", "10", "--quiet",
+    """A checkpointed `ppvae fit` in its own process group (killed whole by the caller's finally); 20000 steps
+    end by themselves if no signal ever came."""
+    argv = ["fit", "gmm", "K=2", "--data", "faithful", "--steps", "20000", "--checkpoint-every", "10", "--quiet",
             "--out", "r", *extra]
-    return argv, subprocess.Popen([sys.executable, "-m", "ppvae.cli", *argv], cwd=tmp_path, env=env,
-                                  stderr=subprocess.PIPE, text=True)
+    return argv, start(cli(*argv), cwd=tmp_path, stdout=subprocess.DEVNULL)
 
 
 def _stop_after_checkpoint(proc, ckpt_dir, sig, known=()):
+    """Send ``sig`` once a new checkpoint exists (the event), then wait for the process to end by itself."""
     import signal
-    import time
 
-    deadline = time.monotonic() + 240  # generous: the 2-core machine may be busy; a checkpoint comes every 10 steps
-    while time.monotonic() < deadline and not set(p.name for p in ckpt_dir.glob("checkpoint-*.pt")) - set(known):
-        assert proc.poll() is None, proc.stderr.read()
-        time.sleep(0.2)
+    wait_until(lambda: set(p.name for p in ckpt_dir.glob("checkpoint-*.pt")) - set(known), proc, "a checkpoint")
     proc.send_signal(getattr(signal, sig))
-    _, err = proc.communicate(timeout=120)
+    _, _, err = finish(proc)
     return proc.returncode, err.strip().splitlines()[-1]
 
 
@@ -131,16 +127,22 @@ def test_sigterm_and_ctrl_c_clean_up_and_say_how_to_resume(tmp_path):
     # before: SIGTERM left .ppvae-XXXXXXXX beside --out, and Ctrl-C said "nothing was written" beside kept checkpoints
     ckpts = tmp_path / "r" / "checkpoints"
     argv, proc = _start_fit(tmp_path)
-    rc, last = _stop_after_checkpoint(proc, ckpts, "SIGTERM")
+    try:
+        rc, last = _stop_after_checkpoint(proc, ckpts, "SIGTERM")
+    finally:
+        kill_group(proc)
     assert rc == 143 and last.startswith("ppvae: terminated after")
     resume = "ppvae " + " ".join(argv) + " --resume r"
     assert f"kept {len(list(ckpts.iterdir()))} checkpoint(s) in {ckpts}" in last and last.endswith(resume)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"] and [p.name for p in (tmp_path / "r").iterdir()] == [
-        "checkpoints"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == [".ppvae-run", "checkpoints"]
     # the resume command itself, interrupted by Ctrl-C: it names one --resume, not two
     known = [p.name for p in ckpts.iterdir()]
     _, proc = _start_fit(tmp_path, "--resume", "r")
-    rc, last = _stop_after_checkpoint(proc, ckpts, "SIGINT", known)
+    try:
+        rc, last = _stop_after_checkpoint(proc, ckpts, "SIGINT", known)
+    finally:
+        kill_group(proc)
     assert rc == 130 and last.startswith("ppvae: interrupted after") and last.endswith(resume)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
 
@@ -148,7 +150,7 @@ def test_sigterm_and_ctrl_c_clean_up_and_say_how_to_resume(tmp_path):
 def test_stale_temporary_directories_of_dead_runs_are_removed(tmp_path, capsys):
     import os
 
-    from ppvae.runs.directory import _host
+    from ppvae.runs.building import host as _host
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     pid = int(dead.stdout)  # a process that has exited

@@ -30,8 +30,8 @@ def test_compare_gmm_writes_every_file_and_records_a_failing_method(tmp_path):
     result = compare("gmm", data, "em,svi:auto_normal,svi:model,nuts", hparams={"K": 2, "covariance": "diag"},
                      svi_steps=100, svi_lr=0.05, num_draws=200, num_mcmc_draws=60, warmup=40, num_chains=2)
     paths = result.save(str(tmp_path))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["comparison.csv", "comparison.json", "comparison.md",
-                                                           "marginals.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".ppvae-run", "comparison.csv", "comparison.json",
+                                                           "comparison.md", "marginals.png"]
     records = {r["method"]: r for r in json.loads((tmp_path / "comparison.json").read_text())["records"]}
     assert list(records) == ["em", "svi:auto_normal", "svi:model", "nuts"]
     # the failing method's row: its error, and every other method still ran

@@ -35,7 +35,7 @@ def test_exact_log_likelihood_by_hand(gmm_fit, faithful):
 
 def test_save_and_load_round_trip(gmm_fit, faithful, tmp_path):
     gmm_fit.save(str(tmp_path))
-    assert {p.name for p in tmp_path.iterdir()} == {"config.json", "params.pt", "history.json"}
+    assert {p.name for p in tmp_path.iterdir()} == {".ppvae-run", "config.json", "params.pt", "history.json"}
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["model"] == "gmm" and config["hparams"]["K"] == 2 and config["train"]["guide"] == "auto_delta"
     loaded = ppvae.Fit.load(str(tmp_path))

@@ -138,9 +138,10 @@ class MCMCResult(Result):
         """Effective sample size per site element over all chains (Pyro's ``effective_sample_size``)."""
         return {k: effective_sample_size(v) for k, v in self.samples.items()}
 
-    def save(self, path: str) -> None:
-        """Write a run directory of kind ``mcmc`` (samples.pt, params.pt, config.json; :mod:`ppvae.infer.mcmc.io`)."""
-        _mcmc_io.save(self, path)
+    def save(self, path: str, overwrite: bool = False) -> None:
+        """Write a run directory of kind ``mcmc`` (samples.pt, params.pt, config.json; :mod:`ppvae.infer.mcmc.io`).
+        Another ppvae run at ``path`` is replaced whole only with ``overwrite=True`` (``runs.save_run``)."""
+        runs.save_run(self, path, lambda directory: _mcmc_io.save(self, directory), overwrite)
 
     @classmethod
     def load(cls, path: str) -> "MCMCResult":

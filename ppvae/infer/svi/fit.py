@@ -128,8 +128,13 @@ class Fit(Result):
         return {n: tr.nodes[n]["value"] for n in self.model.structure(batch).discrete_sites}
 
     # -- persistence (the run-directory format: ppvae/runs.py) ------------------------------------
-    def save(self, path: str) -> None:
-        """Write ``config.json``, ``params.pt`` and ``history.json`` into the directory ``path``."""
+    def save(self, path: str, overwrite: bool = False) -> None:
+        """Write ``config.json``, ``params.pt`` and ``history.json`` as the run directory ``path``. A new or
+        empty directory receives the run; one holding this same run is updated; another ppvae run is replaced
+        whole only with ``overwrite=True``; a directory ppvae did not write is refused (``runs.save_run``)."""
+        runs.save_run(self, path, self._write, overwrite)
+
+    def _write(self, path: str) -> None:
         config = runs.make_config("svi", self.model, self.data_info, train=asdict(self.config), elbo=self.elbo_name)
         state = {"model": self.model.state_dict()}
         if isinstance(self.guide, torch.nn.Module) and self.guide is not self.model:

@@ -244,6 +244,9 @@ class Trainer:
         finally:
             if display is not None:
                 display.close()
+            for callback in self.callbacks:  # the checkpoint directory's lock, held for the fit
+                if isinstance(callback, Checkpointer):
+                    callback.release()
         history = {"loss": self.losses, "steps": self.step, "time_s": self._time_before,
                    "stopped_early": self.should_stop}
         return Fit(self.model, self.guide, self.cfg, history, data_info=data_info(self.data),

@@ -7,12 +7,12 @@ trajectories agree to float32 rounding (max relative deviation measured: ~1e-7).
 
 import os
 import socket
-import subprocess
 import sys
 import textwrap
 
 import pytest
 import torch
+from _helpers import HANG_S, kill_group, start
 
 import ppvae
 from ppvae.cli.app import main
@@ -31,22 +31,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(script: str, world: int = 2, timeout: float = 120.0) -> list[str]:
+def _launch(script: str, world: int = 2) -> list[str]:
+    """Run ``script`` as ``world`` ranks, each in its own process group, killed whole when this returns or fails;
+    the wait is a guard against hangs only (a rank ends by itself: the fit has a fixed step count)."""
     port = _free_port()
     procs = []
-    for rank in range(world):
-        env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
-                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
-        procs.append(subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True))
     try:
-        outs = [p.communicate(timeout=timeout) for p in procs]
+        for rank in range(world):
+            env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
+                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+            procs.append(start([sys.executable, "-c", script], env=env))
+        outs = [p.communicate(timeout=HANG_S) for p in procs]
     finally:
         for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for rank, (p, (_, err)) in enumerate(zip(procs, outs, strict=True)):
-        assert p.returncode == 0, f"rank {rank} failed:\n{err[-3000:]}"
+            kill_group(p)
+    failed = [f"rank {rank} failed:\n{err[-3000:]}" for rank, (p, (_, err)) in enumerate(zip(procs, outs, strict=True))
+              if p.returncode != 0]
+    assert not failed, "\n".join(failed[::-1])  # the last rank's first: rank 0 usually fails because another did
     return [out for out, _ in outs]
 
 
@@ -63,7 +64,7 @@ def test_two_cli_processes_match_one_process_and_only_rank_0_writes(faithful, tm
     script = textwrap.dedent(f"""
         import os, sys, torch
         torch.set_num_threads(1)
-        from ppvae import checkpoint
+        from ppvae.runs import checkpoint
         save, rank = checkpoint.save_checkpoint, os.environ["RANK"]
         def counted_save(trainer, *args, **kwargs):  # record which rank writes each checkpoint
             with open({str(tmp_path)!r} + "/saves-rank" + rank, "a") as fh:
