@@ -256,8 +256,7 @@ def _evaluate_cavi(run_dir: str, ds, own_data: bool) -> Pointwise:
     values = fit.document_bound(x, gamma)
     kl = fit.kl_topics()
     elbo = float(values.sum()) - kl if gamma is not None else None  # the ELBO: training documents only
-    lines = [] if elbo is None else [f"ELBO {elbo:.3f} = sum of the bounds - KL(q(beta) || p(beta)) {kl:.3f}"]
-    return Pointwise(fit.model.name, values, "per-document ELBO bound", elbo_per_point=True, describe=lines,
+    return Pointwise(fit.model.name, values, "per-document ELBO bound", elbo_per_point=True,
                      extra={"num_particles": None, "kl_topics": kl, "fitted_q_theta": gamma is not None, "elbo": elbo})
 
 

@@ -79,12 +79,7 @@ def _mcmc(run_dir: str, ds, own_data: bool) -> Pointwise:
     loo, khat = psis_loo(ll.reshape(result.num_chains, result.num_draws, -1), result.samples)
     extra = {"num_particles": None, "num_draws": num, "lppd": float(values.sum()), "loo": loo,
              "khat_max": loo["khat_max"], "num_khat_over_0_7": loo["num_khat_over_0_7"]}
-    khat_text = "n/a" if loo["khat_max"] is None else f"{loo['khat_max']:.3f}"
-    lines = [f"PSIS-LOO: elpd_loo {loo['elpd_loo']:.3f} (se {loo['elpd_loo_se']:.3f}), p_loo "
-             f"{loo['p_loo']:.2f}; k-hat max {khat_text}; {loo['num_khat_over_0_7']} points with k-hat > 0.7 "
-             f"({num} draws)"]
-    return Pointwise(result.model.name, values, "lppd_i = log mean_s p(x_i | theta_s)", khat=khat, extra=extra,
-                     describe=lines)
+    return Pointwise(result.model.name, values, "lppd_i = log mean_s p(x_i | theta_s)", khat=khat, extra=extra)
 
 
 register_evaluator("em", _em)
@@ -108,11 +103,11 @@ def evaluate_saved(run_dir: str, data: str | None = None, *, seed: int = 0) -> t
              "khat_max": None, "num_khat_over_0_7": 0, "mc_stderr": 0.0 if point.exact else None,
              "elbo_mean": float(values.mean()) if point.elbo_per_point else None, "gap_mean": None,
              "chunk_size": None, "method": spec.name, "quantity": point.quantity, "exact": point.exact,
-             **point.extra, "data": ds.name, "seed": seed, "warnings": [], "describe": point.describe}
+             **point.extra, "data": ds.name, "seed": seed, "warnings": []}
     if point.extra.get("num_khat_over_0_7"):
         entry["warnings"].append(f"PSIS-LOO: Pareto k-hat > 0.7 for {point.extra['num_khat_over_0_7']} of {n} "
                                  "points: elpd_loo is unreliable for those points (Vehtari et al. 2017)")
-    runs.update_metrics(run_dir, "log_marginal", {k: v for k, v in entry.items() if k != "describe"})
+    runs.update_metrics(run_dir, "log_marginal", entry)
     khat = np.full(n, np.nan) if point.khat is None else point.khat
     runs.write_figure(run_dir, "log_marginal.png", lambda path: plot_log_marginal(
         values.numpy(), khat, path, f"{point.model_name} ({spec.name}): {point.quantity}",
@@ -121,7 +116,17 @@ def evaluate_saved(run_dir: str, data: str | None = None, *, seed: int = 0) -> t
 
 
 def describe(entry: dict) -> list[str]:
-    """What ``ppvae evaluate`` prints for a run evaluated by its kind's evaluator."""
+    """What ``ppvae evaluate`` prints for a run evaluated by its kind's evaluator: the per-point numbers, then
+    PSIS-LOO where the entry has it and the ELBO where the values are ELBO bounds of a fitted q."""
     se = float("nan") if entry["stderr"] is None else entry["stderr"]
-    return [f"{entry['quantity']}: mean {entry['mean']:.4f} over {entry['num_points']} points (standard error "
-            f"over points {se:.4f}), total {entry['total']:.3f}", *entry.get("describe", [])]
+    lines = [f"{entry['quantity']}: mean {entry['mean']:.4f} over {entry['num_points']} points (standard error "
+             f"over points {se:.4f}), total {entry['total']:.3f}"]
+    loo = entry.get("loo")
+    if loo:
+        khat = "n/a" if loo["khat_max"] is None else f"{loo['khat_max']:.3f}"
+        lines.append(f"PSIS-LOO: elpd_loo {loo['elpd_loo']:.3f} (se {loo['elpd_loo_se']:.3f}), p_loo "
+                     f"{loo['p_loo']:.2f}; k-hat max {khat}; {loo['num_khat_over_0_7']} points with k-hat > 0.7 "
+                     f"({entry['num_draws']} draws)")
+    if entry.get("elbo") is not None and "kl_topics" in entry:
+        lines.append(f"ELBO {entry['elbo']:.3f} = sum of the bounds - KL(q(beta) || p(beta)) {entry['kl_topics']:.3f}")
+    return lines

@@ -54,7 +54,6 @@ class Pointwise:
     extra: dict = field(default_factory=dict)
     exact: bool = False
     elbo_per_point: bool = False
-    describe: list[str] = field(default_factory=list)
 
 
 _KINDS: dict[str, ResultKind] = {}

@@ -203,7 +203,7 @@ def test_mcmc_evaluate_is_lppd_over_the_saved_draws_beside_psis_loo(mcmc_run, fa
     lppd = torch.logsumexp(ll, 0) - math.log(80)
     torch.testing.assert_close(values, lppd, rtol=0, atol=1e-4)  # the model evaluates in float32
     loo = entry["loo"]
-    assert entry["num_particles"] == 80 and entry["lppd"] == pytest.approx(float(lppd.sum()), abs=1e-2)
+    assert entry["num_draws"] == 80 and entry["lppd"] == pytest.approx(float(lppd.sum()), abs=1e-2)
     assert loo["p_loo"] == pytest.approx(entry["lppd"] - loo["elpd_loo"], abs=1e-6)  # arviz: p_loo = lppd - elpd
     assert loo["elpd_loo"] < entry["lppd"]
 
