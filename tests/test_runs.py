@@ -12,11 +12,11 @@ from _helpers import write_payload
 from torch.distributions import Categorical, MixtureSameFamily, MultivariateNormal, Normal
 
 import ppvae
-from ppvae import runs
-from ppvae._ais_run import evaluate_run
-from ppvae.cli import main
+from ppvae.cli.ais import evaluate_run
+from ppvae.cli.app import main
 from ppvae.models import GMM, LDA, NormalGamma
 from ppvae.models.lda_cavi import CAVIFit
+from ppvae.runs import directory as runs
 
 
 # -- fixtures: one saved run of each kind -----------------------------------------------------------------
