@@ -201,7 +201,7 @@ def _evaluate_cavi(run_dir: str, ds, own_data: bool) -> Pointwise:
     elbo = float(values.sum()) - kl if gamma is not None else None  # the ELBO: training documents only
     lines = [] if elbo is None else [f"ELBO {elbo:.3f} = sum of the bounds - KL(q(beta) || p(beta)) {kl:.3f}"]
     return Pointwise(fit.model.name, values, "per-document ELBO bound", elbo_per_point=True, describe=lines,
-                     extra={"num_samples": None, "kl_topics": kl, "fitted_q_theta": gamma is not None, "elbo": elbo})
+                     extra={"num_particles": None, "kl_topics": kl, "fitted_q_theta": gamma is not None, "elbo": elbo})
 
 
 # CAVI runs are a kind of their own, registered here with the model family that has them (a plug-in of the engine)

@@ -24,6 +24,7 @@ from ppvae._util.validation import (
     check_float,
     check_int,
     check_tensor,
+    renamed,
 )
 from ppvae._version import __version__  # noqa: F401
 from ppvae.comparison import Comparison, compare, exact_posterior, to_inference_data
@@ -98,5 +99,5 @@ __all__ = [
     "bdmc", "BDMCResult", "run_mcmc", "MCMCResult", "MCMCDivergenceError", "local_posterior", "fitted_proposal",
     "to_inference_data", "compare", "Comparison", "ImportanceWarning",
     # validation for model authors
-    "PPVAEError", "NonFiniteError", "check_choice", "check_float", "check_int", "check_tensor",
+    "PPVAEError", "NonFiniteError", "check_choice", "check_float", "check_int", "check_tensor", "renamed",
 ]

@@ -67,7 +67,7 @@ def _em(run_dir: str, ds, own_data: bool) -> Pointwise:
     with torch.no_grad():
         _, values = fit.model.em_step(ds.x.to(torch.float64), fit.params)
     return Pointwise(fit.model.name, values.double(), "log p(x_i | EM parameters), exact", exact=True,
-                     extra={"num_samples": None})
+                     extra={"num_particles": None})
 
 
 def _mcmc(run_dir: str, ds, own_data: bool) -> Pointwise:
@@ -77,7 +77,7 @@ def _mcmc(run_dir: str, ds, own_data: bool) -> Pointwise:
     num = ll.shape[0]
     values = torch.logsumexp(ll, 0) - math.log(num)
     loo, khat = psis_loo(ll.reshape(result.num_chains, result.num_draws, -1), result.samples)
-    extra = {"num_samples": num, "lppd": float(values.sum()), "loo": loo,
+    extra = {"num_particles": None, "num_draws": num, "lppd": float(values.sum()), "loo": loo,
              "khat_max": loo["khat_max"], "num_khat_over_0_7": loo["num_khat_over_0_7"]}
     khat_text = "n/a" if loo["khat_max"] is None else f"{loo['khat_max']:.3f}"
     lines = [f"PSIS-LOO: elpd_loo {loo['elpd_loo']:.3f} (se {loo['elpd_loo_se']:.3f}), p_loo "

@@ -14,7 +14,7 @@ import itertools
 import math
 import os
 
-from ppvae._util.validation import PPVAEError
+from ppvae._util.validation import PPVAEError, renamed
 from ppvae.evaluate.marginal import log_evidence
 from ppvae.infer.mcmc.sampler import MCMCResult
 from ppvae.infer.svi.fit import Fit
@@ -67,8 +67,9 @@ def _estimate(method: str, fn) -> dict:
         return {"method": method, "value": None, "stderr": None, "skipped": str(exc)}
 
 
+@renamed(num_samples="num_particles")
 def evidence_run(directory: str, data: str | None = None, *, mcmc_dir: str | None = None,
-                 standardize: bool = False, num_samples: int = 1000, num_steps: int = 200, num_chains: int = 64,
+                 standardize: bool = False, num_particles: int = 1000, num_steps: int = 200, num_chains: int = 64,
                  seed: int = 0, progress: bool | None = None) -> dict:
     """Every estimate of log p(X) for ``directory`` (module docstring); returns the ``evidence`` object."""
     if not os.path.isdir(directory):
@@ -78,7 +79,7 @@ def evidence_run(directory: str, data: str | None = None, *, mcmc_dir: str | Non
     fit = load(directory) if _kind(directory) else None
     if isinstance(fit, Fit):
         ds = runs.run_dataset(fit.data_info, data)
-        estimates.append(_estimate("is", lambda: log_evidence(fit, ds, num_samples=num_samples, seed=seed)))
+        estimates.append(_estimate("is", lambda: log_evidence(fit, ds, num_particles=num_particles, seed=seed)))
         estimates.append(_estimate("ais", lambda: log_evidence(fit, ds, method="ais", seed=seed, **ais)))
         if mcmc_dir is not None:
             mcmc, _ = load_mcmc_dir(mcmc_dir, data if data is not None else ds.name, standardize)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ppvae._util.parallel import parallel_map
-from ppvae._util.validation import PPVAEError, check_float, check_int, resolve_alias
+from ppvae._util.validation import PPVAEError, check_float, check_int, renamed
 from ppvae.data.loaders import Dataset
 from ppvae.model.base import ClosedFormEM, Model, require
 from ppvae.results.base import Result, as_batch
@@ -138,13 +138,12 @@ def _restart(task) -> tuple[dict, list[float], bool]:
     return _run_once(*task)
 
 
+@renamed(tol="ll_tol")
 def fit_em(model: Model, data: Dataset | torch.Tensor, *, restarts: int = 10, max_iter: int = 1000,
-           ll_tol: float = 1e-10, seed: int = 0, init: dict | None = None, cores: int | None = 1,
-           tol: float | None = None) -> EMFit:
+           ll_tol: float = 1e-10, seed: int = 0, init: dict | None = None, cores: int | None = 1) -> EMFit:
     """Run EM from ``restarts`` random starts (or once from ``init``) and keep the best.
 
-    Runs in float64. ``ll_tol`` is the gain in log-likelihood per point (nats) below which a run stops;
-    ``tol`` is its documented alias (the old spelling).
+    Runs in float64. ``ll_tol`` is the gain in log-likelihood per point (nats) below which a run stops.
     ``cores``: processes for the restarts, this one and ``cores - 1`` workers
     (:func:`ppvae._util.parallel.parallel_map`, one thread each; None: every available core). Every start is
     drawn here, before any restart runs, and each restart is deterministic from its start, so the result is
@@ -160,7 +159,6 @@ def fit_em(model: Model, data: Dataset | torch.Tensor, *, restarts: int = 10, ma
     >>> round(em.log_likelihood_total, 2)
     -384.46
     """
-    ll_tol = resolve_alias("ll_tol", ll_tol, 1e-10, "tol", tol)
     require(model, ClosedFormEM, "fit_em")
     if not isinstance(data, Dataset):
         data = Dataset(data)

@@ -47,7 +47,7 @@ from pyro.infer.mcmc.api import _gen_samples
 from pyro.ops.stats import effective_sample_size, split_gelman_rubin
 
 from ppvae._util.parallel import parallel_map, prestart_workers, report, resolve_workers
-from ppvae._util.validation import PPVAEError, check_choice, check_float, check_int, resolve_alias
+from ppvae._util.validation import PPVAEError, check_choice, check_float, check_int, renamed
 from ppvae.data.loaders import Dataset
 from ppvae.infer.mcmc import io as _mcmc_io
 from ppvae.infer.mcmc.checks import check_local_dimension
@@ -195,7 +195,7 @@ def _kernel(kind, potential, options):
         return NUTS(potential_fn=potential, target_accept_prob=options["target_accept"],
                     max_tree_depth=options["max_tree_depth"], full_mass=options["full_mass"], **step)
     return HMC(potential_fn=potential, target_accept_prob=options["target_accept"],
-               num_steps=options["num_steps"], full_mass=options["full_mass"], **step)
+               num_steps=options["num_leapfrog"], full_mass=options["full_mass"], **step)
 
 
 def _validate(kind, num_samples, warmup, num_chains, seed, options):
@@ -206,7 +206,7 @@ def _validate(kind, num_samples, warmup, num_chains, seed, options):
     check_int("seed", seed, low=0)
     check_float("target_accept", options["target_accept"], low=0.0, high=1.0, strict=True)
     check_int("max_tree_depth", options["max_tree_depth"], low=1)
-    check_int("num_steps", options["num_steps"], low=1)
+    check_int("num_leapfrog", options["num_leapfrog"], low=1)
 
 
 _FLAT = "_theta"  # the one site the Pyro kernel samples: every latent, unconstrained, in one vector
@@ -245,9 +245,9 @@ def _run_chain(task: dict) -> tuple[torch.Tensor, dict]:
     kernel.initial_params = {_FLAT: task["init"]}
     draws = []
     with pyro.validation_enabled(False):
-        samples = _gen_samples(kernel, task["warmup"], task["num_samples"], lambda *_: report(1), None)
+        samples = _gen_samples(kernel, task["warmup"], task["num_particles"], lambda *_: report(1), None)
         next(samples)  # the structure of the sampled sites: one flat vector
-        for _ in range(task["num_samples"]):
+        for _ in range(task["num_particles"]):
             draws.append(next(samples).clone())
         diagnostics = next(samples)
     return torch.stack(draws), diagnostics
@@ -309,16 +309,17 @@ def _divergences(mcmc: MCMC) -> int:
     return int(sum(len(d.get("divergences", [])) for d in mcmc._diagnostics if d))
 
 
+@renamed(num_samples="num_draws", num_steps="num_leapfrog")
 def run_mcmc(model: Model, data: Dataset | torch.Tensor, *, kernel: str = "nuts", num_draws: int = 500,
              warmup: int = 500, num_chains: int = 1, init: Any = None, init_jitter: float = 0.5,
              order: tuple[str, int] | None = None, closed_form: bool = True, jit: bool = False,
-             target_accept: float = 0.8, max_tree_depth: int = 10, num_steps: int = 10, full_mass: bool = False,
+             target_accept: float = 0.8, max_tree_depth: int = 10, num_leapfrog: int = 10, full_mass: bool = False,
              step_size: float | None = None, seed: int = 0, progress: bool | None = None,
              max_divergences: int | None = None, allow_local: bool = False,
-             cores: int | None = None, num_samples: int | None = None) -> MCMCResult:
+             cores: int | None = None) -> MCMCResult:
     """Sample the posterior of ``model``'s continuous latents given ``data`` with NUTS or HMC:
-    ``num_draws`` kept draws per chain after ``warmup`` (``num_samples`` is its documented alias, Pyro's
-    spelling).
+    ``num_draws`` kept draws per chain after ``warmup``; ``num_leapfrog``: leapfrog steps per HMC trajectory
+    (NUTS chooses its own).
 
     Discrete local latents are summed out exactly (see the module docstring); a discrete latent with
     infinite support is refused. ``init``: None/"model" (the model's ``init_values``, drawn per chain),
@@ -350,8 +351,8 @@ def run_mcmc(model: Model, data: Dataset | torch.Tensor, *, kernel: str = "nuts"
         raise PPVAEError(f"model: expected a ppvae.Model instance; got {type(model).__name__}")
     if not isinstance(data, Dataset):
         data = Dataset(data)
-    num_samples = resolve_alias("num_draws", num_draws, 500, "num_samples", num_samples)
-    options = {"target_accept": target_accept, "max_tree_depth": max_tree_depth, "num_steps": num_steps,
+    num_samples = num_draws  # Pyro's word for them, in the chain-running internals below
+    options = {"target_accept": target_accept, "max_tree_depth": max_tree_depth, "num_leapfrog": num_leapfrog,
                "full_mass": bool(full_mass), "step_size": step_size}
     _validate(kernel, num_samples, warmup, num_chains, seed, options)
     if step_size is not None:
@@ -373,8 +374,7 @@ def run_mcmc(model: Model, data: Dataset | torch.Tensor, *, kernel: str = "nuts"
                                      seed=seed, progress=progress, options=options, cores=cores, rebuild=spec)
     result = MCMCResult(model, mcmc, samples, kernel, elapsed, _divergences(mcmc),
                         data_info=runs.data_info(data),
-                        config={"kernel": kernel, "num_draws": num_samples, "num_samples": num_samples,
-                                "warmup": warmup,
+                        config={"kernel": kernel, "num_draws": num_samples, "warmup": warmup,
                                 "num_chains": num_chains, "cores": _workers_used(cores, num_chains),
                                 "order": list(order) if order else None, "jit": jit, "seed": seed,
                                 "closed_form": potential.closed_form, "gradient": potential.gradient, **options})
