@@ -245,9 +245,9 @@ def _run_chain(task: dict) -> tuple[torch.Tensor, dict]:
     kernel.initial_params = {_FLAT: task["init"]}
     draws = []
     with pyro.validation_enabled(False):
-        samples = _gen_samples(kernel, task["warmup"], task["num_particles"], lambda *_: report(1), None)
+        samples = _gen_samples(kernel, task["warmup"], task["num_draws"], lambda *_: report(1), None)
         next(samples)  # the structure of the sampled sites: one flat vector
-        for _ in range(task["num_particles"]):
+        for _ in range(task["num_draws"]):
             draws.append(next(samples).clone())
         diagnostics = next(samples)
     return torch.stack(draws), diagnostics
@@ -273,7 +273,7 @@ def _sample(potential: Potential, kind: str, *, model, fn, batch, num_samples, w
         workers = 1
     key = f"{os.getpid()}-{time.time_ns()}"  # one run: the workers' cached Potential is valid for it only
     tasks = [{"potential": shared, "potential_key": key, "kind": kind, "options": options, "warmup": warmup,
-              "num_samples": num_samples,
+              "num_draws": num_samples,
               "init": flat[c].detach(), "seed": chain_seed(seed, c)} for c in range(num_chains)]
     if workers > 1:  # this process runs chains too (ppvae._util.parallel): with the Potential it has, compiled
         _WORKER_POTENTIAL.clear()
