@@ -3,7 +3,6 @@
 Build (offline, warnings as errors): ``python -m sphinx -W --keep-going -b html docs docs/_build/html``.
 """
 
-import os
 import sys
 from pathlib import Path
 

@@ -71,7 +71,6 @@ def test_every_public_name_has_an_api_entry(tmp_path):
     text = _generated(tmp_path)
     documented = _documented_paths(text)
     for package, names in api_pages.public_names().items():
-        module = importlib.import_module(package)
         for name in names:
             path = f"{package}.{name}"
             assert path in documented, f"{path} has no entry in the API reference"

@@ -1,8 +1,8 @@
 """Every command in the ```bash blocks of README.md and of the documentation pages in DOC_PAGES runs and exits 0,
 so a command shown to a reader cannot rot; the README's ```python blocks run as scripts.
 
-The commands run in README order, then page by page in DOC_PAGES order, one subprocess each, in one fresh working directory with the repository's
-examples/ and benchmarks/ linked in (a command such as
+The commands run in README order, then page by page in DOC_PAGES order, one subprocess each, in one fresh
+working directory with the repository's examples/ and benchmarks/ linked in (a command such as
 `ppvae evaluate runs/vae` needs the `ppvae fit ... --out runs/vae` before it), with the ppvae and torchrun
 of this interpreter's environment on PATH. Each command runs as written except for the OVERRIDES below,
 which only shorten how long it runs (the values the README gives are the ones its numbers were measured
