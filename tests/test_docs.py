@@ -27,7 +27,8 @@ DOCTESTED = {"fit": ppvae.fit, "fit_em": ppvae.fit_em, "log_marginal": ppvae.log
              "Result.predict": ppvae.Result.predict, "load_dataset": ppvae.load_dataset}
 
 
-@pytest.mark.parametrize("name", list(DOCTESTED))
+@pytest.mark.parametrize("name", [pytest.param(name, marks=[] if name == "load_dataset" else pytest.mark.slow)
+                                  for name in DOCTESTED])  # each fits a model: a few seconds
 def test_docstring_example_runs(name):
     """The docstring's `>>>` example runs (one thread, as documented) and prints exactly what it shows."""
     tests = doctest.DocTestFinder(recurse=False).find(DOCTESTED[name], name, globs={})

@@ -189,6 +189,7 @@ def _run(argv, workdir):
     return subprocess.run(argv, cwd=workdir, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", COMMANDS, ids=[c.split(" --")[0][:60] for c in COMMANDS])
 def test_readme_command_runs(command, workdir):
     proc = _run(["bash", "-c", command], workdir)
@@ -199,6 +200,7 @@ def test_readme_command_runs(command, workdir):
             check(workdir, proc.stdout)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("index", range(len(PYTHON_BLOCKS)))
 def test_readme_python_block_runs(index, tmp_path):
     """Each ```python block of the README runs as written, as a script of its own, in a fresh directory."""
