@@ -1,7 +1,8 @@
-"""Every command in README.md's ```bash blocks runs and exits 0, so a README command cannot rot.
+"""Every command in the ```bash blocks of README.md and of the documentation pages in DOC_PAGES runs and exits 0,
+so a command shown to a reader cannot rot; the README's ```python blocks run as scripts.
 
-The commands run in README order, one subprocess each, in one fresh working directory with the repository's
-examples/ and benchmarks/ linked in (a command such as
+The commands run in README order, then page by page in DOC_PAGES order, one subprocess each, in one fresh
+working directory with the repository's examples/ and benchmarks/ linked in (a command such as
 `ppvae evaluate runs/vae` needs the `ppvae fit ... --out runs/vae` before it), with the ppvae and torchrun
 of this interpreter's environment on PATH. Each command runs as written except for the OVERRIDES below,
 which only shorten how long it runs (the values the README gives are the ones its numbers were measured
@@ -12,7 +13,8 @@ with; here the point is that the command works):
   (50 MCMC draws: bridge sampling needs 2 D + 2 draws in each half)
 
 Some commands' outputs are checked beyond the exit code (CHECKS below: files written, numbers in range), for
-the user-model examples of "Your own models from the command line".
+the user-model examples of docs/guide/own_models_cli.md ("Your own models from the command line").
+Pages outside DOC_PAGES show commands in ```shell blocks, which are not run (the docs build itself, for one).
 
 Skipped parts of a command line (split on `&&`): `pip install ...` (this environment is already the one the
 README's set-up command builds, and the test must not change it or reach a network) and `python -m pytest`
@@ -29,7 +31,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+# the documentation pages whose ```bash blocks run after the README's, in this order (a page may use a run
+# directory that an earlier one wrote: docs/guide/cli.md evaluates the README's runs/gmm)
+DOC_PAGES = ["docs/guide/results.md", "docs/guide/cli.md", "docs/guide/own_models_cli.md",
+             "docs/guide/evaluation.md", "docs/guide/vae.md", "docs/guide/topic_models.md", "docs/guide/scaling.md",
+             "docs/performance.md"]
 OVERRIDES = {"--epochs": "1", "--steps": "20", "--num-particles": "10", "--samples": "50", "--warmup": "10",
              "--num-draws": "50", "--num-mcmc-draws": "50"}
 SKIPPED = ("pip install ", "python -m pytest")
@@ -62,7 +70,9 @@ def test_readme_parsing_and_overrides():
                                      "ppvae mcmc m --num-draws=50 --warmup 10 --num-particles 10"]
 
 
-COMMANDS = readme_commands(README.read_text())
+COMMANDS = readme_commands(README.read_text()) + [
+    c for page in DOC_PAGES for c in readme_commands((ROOT / page).read_text())]
+PYTHON_BLOCKS = re.findall(r"^```python\n(.*?)^```", README.read_text(), flags=re.S | re.M)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +81,7 @@ def workdir(tmp_path_factory):
     linked in, as `python examples/x.py` needs) while their outputs (runs/...) land outside the checkout."""
     path = tmp_path_factory.mktemp("readme")
     for name in ("examples", "benchmarks"):
-        (path / name).symlink_to(README.parent / name, target_is_directory=True)
+        (path / name).symlink_to(ROOT / name, target_is_directory=True)
     return path
 
 
@@ -80,9 +90,10 @@ def test_readme_has_the_commands_it_promises():
     assert any(c.startswith("torchrun ") for c in COMMANDS)
     assert any("evaluate runs/vae --data mnist5k:split=test" in c for c in COMMANDS)
     assert len(COMMANDS) >= 10
+    assert PYTHON_BLOCKS and all("import ppvae" in block for block in PYTHON_BLOCKS)
 
 
-EXAMPLES = README.parent / "examples" / "data"
+EXAMPLES = ROOT / "examples" / "data"
 
 
 def _records(run):
@@ -171,15 +182,30 @@ def test_every_check_has_its_command():
         assert sum(key in c for c in COMMANDS) == 1, key
 
 
-@pytest.mark.parametrize("command", COMMANDS, ids=[c.split(" --")[0][:60] for c in COMMANDS])
-def test_readme_command_runs(command, workdir):
+def _run(argv, workdir):
     bindir = os.path.dirname(sys.executable)  # ppvae and torchrun of this environment
     env = dict(os.environ, PATH=bindir + os.pathsep + os.environ.get("PATH", ""), OMP_NUM_THREADS="1",
                MPLBACKEND="Agg")
-    proc = subprocess.run(["bash", "-c", command], cwd=workdir, env=env, capture_output=True, text=True,
-                          timeout=TIMEOUT_S)
+    return subprocess.run(argv, cwd=workdir, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", COMMANDS, ids=[c.split(" --")[0][:60] for c in COMMANDS])
+def test_readme_command_runs(command, workdir):
+    proc = _run(["bash", "-c", command], workdir)
     err = proc.stderr if len(proc.stderr) < 6000 else proc.stderr[:3000] + "\n...\n" + proc.stderr[-3000:]
     assert proc.returncode == 0, f"{command}\nexit {proc.returncode}\n{proc.stdout[-2000:]}\n{err}"
     for key, check in CHECKS.items():
         if key in command:
             check(workdir, proc.stdout)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("index", range(len(PYTHON_BLOCKS)))
+def test_readme_python_block_runs(index, tmp_path):
+    """Each ```python block of the README runs as written, as a script of its own, in a fresh directory."""
+    script = tmp_path / f"readme_block_{index}.py"
+    script.write_text(PYTHON_BLOCKS[index])
+    proc = _run([sys.executable, str(script)], tmp_path)
+    assert proc.returncode == 0, f"{PYTHON_BLOCKS[index]}\nexit {proc.returncode}\n{proc.stdout[-2000:]}\n" \
+                                 f"{proc.stderr[-3000:]}"

@@ -330,6 +330,9 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``ppvae`` command on ``argv`` (default: ``sys.argv[1:]``) and return its exit code: 0 on success,
+    1 when ``ppvae compare`` had a method fail, 2 after a one-line ``ppvae: error: ...`` on stderr for bad input,
+    130 or 143 after Ctrl-C or SIGTERM (the console script ``ppvae`` and ``python -m ppvae.cli`` call it)."""
     start = time.perf_counter()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = None

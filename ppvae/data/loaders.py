@@ -72,6 +72,14 @@ def load_dataset(name_or_path: str | os.PathLike, *, standardize: bool = False, 
 
     The values are checked against the data set's kind: ``"counts"`` must be non-negative whole
     numbers, ``"image"`` and ``"binary"`` must lie in [0, 1].
+
+    Example (Old Faithful ships inside the package; options after a colon, as on the command line):
+
+    >>> import ppvae
+    >>> ppvae.load_dataset("faithful").x.shape
+    torch.Size([272, 2])
+    >>> ppvae.load_dataset("faithful:standardize=true").x.std(0)
+    tensor([1., 1.])
     """
     key = str(name_or_path)
     if key not in _REGISTRY and not os.path.exists(key) and ":" in key:

@@ -63,6 +63,18 @@ def log_evidence(fit_or_model_guide, data, *, method: str = "is", num_particles:
       num_chains, schedule, num_leapfrog, step_size, target_accept, num_init_draws, progress).
     * ``"bridge"``: bridge sampling from the NUTS/HMC draws of a :class:`ppvae.MCMCResult` passed as
       the first argument (:func:`ppvae.evaluate.bridge.bridge_sampling`; ``options``: tol, max_iter, use_ess).
+
+    Example (the Normal-Gamma model, whose evidence is known in closed form, on 50 simulated points; the
+    importance-sampling estimate from a full-rank Gaussian guide is within 3 standard errors of it):
+
+    >>> import torch, ppvae
+    >>> from ppvae.models import NormalGamma
+    >>> x = 1.0 + 0.5 * torch.randn(50, 1, generator=torch.Generator().manual_seed(0))
+    >>> model = NormalGamma()
+    >>> fit = ppvae.fit(model, x, guide="auto_mvn", steps=500, lr=0.05, progress=False)
+    >>> ev = ppvae.log_evidence(fit, x, num_particles=2000)
+    >>> round(model.log_evidence_exact(x), 2), abs(ev.value - model.log_evidence_exact(x)) < 3 * ev.stderr
+    (-46.32, True)
     """
     check_choice("method", method, ("is", "ais", "bridge"))
     if method != "is":

@@ -93,7 +93,7 @@ class ClosedFormPotential(Capability):
     """A closed-form likelihood with the discrete locals summed out, and optionally NUTS's potential and its
     gradient without autograd (what :func:`ppvae.run_mcmc` uses in place of enumeration and autograd).
 
-    NUTS/HMC sample u with potential U(u) = -[log p(theta) + sum_i log p(x_i | theta) + log |det J_T(u)|],
+    NUTS/HMC sample u with potential U(u) = -[log p(theta) + sum_i log p(x_i | theta) + log \\|det J_T(u)\\|],
     theta = T(u) (Hoffman & Gelman 2014); log p(x_i | theta) = log sum_{z_i} p(x_i, z_i | theta) is the
     pointwise term below. A closed-form gradient is checked against autograd at the first chain's start and
     refused when it disagrees.
