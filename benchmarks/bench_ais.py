@@ -10,7 +10,7 @@ vae``'s settings), or loaded from ``--run RUN_DIR`` (a ``ppvae fit vae`` run). N
 
 1. On ``--images`` mnist5k test images: importance sampling from the encoder at K = ``--is-samples``
    (default 5,000) against AIS from the encoder (``log_marginal(method="ais")``, C = ``--chains``
-   chains, L = ``--leapfrog`` leapfrog steps, sigmoidal schedule) with T chosen so that the decoder
+   chains, L = ``--num-leapfrog`` leapfrog steps, sigmoidal schedule) with T chosen so that the decoder
    evaluations per image, C (1 + (T - 1) L), equal K, and at 10x. Prints mean log p(x), the paired
    per-image differences AIS - IS, k-hat, and wall time. (An AIS evaluation is a decoder forward and
    backward pass, an IS one a forward pass only: the time column says what equal evaluations cost.)
@@ -66,14 +66,14 @@ def part_is_vs_ais(fit, test, args):
     print(f"{'IS K=' + str(args.is_samples):<34} {is_.mean:>14.3f} {args.is_samples:>10} "
           f"{is_.num_khat_over_0_7:>10} {t_is:>8.1f}", flush=True)
     for factor in (1, 10):
-        T = steps_for(factor * args.is_samples, args.chains, args.leapfrog)
+        T = steps_for(factor * args.is_samples, args.chains, args.num_leapfrog)
         t0 = time.perf_counter()
         ais = ppvae.log_marginal(fit, test, method="ais", num_steps=T, num_chains=args.chains,
-                                 num_leapfrog=args.leapfrog, seed=args.seed, warn=False, progress=False)
+                                 num_leapfrog=args.num_leapfrog, seed=args.seed, warn=False, progress=False)
         dt = time.perf_counter() - t0
         diff = ais.values - is_.values
-        evals = args.chains * (1 + (T - 1) * args.leapfrog)
-        name = f"AIS C={args.chains} T={T} L={args.leapfrog} ({factor}x)"
+        evals = args.chains * (1 + (T - 1) * args.num_leapfrog)
+        name = f"AIS C={args.chains} T={T} L={args.num_leapfrog} ({factor}x)"
         # k-hat needs >= 25 weights per point (psis_khat): with fewer chains it is undefined
         khat = "n/a" if torch.isnan(ais.khat).all() else str(ais.num_khat_over_0_7)
         print(f"{name:<34} {ais.mean:>14.3f} {evals:>10} {khat:>10} {dt:>8.1f}   "
@@ -84,7 +84,7 @@ def part_is_vs_ais(fit, test, args):
 
 def part_bdmc(fit, args):
     series = [int(t) for t in args.bdmc_steps.split(",")]
-    print(f"\n2. BDMC on {args.bdmc_points} simulated points, C={args.chains}, L={args.leapfrog}, encoder proposal, "
+    print(f"\n2. BDMC on {args.bdmc_points} simulated points, C={args.chains}, L={args.num_leapfrog}, encoder proposal, "
           f"budget {args.bdmc_budget:.0f} s", flush=True)
     print(f"{'T':>6} {'lower':>11} {'upper':>11} {'mean gap':>9} {'max gap':>8} {'time s':>8}")
     spent, per_step = 0.0, None
@@ -95,7 +95,7 @@ def part_bdmc(fit, args):
             break
         t0 = time.perf_counter()
         res = bdmc(fit, data, num_points=args.bdmc_points, num_steps=T, num_chains=args.chains,
-                   num_leapfrog=args.leapfrog, seed=args.seed, progress=False)
+                   num_leapfrog=args.num_leapfrog, seed=args.seed, progress=False)
         dt = time.perf_counter() - t0
         spent, per_step = spent + dt, dt / T
         print(f"{T:>6} {res.mean_lower[0]:>11.3f} {res.mean_upper[0]:>11.3f} {res.mean_gap[0]:>9.3f} "
@@ -157,19 +157,19 @@ def part_timing(fit, test, args):
     for p in model.parameters():
         p.requires_grad_(False)
     x = test.x.reshape(len(test), -1)
-    print(f"\n3. time per AIS transition: {len(test)} images x {args.chains} chains, L={args.leapfrog}, T={T}, "
+    print(f"\n3. time per AIS transition: {len(test)} images x {args.chains} chains, L={args.num_leapfrog}, T={T}, "
           f"{args.repeats} alternating repeats", flush=True)
     ours, floor = [], []
     for r in range(args.repeats):
         torch.manual_seed(r)
         t0 = time.perf_counter()
-        ppvae.log_marginal(fit, test, method="ais", num_steps=T, num_chains=args.chains, num_leapfrog=args.leapfrog,
+        ppvae.log_marginal(fit, test, method="ais", num_steps=T, num_chains=args.chains, num_leapfrog=args.num_leapfrog,
                            chunk_size=len(test), seed=r, warn=False, progress=False)
         ours.append((time.perf_counter() - t0) / (T - 1))
         torch.manual_seed(r)
         t0 = time.perf_counter()
         with torch.no_grad():
-            plain_ais(enc, dec, x, args.chains, betas, args.leapfrog)
+            plain_ais(enc, dec, x, args.chains, betas, args.num_leapfrog)
         floor.append((time.perf_counter() - t0) / (T - 1))
     o, f = statistics.median(ours), statistics.median(floor)
     print(f"ppvae {1e3 * o:.1f} ms/transition, plain PyTorch {1e3 * f:.1f} ms/transition: ratio {o / f:.3f} "

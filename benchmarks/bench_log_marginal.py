@@ -116,7 +116,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     n = args.images or (100 if args.quick else 1000)
-    K = args.num_samples or (200 if args.quick else 1000)
+    K = args.num_particles or (200 if args.quick else 1000)
     n_imp = args.importance_images or (1 if args.quick else 3)
     args.repeat = args.repeat or (3 if args.quick else 1)
     data = ppvae.load_dataset("mnist5k", split="test", binarize="fixed").subset(range(n))

@@ -9,7 +9,7 @@ sampling with K samples from each model's encoder (Burda et al. 2015, eq. 8): pp
 ``ppvae.evaluate.marginal.log_marginal``, the reference by a hand-written log-mean-exp. The quality bar: ppvae
 within 1 nat of the reference.
 
-    python benchmarks/bench_vae.py [--epochs 50] [--num-samples 5000] [--threads 2] [--seed 0] [--gap-images 100]
+    python benchmarks/bench_vae.py [--epochs 50] [--num-particles 5000] [--threads 2] [--seed 0] [--gap-images 100]
 """
 
 from __future__ import annotations
@@ -89,14 +89,14 @@ def main(argv=None):
     net = train_plain(train.x, args.epochs, args.seed, args.elbo == "meanfield")
     t2 = time.perf_counter()
     print(f"plain PyTorch trained in {t2 - t1:.1f} s", flush=True)
-    ours = log_marginal(fit, test, num_particles=args.num_samples, seed=args.seed, warn=False)
+    ours = log_marginal(fit, test, num_particles=args.num_particles, seed=args.seed, warn=False)
     t3 = time.perf_counter()
     print(f"ppvae log p(x) {ours.mean:.3f} in {t3 - t2:.1f} s", flush=True)
-    ref = plain_log_px(net, test.x, args.num_samples, seed=args.seed)
+    ref = plain_log_px(net, test.x, args.num_particles, seed=args.seed)
     t4 = time.perf_counter()
     ref_mean, ref_se = ref.mean().item(), (ref.std() / math.sqrt(len(ref))).item()
     print(f"mnist5k, 784-200-200-50 tanh Bernoulli VAE, batch 100, Adam 1e-3, {args.epochs} epochs, elbo={args.elbo}, "
-          f"seed {args.seed}; test log p(x) at K={args.num_samples} on {len(test)} images")
+          f"seed {args.seed}; test log p(x) at K={args.num_particles} on {len(test)} images")
     print(f"ppvae:         {ours.mean:9.3f} +- {ours.stderr:.3f} nats  (ELBO {ours.elbo_mean:.3f}; "
           f"train {t1 - t0:.1f} s, evaluate {t3 - t2:.1f} s; k-hat > 0.7 for {ours.num_khat_over_0_7})")
     print(f"plain PyTorch: {ref_mean:9.3f} +- {ref_se:.3f} nats  (train {t2 - t1:.1f} s, evaluate {t4 - t3:.1f} s)")
@@ -106,9 +106,9 @@ def main(argv=None):
           f"-> {'within' if abs(diff) <= 1 else 'NOT within'} 1 nat")
     if args.gap_images:
         t5 = time.perf_counter()
-        gaps = ppvae.inference_gaps(fit, test.subset(torch.arange(args.gap_images)), num_particles=args.num_samples,
+        gaps = ppvae.inference_gaps(fit, test.subset(torch.arange(args.gap_images)), num_particles=args.num_particles,
                                     steps=500, lr=0.01, seed=args.seed).to_dict()
-        print(f"inference gaps on {args.gap_images} test images (K={args.num_samples}, per-datapoint q* after 500 "
+        print(f"inference gaps on {args.gap_images} test images (K={args.num_particles}, per-datapoint q* after 500 "
               f"Adam steps, {time.perf_counter() - t5:.0f} s): log p(x) {gaps['log_px']:.3f}, ELBO(q*) "
               f"{gaps['elbo_optimal']:.3f}, ELBO(amortized) {gaps['elbo_amortized']:.3f}; approximation gap "
               f"{gaps['approximation_gap']:.3f}, amortization gap {gaps['amortization_gap']:.3f} nats")

@@ -48,10 +48,10 @@ def main(argv=None):
                     callbacks=model.fit_callbacks(train))
     print(fit)
 
-    lm = log_marginal(fit, test, num_particles=args.num_samples)
-    print(f"test log p(x) at K={args.num_samples}: {lm.mean:.2f} +- {lm.stderr:.2f} nats (ELBO {lm.elbo_mean:.2f})")
+    lm = log_marginal(fit, test, num_particles=args.num_particles)
+    print(f"test log p(x) at K={args.num_particles}: {lm.mean:.2f} +- {lm.stderr:.2f} nats (ELBO {lm.elbo_mean:.2f})")
 
-    gaps = inference_gaps(fit, test.subset(torch.arange(args.gap_images)), num_particles=args.num_samples)
+    gaps = inference_gaps(fit, test.subset(torch.arange(args.gap_images)), num_particles=args.num_particles)
     print("inference gaps (nats per image):", json.dumps(gaps.to_dict(), indent=1))
 
     os.makedirs(args.out, exist_ok=True)
