@@ -84,8 +84,8 @@ def part_is_vs_ais(fit, test, args):
 
 def part_bdmc(fit, args):
     series = [int(t) for t in args.bdmc_steps.split(",")]
-    print(f"\n2. BDMC on {args.bdmc_points} simulated points, C={args.chains}, L={args.num_leapfrog}, encoder proposal, "
-          f"budget {args.bdmc_budget:.0f} s", flush=True)
+    print(f"\n2. BDMC on {args.bdmc_points} simulated points, C={args.chains}, L={args.num_leapfrog}, "
+          f"encoder proposal, budget {args.bdmc_budget:.0f} s", flush=True)
     print(f"{'T':>6} {'lower':>11} {'upper':>11} {'mean gap':>9} {'max gap':>8} {'time s':>8}")
     spent, per_step = 0.0, None
     data = ppvae.load_dataset("mnist5k", split="test")
