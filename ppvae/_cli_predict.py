@@ -84,7 +84,7 @@ def cmd_summary(args) -> int:
 def add_parsers(sub, commands) -> None:
     """Register ``predict`` and ``summary`` on the ``ppvae`` subparsers."""
     for name, text in (("predict", "posterior and posterior predictive draws of a run, to .npz or .nc"),
-                       ("summary", "posterior table of a run's global latents (mean, sd, 5%/95%, ESS, R-hat)")):
+                       ("summary", "posterior table of a run's global latents (mean, sd, 5%%/95%%, ESS, R-hat)")):
         p = sub.add_parser(name, help=text)
         p.add_argument("run_dir", help="a directory written by ppvae fit, em, mcmc or cavi")
         p.add_argument("--data", default=None, help="data set name or path (default: the run's own data)")

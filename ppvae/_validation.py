@@ -141,3 +141,21 @@ def resolve_alias(name: str, value: Any, default: Any, alias: str, alias_value: 
         raise PPVAEError(f"{alias}: is the old spelling of {name}; pass {name} only (got both {name}={value!r} "
                          f"and {alias}={alias_value!r})")
     return alias_value
+
+
+def check_options(where: str, given: Iterable[str], valid: Iterable[str], *, listed_in: str | None = None) -> None:
+    """Refuse keyword names outside ``valid``: name each unknown one with its closest valid spelling
+    (``difflib``) and where the valid ones are documented (``listed_in``, e.g. ``help(ppvae.fit)``)."""
+    import difflib  # only on the error path
+
+    valid = list(valid)
+    unknown = sorted(set(given) - set(valid))
+    if not unknown:
+        return
+    parts = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, valid, n=1)
+        parts.append(f"'{name}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+    where_doc = f"; see {listed_in}" if listed_in else ""
+    raise PPVAEError(f"{where}: unknown option{'s' if len(unknown) > 1 else ''} {', '.join(parts)}; expected one of "
+                     f"{', '.join(sorted(valid))}{where_doc}")

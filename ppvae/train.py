@@ -46,7 +46,7 @@ from ._steps import (
     rng_state,
     set_rng_state,
 )
-from ._validation import PPVAEError, one_line
+from ._validation import PPVAEError, check_options, one_line
 from .callbacks import Callback, EarlyStopping, as_callback, hooks
 from .checkpoint import Checkpointer, resume_trainer
 from .data import Batch, Dataset
@@ -91,9 +91,8 @@ class Trainer:
             raise PPVAEError(f"model: expected a ppvae.Model instance; got {type(model).__name__}")
         if not isinstance(data, Dataset):
             data = Dataset(data)
-        unknown = sorted(set(options) - set(TrainConfig.__dataclass_fields__) - {"guide", "elbo"})
-        if unknown:
-            raise PPVAEError(f"fit: unknown option(s) {', '.join(unknown)}; expected TrainConfig fields")
+        check_options("fit", options, set(TrainConfig.__dataclass_fields__) - {"guide", "elbo"},
+                      listed_in="help(ppvae.fit)")
         if isinstance(guide, str) and guide == "auto":  # record the guide actually used, e.g. "svi:model"
             guide = "model" if model.has_own_guide else "auto_normal"
         cfg = TrainConfig(guide=guide_spec_name(guide), elbo=elbo, **options).validate(len(data))
