@@ -52,6 +52,10 @@ def cmd_bdmc(args) -> int:
 
 def cmd_evidence(args) -> int:
     """Every log p(X) estimate a run or MCMC directory allows, with standard errors and their agreement."""
+    for flag, value, what in (("--chains", args.chains, "AIS chains"), ("--num-samples", args.num_samples,
+                                                                         "importance samples")):
+        if value < 2:  # one draw has no spread: its standard error would print as 0 and every pair "agree"
+            raise PPVAEError(f"{flag}: expected at least 2 {what} (the standard error needs two); got {value}")
     entry = evidence_run(args.run_dir, args.data, mcmc_dir=args.mcmc, standardize=args.standardize,
                          num_samples=args.num_samples, num_steps=args.steps, num_chains=args.chains, seed=args.seed,
                          progress=False if args.quiet else None)

@@ -204,7 +204,7 @@ class GuidePosterior(Result):
     def latent_draws(self, data, num_draws: int | None = 1000, seed: int = 0) -> dict[str, torch.Tensor]:
         with pyro.validation_enabled(False):
             return guide_site_draws(self.model, self.guide, self._data_batch(data),
-                                    check_int("num_draws", num_draws or 1000, low=1))
+                                    check_int("num_draws", 1000 if num_draws is None else num_draws, low=1))
 
     def global_values(self, data=None) -> dict[str, torch.Tensor]:
         batch = self._data_batch(data)

@@ -258,6 +258,13 @@ def register_model(name: str, description: str = ""):
     def wrap(cls):
         if not (isinstance(cls, type) and issubclass(cls, Model)):
             raise TypeError(f"register_model: expected a ppvae.Model subclass; got {cls!r}")
+        zoo = cls.__module__.startswith("ppvae.models.")
+        if not zoo:  # the zoo's names are taken first, so a user's class never silently loses its name to it
+            _load_zoo()
+            taken = _MODELS.get(name)
+            if taken is not None and taken.__module__.startswith("ppvae.models."):
+                raise PPVAEError(f"register_model: '{name}' is the name of the bundled {taken.__qualname__} "
+                                 f"({taken.__module__}); register {cls.__qualname__} under another name")
         cls.name = name
         cls.description = description or (inspect.getdoc(cls) or "").split("\n")[0]
         _MODELS[name] = cls

@@ -75,7 +75,8 @@ class Fit(Result):
         seeded by the caller (:meth:`predict`, :meth:`summary`)."""
         batch = self._data_batch(data)
         with pyro.validation_enabled(False):
-            return guide_site_draws(self.model, self.guide, batch, check_int("num_draws", num_draws or 1000, low=1))
+            num_draws = check_int("num_draws", 1000 if num_draws is None else num_draws, low=1)
+            return guide_site_draws(self.model, self.guide, batch, num_draws)
 
     def _max_plate_nesting(self, batch: Batch) -> int:
         return self.model.structure(batch).max_plate_nesting

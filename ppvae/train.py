@@ -34,6 +34,7 @@ from pyro import poutine
 
 from ._config import TrainConfig, batch_at, batch_index, binarize_batch, resolve_device
 from ._convergence import check_convergence as convergence_of
+from ._dataset import data_fingerprint
 from ._jit import CompiledObjective
 from ._progress import Progress
 from ._steps import (
@@ -275,7 +276,15 @@ class Trainer:
             "rng": rng_state(),
             "losses": list(self.losses),
             "time_s": float(self.elapsed_s),
+            "data": self.data_fingerprint,
         }
+
+    @property
+    def data_fingerprint(self) -> str:
+        """:func:`ppvae._dataset.data_fingerprint` of the training data (computed once, when first asked)."""
+        if getattr(self, "_data_fingerprint", None) is None:
+            self._data_fingerprint = data_fingerprint(self.data)
+        return self._data_fingerprint
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from ``state`` (from :meth:`state_dict`): parameters, optimizer and scheduler state,
@@ -284,6 +293,9 @@ class Trainer:
         if missing:
             raise PPVAEError(f"load_state_dict: expected a Trainer.state_dict(); missing {', '.join(missing)}")
         step = int(state["step"])
+        if state.get("data") is not None and state["data"] != self.data_fingerprint:  # older states have none
+            raise PPVAEError(f"load_state_dict: the state was trained on other data ({state['data']}); this run's "
+                             f"data is {self.data_fingerprint}; resume with the data the checkpoint was trained on")
         if step > self.total:
             raise PPVAEError(f"load_state_dict: the state is at step {step}, past the {self.total} steps asked for")
         self.initialize()

@@ -1,0 +1,57 @@
+"""Checks of ``run_mcmc``'s inputs (init values, order, an observed site) and its per-element diagnostics:
+every bad input is refused in one line naming the argument before any chain runs."""
+
+from __future__ import annotations
+
+import functools
+import warnings
+
+import torch
+
+from ._validation import PPVAEError
+
+
+def per_element(samples: dict, which: str) -> dict[str, torch.Tensor]:
+    """``arviz.rhat`` or bulk ``arviz.ess`` of every element of every (chains, draws, ...) site."""
+    import arviz as az  # heavy: loaded only for diagnostics
+
+    fn = az.rhat if which == "rhat" else functools.partial(az.ess, method="bulk")
+    out = {}
+    with warnings.catch_warnings():  # arviz's divide-by-zero on constant entries (their value is NaN)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for k, v in samples.items():
+            flat = v.detach().double().cpu().reshape(v.shape[:2] + (-1,)).numpy()
+            values = [float(fn(flat[..., i])) for i in range(flat.shape[-1])]
+            out[k] = torch.tensor(values, dtype=v.dtype).reshape(v.shape[2:])
+    return out
+
+
+def check_order(order) -> tuple[str, int] | None:
+    """``order``: None or (SITE, COLUMN), e.g. ("locs", 0)."""
+    if order is None:
+        return None
+    if (not isinstance(order, (tuple, list)) or len(order) != 2 or not isinstance(order[0], str)
+            or isinstance(order[1], bool) or not isinstance(order[1], int)):
+        raise PPVAEError(f"order: expected (SITE, COLUMN) such as ('locs', 0); got {order!r:.60}")
+    return order[0], order[1]
+
+
+def check_init(init, potential) -> None:
+    """A dict ``init`` names sampled continuous sites only, each value with the site's shape and in its support."""
+    if not isinstance(init, dict):
+        return
+    unknown = sorted(set(init) - set(potential.sites))
+    if unknown:
+        raise PPVAEError(f"init: expected values for sampled continuous sites among {', '.join(potential.sites)}; "
+                         f"got unknown {', '.join(map(repr, unknown))}")
+    for name, value in init.items():
+        site = potential.sites[name]
+        try:
+            value = torch.as_tensor(value, dtype=site["value"].dtype)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise PPVAEError(f"init['{name}']: expected a numeric array; got {type(value).__name__} ({exc})") from None
+        if value.shape != site["value"].shape:
+            raise PPVAEError(f"init['{name}']: expected shape {tuple(site['value'].shape)}; got {tuple(value.shape)}")
+        if not bool(site["fn"].support.check(value).all()):
+            raise PPVAEError(f"init['{name}']: expected values in the support {site['fn'].support}; got values "
+                             "outside it")
