@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import sys
 
+from . import runs
 from ._ais_run import bdmc_run
 from ._evidence_run import evidence_run
 from ._validation import PPVAEError
@@ -56,6 +57,10 @@ def cmd_evidence(args) -> int:
                                                                          "importance samples")):
         if value < 2:  # one draw has no spread: its standard error would print as 0 and every pair "agree"
             raise PPVAEError(f"{flag}: expected at least 2 {what} (the standard error needs two); got {value}")
+    kind = runs.run_kind(args.run_dir) if os.path.isfile(os.path.join(args.run_dir, runs.CONFIG)) else None
+    if kind not in ("svi", "mcmc"):  # say so of run_dir itself, not as if it were the --mcmc directory
+        held = f"holds a run of kind '{kind}'" if kind else "is not a run directory (no config.json)"
+        raise PPVAEError(f"run_dir: expected a directory written by `ppvae fit` or `ppvae mcmc`; {args.run_dir} {held}")
     entry = evidence_run(args.run_dir, args.data, mcmc_dir=args.mcmc, standardize=args.standardize,
                          num_samples=args.num_samples, num_steps=args.steps, num_chains=args.chains, seed=args.seed,
                          progress=False if args.quiet else None)

@@ -14,6 +14,7 @@ import numpy as np
 import pyro
 import torch
 
+from ._importance import check_particles_fit
 from ._structure import structure_of
 from ._validation import PPVAEError, check_int, one_line
 from .data import Batch, Dataset
@@ -165,7 +166,9 @@ def _prepare(fit_or_model_guide, data, proposal, num_samples, chunk_size, seed) 
     model, guide, fit = _resolve(fit_or_model_guide)
     ds, device = _dataset(data, fit, model, guide)
     q, qname = _proposal(proposal, guide)
-    return (num, chunk_size, seed, model, guide, fit, ds, device, q, qname, *_structure(model, ds))
+    structure = _structure(model, ds)
+    check_particles_fit(num, ds, device, structure[-1])
+    return (num, chunk_size, seed, model, guide, fit, ds, device, q, qname, *structure)
 
 
 def _summarize(lw: torch.Tensor, num: int, out: dict, where: slice) -> None:

@@ -55,3 +55,47 @@ def check_init(init, potential) -> None:
         if not bool(site["fn"].support.check(value).all()):
             raise PPVAEError(f"init['{name}']: expected values in the support {site['fn'].support}; got values "
                              "outside it")
+
+
+def check_loaded_samples(result, path: str) -> None:
+    """The draws of a loaded MCMC run: every site a latent of the model with its shape, all sites
+    (chains, draws) as the run's config says (NaN and inf are refused by ``runs.read_tensors``)."""
+    from . import runs  # the run-directory layer, only when a run is loaded
+
+    where = f"load: {path}/{runs.SAMPLES}"
+    with torch.random.fork_rng(devices=[]):  # a prior draw to read the sites' shapes; the caller's RNG kept
+        trace = result.model.trace(runs.stub_dataset(result.data_info).batch())
+    sites = {n: s for n, s in trace.nodes.items() if s["type"] == "sample" and not s["is_observed"]}
+    lead = (result.config.get("num_chains"), result.config.get("num_draws", result.config.get("num_samples")))
+    for name, draws in result.samples.items():
+        if name not in sites:
+            raise PPVAEError(f"{where}: holds site '{name}', not a latent of model '{result.model.name}' "
+                             f"({', '.join(sites)}); the file is not this run's")
+        want = (*lead, *sites[name]["value"].shape)
+        if tuple(draws.shape) != want:
+            raise PPVAEError(f"{where}: site '{name}' has shape {tuple(draws.shape)}; expected {want} "
+                             "(chains, draws, *site shape)")
+
+
+_PROBE_DRAWS = 7  # prime, unlikely to equal a dimension of the model and broadcast by accident
+
+
+def check_broadcasts(model, data, batch) -> None:
+    """Before any chain runs: the model computes its pointwise likelihood over a leading dimension of seven
+    prior draws of its globals, as the summary and PSIS-LOO after sampling do (else one line states the rule)."""
+    from ._importance import BroadcastError
+    from .inference_data import pointwise_log_likelihood  # imports this module's caller
+
+    structure = model.structure(batch)
+    if structure.continuous_local_sites or not structure.global_sites:
+        return
+    with torch.random.fork_rng(devices=[]):  # prior draws for a check; the caller's RNG kept
+        trace = model.trace(batch)
+    draws = {n: trace.nodes[n]["value"].detach().expand(_PROBE_DRAWS, *trace.nodes[n]["value"].shape)
+             for n in structure.global_sites}
+    try:
+        pointwise_log_likelihood(model, data, draws)
+    except BroadcastError:
+        raise
+    except Exception:  # noqa: BLE001 -- another reason the pointwise likelihood fails: not this check's to refuse
+        return

@@ -159,3 +159,33 @@ def check_options(where: str, given: Iterable[str], valid: Iterable[str], *, lis
     where_doc = f"; see {listed_in}" if listed_in else ""
     raise PPVAEError(f"{where}: unknown option{'s' if len(unknown) > 1 else ''} {', '.join(parts)}; expected one of "
                      f"{', '.join(sorted(valid))}{where_doc}")
+
+
+def check_finite_tree(label: str, obj: Any) -> None:
+    """Refuse NaN or inf in any floating tensor of a (nested) dict/list read from a file: a corrupted or
+    diverged run, which would otherwise fail later inside a distribution or a Cholesky factorization."""
+    stack = [("", obj)]
+    while stack:
+        key, value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend((f"{key}.{k}" if key else str(k), v) for k, v in value.items())
+        elif isinstance(value, (list, tuple)):
+            stack.extend((f"{key}[{i}]", v) for i, v in enumerate(value))
+        elif isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all():
+            raise PPVAEError(f"{label}: '{key}' holds NaN or inf values; the file is corrupted or the run diverged")
+
+
+def check_directory(path: Any, *, writing: bool) -> str:
+    """A run directory's path: a ``str`` or ``os.PathLike`` naming a directory (existing when reading; absent
+    or a directory when writing, never an existing file, which would be lost or half-written over)."""
+    import os  # kept local: the module is imported everywhere
+
+    if isinstance(path, bytes) or not isinstance(path, (str, os.PathLike)):
+        raise PPVAEError(f"path: expected a run directory (str or os.PathLike); got {_describe(path)}")
+    path = os.fspath(path)
+    if not path:
+        raise PPVAEError("path: expected a run directory; got an empty path")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise PPVAEError(f"path: expected a run directory; '{path}' is an existing file"
+                         + (" (nothing was written over it)" if writing else ""))
+    return path

@@ -35,6 +35,7 @@ from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
 from ._enum import DRAWS_PLATE, enumerated_log_likelihood
+from ._importance import draws_broadcast
 from ._labels import align_labels, component_sites, single_trace
 from ._structure import is_local, latent_sites, structure_of
 from ._validation import PPVAEError, check_int
@@ -77,7 +78,9 @@ def pointwise_log_likelihood(model, data, draws: dict, *, chunk_size: int | None
         for lo in range(0, S, chunk):
             part = {k: torch.as_tensor(v[lo:lo + chunk]).to(batch.x.dtype) for k, v in draws.items()
                     if k in structure.latent_sites}
-            out.append(enumerated_log_likelihood(model, batch, part, num_draws=len(next(iter(part.values())))))
+            num = len(next(iter(part.values())))
+            with draws_broadcast(model, num, list(part)):  # a model that breaks the rule is told so in one line
+                out.append(enumerated_log_likelihood(model, batch, part, num_draws=num))
     return torch.cat(out, 0)
 
 

@@ -48,7 +48,7 @@ from pyro.infer.mcmc.api import _gen_samples
 from . import _mcmc_io, runs
 from ._labels import align_labels, component_sites
 from ._mcmc_checks import check_local_dimension
-from ._mcmc_inputs import check_init, check_order, per_element
+from ._mcmc_inputs import check_broadcasts, check_init, check_loaded_samples, check_order, per_element
 from ._parallel import parallel_map, prestart_workers, report, resolve_workers
 from ._potential import Potential
 from ._validation import PPVAEError, check_choice, check_float, check_int, resolve_alias
@@ -144,7 +144,9 @@ class MCMCResult(Result):
     @classmethod
     def load(cls, path: str) -> "MCMCResult":
         """Read a run directory written by :meth:`save` (tensors only, version checked); ``mcmc`` is None."""
-        return _mcmc_io.load(cls, path)
+        result = _mcmc_io.load(cls, path)
+        check_loaded_samples(result, path)
+        return result
 
 
 def _initial_params(potential: Potential, model, fn, batch, init, num_chains, seed, jitter) -> dict:
@@ -362,6 +364,7 @@ def run_mcmc(model: Model, data: Dataset | torch.Tensor, *, kernel: str = "nuts"
     potential = Potential(**spec)
     check_local_dimension(potential, model, allow_local)
     check_init(init, potential)
+    check_broadcasts(model, data, batch)
     mcmc, samples, elapsed = _sample(potential, kernel, model=model, fn=model, batch=batch, num_samples=num_samples,
                                      warmup=warmup, num_chains=num_chains, init=init, init_jitter=init_jitter,
                                      seed=seed, progress=progress, options=options, cores=cores, rebuild=spec)

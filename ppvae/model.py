@@ -382,4 +382,10 @@ def build_model(name: str, **hparams) -> Model:
         valid = ", ".join(params) or "none"
         raise PPVAEError(f"hyperparameter: model '{name}' takes {valid}; got unknown {', '.join(unknown)}")
     kwargs = {k: _coerce(k, name, v, params[k].annotation, params[k].default) for k, v in hparams.items()}
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except PPVAEError:
+        raise
+    except Exception as exc:  # the user's constructor: what it raised, named in one line
+        raise PPVAEError(f"model '{name}': its constructor raised {one_line(exc)} (hyperparameters "
+                         f"{kwargs or 'none'})") from exc

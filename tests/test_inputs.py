@@ -127,3 +127,68 @@ def test_mcmc_result_rhat_is_arviz_rank_normalized_as_in_summary():
         assert float(rhat[site]) == pytest.approx(float(expected), rel=1e-6)  # returned as float32
         row = next(r for r in table.to_dict()["rows"] if r["name"] == site)
         assert row["r_hat"] == pytest.approx(float(rhat[site]), rel=1e-6)
+
+
+# -- tracebacks of issue 22 that are now one PPVAEError naming the argument ---------------------------------
+class _NoBroadcast(ppvae.Model):
+    """mu[0] indexes the event dimension from the left: fails once mu carries a leading dimension of draws."""
+
+    def forward(self, batch):
+        mu = pyro.sample("mu", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+        with pyro.plate("data", len(batch.x)):
+            pyro.sample("obs", dist.Normal(torch.stack([mu[0], mu[1]]), 1.0).to_event(1), obs=batch.x)
+
+
+class _BrokenInit(ppvae.Model):
+    def __init__(self, K: int = 2):
+        super().__init__()
+        raise RuntimeError("my constructor broke")
+
+
+def test_run_mcmc_states_the_broadcasting_rule_before_any_chain_runs():
+    x = torch.randn(20, 2, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ppvae.PPVAEError, match=r"model '_NoBroadcast': its forward fails when the global latents "
+                       r"\(mu\) carry a leading dimension of 7 draws .* e.g. \(X \* w\).sum\(-1\) instead of X @ w"):
+        ppvae.run_mcmc(_NoBroadcast(), x, num_draws=10, warmup=10, progress=False)
+
+
+def test_a_model_constructor_that_raises_is_named():
+    ppvae.register_model("_broken_init_test")(_BrokenInit)
+    with pytest.raises(ppvae.PPVAEError, match=r"model '_broken_init_test': its constructor raised RuntimeError: "
+                       r"my constructor broke \(hyperparameters \{'K': 3\}\)"):
+        ppvae.build_model("_broken_init_test", K="3")
+
+
+def test_run_paths_of_the_wrong_type_or_an_existing_file(tmp_path):
+    fit = ppvae.fit(GMM(K=2), ppvae.load_dataset("faithful"), steps=2, progress=False, check_convergence=False)
+    for cls in (ppvae.Fit, ppvae.EMFit, ppvae.MCMCResult):
+        with pytest.raises(ppvae.PPVAEError, match=r"path: expected a run directory \(str or os.PathLike\); got None"):
+            cls.load(None)
+    user_file = tmp_path / "notes.txt"
+    user_file.write_text("keep me")
+    with pytest.raises(ppvae.PPVAEError, match="is an existing file .nothing was written over it."):
+        fit.save(str(user_file))
+    assert user_file.read_text() == "keep me"
+
+
+def test_log_marginal_refuses_more_samples_than_memory_before_allocating():
+    from ppvae.models import PPCA
+
+    x = ppvae.load_dataset("faithful", standardize=True)
+    fit = ppvae.fit(PPCA(latent_dim=1), x, steps=2, progress=False, check_convergence=False)
+    with pytest.raises(ppvae.PPVAEError, match=r"num_samples: 1000000000000 importance samples of one data point "
+                       r"need at least 8e\+03 GB; .* GB are free on cpu; lower num_samples"):
+        ppvae.log_marginal(fit, x, num_samples=10**12)
+
+
+def test_predict_and_summary_of_a_cavi_run(tmp_path, capsys):
+    import numpy as np
+
+    counts = tmp_path / "counts.npy"
+    np.save(counts, np.random.default_rng(0).poisson(1.0, (20, 30)).astype(float))
+    run = tmp_path / "cavi"
+    assert main(["cavi", "lda", "topics=2", "--data", str(counts), "--max-iter", "3", "--out", str(run)]) == 0
+    assert main(["predict", str(run), "--num-draws", "4", "--out", str(tmp_path / "p.npz")]) == 0
+    draws = np.load(tmp_path / "p.npz")
+    assert draws["doc_topics"].shape == (4, 20, 2) and np.allclose(draws["doc_topics"].sum(-1), 1, atol=1e-5)
+    assert main(["summary", str(run), "--num-draws", "4"]) == 0
