@@ -66,7 +66,9 @@ def check_loaded_samples(result, path: str) -> None:
     with torch.random.fork_rng(devices=[]):  # a prior draw to read the sites' shapes; the caller's RNG kept
         trace = result.model.trace(runs.stub_dataset(result.data_info).batch())
     sites = {n: s for n, s in trace.nodes.items() if s["type"] == "sample" and not s["is_observed"]}
-    lead = (result.config.get("num_chains"), result.config.get("num_draws", result.config.get("num_samples")))
+    first = tuple(next(iter(result.samples.values())).shape[:2])
+    said = (result.config.get("num_chains"), result.config.get("num_draws", result.config.get("num_samples")))
+    lead = tuple(f if s is None else s for s, f in zip(said, first, strict=True))  # every site alike, as config says
     for name, draws in result.samples.items():
         if name not in sites:
             raise PPVAEError(f"{where}: holds site '{name}', not a latent of model '{result.model.name}' "

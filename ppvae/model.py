@@ -37,6 +37,8 @@ from __future__ import annotations
 import abc
 import functools
 import inspect
+import os
+import sys
 import warnings
 from typing import Any, Callable, ClassVar
 
@@ -258,11 +260,10 @@ def register_model(name: str, description: str = ""):
     def wrap(cls):
         if not (isinstance(cls, type) and issubclass(cls, Model)):
             raise TypeError(f"register_model: expected a ppvae.Model subclass; got {cls!r}")
-        zoo = cls.__module__.startswith("ppvae.models.")
-        if not zoo:  # the zoo's names are taken first, so a user's class never silently loses its name to it
+        if not _is_zoo(cls):  # the zoo's names are taken first, so a user's class never silently loses its name to it
             _load_zoo()
             taken = _MODELS.get(name)
-            if taken is not None and taken.__module__.startswith("ppvae.models."):
+            if taken is not None and _is_zoo(taken) and _source(taken) != _source(cls):
                 raise PPVAEError(f"register_model: '{name}' is the name of the bundled {taken.__qualname__} "
                                  f"({taken.__module__}); register {cls.__qualname__} under another name")
         cls.name = name
@@ -271,6 +272,17 @@ def register_model(name: str, description: str = ""):
         return cls
 
     return wrap
+
+
+def _is_zoo(cls: type) -> bool:
+    """A bundled model (``ppvae.models``, also importable from a checkout as ``models``)."""
+    return cls.__module__.startswith(("ppvae.models.", "models."))
+
+
+def _source(cls: type) -> tuple:
+    """Where a class is defined: its file and qualified name (one file imported under two module names is one class)."""
+    module = sys.modules.get(cls.__module__)
+    return os.path.realpath(getattr(module, "__file__", "") or ""), cls.__qualname__
 
 
 def _load_zoo() -> None:
