@@ -36,8 +36,8 @@ import torch
 from torch import nn
 
 import ppvae
-from ppvae.ais import sigmoid_schedule
-from ppvae.bdmc import bdmc
+from ppvae.evaluate.ais import sigmoid_schedule
+from ppvae.evaluate.bdmc_bounds import bdmc
 from ppvae.models import VAE
 
 
@@ -60,7 +60,7 @@ def steps_for(evaluations: int, chains: int, leapfrog: int) -> int:
 def part_is_vs_ais(fit, test, args):
     print(f"\n1. IS vs AIS on {len(test)} test images (encoder proposal)", flush=True)
     t0 = time.perf_counter()
-    is_ = ppvae.log_marginal(fit, test, num_samples=args.is_samples, seed=args.seed, warn=False)
+    is_ = ppvae.log_marginal(fit, test, num_particles=args.is_samples, seed=args.seed, warn=False)
     t_is = time.perf_counter() - t0
     print(f"{'method':<34} {'mean log p(x)':>14} {'evals/img':>10} {'k-hat>0.7':>10} {'time s':>8}")
     print(f"{'IS K=' + str(args.is_samples):<34} {is_.mean:>14.3f} {args.is_samples:>10} "
@@ -105,7 +105,7 @@ def part_bdmc(fit, args):
 
 # -- the plain-PyTorch floor ------------------------------------------------------------------------
 def plain_ais(encoder, decoder, x, chains, betas, leapfrog, step_size=0.1, target=0.65, rate=3.0):
-    """Hand-written AIS from q(z | x) to p(x, z) with HMC, the same algorithm as ppvae.ais.anneal with
+    """Hand-written AIS from q(z | x) to p(x, z) with HMC, the same algorithm as ppvae.evaluate.ais.anneal with
     per-image step sizes adapted by log eps += rate (acceptance - target); returns log-weights (C, M)."""
     h = encoder(x)
     L = h.shape[-1] // 2
@@ -183,7 +183,7 @@ def main():
     ap.add_argument("--images", type=int, default=100)
     ap.add_argument("--is-samples", type=int, default=5000)
     ap.add_argument("--chains", type=int, default=16)
-    ap.add_argument("--leapfrog", type=int, default=5)
+    ap.add_argument("--num-leapfrog", type=int, default=5)
     ap.add_argument("--bdmc-points", type=int, default=100)
     ap.add_argument("--bdmc-steps", default="25,50,100,200,400,800")
     ap.add_argument("--bdmc-budget", type=float, default=600.0, help="seconds")

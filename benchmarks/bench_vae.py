@@ -6,7 +6,7 @@ mnist5k's 4,000 fixed-binarized training images with batch 100, one sample per p
 same number of epochs, the same estimator (``--elbo trace``: estimator A, Kingma & Welling 2013 eq. 6;
 ``meanfield``: estimator B, eq. 7). Then log p(x) on the 1,000 test images is estimated by importance
 sampling with K samples from each model's encoder (Burda et al. 2015, eq. 8): ppvae through
-``ppvae.evaluate.log_marginal``, the reference by a hand-written log-mean-exp. The quality bar: ppvae
+``ppvae.evaluate.marginal.log_marginal``, the reference by a hand-written log-mean-exp. The quality bar: ppvae
 within 1 nat of the reference.
 
     python benchmarks/bench_vae.py [--epochs 50] [--num-samples 5000] [--threads 2] [--seed 0] [--gap-images 100]
@@ -23,7 +23,7 @@ from bench_vae_speed import PlainVAE  # noqa: E402  (the same plain network as t
 from torch import nn
 
 import ppvae
-from ppvae.evaluate import log_marginal
+from ppvae.evaluate.marginal import log_marginal
 from ppvae.models import VAE
 
 
@@ -69,7 +69,7 @@ def plain_log_px(net, x, num_samples, chunk=500, seed=0):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--epochs", type=int, default=50)
-    p.add_argument("--num-samples", type=int, default=5000)
+    p.add_argument("--num-particles", type=int, default=5000)
     p.add_argument("--test-size", type=int, default=1000)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
@@ -89,7 +89,7 @@ def main(argv=None):
     net = train_plain(train.x, args.epochs, args.seed, args.elbo == "meanfield")
     t2 = time.perf_counter()
     print(f"plain PyTorch trained in {t2 - t1:.1f} s", flush=True)
-    ours = log_marginal(fit, test, num_samples=args.num_samples, seed=args.seed, warn=False)
+    ours = log_marginal(fit, test, num_particles=args.num_samples, seed=args.seed, warn=False)
     t3 = time.perf_counter()
     print(f"ppvae log p(x) {ours.mean:.3f} in {t3 - t2:.1f} s", flush=True)
     ref = plain_log_px(net, test.x, args.num_samples, seed=args.seed)
@@ -106,7 +106,7 @@ def main(argv=None):
           f"-> {'within' if abs(diff) <= 1 else 'NOT within'} 1 nat")
     if args.gap_images:
         t5 = time.perf_counter()
-        gaps = ppvae.inference_gaps(fit, test.subset(torch.arange(args.gap_images)), num_samples=args.num_samples,
+        gaps = ppvae.inference_gaps(fit, test.subset(torch.arange(args.gap_images)), num_particles=args.num_samples,
                                     steps=500, lr=0.01, seed=args.seed).to_dict()
         print(f"inference gaps on {args.gap_images} test images (K={args.num_samples}, per-datapoint q* after 500 "
               f"Adam steps, {time.perf_counter() - t5:.0f} s): log p(x) {gaps['log_px']:.3f}, ELBO(q*) "

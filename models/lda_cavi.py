@@ -22,7 +22,7 @@ The ELBO with phi at its optimum for (gamma, lambda) is
     L(gamma, lambda) = sum_{d,w} c_dw log Z_dw + sum_d log C(c_d)
                        - sum_d KL(Dir(gamma_d) || Dir(alpha)) - sum_k KL(Dir(lambda_k) || Dir(eta)),
 
-(log C = multinomial coefficient, the :class:`ppvae.topics.WordCounts` convention). Every update is an
+(log C = multinomial coefficient, the :class:`ppvae.evaluate.topics.WordCounts` convention). Every update is an
 exact maximization of the ELBO in one block, so L never decreases; ``CAVIFit.trace`` (``history["elbo"]``)
 records it after every iteration (float64 throughout). Optional Newton updates of a symmetric alpha maximize the
 alpha-dependent part of L (Blei et al. 2003, appendix A.4.2, the 1-D case), which also cannot lower L.
@@ -39,9 +39,9 @@ from typing import Any
 import torch
 from torch.distributions import Dirichlet, kl_divergence
 
-from ppvae import Dataset, PPVAEError, Result, check_choice, check_float, check_int, runs
-from ppvae._validation import resolve_alias
-from ppvae.topics import check_counts, check_num_topics, log_multinomial_coefficient, top_words
+from ppvae import Dataset, PPVAEError, Result, check_choice, check_float, check_int, renamed
+from ppvae.evaluate.topics import check_counts, check_num_topics, log_multinomial_coefficient, top_words
+from ppvae.runs import directory as runs
 
 
 def expected_log_dirichlet(conc: torch.Tensor) -> torch.Tensor:
@@ -203,7 +203,7 @@ class CAVIFit(Result):
     vocab: list[str] | None = None
     config: dict = field(default_factory=dict)
     model: Any = None  # the LDA model fitted (its name and hyperparameters go into config.json)
-    data_info: dict = field(default_factory=dict)  # ppvae.runs.data_info of the training data
+    data_info: dict = field(default_factory=dict)  # ppvae.runs.directory.data_info of the training data
 
     method = "cavi"
     history_key = "elbo"
@@ -269,7 +269,7 @@ class CAVIFit(Result):
         return kl_divergence(Dirichlet(self.lam), Dirichlet(torch.full_like(self.lam, self.eta))).sum().item()
 
     def save(self, path: str) -> None:
-        """Write a run directory of kind ``cavi`` (:mod:`ppvae.runs`): gamma and lambda in ``params.pt``, the
+        """Write a run directory of kind ``cavi`` (:mod:`ppvae.runs.directory`): gamma and lambda in ``params.pt``, the
         ELBO trace in ``history.json``, the model, alpha, eta, vocabulary and settings in ``config.json``."""
         if self.model is None:
             raise PPVAEError("save: this CAVIFit has no model (made by fit_cavi(model, ...)), so a saved run "
@@ -356,12 +356,13 @@ def _best_e_step(sp, elog_beta, alpha, gamma, draw, max_iter, tol, restart):
     return torch.where(better.unsqueeze(-1), fresh, warm)
 
 
+@renamed(tol="rel_tol")
 def fit_cavi(model, data, *, max_iter: int = 100, rel_tol: float = 1e-5, e_max_iter: int = 100, e_tol: float = 1e-3,
              init: str = "cvb0", init_sweeps: int = 300, restart_e_step: bool | int = False,
-             update_alpha: bool = False, seed: int = 0, tol: float | None = None) -> CAVIFit:
+             update_alpha: bool = False, seed: int = 0) -> CAVIFit:
     """Batch CAVI for :class:`models.lda.LDA` (its ``topics``, ``alpha``, ``eta``) on ``data`` (a counts
-    Dataset or a (D, V) matrix). Stops when an iteration raises the ELBO by less than ``rel_tol`` x |ELBO|
-    (``tol`` is its documented alias, the old spelling); ``e_tol`` is the E step's.
+    Dataset or a (D, V) matrix). Stops when an iteration raises the ELBO by less than ``rel_tol`` x |ELBO|;
+    ``e_tol`` is the E step's.
 
     Start (``init``): ``"cvb0"`` -- the (gamma, lambda) of ``init_sweeps`` CVB0 sweeps (:func:`cvb0_init`);
     ``"random"`` -- Gamma(100, 1/100) draws for lambda and gamma (Hoffman et al. 2010; scikit-learn).
@@ -373,7 +374,7 @@ def fit_cavi(model, data, *, max_iter: int = 100, rel_tol: float = 1e-5, e_max_i
     (1-2 s), -2.931e5 to -2.940e5 after 300 sweeps + 15 iterations (3-5 s); per CAVI iteration about
     0.1 s (E step) + 0.03 s (lambda) + 0.04 s (the recorded ELBO). ``history[0]`` is the ELBO at the
     start; every later entry is at least the previous one."""
-    tol = resolve_alias("rel_tol", rel_tol, 1e-5, "tol", tol)
+    tol = rel_tol
     vocab = getattr(data, "meta", {}).get("vocab") if hasattr(data, "meta") else None
     x = check_counts("data", data, vocab, empty="warn")
     if (x.sum(1) == 0).any():  # warned by check_counts; they carry no word

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from ppvae.cli import main
+from ppvae.cli.app import main
 
 FIT_KEYS = {"model", "method", "num_data", "time_s", "loss_final", "log_likelihood", "log_likelihood_exact", "config"}
 
@@ -86,7 +86,7 @@ def test_evaluate_accepts_data_options_like_fit(tmp_path, capsys):
     assert main(["fit", "gmm", "K=2", "--data", "faithful:standardize=true", "--guide", "auto_delta", "--steps", "50",
                  "--quiet", "--out", str(out)]) == 0
     fitted = json.loads((out / "metrics.json").read_text())["log_likelihood"]
-    assert main(["evaluate", str(out), "--data", "faithful:standardize=true", "--num-samples", "4"]) == 0
+    assert main(["evaluate", str(out), "--data", "faithful:standardize=true", "--num-particles", "4"]) == 0
     entry = json.loads((out / "metrics.json").read_text())["log_marginal"]
     # no continuous local latent: every importance weight is the exact enumerated sum, so the totals agree
     assert entry["total"] == pytest.approx(fitted, abs=1e-6)
@@ -148,7 +148,7 @@ def test_sigterm_and_ctrl_c_clean_up_and_say_how_to_resume(tmp_path):
 def test_stale_temporary_directories_of_dead_runs_are_removed(tmp_path, capsys):
     import os
 
-    from ppvae.runs import _host
+    from ppvae.runs.directory import _host
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     pid = int(dead.stdout)  # a process that has exited
@@ -189,7 +189,7 @@ def test_evaluate_names_both_errors(tmp_path, capsys):
     out = tmp_path / "g"
     assert main(["fit", "gmm", "K=2", "--data", "faithful", "--steps", "5", "--quiet", "--out", str(out)]) == 0
     capsys.readouterr()
-    assert main(["evaluate", str(out), "--num-samples", "3"]) == 0
+    assert main(["evaluate", str(out), "--num-particles", "3"]) == 0
     entry = json.loads((out / "metrics.json").read_text())["log_marginal"]
     first = capsys.readouterr().out.splitlines()[0]
     assert (f"(standard error over points {entry['stderr']:.4f}; Monte Carlo error {entry['mc_stderr']:.4f})"
@@ -200,7 +200,7 @@ def test_help_shows_every_default(capsys):
     # before: `ppvae mcmc --help` said nothing of --samples 1000, --chains 4, ...
     import argparse
 
-    from ppvae.cli import build_parser
+    from ppvae.cli.app import build_parser
 
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     checked = 0
@@ -219,7 +219,7 @@ def test_models_lists_hyperparameters_with_defaults(capsys):
     # before: only names and descriptions; gmm's K and covariance were found only from an error message
     import inspect
 
-    from ppvae.model import get_model_class, list_models
+    from ppvae.model.base import get_model_class, list_models
 
     assert main(["models"]) == 0
     out = capsys.readouterr().out
@@ -241,7 +241,7 @@ def test_output_into_a_closed_pipe_is_quiet(tmp_path):
 def _subcommands() -> list[str]:
     import argparse
 
-    from ppvae.cli import build_parser
+    from ppvae.cli.app import build_parser
 
     actions = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
     return sorted(actions[0].choices)
@@ -270,7 +270,7 @@ def test_version_and_no_arguments(capsys):
 
 
 def test_threads_beyond_the_machine_is_one_line(tmp_path, capsys):
-    from ppvae._cli_parser import machine_cores
+    from ppvae.cli.parser import machine_cores
 
     argv = ["em", "gmm", "K=2", "--data", "faithful", "--threads", "100000", "--out", str(tmp_path / "r")]
     assert main(argv) == 2

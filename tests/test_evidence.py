@@ -1,4 +1,5 @@
-"""Evidence log p(X) by bridge sampling (ppvae.bridge) and by AIS over all latents (ppvae._evidence_ais),
+"""Evidence log p(X) by bridge sampling (ppvae.evaluate.bridge) and by AIS over all latents
+(ppvae.evaluate.evidence_ais),
 checked against closed forms; the vectorized log joint both use, checked against the NUTS potential; the
 `ppvae evidence` command; bad input."""
 
@@ -14,9 +15,9 @@ import ppvae
 from models.gmm import GMM
 from models.normal_gamma import NormalGamma
 from ppvae import PPVAEError
-from ppvae._joint import log_density, potential_for, unconstrained_draws
-from ppvae.bridge import bridge_sampling, iterate_bridge, relative_mse
-from ppvae.mcmc import MCMCResult
+from ppvae.evaluate.bridge import bridge_sampling, iterate_bridge, relative_mse
+from ppvae.evaluate.joint import log_density, potential_for, unconstrained_draws
+from ppvae.infer.mcmc.sampler import MCMCResult
 
 # the hierarchical normal model of eight schools (mu, theta_i; tau known) and its closed-form evidence
 # live in the example script, loaded from its file (as test_model does with examples/custom_model.py)
@@ -35,7 +36,7 @@ def schools():
 @pytest.fixture(scope="module")
 def schools_nuts(schools):
     model = HierarchicalNormal()
-    run = ppvae.run_mcmc(model, schools, num_samples=400, warmup=200, num_chains=1, init="prior", jit=True, seed=0,
+    run = ppvae.run_mcmc(model, schools, num_draws=400, warmup=200, num_chains=1, init="prior", jit=True, seed=0,
                          progress=False)
     return model, run
 
@@ -117,7 +118,7 @@ def test_bridge_hierarchical_normal_within_three_stderr(schools_nuts, schools):
 
 def test_bridge_normal_gamma_within_three_stderr(ng_data):
     model = NormalGamma()
-    run = ppvae.run_mcmc(model, ng_data, num_samples=400, warmup=200, jit=True, seed=0, progress=False)
+    run = ppvae.run_mcmc(model, ng_data, num_draws=400, warmup=200, jit=True, seed=0, progress=False)
     exact = model.log_evidence_exact(ng_data)
     est = bridge_sampling(run, ng_data)
     assert est.stderr < 0.05 and _within(est, exact), (est.value, est.stderr, exact)
@@ -163,24 +164,24 @@ def test_ais_with_one_step_is_importance_sampling_from_p0(ng_data):
     fit = ppvae.fit(model, ng_data, guide="auto_normal", steps=300, lr=0.05, seed=0, progress=False)
     est = ppvae.log_evidence(fit, ng_data, method="ais", num_steps=1, num_chains=500, seed=4)
     exact = model.log_evidence_exact(ng_data)
-    assert est.info["accept_rate"] is None and est.num_samples == 500
+    assert est.info["accept_rate"] is None and est.num_particles == 500
     assert _within(est, exact, k=3.0), (est.value, est.stderr, exact)
 
 
 # -- the command line ----------------------------------------------------------------------------------
 def test_cli_evidence_on_mcmc_and_fit_directories(tmp_path, ng_data, capsys):
-    from ppvae.cli import main
+    from ppvae.cli.app import main
 
     csv = tmp_path / "ng.csv"
     csv.write_text("x\n" + "\n".join(f"{v:.10f}" for v in ng_data[:, 0].tolist()) + "\n")
     mc, run = tmp_path / "mc", tmp_path / "run"
-    assert main(["mcmc", "normal_gamma", "--data", str(csv), "--chains", "1", "--samples", "300", "--warmup", "150",
+    assert main(["mcmc", "normal_gamma", "--data", str(csv), "--chains", "1", "--num-draws", "300", "--warmup", "150",
                  "--jit", "--quiet", "--out", str(mc)]) == 0
     assert main(["fit", "normal_gamma", "--data", str(csv), "--guide", "auto_normal", "--steps", "300", "--quiet",
                  "--out", str(run)]) == 0
     capsys.readouterr()
     assert main(["evidence", str(run), "--data", str(csv), "--mcmc", str(mc), "--steps", "50", "--chains", "32",
-                 "--num-samples", "500", "--quiet"]) == 0
+                 "--num-particles", "500", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "is " in out and "ais " in out and "bridge " in out and "agree within 3" in out
     entry = json.loads((run / "metrics.json").read_text())["evidence"]
@@ -196,7 +197,7 @@ def test_cli_evidence_on_mcmc_and_fit_directories(tmp_path, ng_data, capsys):
 
 
 def test_cli_evidence_bad_directory(tmp_path, capsys):
-    from ppvae.cli import main
+    from ppvae.cli.app import main
 
     assert main(["evidence", str(tmp_path / "nope")]) == 2
     assert capsys.readouterr().err.count("\n") == 1

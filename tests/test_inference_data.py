@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from ppvae import Dataset, PPVAEError, fit, load_dataset
-from ppvae.inference_data import align_labels, pointwise_log_likelihood, summary, to_inference_data
-from ppvae.mcmc import run_mcmc
+from ppvae.comparison.inference_data import align_labels, pointwise_log_likelihood, summary, to_inference_data
+from ppvae.infer.mcmc.sampler import run_mcmc
 from ppvae.models import GMM, PPCA, NormalGamma
 from ppvae.models.gmm import gmm_log_likelihood
 
@@ -63,7 +63,7 @@ def test_mcmc_inference_data_loo_and_compare_with_svi():
     # Normal-Gamma NUTS: log_likelihood = log N(x_i | mu_s, 1/tau_s) per draw; loo on MCMC and SVI; compare
     model, x = NormalGamma(), torch.randn(30, 1, generator=torch.Generator().manual_seed(0))
     data = Dataset(x)
-    run = run_mcmc(model, data, num_samples=150, warmup=100, num_chains=2, jit=True, seed=0, progress=False)
+    run = run_mcmc(model, data, num_draws=150, warmup=100, num_chains=2, jit=True, seed=0, progress=False)
     idata = to_inference_data(run, data)
     assert set(idata.groups()) >= {"posterior", "log_likelihood", "sample_stats", "observed_data"}
     assert idata.sample_stats["diverging"].shape == (2, 150)
@@ -117,7 +117,7 @@ def test_summary_leaves_out_constant_entries():
     import arviz as az
     import numpy as np
 
-    from ppvae.inference_data import summary
+    from ppvae.comparison.inference_data import summary
 
     rng = np.random.default_rng(0)
     corr = np.zeros((4, 100, 2, 2))

@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import ppvae
-from ppvae.cli import main
-from ppvae.data import corpus_from_counts
-from ppvae.em import fit_em
+from ppvae.cli.app import main
+from ppvae.data.loaders import corpus_from_counts
+from ppvae.infer.em import fit_em
 from ppvae.models import GMM
 
 FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -144,7 +144,7 @@ def test_fit_tiny(x, fault, guide, batch):
        covariance=st.sampled_from(["full", "diag"]))
 def test_fit_em_tiny(x, K, restarts, max_iter, tol, covariance):
     with either_works_or_ppvae_error():
-        result = fit_em(GMM(K=K, covariance=covariance), x, restarts=restarts, max_iter=max_iter, tol=tol)
+        result = fit_em(GMM(K=K, covariance=covariance), x, restarts=restarts, max_iter=max_iter, ll_tol=tol)
         assert np.isfinite(result.log_likelihood_total)
 
 
