@@ -274,15 +274,12 @@ def register_model(name: str, description: str = ""):
     return wrap
 
 
-def _is_zoo(cls: type) -> bool:
-    """A bundled model (``ppvae.models``, also importable from a checkout as ``models``)."""
+def _is_zoo(cls: type) -> bool:  # a bundled model (ppvae.models; from a checkout also ``models``)
     return cls.__module__.startswith(("ppvae.models.", "models."))
 
 
-def _source(cls: type) -> tuple:
-    """Where a class is defined: its file and qualified name (one file imported under two module names is one class)."""
-    module = sys.modules.get(cls.__module__)
-    return os.path.realpath(getattr(module, "__file__", "") or ""), cls.__qualname__
+def _source(cls: type) -> tuple:  # its file and name: one file imported under two module names is one class
+    return os.path.realpath(getattr(sys.modules.get(cls.__module__), "__file__", "") or ""), cls.__qualname__
 
 
 def _load_zoo() -> None:
