@@ -34,6 +34,7 @@ import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
+from ppvae._util.state import leaves_global_state
 from ppvae._util.validation import PPVAEError, check_int
 from ppvae.data.loaders import Batch, Dataset
 from ppvae.infer.importance import draws_broadcast
@@ -85,6 +86,7 @@ def pointwise_log_likelihood(model, data, draws: dict, *, chunk_size: int | None
 
 
 # -- draws from a guide ------------------------------------------------------------------------------
+@leaves_global_state  # seeded by ``seed``; the caller's RNG states are put back
 def guide_draws(model, guide, data, num_draws: int = 1000, seed: int = 0) -> dict[str, torch.Tensor]:
     """S draws of the model's global latents from ``guide``, vectorized under a plate over draws
     (sequential ``pyro.infer.Predictive(model, guide=guide)`` for a guide that does not vectorize):

@@ -46,6 +46,7 @@ from pyro.infer.mcmc import HMC, MCMC, NUTS
 from pyro.infer.mcmc.api import _gen_samples
 
 from ppvae._util.parallel import parallel_map, prestart_workers, report, resolve_workers
+from ppvae._util.state import leaves_global_state
 from ppvae._util.validation import PPVAEError, check_choice, check_float, check_int, renamed
 from ppvae.data.loaders import Dataset
 from ppvae.infer.mcmc import io as _mcmc_io
@@ -316,6 +317,7 @@ def _divergences(mcmc: MCMC) -> int:
 
 
 @renamed(num_samples="num_draws", num_steps="num_leapfrog")
+@leaves_global_state  # seeds Pyro for the chains, then puts the caller's RNG states back
 def run_mcmc(model: Model, data: Dataset | torch.Tensor, *, kernel: str = "nuts", num_draws: int = 500,
              warmup: int = 500, num_chains: int = 1, init: Any = None, init_jitter: float = 0.5,
              order: tuple[str, int] | None = None, closed_form: bool = True, jit: bool = False,

@@ -19,6 +19,7 @@ from pyro import poutine
 from pyro.distributions.transforms import biject_to
 from pyro.infer import TraceEnum_ELBO, infer_discrete
 
+from ppvae._util.state import leaves_global_state
 from ppvae._util.validation import PPVAEError, check_choice, check_int
 from ppvae.data.loaders import Batch, Dataset
 from ppvae.infer.svi.config import TrainConfig, resolve_device
@@ -134,6 +135,7 @@ class Fit(Result):
         runs.write_config(path, config)
 
     @classmethod
+    @leaves_global_state  # builds the guide in a cleared param store; the caller's store is put back
     def load(cls, path: str) -> "Fit":
         """Rebuild a fit from a run directory written by :meth:`save` (tensors only; no code runs)."""
         config = runs.read_config(path, "svi")

@@ -34,6 +34,7 @@ from pyro import poutine
 
 from ppvae._util.convergence import check_convergence as convergence_of
 from ppvae._util.progress import Progress
+from ppvae._util.state import leaves_global_state
 from ppvae._util.validation import PPVAEError, check_options, one_line
 from ppvae.data.dataset import data_fingerprint
 from ppvae.data.loaders import Batch, Dataset
@@ -332,6 +333,7 @@ class _ProgressDisplay(Callback):
         self.bar.close()
 
 
+@leaves_global_state  # seeds Pyro and clears its param store for the run, then puts the caller's back
 def fit(
     model: Model,
     data: Dataset | torch.Tensor,
