@@ -51,7 +51,7 @@ def test_list_commands(capsys):
         (["fit", "gmm", "--data", "no-such-data"], "data: expected a data set name"),
         (["fit", "gmm", "--data", "faithful", "--guide", "bad"], "guide: expected one of"),
         (["fit", "gmm", "--data", "faithful", "--elbo", "trace"], "cannot sum out"),
-        (["fit", "gmm", "--data", "faithful", "--steps", "x"], "invalid int value"),
+        (["fit", "gmm", "--data", "faithful", "--steps", "x"], "argument --steps: expected an integer >= 1; got 'x'"),
         (["fit", "gmm", "--data", "faithful", "--betas", "0.9"], "--betas: expected two numbers B1,B2"),
         (["em", "three_coin", "--data", "faithful"], "three_coin expects one 0/1 toss per row"),
     ],

@@ -6,6 +6,7 @@ expected and what came, in the style of scikit-learn's ``sklearn/utils/validatio
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import functools
 import math
@@ -195,3 +196,22 @@ def check_directory(path: Any, *, writing: bool) -> str:
         raise PPVAEError(f"path: expected a run directory; '{path}' is an existing file"
                          + (" (nothing was written over it)" if writing else ""))
     return path
+
+
+def cli_integer(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``low``, refused at parse time with the option named (before any work,
+    and also for an option the chosen method ignores, e.g. AIS steps under ``evaluate --method is``)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}; got '{text}'") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}; got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+COUNT, NONNEGATIVE = cli_integer(1), cli_integer(0)  # CLI counts (steps, draws, chains); seeds, warm-up

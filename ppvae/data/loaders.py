@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ppvae._util.validation import PPVAEError, check_choice, check_tensor
+from ppvae._util.validation import PPVAEError, check_choice, check_tensor, one_line
 from ppvae.data import images as _data_images
 from ppvae.data.dataset import Batch, Dataset
 from ppvae.data.registry import _REGISTRY, list_datasets, register_dataset
@@ -232,8 +232,8 @@ def _read_npy(path: str, name: str, mmap: bool = False) -> Dataset:
         raise PPVAEError(f"mmap: expected True or False; got {mmap!r}")
     try:
         arr = np.load(path, mmap_mode="c" if mmap else None, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise PPVAEError(f"data: cannot read NPY file {path}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 -- numpy raises ValueError, OSError, EOFError or UnpicklingError
+        raise PPVAEError(f"data: cannot read NPY file {path}: {one_line(exc)}") from None
     if arr.dtype.kind not in "biuf" or arr.size == 0:  # strings, dates, complex numbers; or no values
         raise PPVAEError(f"data: expected a non-empty numeric NPY array; got dtype {arr.dtype} and shape "
                          f"{arr.shape} in {path}")
