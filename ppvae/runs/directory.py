@@ -44,12 +44,11 @@ from typing import Any, Callable
 import torch
 
 from ppvae._util.io import atomic_write, check_version, describe_load_error
-from ppvae._util.validation import PPVAEError
+from ppvae._util.validation import PPVAEError, check_directory, check_finite_tree
 from ppvae._version import __version__
-from ppvae.runs.checkpoint import _checkpoints
 from ppvae.data.loaders import Dataset, load_dataset, parse_data_spec
 from ppvae.model.base import build_model, get_model_class, model_import_path
-from ppvae._util.validation import check_directory, check_finite_tree
+from ppvae.runs.checkpoint import _checkpoints
 
 __all__ = ["atomic_write", "data_info", "make_config", "read_config", "read_json", "read_tensors",
            "run_dataset", "run_directory", "run_kind", "run_model", "update_metrics", "write_config", "write_figure",

@@ -43,7 +43,6 @@ import torch
 from pyro import poutine
 from pyro.infer.autoguide.initialization import InitMessenger, init_to_median, init_to_value
 from pyro.infer.mcmc import HMC, MCMC, NUTS
-from pyro.infer.mcmc.api import _gen_samples
 
 from ppvae._util.parallel import parallel_map, prestart_workers, report, resolve_workers
 from ppvae._util.state import leaves_global_state
@@ -53,6 +52,7 @@ from ppvae.infer.mcmc import io as _mcmc_io
 from ppvae.infer.mcmc.checks import check_local_dimension
 from ppvae.infer.mcmc.inputs import check_broadcasts, check_init, check_loaded_samples, check_order, per_element
 from ppvae.infer.mcmc.potential import Potential
+from ppvae.infer.pyro_adapter import chain_draws, divergences, mcmc_from_draws
 from ppvae.model.base import ClosedFormEM, Model
 from ppvae.model.labels import align_labels, component_sites
 from ppvae.results.base import Result
@@ -250,14 +250,8 @@ def _run_chain(task: dict) -> tuple[torch.Tensor, dict]:
     pyro.set_rng_seed(task["seed"])
     kernel = _kernel(task["kind"], lambda params: potential.energy(params[_FLAT]), task["options"])
     kernel.initial_params = {_FLAT: task["init"]}
-    draws = []
     with pyro.validation_enabled(False):
-        samples = _gen_samples(kernel, task["warmup"], task["num_draws"], lambda *_: report(1), None)
-        next(samples)  # the structure of the sampled sites: one flat vector
-        for _ in range(task["num_draws"]):
-            draws.append(next(samples).clone())
-        diagnostics = next(samples)
-    return torch.stack(draws), diagnostics
+        return chain_draws(kernel, task["warmup"], task["num_draws"], lambda: report(1))
 
 
 def _sample(potential: Potential, kind: str, *, model, fn, batch, num_samples, warmup, num_chains, init,
@@ -291,13 +285,10 @@ def _sample(potential: Potential, kind: str, *, model, fn, batch, num_samples, w
     finally:
         _WORKER_POTENTIAL.pop(key, None)
     elapsed = time.perf_counter() - start
-    mcmc = MCMC(_kernel(kind, lambda params: potential.energy(params[_FLAT]), options), num_samples=num_samples,
-                warmup_steps=warmup, num_chains=1, initial_params={_FLAT: flat[0]}, transforms={},
-                disable_progbar=True)
-    mcmc.num_chains = num_chains
-    mcmc._samples = {_FLAT: torch.stack([r[0] for r in results])}  # what MCMC.run leaves: (chains, draws, n)
-    mcmc._diagnostics = [r[1] for r in results]
-    unconstrained = potential.unflatten(mcmc._samples[_FLAT].detach())
+    draws = torch.stack([r[0] for r in results])  # (chains, draws, n), as MCMC.run leaves them
+    mcmc = mcmc_from_draws(_kernel(kind, lambda params: potential.energy(params[_FLAT]), options), {_FLAT: draws},
+                           [r[1] for r in results], warmup)
+    unconstrained = potential.unflatten(draws.detach())
     samples = {n: t.inv(unconstrained[n]) for n, t in potential.transforms.items()}  # no Jacobians needed here
     return mcmc, samples, elapsed
 
@@ -313,7 +304,7 @@ def _workers_used(cores, num_chains: int) -> int:
 
 def _divergences(mcmc: MCMC) -> int:
     """Divergent transitions over all chains (the per-chain lists Pyro's ``diagnostics()`` reports)."""
-    return int(sum(len(d.get("divergences", [])) for d in mcmc._diagnostics if d))
+    return divergences(mcmc)
 
 
 @renamed(num_samples="num_draws", num_steps="num_leapfrog")
