@@ -195,11 +195,11 @@ class CAVIFit(Result):
         return {"topic_words": self.topic_word().to(torch.get_default_dtype())}
 
     def latent_draws(self, data, num_draws: int | None = 1000, seed: int = 0) -> dict[str, torch.Tensor]:
-        S = check_int("num_draws", num_draws or 1000, low=1)
+        S = check_int("num_draws", 1000 if num_draws is None else num_draws, low=1)
         batch = self._data_batch(data)
-        x = batch.x.to(self.gamma.dtype)
+        x = batch.x.to(self.gamma.dtype)  # new documents' E step runs in the fit's dtype (float64)
         training = self._train_x is not None and x.shape == self._train_x.shape and torch.equal(x, self._train_x)
-        gamma = self.gamma if training else e_step(batch.x, expected_log_dirichlet(self.lam), self.alpha)
+        gamma = self.gamma if training else e_step(x, expected_log_dirichlet(self.lam), self.alpha)
         return {"topic_words": torch.distributions.Dirichlet(self.lam).sample((S,)),
                 "doc_topics": torch.distributions.Dirichlet(gamma).sample((S,))}
 
@@ -260,6 +260,14 @@ class CAVIFit(Result):
         state = runs.read_tensors(path, runs.PARAMS, ("gamma", "lambda"))
         history = runs.read_json(path, runs.HISTORY)
         model = runs.run_model(config, path)
+        gamma, lam = state["gamma"], state["lambda"]
+        shapes = (tuple(gamma.shape), tuple(lam.shape)) if isinstance(gamma, torch.Tensor) and isinstance(
+            lam, torch.Tensor) else None
+        x_shape = tuple(config.get("data", {}).get("x_shape") or ())
+        if (shapes is None or len(shapes[0]) != 2 or len(shapes[1]) != 2 or shapes[0][1] != shapes[1][0]
+                or (len(x_shape) == 2 and (shapes[0][0], shapes[1][1]) != x_shape)):
+            raise PPVAEError(f"load: {path}/{runs.PARAMS} holds gamma and lambda of shapes {shapes}; expected (D, K) "
+                             f"and (K, V) for the run's {x_shape} document x word counts")
         try:
             model.vocab = config["vocab"]
             return cls(state["gamma"], state["lambda"], float(config["alpha"]), float(config["eta"]), history,

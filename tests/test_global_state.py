@@ -109,3 +109,59 @@ def test_no_module_selects_a_matplotlib_backend_or_imports_pyplot():
                         and getattr(node.func.value, "id", "") == "matplotlib":
                     bad.append(f"{folder}/{name}:{node.lineno} calls matplotlib.use")
     assert not bad, bad
+
+
+# -- issue 22, item 7: public calls leave the caller's RNG states, param store and rcParams as they were --------
+def _user_draws(call) -> tuple:
+    """The user's next torch, numpy and Python draws after ``call()``, from a state the user set."""
+    import random
+
+    import numpy as np
+
+    torch.manual_seed(123)
+    np.random.seed(123)
+    random.seed(123)
+    call()
+    return torch.rand(3).tolist(), np.random.rand(3).tolist(), [random.random() for _ in range(3)]
+
+
+def test_fit_and_run_mcmc_leave_the_callers_rng_states_as_they_were():
+    from ppvae.models import NormalGamma
+
+    x = torch.randn(30, 3, generator=torch.Generator().manual_seed(1))
+    without = _user_draws(lambda: None)
+    for seed in (1, 2):
+        assert _user_draws(lambda s=seed: ppvae.fit(PPCA(latent_dim=1), ppvae.Dataset(x), steps=3, seed=s,
+                                                   progress=False, check_convergence=False)) == without
+    y = x[:, :1]
+    assert _user_draws(lambda: ppvae.run_mcmc(NormalGamma(), y, num_draws=5, warmup=5, seed=4, cores=1,
+                                              progress=False)) == without
+    # and a seeded fit is still reproducible from its seed alone, whatever the caller's state
+    torch.manual_seed(999)
+    a = ppvae.fit(PPCA(latent_dim=1), ppvae.Dataset(x), steps=5, seed=7, progress=False, check_convergence=False)
+    torch.manual_seed(5)
+    b = ppvae.fit(PPCA(latent_dim=1), ppvae.Dataset(x), steps=5, seed=7, progress=False, check_convergence=False)
+    assert a.history["loss"] == b.history["loss"]
+
+
+def test_a_users_param_store_entry_survives_fit_and_load(tmp_path):
+    pyro.clear_param_store()
+    pyro.param("my_scale", torch.tensor(2.5), constraint=pyro.distributions.constraints.positive)
+    x = torch.randn(30, 3, generator=torch.Generator().manual_seed(1))
+    fit = ppvae.fit(PPCA(latent_dim=1), ppvae.Dataset(x), steps=3, progress=False, check_convergence=False)
+    fit.save(str(tmp_path / "run"))
+    ppvae.Fit.load(str(tmp_path / "run"))
+    assert "my_scale" in pyro.get_param_store() and pyro.param("my_scale").item() == pytest.approx(2.5)
+    pyro.clear_param_store()
+
+
+def test_matplotlib_rcparams_are_left_alone(tmp_path):
+    import matplotlib
+
+    from ppvae.cli import main
+
+    matplotlib.rcParams["lines.linewidth"] = 3.25
+    before = dict(matplotlib.rcParams)
+    assert main(["em", "gmm", "K=2", "--data", "faithful", "--restarts", "1", "--out", str(tmp_path / "em")]) == 0
+    assert dict(matplotlib.rcParams) == before
+    matplotlib.rcParams.update(matplotlib.rcParamsDefault)

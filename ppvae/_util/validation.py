@@ -6,9 +6,12 @@ expected and what came, in the style of scikit-learn's ``sklearn/utils/validatio
 
 from __future__ import annotations
 
+import argparse
+import difflib
 import functools
 import math
 import numbers
+import os
 from typing import Any, Callable, Iterable
 
 import numpy as np
@@ -149,3 +152,66 @@ def renamed(**old_to_new: str) -> Callable:
         checked.renamed_arguments = dict(old_to_new)
         return checked
     return wrap
+
+
+def check_options(where: str, given: Iterable[str], valid: Iterable[str], *, listed_in: str | None = None) -> None:
+    """Refuse keyword names outside ``valid``: name each unknown one with its closest valid spelling
+    (``difflib``) and where the valid ones are documented (``listed_in``, e.g. ``help(ppvae.fit)``)."""
+    valid = list(valid)
+    unknown = sorted(set(given) - set(valid))
+    if not unknown:
+        return
+    parts = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, valid, n=1)
+        parts.append(f"'{name}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+    where_doc = f"; see {listed_in}" if listed_in else ""
+    raise PPVAEError(f"{where}: unknown option{'s' if len(unknown) > 1 else ''} {', '.join(parts)}; expected one of "
+                     f"{', '.join(sorted(valid))}{where_doc}")
+
+
+def check_finite_tree(label: str, obj: Any) -> None:
+    """Refuse NaN or inf in any floating tensor of a (nested) dict/list read from a file: a corrupted or
+    diverged run, which would otherwise fail later inside a distribution or a Cholesky factorization."""
+    stack = [("", obj)]
+    while stack:
+        key, value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend((f"{key}.{k}" if key else str(k), v) for k, v in value.items())
+        elif isinstance(value, (list, tuple)):
+            stack.extend((f"{key}[{i}]", v) for i, v in enumerate(value))
+        elif isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all():
+            raise PPVAEError(f"{label}: '{key}' holds NaN or inf values; the file is corrupted or the run diverged")
+
+
+def check_directory(path: Any, *, writing: bool) -> str:
+    """A run directory's path: a ``str`` or ``os.PathLike`` naming a directory (existing when reading; absent
+    or a directory when writing, never an existing file, which would be lost or half-written over)."""
+    if isinstance(path, bytes) or not isinstance(path, (str, os.PathLike)):
+        raise PPVAEError(f"path: expected a run directory (str or os.PathLike); got {describe_value(path)}")
+    path = os.fspath(path)
+    if not path:
+        raise PPVAEError("path: expected a run directory; got an empty path")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise PPVAEError(f"path: expected a run directory; '{path}' is an existing file"
+                         + (" (nothing was written over it)" if writing else ""))
+    return path
+
+
+def cli_integer(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``low``, refused at parse time with the option named (before any work,
+    and also for an option the chosen method ignores, e.g. AIS steps under ``evaluate --method is``)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}; got '{text}'") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}; got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+COUNT, NONNEGATIVE = cli_integer(1), cli_integer(0)  # CLI counts (steps, draws, chains); seeds, warm-up

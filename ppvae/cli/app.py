@@ -14,7 +14,7 @@ import time
 import warnings
 
 from ppvae._util.parallel import prestart_workers, resolve_workers
-from ppvae._util.validation import PPVAEError
+from ppvae._util.validation import PPVAEError, one_line
 from ppvae._util.warning_format import warning_line
 from ppvae.cli import models as _cli_models
 from ppvae.cli import parser as _cli_parser
@@ -56,6 +56,7 @@ from ppvae.runs.lock import DirectoryLock
 from ppvae.runs.outdir import check_writable
 
 EXIT_USAGE = 2
+EXIT_INTERNAL = 1  # an unexpected exception: not the user's mistake
 
 
 def _kv_pairs(pairs: list[str]) -> dict[str, str]:
@@ -346,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.flush()  # a closed pipe shows here, inside the handler below, not at interpreter exit
             return code
     except PPVAEError as exc:
-        print(f"ppvae: error: {exc}", file=sys.stderr)
+        print(f"ppvae: error: {' '.join(str(exc).split())}", file=sys.stderr)  # one line, whatever the message
         return EXIT_USAGE
     except BrokenPipeError:  # `ppvae models | head`: the reader left; no traceback, and none at exit either
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -355,6 +356,12 @@ def main(argv: list[str] | None = None) -> int:
         terminated = isinstance(exc, Terminated)
         print(interrupted_message(argv, args, time.perf_counter() - start, terminated), file=sys.stderr)
         return 143 if terminated else 130
+    except Exception as exc:  # a bug in ppvae (tests/test_fuzz.py finds none): still one line, traceback on request
+        if os.environ.get("PPVAE_TRACEBACK"):
+            raise
+        print(f"ppvae: error: internal error, please report it with the command line: {one_line(exc)} "
+              "(PPVAE_TRACEBACK=1 shows the traceback)", file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

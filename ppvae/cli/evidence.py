@@ -11,6 +11,7 @@ from ppvae._util.validation import PPVAEError
 from ppvae._util.warning_format import warning_line
 from ppvae.cli.ais import bdmc_run
 from ppvae.cli.evidence_run import evidence_run
+from ppvae.runs import directory as runs
 
 
 def print_ais(args, entry) -> int:
@@ -53,6 +54,14 @@ def cmd_bdmc(args) -> int:
 
 def cmd_evidence(args) -> int:
     """Every log p(X) estimate a run or MCMC directory allows, with standard errors and their agreement."""
+    for flag, value, what in (("--chains", args.chains, "AIS chains"),
+                              ("--num-particles", args.num_particles, "importance samples")):
+        if value < 2:  # one draw has no spread: its standard error would print as 0 and every pair "agree"
+            raise PPVAEError(f"{flag}: expected at least 2 {what} (the standard error needs two); got {value}")
+    kind = runs.run_kind(args.run_dir) if os.path.isfile(os.path.join(args.run_dir, runs.CONFIG)) else None
+    if kind not in ("svi", "mcmc"):  # say so of run_dir itself, not as if it were the --mcmc directory
+        held = f"holds a run of kind '{kind}'" if kind else "is not a run directory (no config.json)"
+        raise PPVAEError(f"run_dir: expected a directory written by `ppvae fit` or `ppvae mcmc`; {args.run_dir} {held}")
     entry = evidence_run(args.run_dir, args.data, mcmc_dir=args.mcmc, standardize=args.standardize,
                          num_particles=args.num_particles, num_steps=args.steps, num_chains=args.chains, seed=args.seed,
                          progress=False if args.quiet else None)

@@ -4,11 +4,13 @@ and usage errors raised as :class:`PPVAEError` (printed on one line, exit 2, by 
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Callable
 
 import torch
 
-from ppvae._util.validation import PPVAEError
+from ppvae._util.validation import COUNT, NONNEGATIVE, PPVAEError
+from ppvae._version import __version__
 from ppvae.cli.models import add_import_option
 from ppvae.cli.predict import add_parsers as add_predict_parsers
 from ppvae.infer.svi.guides import list_guides
@@ -35,7 +37,9 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message):
-        raise PPVAEError(f"{self.prog}: {message}")
+        # main() prints "ppvae: error: "; a subcommand's usage errors name the subcommand ("fit: ...")
+        where = self.prog.removeprefix("ppvae").strip()
+        raise PPVAEError(f"{where + ': ' if where else ''}{message} (see {self.prog} --help)")
 
 
 class _Renamed(argparse.Action):
@@ -57,12 +61,24 @@ def renamed_option(p, old: str, new: str) -> None:
 DEFAULT_THREADS = 1  # measured: a GMM fit is as fast at 1 thread idle, 2.2x faster beside another job (README)
 
 
+def machine_cores() -> int:
+    """The cores this process may run on (its CPU affinity, else ``os.cpu_count()``)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
 def set_threads(args) -> None:
-    """``--threads``: torch intra-op threads of this process (MCMC worker processes always use one)."""
+    """``--threads``: torch intra-op threads of this process (MCMC worker processes always use one), between
+    1 and the cores of the machine (OpenMP crashes with a thread count far above them)."""
     threads = getattr(args, "threads", None)
     threads = DEFAULT_THREADS if threads is None else threads
+    cores = machine_cores()
     if threads < 1:
         raise PPVAEError(f"--threads: expected an integer >= 1; got {threads}")
+    if threads > cores:
+        raise PPVAEError(f"--threads: expected an integer <= {cores} (the cores this process may use); got {threads}")
     torch.set_num_threads(threads)
 
 
@@ -82,7 +98,7 @@ def _common(p, with_model=True):
     p.add_argument("--data", required=True, help="data set name (see `ppvae datasets`; NAME:KEY=VALUE passes "
                    "loader options, e.g. reuters:split=train) or a CSV/NPY path")
     p.add_argument("--standardize", action="store_true", help="scale each column to mean 0, sd 1")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--seed", type=NONNEGATIVE, default=0, help="random seed")
     p.add_argument("--out", required=True, help="run directory to create")
     p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
 
@@ -107,7 +123,8 @@ def _jit(p, default: bool | None, what: str) -> None:
 def build_parser(commands: dict[str, Callable]) -> argparse.ArgumentParser:
     """The ``ppvae`` parser; ``commands`` maps each subcommand to the function that runs it."""
     parser = _Parser(prog="ppvae", description="Latent-variable models on Pyro: fit, evaluate, compare.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser.add_argument("--version", action="version", version=f"ppvae {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
     p = sub.add_parser("models", help="list the models (zoo, installed packages' ppvae.models entry points)")
     add_import_option(p)
     p.set_defaults(func=commands["models"])
@@ -128,22 +145,23 @@ def _add_fit(sub, commands) -> None:
     p.add_argument("--guide", default="auto", help=guide_help())
     p.add_argument("--elbo", default="auto", help=elbo_help())
     steps = p.add_mutually_exclusive_group()
-    steps.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the model's own)")
-    steps.add_argument("--epochs", type=int, default=None, help="passes over the data (instead of --steps)")
-    p.add_argument("--batch-size", type=int, default=None,
+    steps.add_argument("--steps", type=COUNT, default=None, help="optimizer steps (default: the model's own)")
+    steps.add_argument("--epochs", type=COUNT, default=None, help="passes over the data (instead of --steps)")
+    p.add_argument("--batch-size", type=COUNT, default=None,
                    help="minibatch size (default: all data, or the model's own)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default 0.01, or the model's own)")
     p.add_argument("--betas", default=None, metavar="B1,B2",
                    help="Adam's decay rates (default 0.9,0.999, or the model's train_defaults)")
-    p.add_argument("--num-particles", type=int, default=1, help="samples per ELBO estimate")
+    p.add_argument("--num-particles", type=COUNT, default=1, help="samples per ELBO estimate")
     p.add_argument("--beta", type=float, default=1.0, help="weight of the local latents' KL term (beta-VAE)")
-    p.add_argument("--kl-warmup-steps", type=int, default=0, help="ramp the KL weight linearly over these steps")
-    p.add_argument("--patience", type=int, default=None,
+    p.add_argument("--kl-warmup-steps", type=NONNEGATIVE, default=0,
+                   help="ramp the KL weight linearly over these steps")
+    p.add_argument("--patience", type=COUNT, default=None,
                    help="early stopping after this many steps without gain (default: off)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     _jit(p, None, "trace the objective once per batch shape (default: the model's train_defaults, else off)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
+    p.add_argument("--checkpoint-every", type=COUNT, default=None, metavar="N",
                    help="write OUT/checkpoints/checkpoint-<step>.pt every N steps (and at the end)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="continue from the newest checkpoint in RUN_DIR (or RUN_DIR/checkpoints)")
@@ -158,18 +176,18 @@ def _add_fit(sub, commands) -> None:
 def _add_em_cavi(sub, commands) -> None:
     p = sub.add_parser("em", help="fit a model by closed-form EM")
     _common(p)
-    p.add_argument("--restarts", type=int, default=10, help="EM runs from different starts; the best is kept")
-    p.add_argument("--max-iter", type=int, default=1000, help="EM iterations per restart at most")
+    p.add_argument("--restarts", type=COUNT, default=10, help="EM runs from different starts; the best is kept")
+    p.add_argument("--max-iter", type=COUNT, default=1000, help="EM iterations per restart at most")
     p.add_argument("--ll-tol", dest="ll_tol", type=float, default=1e-10,
                    help="stop when a step gains less than this log-likelihood per point")
     renamed_option(p, "--tol", "--ll-tol")
-    p.add_argument("--cores", type=int, default=1,
+    p.add_argument("--cores", type=COUNT, default=1,
                    help="worker processes for the restarts, one thread each (results identical for any value)")
     p.set_defaults(func=commands["em"])
 
     p = sub.add_parser("cavi", help="coordinate-ascent mean-field VI (LDA: Blei et al. 2003; ELBO never decreases)")
     _common(p)
-    p.add_argument("--max-iter", type=int, default=100, help="CAVI iterations at most")
+    p.add_argument("--max-iter", type=COUNT, default=100, help="CAVI iterations at most")
     p.add_argument("--rel-tol", dest="rel_tol", type=float, default=1e-5,
                    help="stop when an iteration gains less than rel_tol x |ELBO|")
     renamed_option(p, "--tol", "--rel-tol")
@@ -189,15 +207,15 @@ def _add_compare_mcmc(sub, commands) -> None:
     _common(p)
     p.add_argument("--methods", required=True, help="comma-separated, e.g. em,svi:auto_normal,svi:auto_mvn,nuts")
     p.add_argument("--test-fraction", type=float, default=0.2, help="held-out share of the data")
-    p.add_argument("--steps", type=int, default=2000, help="SVI steps")
+    p.add_argument("--steps", type=COUNT, default=2000, help="SVI steps")
     p.add_argument("--lr", type=float, default=0.01, help="SVI learning rate")
-    p.add_argument("--num-draws", type=int, default=1000, help="posterior draws from each SVI guide")
-    p.add_argument("--num-mcmc-draws", type=int, default=500, help="MCMC draws per chain")
+    p.add_argument("--num-draws", type=COUNT, default=1000, help="posterior draws from each SVI guide")
+    p.add_argument("--num-mcmc-draws", type=COUNT, default=500, help="MCMC draws per chain")
     renamed_option(p, "--draws", "--num-draws")
     renamed_option(p, "--samples", "--num-mcmc-draws")
-    p.add_argument("--warmup", type=int, default=500, help="MCMC warm-up steps per chain")
-    p.add_argument("--chains", type=int, default=2, help="MCMC chains")
-    p.add_argument("--cores", type=int, default=None,
+    p.add_argument("--warmup", type=NONNEGATIVE, default=500, help="MCMC warm-up steps per chain")
+    p.add_argument("--chains", type=COUNT, default=2, help="MCMC chains")
+    p.add_argument("--cores", type=COUNT, default=None,
                    help="worker processes for the MCMC chains (default: the available cores, at most --chains)")
     _jit(p, True, "compile the MCMC potential with torch.jit.trace")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -206,11 +224,11 @@ def _add_compare_mcmc(sub, commands) -> None:
     p = sub.add_parser("mcmc", help="sample the posterior with NUTS or HMC (discrete latents summed out)")
     _common(p)
     p.add_argument("--kernel", default="nuts", choices=("nuts", "hmc"), help="MCMC kernel")
-    p.add_argument("--num-draws", dest="num_draws", type=int, default=1000, help="kept draws per chain")
+    p.add_argument("--num-draws", dest="num_draws", type=COUNT, default=1000, help="kept draws per chain")
     renamed_option(p, "--samples", "--num-draws")
-    p.add_argument("--warmup", type=int, default=500, help="warm-up steps per chain")
-    p.add_argument("--chains", type=int, default=4, help="chains")
-    p.add_argument("--cores", type=int, default=None,
+    p.add_argument("--warmup", type=NONNEGATIVE, default=500, help="warm-up steps per chain")
+    p.add_argument("--chains", type=COUNT, default=4, help="chains")
+    p.add_argument("--cores", type=COUNT, default=None,
                    help="worker processes for the chains, one thread each (default: the available cores, at most "
                         "--chains); draws are identical for any value")
     p.add_argument("--init", default="model", choices=("model", "prior", "em"), help="where chains start")
@@ -247,15 +265,15 @@ def _add_evaluate(sub, commands) -> None:
     _threads(p)
     p.add_argument("--data", default=None, help="data set name, NAME:KEY=VALUE (e.g. mnist5k:split=test) or "
                    "a path (default: the run's data set)")
-    p.add_argument("--num-particles", type=int, default=1000, help="importance samples K per data point")
+    p.add_argument("--num-particles", type=COUNT, default=1000, help="importance samples K per data point")
     renamed_option(p, "--num-samples", "--num-particles")
     p.add_argument("--proposal", default="guide", choices=("guide", "prior"),
                    help="where the importance samples come from: the fitted guide or the prior")
-    p.add_argument("--chunk-size", type=int, default=None,
+    p.add_argument("--chunk-size", type=COUNT, default=None,
                    help="data points per vectorized pass (default: from free memory)")
-    p.add_argument("--seed", type=int, default=0, help="random seed of the importance samples")
+    p.add_argument("--seed", type=NONNEGATIVE, default=0, help="random seed of the importance samples")
     p.add_argument("--method", default="is", choices=("is", "ais"), help="importance sampling or annealed IS")
-    _ais_options(p, steps_type=int, steps_default=500)
+    _ais_options(p, steps_type=COUNT, steps_default=500)
     p.set_defaults(func=commands["evaluate"])
 
 
@@ -263,8 +281,8 @@ def _ais_options(p, steps_type, steps_default) -> None:
     """AIS flags shared by `evaluate --method ais` and `bdmc`."""
     p.add_argument("--steps", type=steps_type, default=steps_default,
                    help="annealing steps T" + (" (comma-separated list)" if steps_type is str else ""))
-    p.add_argument("--chains", type=int, default=16, help="AIS chains per data point")
-    p.add_argument("--num-leapfrog", type=int, default=5, help="leapfrog steps per HMC transition")
+    p.add_argument("--chains", type=COUNT, default=16, help="AIS chains per data point")
+    p.add_argument("--num-leapfrog", type=COUNT, default=5, help="leapfrog steps per HMC transition")
     renamed_option(p, "--leapfrog", "--num-leapfrog")
     p.add_argument("--schedule", default="sigmoid", choices=("sigmoid", "linear"),
                    help="the annealing path's beta schedule (sigmoidal as Wu et al. 2017, or linear)")
@@ -276,11 +294,11 @@ def _add_bdmc_evidence(sub, commands) -> None:
     p.add_argument("run_dir", help="a run directory written by `ppvae fit`")
     _threads(p)
     p.add_argument("--data", default=None, help="where the globals are read (default: the run's data set)")
-    p.add_argument("--points", type=int, default=100, help="simulated data points")
+    p.add_argument("--points", type=COUNT, default=100, help="simulated data points")
     p.add_argument("--proposal", default="guide", choices=("guide", "prior"),
                    help="where AIS starts: the fitted guide's local factor or the prior")
-    p.add_argument("--chunk-size", type=int, default=None, help="data points per vectorized pass")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--chunk-size", type=COUNT, default=None, help="data points per vectorized pass")
+    p.add_argument("--seed", type=NONNEGATIVE, default=0, help="random seed")
     _ais_options(p, steps_type=str, steps_default="100,200,400")
     p.set_defaults(func=commands["bdmc"])
 
@@ -291,10 +309,10 @@ def _add_bdmc_evidence(sub, commands) -> None:
                    help="with a fit run: also bridge sampling from this `ppvae mcmc` directory (same model and data)")
     p.add_argument("--data", default=None, help="data set name or path (default: the directory's data set)")
     p.add_argument("--standardize", action="store_true", help="as given to `ppvae mcmc` (MCMC directories)")
-    p.add_argument("--num-particles", type=int, default=1000, help="importance samples S over the globals")
+    p.add_argument("--num-particles", type=COUNT, default=1000, help="importance samples S over the globals")
     renamed_option(p, "--num-samples", "--num-particles")
-    p.add_argument("--steps", type=int, default=200, help="AIS annealing steps T")
-    p.add_argument("--chains", type=int, default=64, help="AIS chains C")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--steps", type=COUNT, default=200, help="AIS annealing steps T")
+    p.add_argument("--chains", type=COUNT, default=64, help="AIS chains C")
+    p.add_argument("--seed", type=NONNEGATIVE, default=0, help="random seed")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=commands["evidence"])

@@ -9,6 +9,7 @@ import os
 import numpy as np
 
 from ppvae._util.io import atomic_write
+from ppvae._util.validation import COUNT, NONNEGATIVE
 from ppvae.cli.models import add_import_option
 from ppvae.comparison.guide_diagnostics import guide_khat_line
 from ppvae.comparison.inference_data import observed_values
@@ -76,14 +77,14 @@ def cmd_summary(args) -> int:
 def add_parsers(sub, commands) -> None:
     """Register ``predict`` and ``summary`` on the ``ppvae`` subparsers."""
     for name, text in (("predict", "posterior and posterior predictive draws of a run, to .npz or .nc"),
-                       ("summary", "posterior table of a run's global latents (mean, sd, 5%/95%, ESS, R-hat)")):
+                       ("summary", "posterior table of a run's global latents (mean, sd, 5%%/95%%, ESS, R-hat)")):
         p = sub.add_parser(name, help=text)
         p.add_argument("run_dir", help="a directory written by ppvae fit, em, mcmc or cavi")
         p.add_argument("--data", default=None, help="data set name or path (default: the run's own data)")
-        p.add_argument("--num-draws", type=int, default=None if name == "predict" else 1000,
+        p.add_argument("--num-draws", type=COUNT, default=None if name == "predict" else 1000,
                        help="posterior draws (default: 1000, or every MCMC draw)" if name == "predict"
                        else "draws from a guide or q (MCMC: every draw)")
-        p.add_argument("--seed", type=int, default=0, help="random seed")
+        p.add_argument("--seed", type=NONNEGATIVE, default=0, help="random seed")
         add_import_option(p)  # a run of a user's model loads only after its code is imported
         if name == "predict":
             p.add_argument("--out", required=True, help="FILE.npz (site -> array, draws first) or FILE.nc (ArviZ)")

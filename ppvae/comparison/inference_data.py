@@ -36,10 +36,12 @@ import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
+from ppvae._util.state import leaves_global_state
 from ppvae._util.validation import PPVAEError, check_int
 from ppvae.comparison.guide_diagnostics import guide_diagnostic
 from ppvae.comparison.psis_loo import LOG_WEIGHT
 from ppvae.data.loaders import Batch, Dataset
+from ppvae.infer.importance import draws_broadcast
 from ppvae.infer.mcmc.sampler import MCMCResult
 from ppvae.infer.pyro_adapter import AlignedMCMC
 from ppvae.infer.svi.fit import Fit
@@ -84,11 +86,14 @@ def pointwise_log_likelihood(model, data, draws: dict, *, chunk_size: int | None
         for lo in range(0, S, chunk):
             part = {k: torch.as_tensor(v[lo:lo + chunk]).to(batch.x.dtype) for k, v in draws.items()
                     if k in structure.latent_sites}
-            out.append(enumerated_log_likelihood(model, batch, part, num_draws=len(next(iter(part.values())))))
+            num = len(next(iter(part.values())))
+            with draws_broadcast(model, num, list(part)):  # a model that breaks the rule is told so in one line
+                out.append(enumerated_log_likelihood(model, batch, part, num_draws=num))
     return torch.cat(out, 0)
 
 
 # -- draws from a guide ------------------------------------------------------------------------------
+@leaves_global_state  # seeded by ``seed``; the caller's RNG states are put back
 def guide_draws(model, guide, data, num_draws: int = 1000, seed: int = 0) -> dict[str, torch.Tensor]:
     """S draws of the model's global latents from ``guide``, vectorized under a plate over draws
     (sequential ``pyro.infer.Predictive(model, guide=guide)`` for a guide that does not vectorize):
@@ -236,7 +241,7 @@ class GuidePosterior(Result):
     def latent_draws(self, data, num_draws: int | None = 1000, seed: int = 0) -> dict[str, torch.Tensor]:
         with pyro.validation_enabled(False):
             return guide_site_draws(self.model, self.guide, self._data_batch(data),
-                                    check_int("num_draws", num_draws or 1000, low=1))
+                                    check_int("num_draws", 1000 if num_draws is None else num_draws, low=1))
 
     def global_values(self, data=None) -> dict[str, torch.Tensor]:
         batch = self._data_batch(data)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -57,6 +58,7 @@ class Dataset:
 
     def __post_init__(self):
         self.x = check_tensor(f"data '{self.name}'", self.x, ndim=(1, 2, 3, 4), dtype="float")
+        _check_magnitude(self.name, self.x)
         if self.x.dim() == 1:
             self.x = self.x.unsqueeze(-1)
         if self.y is not None:
@@ -120,6 +122,18 @@ class Dataset:
         return _display.dataset_html(self)
 
 
+def _check_magnitude(name: str, x: torch.Tensor) -> None:
+    """Refuse values whose squares overflow ``x``'s float type (|x| above sqrt(max) / 1e4: 1.8e15 in float32):
+    distances, variances and Gaussian log-densities of such data are inf or NaN in every model."""
+    if not x.numel():
+        return
+    limit = torch.finfo(x.dtype).max ** 0.5 / 1e4
+    biggest = x.abs().max().item()
+    if biggest > limit:
+        raise PPVAEError(f"data '{name}': expected values of magnitude at most {limit:.2g} (their squares overflow "
+                         f"{x.dtype}); got {biggest:.3g}; rescale the data (other units, or standardize)")
+
+
 def _check_y(name: str, y, n: int) -> torch.Tensor:
     """Integer labels (N,) stay long; a floating ``y`` is a real-valued response (N,) or (N, K), finite."""
     is_float = (y.is_floating_point() if isinstance(y, torch.Tensor)
@@ -131,3 +145,15 @@ def _check_y(name: str, y, n: int) -> torch.Tensor:
         raise PPVAEError(f"{label} of '{name}': expected {n} {'values' if is_float else 'labels'}, one per data "
                          f"point; got {len(y)}")
     return y
+
+
+def data_fingerprint(ds: Dataset) -> str:
+    """A short identity of ``ds``'s values: shape, dtype and a BLAKE2b digest of the bytes of ``x`` (and ``y``).
+    Checkpoints store it so that ``resume`` refuses a checkpoint trained on other data."""
+    digest = hashlib.blake2b(digest_size=12)
+    for t in (ds.x, ds.y):
+        if t is not None:
+            flat = t.detach().cpu().contiguous().reshape(-1)
+            digest.update(f"{tuple(t.shape)}{t.dtype};".encode())
+            digest.update(flat.view(torch.uint8).numpy() if flat.numel() else b"")
+    return f"{len(ds)} points, {digest.hexdigest()}"

@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ppvae._util.validation import PPVAEError, check_choice, check_tensor
+from ppvae._util.validation import PPVAEError, check_choice, check_tensor, one_line
 from ppvae.data import images as _data_images
 from ppvae.data.dataset import Batch, Dataset
 from ppvae.data.registry import _REGISTRY, list_datasets, register_dataset
@@ -168,8 +168,14 @@ def _read_csv(path: str, name: str, header: bool | str = "auto", target: str | N
     response ``y`` of a regression (``--data file.csv:target=price``)."""
     if header not in ("auto", True, False):
         raise PPVAEError(f"header: expected auto, true or false; got {header!r}")
-    with open(path, newline="") as fh:
-        rows = [r for r in csv.reader(fh) if r]
+    try:  # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark that would hide the first number
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            rows = [r for r in csv.reader(fh) if r]
+    except UnicodeDecodeError as exc:
+        raise PPVAEError(f"data: expected a UTF-8 text CSV; {path} is not ({exc.reason} at byte {exc.start}); "
+                         "save it as CSV UTF-8") from None
+    except (OSError, csv.Error) as exc:
+        raise PPVAEError(f"data: cannot read the CSV {path}: {exc}") from None
     if header == "auto":
         header = bool(rows) and not all(_is_number(v) for v in rows[0])
     if len(rows) < 1 + header:
@@ -234,8 +240,11 @@ def _read_npy(path: str, name: str, mmap: bool = False) -> Dataset:
         raise PPVAEError(f"mmap: expected True or False; got {mmap!r}")
     try:
         arr = np.load(path, mmap_mode="c" if mmap else None, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise PPVAEError(f"data: cannot read NPY file {path}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 -- numpy raises ValueError, OSError, EOFError or UnpicklingError
+        raise PPVAEError(f"data: cannot read NPY file {path}: {one_line(exc)}") from None
+    if arr.dtype.kind not in "biuf" or arr.size == 0:  # strings, dates, complex numbers; or no values
+        raise PPVAEError(f"data: expected a non-empty numeric NPY array; got dtype {arr.dtype} and shape "
+                         f"{arr.shape} in {path}")
     if not mmap:
         return Dataset(torch.as_tensor(np.asarray(arr, dtype=np.float64), dtype=torch.get_default_dtype()),
                        name=name, meta={"source": path})
@@ -247,6 +256,8 @@ def _read_npy(path: str, name: str, mmap: bool = False) -> Dataset:
 
 def _load_path(path: str, **options) -> Dataset:
     name = os.path.splitext(os.path.basename(path))[0]
+    if os.path.isdir(path):
+        raise PPVAEError(f"data: expected a data file (.csv, .npy, .npz, IDX); got the directory '{path}'")
     if _data_images.is_image_file(path):
         allowed = {"binarize"}
     elif path.endswith(".npy"):

@@ -17,6 +17,7 @@ import torch
 
 from ppvae._util.validation import PPVAEError, check_int, one_line
 from ppvae.data.loaders import Batch, Dataset
+from ppvae.infer.importance import check_particles_fit
 from ppvae.infer.svi.fit import Fit, guide_median
 from ppvae.model.structure import structure_of
 from ppvae.runs.directory import run_dataset
@@ -166,7 +167,9 @@ def _prepare(fit_or_model_guide, data, proposal, num_particles, chunk_size, seed
     model, guide, fit = _resolve(fit_or_model_guide)
     ds, device = _dataset(data, fit, model, guide)
     q, qname = _proposal(proposal, guide)
-    return (num, chunk_size, seed, model, guide, fit, ds, device, q, qname, *_structure(model, ds))
+    structure = _structure(model, ds)
+    check_particles_fit(num, ds, device, structure[-1])
+    return (num, chunk_size, seed, model, guide, fit, ds, device, q, qname, *structure)
 
 
 def _summarize(lw: torch.Tensor, num: int, out: dict, where: slice) -> None:

@@ -20,12 +20,22 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import torch
 
 from ppvae._util.parallel import parallel_map
-from ppvae._util.validation import PPVAEError, check_choice, check_float, check_int, renamed
+from ppvae._util.validation import (
+    PPVAEError,
+    check_choice,
+    check_float,
+    check_int,
+    check_options,
+    describe_value,
+    one_line,
+    renamed,
+)
 from ppvae.data.loaders import Dataset
 from ppvae.model.base import ClosedFormEM, Model, require
 from ppvae.results.base import Result, as_batch
@@ -67,7 +77,7 @@ class EMFit(Result):
 
     def latent_draws(self, data, num_draws: int | None = 1000, seed: int = 0) -> dict[str, torch.Tensor]:
         """The point estimate repeated ``num_draws`` times (discrete locals are drawn by ``predict``)."""
-        S = check_int("num_draws", num_draws or 1000, low=1)
+        S = check_int("num_draws", 1000 if num_draws is None else num_draws, low=1)
         return {k: v.expand((S,) + v.shape) for k, v in self.global_values().items()}
 
     def log_likelihood(self, data) -> torch.Tensor:
@@ -142,6 +152,39 @@ def _restart(task) -> tuple[dict, list[float], bool]:
     return _run_once(*task)
 
 
+def _start_from(model: Model, x: torch.Tensor, init) -> dict:
+    """``model.em_init(x, init=init)``, checked: the parameters of a drawn start, each with its shape."""
+    if not isinstance(init, dict):
+        raise PPVAEError(f"init: expected a dict of EM parameters; got {type(init).__name__}")
+    reference = model.em_init(x, torch.Generator().manual_seed(0))
+    check_options("init", init, reference)
+    missing = sorted(set(reference) - set(init))
+    if missing:
+        raise PPVAEError(f"init: expected every EM parameter ({', '.join(reference)}); missing {', '.join(missing)}")
+    try:
+        start = model.em_init(x, torch.Generator().manual_seed(0), init=init)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise PPVAEError(f"init: {one_line(exc)}") from None
+    for k, v in reference.items():
+        got = start[k]
+        if not isinstance(got, torch.Tensor) or got.shape != v.shape:
+            raise PPVAEError(f"init['{k}']: expected shape {tuple(v.shape)}; got {describe_value(init[k])}")
+        if not torch.isfinite(got).all():
+            raise PPVAEError(f"init['{k}']: expected finite values")
+    return start
+
+
+def _warn_constant_columns(x: torch.Tensor) -> None:
+    """A constant data column makes a Gaussian variance collapse to its floor: the log-likelihood is then
+    unbounded (+88 nats for a GMM on such a column), a number that compares with nothing."""
+    if x.dim() == 2 and len(x) > 1:
+        constant = [j for j in range(x.shape[1]) if bool((x[:, j] == x[0, j]).all())]
+        if constant:
+            warnings.warn(f"data: column(s) {constant} hold one value each; a Gaussian variance there collapses to "
+                          "its floor and the log-likelihood is unbounded; drop the column(s)", UserWarning,
+                          stacklevel=3)
+
+
 @renamed(tol="ll_tol")
 def fit_em(model: Model, data: Dataset | torch.Tensor, *, restarts: int = 10, max_iter: int = 1000,
            ll_tol: float = 1e-10, seed: int = 0, init: dict | None = None, cores: int | None = 1,
@@ -190,8 +233,9 @@ def fit_em(model: Model, data: Dataset | torch.Tensor, *, restarts: int = 10, ma
     start = time.perf_counter()
     best = None
     histories = []
+    _warn_constant_columns(x)
     if init is not None:
-        starts = [model.em_init(x, gen, init=init)]
+        starts = [_start_from(model, x, init)]
     else:
         starts = [model.em_init(x, gen) for _ in range(restarts)]
     results = parallel_map(_restart, [(model, x, params, max_iter, ll_tol, m_step) for params in starts], workers=cores,

@@ -42,8 +42,21 @@ def is_oom(exc: BaseException) -> bool:
     """Whether ``exc`` is an out-of-memory error of PyTorch (CPU or CUDA)."""
     oom_type = getattr(torch, "OutOfMemoryError", None)
     return (oom_type is not None and isinstance(exc, oom_type)) or (
-        isinstance(exc, RuntimeError) and "out of memory" in str(exc)
+        isinstance(exc, RuntimeError) and ("out of memory" in str(exc) or "can't allocate memory" in str(exc))
     )
+
+
+def check_particles_fit(num: int, data, device, local_sites) -> None:
+    """Refuse ``num_particles`` whose draws for ONE data point cannot fit in free memory (a lower bound: K draws
+    of the point's values, 4 bytes each), before anything is allocated; exact sums (no local continuous
+    latents) draw nothing and pass."""
+    if not local_sites:
+        return
+    need = num * max(1, data.x[0].numel()) * 4
+    free = available_bytes(device)
+    if need > free:
+        raise PPVAEError(f"num_particles: {num} importance samples of one data point need at least "
+                         f"{need / 1e9:.3g} GB; {free / 1e9:.3g} GB are free on {device}; lower num_particles")
 
 
 class _LastSite(poutine.messenger.Messenger):
@@ -54,6 +67,10 @@ class _LastSite(poutine.messenger.Messenger):
     def _postprocess_message(self, msg):
         if msg["type"] == "sample" and not site_is_subsample(msg):
             self.last = msg["name"]
+
+
+class BroadcastError(PPVAEError):
+    """A model's forward fails over a leading dimension of draws of its globals (:func:`draws_broadcast`)."""
 
 
 @contextlib.contextmanager
@@ -76,7 +93,7 @@ def draws_broadcast(model, num: int, names):
             raise
         name = getattr(model, "name", None) or type(model).__name__
         where = f"after site '{recorder.last}'" if recorder.last else "before its first sample site"
-        raise PPVAEError(
+        raise BroadcastError(
             f"model '{name}': its forward fails when the global latents ({', '.join(names) or 'none'}) carry a "
             f"leading dimension of {num} draws ({where}: {one_line(exc)}); write it to broadcast over leading "
             "dimensions (a vector w then has shape (draws, 1, D)), e.g. (X * w).sum(-1) instead of X @ w"

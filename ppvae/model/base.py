@@ -37,6 +37,8 @@ from __future__ import annotations
 import abc
 import functools
 import inspect
+import os
+import sys
 import warnings
 from typing import Any, Callable, ClassVar
 
@@ -260,12 +262,26 @@ def register_model(name: str, description: str = ""):
     def wrap(cls):
         if not (isinstance(cls, type) and issubclass(cls, Model)):
             raise TypeError(f"register_model: expected a ppvae.Model subclass; got {cls!r}")
+        if not _is_zoo(cls):  # the zoo's names are taken first, so a user's class never silently loses its name to it
+            _load_zoo()
+            taken = _MODELS.get(name)
+            if taken is not None and _is_zoo(taken) and _source(taken) != _source(cls):
+                raise PPVAEError(f"register_model: '{name}' is the name of the bundled {taken.__qualname__} "
+                                 f"({taken.__module__}); register {cls.__qualname__} under another name")
         cls.name = name
         cls.description = description or (inspect.getdoc(cls) or "").split("\n")[0]
         _MODELS[name] = cls
         return cls
 
     return wrap
+
+
+def _is_zoo(cls: type) -> bool:  # a bundled model (ppvae.models; from a checkout also ``models``)
+    return cls.__module__.startswith(("ppvae.models.", "models."))
+
+
+def _source(cls: type) -> tuple:  # its file and name: one file imported under two module names is one class
+    return os.path.realpath(getattr(sys.modules.get(cls.__module__), "__file__", "") or ""), cls.__qualname__
 
 
 def _load_zoo() -> None:
@@ -377,4 +393,10 @@ def build_model(name: str, **hparams) -> Model:
         valid = ", ".join(params) or "none"
         raise PPVAEError(f"hyperparameter: model '{name}' takes {valid}; got unknown {', '.join(unknown)}")
     kwargs = {k: _coerce(k, name, v, params[k].annotation, params[k].default) for k, v in hparams.items()}
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except PPVAEError:
+        raise
+    except Exception as exc:  # the user's constructor: what it raised, named in one line
+        raise PPVAEError(f"model '{name}': its constructor raised {one_line(exc)} (hyperparameters "
+                         f"{kwargs or 'none'})") from exc

@@ -42,7 +42,7 @@ from typing import Any, Callable
 import torch
 
 from ppvae._util.io import atomic_write, check_version, describe_load_error
-from ppvae._util.validation import PPVAEError
+from ppvae._util.validation import PPVAEError, check_directory, check_finite_tree
 from ppvae._version import __version__
 from ppvae.data.loaders import Dataset, load_dataset, parse_data_spec
 from ppvae.model.base import build_model, get_model_class, model_import_path
@@ -60,6 +60,7 @@ CHECKPOINTS = "checkpoints"  # written during `fit` (ppvae/checkpoint.py)
 
 # -- atomic files ---------------------------------------------------------------------------------------
 def write_json(directory: str, name: str, obj, indent: int | None = 2) -> str:
+    directory = check_directory(directory, writing=True)
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, name)
     try:
@@ -72,6 +73,7 @@ def write_json(directory: str, name: str, obj, indent: int | None = 2) -> str:
 
 def write_tensors(directory: str, name: str, tensors: dict) -> str:
     """``torch.save`` a (nested) dict of tensors, detached and on the CPU."""
+    directory = check_directory(directory, writing=True)
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, name)
     atomic_write(path, lambda fh: torch.save(_cpu(tensors), fh), mode="wb")
@@ -121,6 +123,7 @@ def read_tensors(directory: str, name: str, keys: tuple[str, ...] = ()) -> dict:
     if not isinstance(state, dict) or missing:
         label = {PARAMS: "parameter", SAMPLES: "samples"}.get(name, "tensor")
         raise PPVAEError(f"load: {full} is not a ppvae {label} file (no {', '.join(missing) or 'dict of tensors'})")
+    check_finite_tree(f"load: {full}", state)
     return state
 
 
@@ -134,6 +137,9 @@ def update_metrics(directory: str, key: str, entry) -> str:
                 metrics = json.load(fh)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise PPVAEError(f"run_dir: {path} is corrupted ({exc}); not overwriting it") from None
+        if not isinstance(metrics, dict):
+            raise PPVAEError(f"run_dir: {path} is corrupted (a JSON {type(metrics).__name__}, not an object); "
+                             "not overwriting it")
     metrics[key] = entry
     return write_json(directory, METRICS, metrics)
 
@@ -166,6 +172,7 @@ def run_kind(directory: str) -> str:
 
 def read_config(directory: str, kind: str | None = None) -> dict:
     """``config.json``, checked: a JSON object of this major.minor ppvae version, of ``kind`` when given."""
+    directory = check_directory(directory, writing=False)
     where = os.path.join(directory, CONFIG)
     if not os.path.exists(where):
         old = [n for n in ("em.json", "cavi.json") if os.path.exists(os.path.join(directory, n))]

@@ -52,7 +52,7 @@ def test_list_commands(capsys):
         (["fit", "gmm", "--data", "no-such-data"], "data: expected a data set name"),
         (["fit", "gmm", "--data", "faithful", "--guide", "bad"], "guide: expected one of"),
         (["fit", "gmm", "--data", "faithful", "--elbo", "trace"], "cannot sum out"),
-        (["fit", "gmm", "--data", "faithful", "--steps", "x"], "invalid int value"),
+        (["fit", "gmm", "--data", "faithful", "--steps", "x"], "argument --steps: expected an integer >= 1; got 'x'"),
         (["fit", "gmm", "--data", "faithful", "--betas", "0.9"], "--betas: expected two numbers B1,B2"),
         (["em", "three_coin", "--data", "faithful"], "three_coin expects one 0/1 toss per row"),
     ],
@@ -238,3 +238,56 @@ def test_output_into_a_closed_pipe_is_quiet(tmp_path):
     proc = subprocess.run(["bash", "-c", f"'{sys.executable}' -m ppvae.cli models | true; "
                            "exit ${PIPESTATUS[0]}"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stderr == ""
+
+
+def _subcommands() -> list[str]:
+    import argparse
+
+    from ppvae.cli.app import build_parser
+
+    actions = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    return sorted(actions[0].choices)
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["-h"]] + [[cmd, "--help"] for cmd in _subcommands()])
+def test_help_exits_0_on_the_program_and_every_subcommand(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 0
+    out = capsys.readouterr()
+    assert out.out.startswith("usage: ppvae") and "Traceback" not in out.err
+
+
+def test_version_and_no_arguments(capsys):
+    import ppvae
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out.strip() == f"ppvae {ppvae.__version__}"
+    assert main([]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("ppvae: error: the following arguments are required: COMMAND")
+    assert main(["fit", "gmm", "--data", "faithful"]) == 2  # a subcommand's usage error names it once
+    assert capsys.readouterr().err.startswith("ppvae: error: fit: the following arguments are required: --out")
+
+
+def test_threads_beyond_the_machine_is_one_line(tmp_path, capsys):
+    from ppvae.cli.parser import machine_cores
+
+    argv = ["em", "gmm", "K=2", "--data", "faithful", "--threads", "100000", "--out", str(tmp_path / "r")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == f"ppvae: error: --threads: expected an integer <= {machine_cores()} (the cores this process may " \
+                  "use); got 100000\n"
+    assert not (tmp_path / "r").exists()
+
+
+def test_unknown_fit_option_names_the_public_list_and_a_close_spelling():
+    import torch
+
+    import ppvae
+    from ppvae.models import PPCA
+
+    with pytest.raises(ppvae.PPVAEError, match=r"fit: unknown option 'step' \(did you mean 'steps'\?\); expected "
+                       r"one of .*; see help\(ppvae.fit\)"):
+        ppvae.fit(PPCA(latent_dim=1), torch.randn(10, 2), step=10)

@@ -404,3 +404,56 @@ def test_mmap_on_a_csv_says_it_is_for_npy_files(tmp_path):
     (tmp_path / "t.csv").write_text("a\n1\n")
     with pytest.raises(PPVAEError, match=r"mmap: memory-mapping is for \.npy files"):
         load_dataset(str(tmp_path / "t.csv"), mmap=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# bad files (issue 22): every one a PPVAEError naming the data, none a silent change of the values
+
+
+def test_csv_with_a_utf8_byte_order_mark_keeps_its_first_row(tmp_path):
+    rows = [[3.6, 79.0], [1.8, 54.0], [3.333, 74.0]]
+    path = tmp_path / "excel.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + "\n".join(f"{a},{b}" for a, b in rows).encode())
+    ds = load_dataset(str(path))
+    torch.testing.assert_close(ds.x, torch.tensor(rows))
+    assert ds.meta["header"] is False and ds.meta["columns"] == ["x0", "x1"]
+    path.write_bytes(b"\xef\xbb\xbfa,b\n1,2\n")  # a BOM before a header: the first column is 'a', not '\ufeffa'
+    assert load_dataset(str(path)).meta["columns"] == ["a", "b"]
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("latin1", "expected a UTF-8 text CSV"),
+    ("directory", "expected a data file (.csv, .npy, .npz, IDX); got the directory"),
+    ("strings_npy", "expected a non-empty numeric NPY array; got dtype <U1"),
+    ("empty_npy", "expected a non-empty numeric NPY array; got dtype float64 and shape (0, 2)"),
+    ("huge", "expected values of magnitude at most 1.8e+15 (their squares overflow torch.float32); got 1e+30"),
+])
+def test_bad_data_files_are_one_clear_error(tmp_path, kind, message):
+    if kind == "latin1":
+        path = tmp_path / "x.csv"
+        path.write_bytes("caf\xe9,b\n1,2\n".encode("latin-1"))
+    elif kind == "directory":
+        path = tmp_path / "x.csv"
+        path.mkdir()
+    elif kind == "strings_npy":
+        path = tmp_path / "x.npy"
+        np.save(path, np.array(["a", "b"]))
+    elif kind == "empty_npy":
+        path = tmp_path / "x.npy"
+        np.save(path, np.zeros((0, 2)))
+    else:
+        path = tmp_path / "x.csv"
+        path.write_text("1e30,1\n2,3\n")
+    with pytest.raises(PPVAEError) as info:
+        load_dataset(str(path))
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_data_fingerprint_tells_data_apart():
+    from ppvae.data.dataset import data_fingerprint
+
+    x = torch.arange(12.0).reshape(6, 2)
+    same, other = Dataset(x.clone()), Dataset(x.flip(0))
+    assert data_fingerprint(Dataset(x)) == data_fingerprint(same)
+    assert data_fingerprint(Dataset(x)) != data_fingerprint(other)
+    assert data_fingerprint(Dataset(x)) != data_fingerprint(Dataset(x, torch.zeros(6)))

@@ -43,14 +43,15 @@ import torch
 from pyro import poutine
 from pyro.infer.autoguide.initialization import InitMessenger, init_to_median, init_to_value
 from pyro.infer.mcmc import HMC, MCMC, NUTS
-from pyro.ops.stats import effective_sample_size, split_gelman_rubin
 
 from ppvae._util import display as _display
 from ppvae._util.parallel import parallel_map, prestart_workers, report, resolve_workers
+from ppvae._util.state import leaves_global_state
 from ppvae._util.validation import PPVAEError, check_choice, check_float, check_int, renamed
 from ppvae.data.loaders import Dataset
 from ppvae.infer.mcmc import io as _mcmc_io
 from ppvae.infer.mcmc.checks import check_local_dimension
+from ppvae.infer.mcmc.inputs import check_broadcasts, check_init, check_loaded_samples, check_order, per_element
 from ppvae.infer.mcmc.potential import Potential
 from ppvae.infer.pyro_adapter import chain_draws, divergences, mcmc_from_draws
 from ppvae.model.base import ClosedFormEM, Model
@@ -127,16 +128,18 @@ class MCMCResult(Result):
         return {k: v.mean(0) for k, v in self.flat_samples().items()}
 
     def rhat(self) -> dict[str, torch.Tensor]:
-        """Split R-hat per site element (Gelman et al. 2013, BDA3 eq. 11.4); needs two or more chains."""
+        """Rank-normalized split R-hat per site element (Vehtari et al. 2021, "Rank-normalization, folding, and
+        localization", eq. 14; ``arviz.rhat``): the one R-hat ppvae prints or returns (``summary`` too, which
+        aligns mixture labels first); needs two or more chains."""
         if self.num_chains < 2:
             raise PPVAEError(f"rhat: expected at least 2 chains to compare; got {self.num_chains} "
                              "(run with num_chains >= 2)")
-
-        return {k: split_gelman_rubin(v) for k, v in self.samples.items()}
+        return per_element(self.samples, "rhat")
 
     def ess(self) -> dict[str, torch.Tensor]:
-        """Effective sample size per site element over all chains (Pyro's ``effective_sample_size``)."""
-        return {k: effective_sample_size(v) for k, v in self.samples.items()}
+        """Bulk effective sample size per site element over all chains (Vehtari et al. 2021; ``arviz.ess``,
+        as in ``summary``)."""
+        return per_element(self.samples, "ess")
 
     def save(self, path: str, overwrite: bool = False) -> None:
         """Write a run directory of kind ``mcmc`` (samples.pt, params.pt, config.json; :mod:`ppvae.infer.mcmc.io`).
@@ -146,7 +149,9 @@ class MCMCResult(Result):
     @classmethod
     def load(cls, path: str) -> "MCMCResult":
         """Read a run directory written by :meth:`save` (tensors only, version checked); ``mcmc`` is None."""
-        return _mcmc_io.load(cls, path)
+        result = _mcmc_io.load(cls, path)
+        check_loaded_samples(result, path)
+        return result
 
     def __repr__(self) -> str:  # shapes and headline numbers; the draws themselves are 31,688 characters
         return _display.mcmc_repr(self)
@@ -208,7 +213,9 @@ def _kernel(kind, potential, options):
 
 def _validate(kind, num_samples, warmup, num_chains, seed, options):
     check_choice("kernel", kind, ("nuts", "hmc"))
-    check_int("num_draws", num_samples, low=1)
+    if check_int("num_draws", num_samples, low=1) < 4:
+        raise PPVAEError(f"num_draws: expected at least 4 draws per chain (split R-hat and ESS need them); "
+                         f"got {num_samples}")
     check_int("warmup", warmup, low=0)
     check_int("num_chains", num_chains, low=1)
     check_int("seed", seed, low=0)
@@ -309,6 +316,7 @@ def _divergences(mcmc: MCMC) -> int:
 
 
 @renamed(num_samples="num_draws", num_steps="num_leapfrog")
+@leaves_global_state  # seeds Pyro for the chains, then puts the caller's RNG states back
 def run_mcmc(model: Model, data: Dataset | torch.Tensor, *, kernel: str = "nuts", num_draws: int = 500,
              warmup: int = 500, num_chains: int = 1, init: Any = None, init_jitter: float = 0.5,
              order: tuple[str, int] | None = None, closed_form: bool = True, jit: bool = False,
@@ -361,13 +369,17 @@ def run_mcmc(model: Model, data: Dataset | torch.Tensor, *, kernel: str = "nuts"
         check_int("cores", cores, low=1)
     if _workers_used(cores, num_chains) > 1:
         prestart_workers()  # the server imports torch, Pyro and ppvae while this process builds the potential
+    order = check_order(order)
     with pyro.validation_enabled(False):
         model.setup(data)
     batch = data.batch()
+    model.check_observed(batch, minibatched=False)  # as fit: a model that observes nothing has only its prior
     spec = {"fn": model, "batch": batch, "max_plate_nesting": model.structure(batch).max_plate_nesting, "model": model,
             "order": order, "closed_form": closed_form, "jit": jit}
     potential = Potential(**spec)
     check_local_dimension(potential, model, allow_local)
+    check_init(init, potential)
+    check_broadcasts(model, batch)
     mcmc, samples, elapsed = _sample(potential, kernel, model=model, fn=model, batch=batch, num_samples=num_samples,
                                      warmup=warmup, num_chains=num_chains, init=init, init_jitter=init_jitter,
                                      seed=seed, progress=progress, options=options, cores=cores, rebuild=spec)

@@ -21,6 +21,7 @@ from pyro.infer import TraceEnum_ELBO, infer_discrete
 from pyro.infer.autoguide import AutoContinuous
 
 from ppvae._util import display as _display
+from ppvae._util.state import leaves_global_state
 from ppvae._util.validation import PPVAEError, check_choice, check_int
 from ppvae.data.loaders import Batch, Dataset
 from ppvae.infer.pyro_adapter import unpack_latent
@@ -82,7 +83,8 @@ class Fit(Result):
         seeded by the caller (:meth:`predict`, :meth:`summary`)."""
         batch = self._data_batch(data)
         with pyro.validation_enabled(False):
-            return guide_site_draws(self.model, self.guide, batch, check_int("num_draws", num_draws or 1000, low=1))
+            num_draws = check_int("num_draws", 1000 if num_draws is None else num_draws, low=1)
+            return guide_site_draws(self.model, self.guide, batch, num_draws)
 
     def _max_plate_nesting(self, batch: Batch) -> int:
         return self.model.structure(batch).max_plate_nesting
@@ -144,6 +146,7 @@ class Fit(Result):
         runs.write_config(path, config)
 
     @classmethod
+    @leaves_global_state  # builds the guide in a cleared param store; the caller's store is put back
     def load(cls, path: str) -> "Fit":
         """Rebuild a fit from a run directory written by :meth:`save` (tensors only; no code runs)."""
         config = runs.read_config(path, "svi")

@@ -34,7 +34,9 @@ from pyro import poutine
 
 from ppvae._util.convergence import check_convergence as convergence_of
 from ppvae._util.progress import Progress
-from ppvae._util.validation import PPVAEError, one_line
+from ppvae._util.state import leaves_global_state
+from ppvae._util.validation import PPVAEError, check_options, one_line
+from ppvae.data.dataset import data_fingerprint
 from ppvae.data.loaders import Batch, Dataset
 from ppvae.infer.svi.config import TrainConfig, batch_at, batch_index, binarize_batch, resolve_device
 from ppvae.infer.svi.distributed import DataParallel, SingleProcess
@@ -91,9 +93,8 @@ class Trainer:
             raise PPVAEError(f"model: expected a ppvae.Model instance; got {type(model).__name__}")
         if not isinstance(data, Dataset):
             data = Dataset(data)
-        unknown = sorted(set(options) - set(TrainConfig.__dataclass_fields__) - {"guide", "elbo"})
-        if unknown:
-            raise PPVAEError(f"fit: unknown option(s) {', '.join(unknown)}; expected TrainConfig fields")
+        check_options("fit", options, set(TrainConfig.__dataclass_fields__) - {"guide", "elbo"},
+                      listed_in="help(ppvae.fit)")
         if isinstance(guide, str) and guide == "auto":  # record the guide actually used, e.g. "svi:model"
             guide = "model" if model.has_own_guide else "auto_normal"
         cfg = TrainConfig(guide=guide_spec_name(guide), elbo=elbo, **options).validate(len(data))
@@ -279,7 +280,15 @@ class Trainer:
             "rng": rng_state(),
             "losses": list(self.losses),
             "time_s": float(self.elapsed_s),
+            "data": self.data_fingerprint,
         }
+
+    @property
+    def data_fingerprint(self) -> str:
+        """:func:`ppvae._dataset.data_fingerprint` of the training data (computed once, when first asked)."""
+        if getattr(self, "_data_fingerprint", None) is None:
+            self._data_fingerprint = data_fingerprint(self.data)
+        return self._data_fingerprint
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from ``state`` (from :meth:`state_dict`): parameters, optimizer and scheduler state,
@@ -288,6 +297,9 @@ class Trainer:
         if missing:
             raise PPVAEError(f"load_state_dict: expected a Trainer.state_dict(); missing {', '.join(missing)}")
         step = int(state["step"])
+        if state.get("data") is not None and state["data"] != self.data_fingerprint:  # older states have none
+            raise PPVAEError(f"load_state_dict: the state was trained on other data ({state['data']}); this run's "
+                             f"data is {self.data_fingerprint}; resume with the data the checkpoint was trained on")
         if step > self.total:
             raise PPVAEError(f"load_state_dict: the state is at step {step}, past the {self.total} steps asked for")
         self.initialize()
@@ -324,6 +336,7 @@ class _ProgressDisplay(Callback):
         self.bar.close()
 
 
+@leaves_global_state  # seeds Pyro and clears its param store for the run, then puts the caller's back
 def fit(
     model: Model,
     data: Dataset | torch.Tensor,
