@@ -226,8 +226,14 @@ class PotentialSVI:
         gradients of AutoNormal and AutoMultivariateNormal by hand (:meth:`_manual`), else by autograd."""
         energy = self._energy_fn(batch)
         data = () if not self.minibatch else ((batch.x,) if batch.y is None else (batch.x, batch.y))
-        if manual and self.kind in ("auto_normal", "auto_mvn"):
-            return self._manual(eps, energy, data)
+        # TorchScript's profiling executor re-optimizes a traced graph after its first calls, which can change
+        # the rounding; without it a step's numbers do not depend on how often the graph ran before (exact resume)
+        with torch.jit.optimized_execution(False):
+            if manual and self.kind in ("auto_normal", "auto_mvn"):
+                return self._manual(eps, energy, data)
+            return self._autograd(eps, energy, data)
+
+    def _autograd(self, eps: torch.Tensor, energy, data: tuple):
         flat = self.flat
         with torch.enable_grad():
             u, log_q = self.sample(flat, eps)
