@@ -36,8 +36,8 @@ import torch
 from torch import nn
 
 import ppvae
-from ppvae.ais import sigmoid_schedule
-from ppvae.bdmc import bdmc
+from ppvae.evaluate.ais import sigmoid_schedule
+from ppvae.evaluate.bdmc_bounds import bdmc
 from ppvae.models import VAE
 
 
@@ -105,7 +105,7 @@ def part_bdmc(fit, args):
 
 # -- the plain-PyTorch floor ------------------------------------------------------------------------
 def plain_ais(encoder, decoder, x, chains, betas, leapfrog, step_size=0.1, target=0.65, rate=3.0):
-    """Hand-written AIS from q(z | x) to p(x, z) with HMC, the same algorithm as ppvae.ais.anneal with
+    """Hand-written AIS from q(z | x) to p(x, z) with HMC, the same algorithm as ppvae.evaluate.ais.anneal with
     per-image step sizes adapted by log eps += rate (acceptance - target); returns log-weights (C, M)."""
     h = encoder(x)
     L = h.shape[-1] // 2

@@ -9,7 +9,7 @@ with fewer cores than chains + 1; ``--cores`` measures that separately):
   ``NUTS(model, max_plate_nesting=1, jit_compile=True)``, default initialization (uniform in
   unconstrained space), chains run by ``MCMC`` (sequential here: Pyro does so itself when the
   machine has fewer cores than chains + 1);
-* **ppvae**: ``ppvae.mcmc.run_mcmc``: the potential sums the assignments in closed form
+* **ppvae**: ``ppvae.infer.mcmc.sampler.run_mcmc``: the potential sums the assignments in closed form
   (log-sum-exp) and its gradient comes in closed form too (``GMM.closed_form_potential``: the Fisher
   identity, no autograd graph), all latents are one flat site for Pyro's kernel, the computation is
   compiled with ``torch.jit.trace``, every chain starts at the EM fit (plus jitter), and
@@ -57,8 +57,8 @@ import torch
 from pyro.infer import MCMC, NUTS, config_enumerate
 
 from ppvae import load_dataset
-from ppvae.em import fit_em
-from ppvae.mcmc import run_mcmc
+from ppvae.infer.em import fit_em
+from ppvae.infer.mcmc.sampler import run_mcmc
 from ppvae.models import GMM
 
 

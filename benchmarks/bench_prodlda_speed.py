@@ -37,7 +37,7 @@ from _timing import print_ratios, run_repeats  # benchmarks/_timing.py, beside t
 from torch import nn
 
 import ppvae
-import ppvae._config
+import ppvae.infer.svi.config
 from ppvae.models import ProdLDA
 from ppvae.models.prodlda import SparseLinear, laplace_dirichlet_prior
 
@@ -69,7 +69,8 @@ class PlainProdLDA(nn.Module):
 
 
 class PlainLoop:
-    """The plain loop over ppvae's own batch order (``ppvae._config.epoch_order``), run ``n`` steps at a time."""
+    """The plain loop over ppvae's own batch order (``ppvae.infer.svi.config.epoch_order``),
+    run ``n`` steps at a time."""
 
     def __init__(self, x, seed, sparse, bs=200):
         torch.manual_seed(seed)
@@ -82,7 +83,7 @@ class PlainLoop:
         num, per_epoch = len(self.x), math.ceil(len(self.x) / self.bs)
         for _ in range(n):
             epoch, b = divmod(self.step, per_epoch)
-            index = ppvae._config.epoch_order(num, self.seed, epoch)[b * self.bs : (b + 1) * self.bs]
+            index = ppvae.infer.svi.config.epoch_order(num, self.seed, epoch)[b * self.bs : (b + 1) * self.bs]
             loss = self.net.neg_elbo(self.x[index], num / len(index))
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -137,7 +138,7 @@ def profile(data, steps, sparse):
 def npmi(data, seeds, sparse):
     """bench_topics.py's ProdLDA run (the model's train_defaults, 1,000 steps, ``seed``) and its NPMI (top 10,
     reference = the training documents) per seed, then their mean and sd."""
-    from ppvae.topics import topic_summary
+    from ppvae.evaluate.topics import topic_summary
 
     values = []
     defaults = {k: v for k, v in ProdLDA.train_defaults.items() if k not in ("elbo", "steps")}

@@ -19,10 +19,10 @@ No hyperparameter of a ppvae method was chosen by NPMI on this corpus.
 Every method is scored by ppvae's own metrics: mean NPMI of the top-10 words (reference corpus = the
 training documents; a pair that never co-occurs scores -1), topic diversity (top 25), and -- with
 ``--split train`` -- the held-out per-token perplexity on the 79 test stories by
-``ppvae.topics.heldout_log_likelihood``: importance sampling over theta_d with beta fixed at each
+``ppvae.evaluate.topics.heldout_log_likelihood``: importance sampling over theta_d with beta fixed at each
 method's topic-word matrix (for the LDA-family methods the proposal is the Dirichlet of a CAVI E step
 under the Dirichlet(alpha) prior of that method; for ProdLDA its own encoder and logistic-normal prior),
-and the document-completion perplexity (``ppvae.topics.document_completion``: theta from a random half
+and the document-completion perplexity (``ppvae.evaluate.topics.document_completion``: theta from a random half
 of each test story's words, the other half scored).
 Times are wall-clock seconds of the fit alone, one intra-op thread for every method.
 
@@ -52,8 +52,8 @@ def run(split: str, seed: int, samples: int, prodlda_steps: int, cavi_iter: int,
     from sklearn.decomposition import LatentDirichletAllocation
 
     import ppvae
+    from ppvae.evaluate.topics import document_completion, heldout_log_likelihood, topic_summary
     from ppvae.models import LDA, ProdLDA
-    from ppvae.topics import document_completion, heldout_log_likelihood, topic_summary
 
     train = ppvae.load_dataset("reuters", split=split)
     test = ppvae.load_dataset("reuters", split="test") if split == "train" else None

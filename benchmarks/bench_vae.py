@@ -6,7 +6,7 @@ mnist5k's 4,000 fixed-binarized training images with batch 100, one sample per p
 same number of epochs, the same estimator (``--elbo trace``: estimator A, Kingma & Welling 2013 eq. 6;
 ``meanfield``: estimator B, eq. 7). Then log p(x) on the 1,000 test images is estimated by importance
 sampling with K samples from each model's encoder (Burda et al. 2015, eq. 8): ppvae through
-``ppvae.evaluate.log_marginal``, the reference by a hand-written log-mean-exp. The quality bar: ppvae
+``ppvae.evaluate.marginal.log_marginal``, the reference by a hand-written log-mean-exp. The quality bar: ppvae
 within 1 nat of the reference.
 
     python benchmarks/bench_vae.py [--epochs 50] [--num-samples 5000] [--threads 2] [--seed 0] [--gap-images 100]
@@ -23,7 +23,7 @@ from bench_vae_speed import PlainVAE  # noqa: E402  (the same plain network as t
 from torch import nn
 
 import ppvae
-from ppvae.evaluate import log_marginal
+from ppvae.evaluate.marginal import log_marginal
 from ppvae.models import VAE
 
 

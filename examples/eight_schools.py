@@ -6,7 +6,7 @@
 with the standard errors sigma_j known. Writing theta through eta (the non-centered form; Papaspiliopoulos
 et al. 2007) removes the funnel between tau and the school effects that troubles samplers and Gaussian
 guides alike. The school effects eta are one latent vector outside the data plate (one entry per school), so
-every latent is global and ``ppvae.fit`` runs it on the compiled potential (ppvae/potential_svi.py).
+every latent is global and ``ppvae.fit`` runs it on the compiled potential (ppvae/infer/svi/potential_svi.py).
 
 Data: :func:`schools` (columns y and sigma of BDA3 table 5.2), or on the command line a CSV with those columns:
 

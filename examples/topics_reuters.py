@@ -9,8 +9,8 @@ import warnings
 import torch
 
 import ppvae
+from ppvae.evaluate.topics import format_topics, heldout_log_likelihood, topic_summary
 from ppvae.models import LDA, ProdLDA
-from ppvae.topics import format_topics, heldout_log_likelihood, topic_summary
 
 torch.set_num_threads(1)
 train, test = ppvae.load_dataset("reuters", split="train"), ppvae.load_dataset("reuters", split="test")

@@ -12,9 +12,9 @@ Steps:
    ``elbo="trace"`` is Kingma & Welling's estimator A, ``"meanfield"`` estimator B; ``beta`` and
    ``kl_warmup_steps`` weight the KL term; ``load_dataset("mnist5k", binarize="dynamic")`` redraws the
    binary pixels every batch.
-2. ``ppvae.evaluate.log_marginal(fit, test, num_samples=K)``: per-image importance-sampled log p(x)
+2. ``ppvae.evaluate.marginal.log_marginal(fit, test, num_samples=K)``: per-image importance-sampled log p(x)
    (Burda et al. 2015), with the ELBO, ESS and Pareto k-hat.
-3. ``ppvae.gaps.inference_gaps(fit, test)``: log p(x) - ELBO = approximation gap + amortization gap
+3. ``ppvae.evaluate.gaps.inference_gaps(fit, test)``: log p(x) - ELBO = approximation gap + amortization gap
    (Cremer et al. 2018).
 4. ``model.report(fit, train, out)``: reconstructions, prior samples, latent scatter, loss curves.
 """
@@ -28,8 +28,8 @@ import os
 import torch
 
 import ppvae
-from ppvae.evaluate import log_marginal
-from ppvae.gaps import inference_gaps
+from ppvae.evaluate.gaps import inference_gaps
+from ppvae.evaluate.marginal import log_marginal
 from ppvae.models import VAE
 
 

@@ -46,12 +46,14 @@ def gmm_log_likelihood(x, weights, locs, scale_tril) -> torch.Tensor:
 
 def _diag_potential(uw: torch.Tensor, umu: torch.Tensor, uv: torch.Tensor, c: dict,
                     column: int | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """U(u) and dU/du for the diagonal GMM in ``ppvae.mcmc``'s unconstrained coordinates, without autograd.
+    """U(u) and dU/du for the diagonal GMM in the MCMC potential's unconstrained
+    coordinates, without autograd.
 
     Coordinates (torch's ``biject_to`` for each support): w = StickBreaking(u_w), so
     log w_k = log z_k + sum_{j<k} log(1 - z_j) with z_j = sigmoid(u_w,j - log(K - 1 - j)); sigma = exp(v);
     mu = u_mu, except that with ``column`` = c the column mu_{:,c} = cumsum(u_0c, e^{u_1c}, ..., e^{u_{K-1}c})
-    (``ppvae.mcmc._OrderedColumn``). With r_ik = p(z_i = k | x_i, theta) and s_ikd = (x_id - mu_kd) / sigma_kd,
+    (``ppvae.infer.mcmc.potential``'s ordering transform).
+    With r_ik = p(z_i = k | x_i, theta) and s_ikd = (x_id - mu_kd) / sigma_kd,
 
         U = -[ sum_i log sum_k w_k N(x_i | mu_k, diag sigma_k^2) + log Dir(w | alpha) + log N(mu | m, s0^2)
                + log LogNormal(sigma | log sd, 1) + log|det J| ],
@@ -217,7 +219,7 @@ class GMM(Model, ClosedFormEM, ClosedFormPotential, Mixture, Reports):
 
     def pointwise_log_likelihood(self, values, x) -> torch.Tensor:
         """Per-point log p(x_i | w, mu, sigma, L) = log sum_k w_k N(x_i | mu_k, Sigma_k), z summed in
-        closed form (Bishop 2006, eq. 9.7); ``ppvae.mcmc`` uses it in place of enumeration."""
+        closed form (Bishop 2006, eq. 9.7); ``ppvae.infer.mcmc.sampler`` uses it in place of enumeration."""
         w, locs, scales = values["weights"], values["locs"], values["scales"]
         if "corr" in values:
             return gmm_log_likelihood(x, w, locs, scales.unsqueeze(-1) * values["corr"])
@@ -225,7 +227,7 @@ class GMM(Model, ClosedFormEM, ClosedFormPotential, Mixture, Reports):
         return torch.logsumexp(w.log() + comp, dim=-1)
 
     def closed_form_potential(self, x, order=None):
-        """The potential of ``ppvae.mcmc`` and its gradient in closed form (:func:`_diag_potential`), or
+        """The potential of ``ppvae.infer.mcmc.sampler`` and its gradient in closed form (:func:`_diag_potential`), or
         None where there is none here (full covariances, or an ordering on another site than ``locs``)."""
         if self._full(x.shape[-1]) or (order is not None and order[0] != "locs"):
             return None

@@ -8,7 +8,7 @@ Generative story on the document x word count matrix C (D x V), K topics::
 
 The per-word topic assignments z_dn are summed out exactly: a word's probability is
 sum_k theta_dk beta_kw, so log p(c_d | theta_d, beta) = log C(c_d) + sum_w c_dw log sum_k theta_dk beta_kw
-(:class:`ppvae.topics.WordCounts`, multinomial coefficient included).
+(:class:`ppvae.evaluate.topics.WordCounts`, multinomial coefficient included).
 
 Inference:
 
@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from ppvae import CoordinateAscentVI, Model, PPVAEError, check_float, check_int, register_model
-from ppvae.topics import TopicModel, WordCounts, check_counts
+from ppvae.evaluate.topics import TopicModel, WordCounts, check_counts
 
 from .lda_cavi import CAVIFit, e_step, expected_log_beta, fit_cavi
 
@@ -153,7 +153,7 @@ class LDA(TopicModel, Model, CoordinateAscentVI):
         return gamma / gamma.sum(-1, keepdim=True)
 
     def importance_pair(self, fit_or_params):
-        """((model, proposal), global values) for :func:`ppvae.topics.heldout_log_likelihood`: beta fixed
+        """((model, proposal), global values) for :func:`ppvae.evaluate.topics.heldout_log_likelihood`: beta fixed
         at its posterior mean; proposal the amortized Dirichlet for the own guide, else
         q(theta_d) = Dir(gamma_d) from a CAVI E step on each document with beta fixed."""
         dtype = self.log_lambda.dtype if self.vocab_size is not None else torch.get_default_dtype()

@@ -22,7 +22,7 @@ The ELBO with phi at its optimum for (gamma, lambda) is
     L(gamma, lambda) = sum_{d,w} c_dw log Z_dw + sum_d log C(c_d)
                        - sum_d KL(Dir(gamma_d) || Dir(alpha)) - sum_k KL(Dir(lambda_k) || Dir(eta)),
 
-(log C = multinomial coefficient, the :class:`ppvae.topics.WordCounts` convention). Every update is an
+(log C = multinomial coefficient, the :class:`ppvae.evaluate.topics.WordCounts` convention). Every update is an
 exact maximization of the ELBO in one block, so L never decreases; ``CAVIFit.trace`` (``history["elbo"]``)
 records it after every iteration (float64 throughout). Optional Newton updates of a symmetric alpha maximize the
 alpha-dependent part of L (Blei et al. 2003, appendix A.4.2, the 1-D case), which also cannot lower L.
@@ -40,8 +40,8 @@ import torch
 from torch.distributions import Dirichlet, kl_divergence
 
 from ppvae import Dataset, PPVAEError, Result, check_choice, check_float, check_int, runs
-from ppvae._validation import resolve_alias
-from ppvae.topics import check_counts, check_num_topics, log_multinomial_coefficient, top_words
+from ppvae._util.validation import resolve_alias
+from ppvae.evaluate.topics import check_counts, check_num_topics, log_multinomial_coefficient, top_words
 
 
 def expected_log_dirichlet(conc: torch.Tensor) -> torch.Tensor:
@@ -203,7 +203,7 @@ class CAVIFit(Result):
     vocab: list[str] | None = None
     config: dict = field(default_factory=dict)
     model: Any = None  # the LDA model fitted (its name and hyperparameters go into config.json)
-    data_info: dict = field(default_factory=dict)  # ppvae.runs.data_info of the training data
+    data_info: dict = field(default_factory=dict)  # ppvae.runs.directory.data_info of the training data
 
     method = "cavi"
     history_key = "elbo"
@@ -269,7 +269,7 @@ class CAVIFit(Result):
         return kl_divergence(Dirichlet(self.lam), Dirichlet(torch.full_like(self.lam, self.eta))).sum().item()
 
     def save(self, path: str) -> None:
-        """Write a run directory of kind ``cavi`` (:mod:`ppvae.runs`): gamma and lambda in ``params.pt``, the
+        """Write a run directory of kind ``cavi`` (:mod:`ppvae.runs.directory`): gamma and lambda in ``params.pt``, the
         ELBO trace in ``history.json``, the model, alpha, eta, vocabulary and settings in ``config.json``."""
         if self.model is None:
             raise PPVAEError("save: this CAVIFit has no model (made by fit_cavi(model, ...)), so a saved run "

@@ -34,7 +34,7 @@ from torch import nn
 
 import ppvae
 from ppvae import Model, PPVAEError, Reports, check_choice, check_float, check_int, plots, register_model
-from ppvae.nn import ACTIVATIONS, mlp
+from ppvae.model.nn import ACTIVATIONS, mlp
 
 from .vae import image_report
 

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from ppvae import Model, PPVAEError, check_float, check_int, register_model
-from ppvae.topics import TopicModel, WordCounts, check_counts
+from ppvae.evaluate.topics import TopicModel, WordCounts, check_counts
 
 
 def laplace_dirichlet_prior(alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -93,7 +93,7 @@ def nonzero_counts(x: torch.Tensor):
 
 def sparse_log_multinomial_coefficient(x: torch.Tensor, nonzero) -> torch.Tensor:
     """log C(c_d) = log n_d! - sum_w log c_dw! with the sum over the nonzero counts only (log 0! = 0): the
-    same value as :func:`ppvae.topics.log_multinomial_coefficient` from ~4% of its lgamma evaluations."""
+    same value as :func:`ppvae.evaluate.topics.log_multinomial_coefficient` from ~4% of its lgamma evaluations."""
     rows, _, values = nonzero
     flat_total = x.reshape(-1, x.shape[-1]).sum(-1)
     per_doc = torch.zeros_like(flat_total).index_add(0, rows, torch.lgamma(values + 1))
@@ -258,6 +258,6 @@ class ProdLDA(TopicModel, Model):
 
 
     def importance_pair(self, fit_or_params=None):
-        """((model, encoder guide), no global values) for :func:`ppvae.topics.heldout_log_likelihood`."""
+        """((model, encoder guide), no global values) for :func:`ppvae.evaluate.topics.heldout_log_likelihood`."""
         self._require_setup()
         return (self, self.guide), {}

@@ -16,7 +16,7 @@ with the decoder p_theta an MLP (``arch="mlp"``: ``depth`` hidden layers of ``hi
 
 The guide is the amortized encoder q_phi(z | x) = Normal(mu_phi(x), diag sigma_phi(x)^2) (eq. 9-10),
 the model's own ``guide`` (so ``guide="auto"`` uses it and the run file holds the encoder weights).
-The generic ``guide="amortized"`` of :mod:`ppvae.amortized` also fits this model (an MLP encoder of
+The generic ``guide="amortized"`` of :mod:`ppvae.infer.svi.amortized` also fits this model (an MLP encoder of
 its own). ``elbo="trace"`` is estimator A (eq. 6), ``elbo="meanfield"`` estimator B (eq. 7, the
 Gaussian KL in closed form); ``elbo="iwae"`` where registered by the evaluation layer.
 
@@ -47,7 +47,7 @@ from ppvae import (
     plots,
     register_model,
 )
-from ppvae.nn import ACTIVATIONS, mlp
+from ppvae.model.nn import ACTIVATIONS, mlp
 
 __all__ = ["VAE", "ConvEncoder", "ConvDecoder"]
 

@@ -1,9 +1,23 @@
-"""ppvae: latent-variable models on Pyro, fitted by SVI, evaluated honestly, compared with MCMC and EM."""
+"""ppvae: latent-variable models on Pyro, fitted by SVI, evaluated honestly, compared with MCMC and EM.
+
+The engine, by layer (each subpackage imports only the ones listed before it):
+
+* :mod:`ppvae._util` -- validation, errors, progress, process pool, atomic writes (private)
+* :mod:`ppvae.plots` -- figures written into run directories
+* :mod:`ppvae.data` -- datasets, loaders, the registry of named data
+* :mod:`ppvae.model` -- the Model base class, capabilities, structure, enumeration
+* :mod:`ppvae.runs` -- run directories, checkpoints, callbacks
+* :mod:`ppvae.results` -- the Result interface and summaries
+* :mod:`ppvae.infer` -- SVI (``infer.svi``), MCMC (``infer.mcmc``), EM, importance weights
+* :mod:`ppvae.evaluate` -- log p(x), the evidence, AIS, BDMC, bridge sampling, inference gaps
+* :mod:`ppvae.comparison` -- ArviZ data, LOO and the compare table
+* :mod:`ppvae.cli` -- the ``ppvae`` command
+
+The bundled models are in :mod:`ppvae.models` (the repository's top-level ``models/``)."""
 
 # No global settings are changed here: ppvae's models and guides keep their parameters in their modules
-# by turning Pyro's module_local_params on around their own construction and calls (ppvae/_params.py).
-from ._mcmc_local import fitted_proposal, local_posterior  # noqa: E402
-from ._validation import (  # noqa: E402
+# by turning Pyro's module_local_params on around their own construction and calls (ppvae/_util/params.py).
+from ppvae._util.validation import (
     NonFiniteError,
     PPVAEError,
     check_choice,
@@ -11,11 +25,9 @@ from ._validation import (  # noqa: E402
     check_int,
     check_tensor,
 )
-from ._version import __version__  # noqa: F401
-from .bdmc import BDMCResult, bdmc  # noqa: E402
-from .callbacks import Callback, EarlyStopping  # noqa: E402
-from .compare import Comparison, compare  # noqa: E402
-from .data import (  # noqa: E402
+from ppvae._version import __version__  # noqa: F401
+from ppvae.comparison import Comparison, compare, exact_posterior, to_inference_data
+from ppvae.data import (
     Batch,
     Dataset,
     corpus_from_counts,
@@ -24,13 +36,36 @@ from .data import (  # noqa: E402
     load_dataset,
     register_dataset,
 )
-from .em import EMFit, fit_em  # noqa: E402
-from .evaluate import ImportanceWarning, LogEvidence, LogMarginal, log_evidence, log_marginal  # noqa: E402
-from .gaps import InferenceGaps, inference_gaps  # noqa: E402
-from .guides import list_guides, make_guide, register_guide  # noqa: E402
-from .inference_data import exact_posterior, to_inference_data  # noqa: E402
-from .mcmc import MCMCDivergenceError, MCMCResult, run_mcmc  # noqa: E402
-from .model import (  # noqa: E402
+from ppvae.evaluate import (
+    BDMCResult,
+    ImportanceWarning,
+    InferenceGaps,
+    LogEvidence,
+    LogMarginal,
+    bdmc,
+    inference_gaps,
+    log_evidence,
+    log_marginal,
+)
+from ppvae.infer import (
+    EMFit,
+    Fit,
+    MCMCDivergenceError,
+    MCMCResult,
+    Trainer,
+    fit,
+    fit_em,
+    fitted_proposal,
+    list_elbos,
+    list_guides,
+    local_posterior,
+    make_elbo,
+    make_guide,
+    register_elbo,
+    register_guide,
+    run_mcmc,
+)
+from ppvae.model import (
     ClosedFormEM,
     ClosedFormPotential,
     CoordinateAscentVI,
@@ -44,11 +79,8 @@ from .model import (  # noqa: E402
     register_model,
     require,
 )
-from .objectives import list_elbos, make_elbo, register_elbo  # noqa: E402
-from .result import Result  # noqa: E402
-from .results import Fit  # noqa: E402
-from .summary import Summary  # noqa: E402
-from .train import Trainer, fit  # noqa: E402
+from ppvae.results import Result, Summary
+from ppvae.runs import Callback, EarlyStopping
 
 __all__ = [
     # data and models

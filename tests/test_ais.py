@@ -1,4 +1,4 @@
-"""ppvae.ais (the annealing engine) and per-point AIS in log_marginal, against exact answers."""
+"""ppvae.evaluate.ais (the annealing engine) and per-point AIS in log_marginal, against exact answers."""
 
 import math
 
@@ -9,7 +9,7 @@ import torch
 
 import ppvae
 from ppvae import PPVAEError
-from ppvae.ais import anneal, check_betas, linear_schedule, make_schedule, sigmoid_schedule
+from ppvae.evaluate.ais import anneal, check_betas, linear_schedule, make_schedule, sigmoid_schedule
 
 
 def _gauss(z, mean, scale):

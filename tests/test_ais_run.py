@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from ppvae.cli import main
+from ppvae.cli.app import main
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import ppvae
-from ppvae.amortized import AmortizedGuide, local_site_info
+from ppvae.infer.svi.amortized import AmortizedGuide, local_site_info
 from ppvae.models import GMM, PPCA
 
 

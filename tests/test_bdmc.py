@@ -6,7 +6,7 @@ from test_ais import _fa
 
 import ppvae
 from ppvae import PPVAEError
-from ppvae.bdmc import bdmc, simulate
+from ppvae.evaluate.bdmc_bounds import bdmc, simulate
 
 
 def test_sandwich_brackets_the_exact_marginal_and_closes_with_T():

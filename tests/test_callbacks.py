@@ -24,7 +24,7 @@ class _AllHooks(ppvae.Callback):
 
 
 def test_hooks_that_are_not_overridden_are_not_called():
-    from ppvae.callbacks import as_callback, hooks
+    from ppvae.runs.callbacks import as_callback, hooks
 
     class StepOnly(ppvae.Callback):
         def on_step_end(self, trainer, loss):

@@ -20,10 +20,10 @@ import torch
 
 import ppvae
 from ppvae import ClosedFormEM, ClosedFormPotential, CoordinateAscentVI, ExactPosterior, Mixture, Reports
-from ppvae._capabilities import CAPABILITIES, capabilities_of
-from ppvae._labels import align_labels, component_sites
-from ppvae.cli import build_parser, main
-from ppvae.model import get_model_class
+from ppvae.cli.app import build_parser, main
+from ppvae.model.base import get_model_class
+from ppvae.model.capabilities import CAPABILITIES, capabilities_of
+from ppvae.model.labels import align_labels, component_sites
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -184,7 +184,7 @@ def test_a_hook_defined_without_its_capability_is_refused_at_class_creation():
             return super().em_responsibilities(x, params)
 
     assert set(capabilities_of(_Tuned)) == ZOO["gmm"]
-    assert all(issubclass(c, ppvae.model.Capability) for c in CAPABILITIES)
+    assert all(issubclass(c, ppvae.model.base.Capability) for c in CAPABILITIES)
 
 
 def test_the_engine_finds_no_hook_by_name():

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 import ppvae
-from ppvae.checkpoint import latest_checkpoint, load_checkpoint
-from ppvae.cli import main
+from ppvae.cli.app import main
 from ppvae.models import GMM
+from ppvae.runs.checkpoint import latest_checkpoint, load_checkpoint
 
 # auto_normal draws from the guide every step, so exact equality needs the RNG states restored too
 CLI_ARGS = ["fit", "gmm", "K=2", "--data", "faithful", "--guide", "auto_normal", "--steps", "16",
@@ -66,7 +66,7 @@ def test_cli_run_killed_by_sigkill_resumes_to_the_uninterrupted_result(tmp_path)
             time.sleep(0.1)
             return step(self)
         train.Trainer.run_step = slow_step
-        from ppvae.cli import main
+        from ppvae.cli.app import main
         sys.exit(main({CLI_ARGS + ["--checkpoint-every", "4", "--out", killed]!r}))
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

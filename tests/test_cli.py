@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from ppvae.cli import main
+from ppvae.cli.app import main
 
 FIT_KEYS = {"model", "method", "num_data", "time_s", "loss_final", "log_likelihood", "log_likelihood_exact", "config"}
 
@@ -148,7 +148,7 @@ def test_sigterm_and_ctrl_c_clean_up_and_say_how_to_resume(tmp_path):
 def test_stale_temporary_directories_of_dead_runs_are_removed(tmp_path, capsys):
     import os
 
-    from ppvae.runs import _host
+    from ppvae.runs.directory import _host
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     pid = int(dead.stdout)  # a process that has exited
@@ -200,7 +200,7 @@ def test_help_shows_every_default(capsys):
     # before: `ppvae mcmc --help` said nothing of --samples 1000, --chains 4, ...
     import argparse
 
-    from ppvae.cli import build_parser
+    from ppvae.cli.app import build_parser
 
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     checked = 0
@@ -219,7 +219,7 @@ def test_models_lists_hyperparameters_with_defaults(capsys):
     # before: only names and descriptions; gmm's K and covariance were found only from an error message
     import inspect
 
-    from ppvae.model import get_model_class, list_models
+    from ppvae.model.base import get_model_class, list_models
 
     assert main(["models"]) == 0
     out = capsys.readouterr().out

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from ppvae import Dataset, PPVAEError, fit, load_dataset
-from ppvae.cli import main
-from ppvae.compare import compare, parse_methods
-from ppvae.em import fit_em
-from ppvae.inference_data import guide_draws
+from ppvae.cli.app import main
+from ppvae.comparison.compare_methods import compare, parse_methods
+from ppvae.comparison.inference_data import guide_draws
+from ppvae.infer.em import fit_em
 from ppvae.models import GMM, NormalGamma
 from ppvae.models.gmm import gmm_log_likelihood
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import ppvae
-from ppvae._convergence import MIN_STEPS, check_convergence
+from ppvae._util.convergence import MIN_STEPS, check_convergence
 
 
 @pytest.mark.parametrize("length", [MIN_STEPS, 200, 2000])

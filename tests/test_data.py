@@ -1,4 +1,4 @@
-"""Tests of ppvae.data and its loaders: numbers checked against the sources, not smoke."""
+"""Tests of ppvae.data.loaders and its loaders: numbers checked against the sources, not smoke."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from ppvae import data
-from ppvae._validation import PPVAEError
-from ppvae.data import Dataset, corpus_from_counts, corpus_from_texts, load_dataset
+from ppvae._util.validation import PPVAEError
+from ppvae.data.loaders import Dataset, corpus_from_counts, corpus_from_texts, load_dataset
 
 FASHION_ROOT = "/usr/share/datasets/fashion-mnist"
 

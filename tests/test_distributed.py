@@ -15,9 +15,9 @@ import pytest
 import torch
 
 import ppvae
-from ppvae.checkpoint import latest_checkpoint, load_checkpoint
-from ppvae.cli import main
+from ppvae.cli.app import main
 from ppvae.models import GMM
+from ppvae.runs.checkpoint import latest_checkpoint, load_checkpoint
 
 # batch 75 on N = 272: batches of 75, 75, 75 and 47 -- the last one splits unevenly (24 / 23)
 FIT = dict(guide="auto_delta", steps=12, batch_size=75, seed=2, lr=0.05)
@@ -70,7 +70,7 @@ def test_two_cli_processes_match_one_process_and_only_rank_0_writes(faithful, tm
                 fh.write(f"{{trainer.step}}\\n")
             return save(trainer, *args, **kwargs)
         checkpoint.save_checkpoint = counted_save
-        from ppvae.cli import main
+        from ppvae.cli.app import main
         sys.exit(main({CLI + ["--checkpoint-every", "5", "--out", str(out)]!r}))
     """)
     outs = _launch(script)
@@ -96,7 +96,7 @@ def test_distributed_needs_the_torchrun_environment(tmp_path, capsys, monkeypatc
 
 
 def test_a_minibatch_too_small_to_share_is_refused(faithful):
-    from ppvae.distributed import local_share
+    from ppvae.infer.svi.distributed import local_share
 
     batch, weight = local_share(faithful, torch.tensor([4, 9, 11]), rank=1, world_size=2)
     assert batch.index.tolist() == [11] and batch.size == 272 and weight == pytest.approx(1 / 3)

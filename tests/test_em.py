@@ -6,7 +6,7 @@ import torch
 from scipy.stats import multivariate_normal
 
 import ppvae
-from ppvae.em import fit_em
+from ppvae.infer.em import fit_em
 from ppvae.models import GMM, ThreeCoin
 
 
@@ -50,7 +50,7 @@ def test_gmm_em_log_likelihood_equals_independent_computation(faithful):
 
 def test_engine_enumeration_equals_closed_form_at_em_params(faithful):
     """The engine's generic enumerated log-likelihood agrees with the mixture formula (float64)."""
-    from ppvae._enum import data_plate_log_prob, enumerated_trace
+    from ppvae.model.enumeration import data_plate_log_prob, enumerated_trace
 
     model = GMM(K=2)
     res = fit_em(model, faithful, restarts=3)

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 import ppvae
-import ppvae.evaluate as evaluate
-from ppvae.cli import main
+import ppvae.evaluate.marginal as evaluate
+from ppvae.cli.app import main
+from ppvae.infer.svi.objectives import make_elbo
 from ppvae.models import GMM, PPCA, ThreeCoin
 from ppvae.models.gmm import gmm_log_likelihood
-from ppvae.objectives import make_elbo
 
 N, D, Q, SIGMA = 30, 5, 2, 0.5
 
@@ -263,7 +263,7 @@ def test_out_of_memory_halves_the_chunk(ppca, monkeypatch):
 
 def test_chunk_size_from_available_memory(ppca, monkeypatch):
     fit, ds, exact = ppca
-    monkeypatch.setattr("ppvae._importance.available_bytes", lambda device: 1)
+    monkeypatch.setattr("ppvae.infer.importance.available_bytes", lambda device: 1)
     lm = ppvae.log_marginal(fit, ds, num_samples=200)
     assert lm.chunk_size == 1
     assert abs(float((lm.values - exact).mean())) < 3 * lm.mc_stderr_mean

@@ -1,4 +1,5 @@
-"""Evidence log p(X) by bridge sampling (ppvae.bridge) and by AIS over all latents (ppvae._evidence_ais),
+"""Evidence log p(X) by bridge sampling (ppvae.evaluate.bridge) and by AIS over all latents
+(ppvae.evaluate.evidence_ais),
 checked against closed forms; the vectorized log joint both use, checked against the NUTS potential; the
 `ppvae evidence` command; bad input."""
 
@@ -14,9 +15,9 @@ import ppvae
 from models.gmm import GMM
 from models.normal_gamma import NormalGamma
 from ppvae import PPVAEError
-from ppvae._joint import log_density, potential_for, unconstrained_draws
-from ppvae.bridge import bridge_sampling, iterate_bridge, relative_mse
-from ppvae.mcmc import MCMCResult
+from ppvae.evaluate.bridge import bridge_sampling, iterate_bridge, relative_mse
+from ppvae.evaluate.joint import log_density, potential_for, unconstrained_draws
+from ppvae.infer.mcmc.sampler import MCMCResult
 
 # the hierarchical normal model of eight schools (mu, theta_i; tau known) and its closed-form evidence
 # live in the example script, loaded from its file (as test_model does with examples/custom_model.py)
@@ -169,7 +170,7 @@ def test_ais_with_one_step_is_importance_sampling_from_p0(ng_data):
 
 # -- the command line ----------------------------------------------------------------------------------
 def test_cli_evidence_on_mcmc_and_fit_directories(tmp_path, ng_data, capsys):
-    from ppvae.cli import main
+    from ppvae.cli.app import main
 
     csv = tmp_path / "ng.csv"
     csv.write_text("x\n" + "\n".join(f"{v:.10f}" for v in ng_data[:, 0].tolist()) + "\n")
@@ -196,7 +197,7 @@ def test_cli_evidence_on_mcmc_and_fit_directories(tmp_path, ng_data, capsys):
 
 
 def test_cli_evidence_bad_directory(tmp_path, capsys):
-    from ppvae.cli import main
+    from ppvae.cli.app import main
 
     assert main(["evidence", str(tmp_path / "nope")]) == 2
     assert capsys.readouterr().err.count("\n") == 1

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import ppvae
-from ppvae.checkpoint import latest_checkpoint, load_checkpoint
+from ppvae.infer.svi.train import TrainConfig, batch_at
 from ppvae.models import GMM
-from ppvae.train import TrainConfig, batch_at
+from ppvae.runs.checkpoint import latest_checkpoint, load_checkpoint
 
 FIT = dict(guide="auto_normal", steps=10, batch_size=68, seed=4, lr=0.05, progress=False)  # 4 batches/epoch
 

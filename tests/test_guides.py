@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import ppvae
-from ppvae.em import fit_em
+from ppvae.infer.em import fit_em
 from ppvae.models import GMM
 
 EM_MAX = -1130.264  # Old Faithful, K=2, full covariance (test_em checks it against scikit-learn)

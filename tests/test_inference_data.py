@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from ppvae import Dataset, PPVAEError, fit, load_dataset
-from ppvae.inference_data import align_labels, pointwise_log_likelihood, summary, to_inference_data
-from ppvae.mcmc import run_mcmc
+from ppvae.comparison.inference_data import align_labels, pointwise_log_likelihood, summary, to_inference_data
+from ppvae.infer.mcmc.sampler import run_mcmc
 from ppvae.models import GMM, PPCA, NormalGamma
 from ppvae.models.gmm import gmm_log_likelihood
 
@@ -117,7 +117,7 @@ def test_summary_leaves_out_constant_entries():
     import arviz as az
     import numpy as np
 
-    from ppvae.inference_data import summary
+    from ppvae.comparison.inference_data import summary
 
     rng = np.random.default_rng(0)
     corr = np.zeros((4, 100, 2, 2))

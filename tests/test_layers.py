@@ -20,26 +20,24 @@ from collections import defaultdict
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = {"ppvae": os.path.join(ROOT, "ppvae"), "ppvae.models": os.path.join(ROOT, "models")}
 
-# Lowest layer first. A module may import its own layer and the layers below it. Mirrored in README "Layout".
+# The engine's subpackages, lowest layer first. A module may import modules of its own subpackage and of the
+# subpackages below it, never of one above. Mirrored in README "Layout" (one line per subpackage).
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("foundation", ("ppvae._version", "ppvae._params", "ppvae._validation", "ppvae._progress", "ppvae._parallel",
-                    "ppvae._io", "ppvae._convergence", "ppvae.nn", "ppvae.ais", "ppvae.plots", "ppvae._plots_mcmc")),
-    ("data", ("ppvae._dataset", "ppvae._data_registry", "ppvae._data_images", "ppvae._data_text", "ppvae.data")),
-    ("model", ("ppvae._capabilities", "ppvae._model_import", "ppvae._structure", "ppvae.model", "ppvae._enum",
-               "ppvae._labels", "ppvae._jit", "ppvae.summary", "ppvae.result")),
-    ("runs", ("ppvae.callbacks", "ppvae.checkpoint", "ppvae.runs", "ppvae._mcmc_io")),
-    ("inference", ("ppvae.amortized", "ppvae.guides", "ppvae._proposal", "ppvae._importance", "ppvae.objectives",
-                   "ppvae._mcmc_checks", "ppvae._potential", "ppvae.mcmc", "ppvae._mcmc_local", "ppvae._joint")),
-    ("training", ("ppvae._config", "ppvae._steps", "ppvae.train", "ppvae.distributed", "ppvae.results", "ppvae.em")),
-    ("evaluation", ("ppvae._estimate", "ppvae._local_ais", "ppvae._evidence_ais", "ppvae.bridge", "ppvae.evidence",
-                    "ppvae.evaluate", "ppvae.bdmc", "ppvae.gaps", "ppvae.inference_data", "ppvae.topics",
-                    "ppvae._compare_report", "ppvae.compare")),
-    ("commands", ("ppvae._ais_run", "ppvae._evidence_run", "ppvae._cli_parser",
-                  "ppvae._cli_evidence", "ppvae._cli_models", "ppvae._cli_predict",
-                  "ppvae._evaluate_kinds", "ppvae._run_write", "ppvae.cli")),
-    ("api", ("ppvae",)),
+    ("util", ("ppvae._version", "ppvae._util")),
+    ("plots", ("ppvae.plots",)),
+    ("data", ("ppvae.data",)),
+    ("model", ("ppvae.model",)),
+    ("runs", ("ppvae.runs",)),
+    ("results", ("ppvae.results",)),
+    ("infer", ("ppvae.infer",)),
+    ("evaluate", ("ppvae.evaluate",)),
+    ("comparison", ("ppvae.comparison",)),
+    ("cli", ("ppvae.cli",)),
+    ("api", ("ppvae",)),  # the top-level __init__ alone: the public API
     ("models", ("ppvae.models",)),  # the bundled models: clients of the public API, like a user's own
 ]
+MAX_MODULES_PER_FOLDER = 12
+MAX_LINES_PER_MODULE = 400
 
 # Function-local imports that are allowed, by (importer, imported module prefix): optional heavy dependencies.
 # lda: the optional [topics] extra; multiprocessing: its forkserver exists on POSIX only
@@ -47,16 +45,34 @@ LAZY_THIRD_PARTY = ("matplotlib", "arviz", "torch.distributed", "tqdm", "lda", "
 
 # One first-party edge that points up on purpose: the model registry loads the bundled models (a client of
 # the public API) on first lookup, as it would load a plugin. It is not part of the import graph.
-PLUGIN_LOADS = {("ppvae.model", "ppvae.models")}
+PLUGIN_LOADS = {("ppvae.model.base", "ppvae.models")}
+
 
 def _module_files() -> dict[str, str]:
     files = {}
     for pkg, folder in PACKAGES.items():
-        for name in sorted(os.listdir(folder)):
-            if name.endswith(".py"):
-                mod = pkg if name == "__init__.py" else f"{pkg}.{name[:-3]}"
-                files[mod] = os.path.join(folder, name)
+        for dirpath, dirnames, names in os.walk(folder):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "__")))
+            rel = os.path.relpath(dirpath, folder)
+            sub = pkg if rel == "." else pkg + "." + rel.replace(os.sep, ".")
+            if pkg == "ppvae" and sub.startswith("ppvae.models"):
+                continue
+            for name in sorted(names):
+                if name.endswith(".py") and name != "__main__.py":
+                    files[sub if name == "__init__.py" else f"{sub}.{name[:-3]}"] = os.path.join(dirpath, name)
     return files
+
+
+def folder_of(mod: str) -> str:
+    """The layer entry (a subpackage, or a top-level module) that ``mod`` belongs to."""
+    if mod.startswith("ppvae.models"):
+        return "ppvae.models"
+    best = ""
+    for _, members in LAYERS:
+        for m in members:
+            if (mod == m or (m != "ppvae" and mod.startswith(m + "."))) and len(m) > len(best):
+                best = m
+    return best or mod
 
 
 def _resolve(importer: str, is_package: bool, node: ast.ImportFrom | ast.Import, known: set[str]) -> list[str]:
@@ -136,11 +152,11 @@ def import_graph() -> tuple[dict[str, set[str]], list[tuple[str, str, int]], lis
 
 
 def _layer_key(mod: str) -> str:
-    return "ppvae.models" if mod.startswith("ppvae.models") else mod
+    return folder_of(mod)
 
 
 def layer_of(mod: str) -> int | None:
-    key = _layer_key(mod)
+    key = folder_of(mod)
     for i, (_, members) in enumerate(LAYERS):
         if key in members:
             return i
@@ -258,6 +274,55 @@ def test_readme_layout_lists_the_layers():
             assert f"`{short}`" in line, f"README Layout: layer {name!r} line does not list `{short}`"
 
 
+def _package(mod: str, files: dict[str, str]) -> str:
+    """The package a module lives in (a package's ``__init__`` belongs to the package itself)."""
+    return mod if files[mod].endswith("__init__.py") else mod.rsplit(".", 1)[0]
+
+
+def private_crossings() -> list[tuple[str, str, str]]:
+    """``(importer, module, name)`` for every underscored name imported from a module of another package:
+    a subpackage's private names stay inside it (its public names are the ones without an underscore)."""
+    files = _module_files()
+    known = set(files)
+    out = []
+    for mod, path in files.items():
+        with open(path, encoding="utf-8") as fh:
+            tree = ast.parse(fh.read(), path)
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.ImportFrom) or node.level or not (node.module or "").startswith("ppvae"):
+                continue
+            if node.module not in known:
+                continue
+            for alias in node.names:
+                if alias.name.startswith("_") and not alias.name.startswith("__") and (
+                        _package(node.module, files) != _package(mod, files)):
+                    out.append((mod, node.module, alias.name))
+    return sorted(out)
+
+
+def test_no_private_names_cross_subpackages():
+    bad = private_crossings()
+    assert not bad, f"private names imported from another package (importer, module, name): {bad}"
+
+
+def test_folders_and_modules_stay_small():
+    files = _module_files()
+    per_folder: dict[str, int] = defaultdict(int)
+    long = []
+    for mod, path in files.items():
+        if mod.startswith("ppvae.models"):
+            continue
+        if not path.endswith("__init__.py"):
+            per_folder[os.path.dirname(path)] += 1
+        with open(path, encoding="utf-8") as fh:
+            n = sum(1 for _ in fh)
+        if n > MAX_LINES_PER_MODULE:
+            long.append((mod, n))
+    crowded = {os.path.relpath(f, ROOT): n for f, n in per_folder.items() if n > MAX_MODULES_PER_FOLDER}
+    assert not crowded, f"folders with more than {MAX_MODULES_PER_FOLDER} modules: {crowded}"
+    assert not long, f"modules over {MAX_LINES_PER_MODULE} lines: {long}"
+
+
 def report() -> str:
     edges, local_first, local_third = import_graph()
     ups = upward(edges)
@@ -269,6 +334,8 @@ def report() -> str:
         f"upward imports (against LAYERS): {len(ups)}" + "".join(f"\n  {a} -> {b}" for a, b in ups),
         f"function-local first-party import statements: {len({(a, line) for a, _, line in local_first})}",
         f"imports inside a cycle: {sum(1 for c in cyc for a in c for b in edges[a] if b in c)}",
+        f"private names imported across packages: {len(private_crossings())}"
+        + "".join(f"\n  {a} <- {m}.{n}" for a, m, n in private_crossings()),
         f"function-local third-party import statements: {len(local_third)} ("
         + ", ".join(sorted({n for _, n, _ in local_third})) + ")",
     ]

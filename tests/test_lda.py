@@ -14,6 +14,7 @@ from scipy.stats import beta as beta_dist
 from scipy.stats import multinomial
 
 import ppvae
+from ppvae.evaluate.topics import heldout_log_likelihood, log_multinomial_coefficient
 from ppvae.models import LDA
 from ppvae.models.lda import initial_lambda
 from ppvae.models.lda_cavi import (
@@ -27,7 +28,6 @@ from ppvae.models.lda_cavi import (
     lda_elbo,
     newton_alpha,
 )
-from ppvae.topics import heldout_log_likelihood, log_multinomial_coefficient
 
 
 def planted_corpus(K=3, V=12, D=300, n=50, alpha=0.3, seed=0):
@@ -269,7 +269,7 @@ def test_bad_input():
 
 
 def test_cli_cavi_writes_topics_and_a_monotone_elbo_trace(tmp_path, capsys):
-    from ppvae.cli import main
+    from ppvae.cli.app import main
 
     out = tmp_path / "cavi"
     assert main(["cavi", "lda", "topics=4", "--data", "reuters", "--out", str(out), "--max-iter", "3"]) == 0

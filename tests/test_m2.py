@@ -106,7 +106,7 @@ def test_cli_keeps_labels_per_class_and_fits_m2(tmp_path):
     """``--data mnist5k:labels_per_class=10``: 100 labels kept (10 per class), the rest -1; the fit runs traced."""
     import json
 
-    from ppvae.cli import main
+    from ppvae.cli.app import main
 
     data = ppvae.load_dataset("mnist5k", split="train", labels_per_class="10", label_seed="3")
     kept = data.y[data.y >= 0]
@@ -138,7 +138,7 @@ def test_cli_prints_held_out_accuracy_and_draws_classes_as_rows(tmp_path, capsys
     import json
 
     from ppvae import plots
-    from ppvae.cli import main
+    from ppvae.cli.app import main
 
     figs = {}
     for name in ("plot_image_grid", "plot_latent_2d"):

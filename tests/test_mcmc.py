@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from ppvae import Dataset, Model, PPVAEError, fit, load_dataset, log_marginal
-from ppvae._mcmc_local import fitted_proposal, local_posterior
-from ppvae._potential import _OrderedColumn
-from ppvae.em import fit_em
-from ppvae.mcmc import MCMCDivergenceError, Potential, _initial_params, run_mcmc
+from ppvae.infer.em import fit_em
+from ppvae.infer.mcmc.local import fitted_proposal, local_posterior
+from ppvae.infer.mcmc.potential import _OrderedColumn
+from ppvae.infer.mcmc.sampler import MCMCDivergenceError, Potential, _initial_params, run_mcmc
 from ppvae.models import GMM, PPCA, NormalGamma
 from ppvae.models.gmm import gmm_log_likelihood
 
@@ -237,7 +237,7 @@ def test_many_local_continuous_dimensions_are_refused_with_the_count():
 
 
 def test_cli_mcmc_refuses_a_vae_in_one_line(capsys):
-    from ppvae.cli import main
+    from ppvae.cli.app import main
 
     assert main(["mcmc", "vae", "--data", "mnist5k", "--samples", "5", "--warmup", "5", "--out", "o"]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -1,4 +1,4 @@
-"""ppvae._parallel (ordered map over worker processes) and parallel MCMC chains (identical draws)."""
+"""ppvae._util.parallel (ordered map over worker processes) and parallel MCMC chains (identical draws)."""
 
 import io
 
@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import ppvae
-from ppvae._parallel import parallel_map, report, resolve_workers
-from ppvae._progress import Progress
-from ppvae.mcmc import run_mcmc
+from ppvae._util.parallel import parallel_map, report, resolve_workers
+from ppvae._util.progress import Progress
+from ppvae.infer.mcmc.sampler import run_mcmc
 from ppvae.models import GMM
 
 
@@ -95,7 +95,7 @@ def test_mcmc_chains_on_two_cores_equal_one_core_bit_for_bit():
 
 
 def test_cli_threads_and_cores_refuse_bad_values(tmp_path, capsys):
-    from ppvae.cli import main
+    from ppvae.cli.app import main
 
     assert main(["mcmc", "gmm", "K=2", "--data", "faithful", "--cores", "0", "--out", str(tmp_path / "a")]) == 2
     assert "cores: expected an integer >= 1; got 0" in capsys.readouterr().err

@@ -46,7 +46,7 @@ def test_cavi_elbo_trace_is_titled_and_labelled_as_cavi(tmp_path, capsys):
     """Before: CAVI's elbo_trace.png was titled "EM restarts" with axes log-likelihood / EM iteration."""
     import torch
 
-    from ppvae.cli import main
+    from ppvae.cli.app import main
 
     g = torch.Generator().manual_seed(0)
     counts = torch.poisson(torch.full((12, 8), 2.0), generator=g)
@@ -123,7 +123,7 @@ def test_plots_leave_the_global_backend_and_pyplot_alone(tmp_path):
 def test_a_failing_figure_never_costs_the_fit(tmp_path, capsys, monkeypatch):
     """Before: an exception in a figure left only checkpoints and exited 1 with a traceback. Now the run
     is written, the exit status is 0, and one stderr line names the figure."""
-    from ppvae.cli import main
+    from ppvae.cli.app import main
 
     def broken(*args, **kwargs):
         raise ValueError("zero-size array to reduction operation minimum\nsecond line")

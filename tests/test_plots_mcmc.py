@@ -5,7 +5,7 @@ import arviz as az
 import matplotlib.pyplot as plt  # imported by ArviZ anyway: its figure list shows what the plots opened
 import numpy as np
 
-from ppvae._plots_mcmc import plot_mcmc_rank, plot_mcmc_trace, scalar_draws
+from ppvae.plots.mcmc import plot_mcmc_rank, plot_mcmc_trace, scalar_draws
 
 
 def _posterior():

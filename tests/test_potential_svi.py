@@ -1,4 +1,4 @@
-"""SVI on the compiled potential (ppvae/potential_svi.py, issue 24) against Pyro's path and closed forms.
+"""SVI on the compiled potential (ppvae/infer/svi/potential_svi.py, issue 24) against Pyro's path and closed forms.
 
 * ELBO value and gradient: the potential path and Pyro's ELBO (``Trace_ELBO`` / ``TraceEnum_ELBO``) at the same
   parameters and the same noise, on four models: GMM K=2 full (enumerated assignments; simplex, positive and
@@ -17,8 +17,8 @@ import pytest
 import torch
 
 import ppvae
+from ppvae.infer.svi.potential_svi import FAST_GUIDES
 from ppvae.models import GMM as gmm_cls
-from ppvae.potential_svi import FAST_GUIDES
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 blr = ppvae.import_model(str(ROOT / "examples" / "blr.py:BayesianLinearRegression"))

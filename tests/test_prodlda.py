@@ -14,10 +14,10 @@ from scipy import integrate
 from scipy.stats import multinomial, norm
 
 import ppvae
-from ppvae.cli import main
+from ppvae.cli.app import main
+from ppvae.evaluate.topics import heldout_log_likelihood, top_word_indices
 from ppvae.models import ProdLDA
 from ppvae.models.prodlda import laplace_dirichlet_prior
-from ppvae.topics import heldout_log_likelihood, top_word_indices
 
 sys.path.insert(0, os.path.dirname(__file__))
 from test_lda import planted_corpus  # noqa: E402
@@ -57,7 +57,8 @@ def _word_probs(theta0: float) -> np.ndarray:
 def test_likelihood_is_product_of_experts():
     model, ds = _tiny_model()
     h = torch.tensor([[0.3, -0.2], [1.0, 1.0], [-2.0, 0.5], [0.0, 3.0]])
-    tr = ppvae.model.poutine.trace(ppvae.model.poutine.condition(model, {"logtheta": h})).get_trace(ds.batch())
+    poutine = ppvae.model.base.poutine
+    tr = poutine.trace(poutine.condition(model, {"logtheta": h})).get_trace(ds.batch())
     lp = tr.nodes["obs"]["fn"].log_prob(DOCS)
     theta = torch.softmax(h, -1)
     for d in range(4):
@@ -138,8 +139,8 @@ def test_bad_input():
 def test_sparse_input_layer_and_coefficient_equal_the_dense_ones():
     from torch import nn
 
+    from ppvae.evaluate.topics import WordCounts, log_multinomial_coefficient
     from ppvae.models.prodlda import SparseLinear, nonzero_counts, sparse_log_multinomial_coefficient
-    from ppvae.topics import WordCounts, log_multinomial_coefficient
 
     gen = torch.Generator().manual_seed(0)
     x = (torch.rand(7, 40, generator=gen) < 0.1) * torch.randint(1, 6, (7, 40), generator=gen).double()

@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import ppvae
-from ppvae.cli import main
-from ppvae.data import corpus_from_counts
-from ppvae.em import fit_em
+from ppvae.cli.app import main
+from ppvae.data.loaders import corpus_from_counts
+from ppvae.infer.em import fit_em
 from ppvae.models import GMM
 
 FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -16,7 +16,7 @@ import torch
 
 import ppvae
 from ppvae import Dataset, PPVAEError
-from ppvae.bdmc import bdmc, simulate
+from ppvae.evaluate.bdmc_bounds import bdmc, simulate
 
 TAU, SIGMA = 0.8, 0.5
 W = (1.5, -0.7)

@@ -14,7 +14,7 @@ from models.gmm import GMM
 from models.lda import LDA
 from models.normal_gamma import NormalGamma
 from ppvae import Dataset, Model, PPVAEError
-from ppvae.cli import main
+from ppvae.cli.app import main
 
 SIGMA, ALPHA = 0.5, 1.0  # known noise sd; prior precision of the weights
 

@@ -13,8 +13,8 @@ from torch.distributions import Categorical, MixtureSameFamily, MultivariateNorm
 
 import ppvae
 from ppvae import runs
-from ppvae._ais_run import evaluate_run
-from ppvae.cli import main
+from ppvae.cli.ais import evaluate_run
+from ppvae.cli.app import main
 from ppvae.models import GMM, LDA, NormalGamma
 from ppvae.models.lda_cavi import CAVIFit
 

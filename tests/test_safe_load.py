@@ -9,8 +9,8 @@ import torch
 from _helpers import write_payload
 
 import ppvae
-from ppvae.checkpoint import load_checkpoint
 from ppvae.models import GMM
+from ppvae.runs.checkpoint import load_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""ModelStructure (ppvae/_structure.py) and the one pointwise log-likelihood (ppvae._enum).
+"""ModelStructure (ppvae/_structure.py) and the one pointwise log-likelihood (ppvae.model.enumeration).
 
 The structure of the zoo models is checked against what their generative stories say, by hand; the
 pointwise log-likelihood against a brute-force sum over every joint assignment of the discrete latents."""
@@ -13,11 +13,11 @@ import torch
 from pyro.ops.indexing import Vindex
 
 import ppvae
-from ppvae._enum import enumerated_log_likelihood
-from ppvae._importance import data_log_likelihood
-from ppvae._structure import ModelStructure, structure_of
-from ppvae.inference_data import pointwise_log_likelihood
-from ppvae.model import Model, is_local, latent_sites
+from ppvae.comparison.inference_data import pointwise_log_likelihood
+from ppvae.infer.importance import data_log_likelihood
+from ppvae.model.base import Model, is_local, latent_sites
+from ppvae.model.enumeration import enumerated_log_likelihood
+from ppvae.model.structure import ModelStructure, structure_of
 from ppvae.models import GMM, LDA, VAE, ProdLDA
 
 DOCS = torch.tensor([[2.0, 1, 0], [0, 1, 3], [1, 1, 1], [4, 0, 0]])
@@ -97,7 +97,7 @@ def test_is_local_and_latent_sites_stay_public():
     model = Nested()
     trace = model.trace(ppvae.Batch(torch.randn(4, 3)))
     assert [n for n, s in latent_sites(trace).items() if is_local(s)] == ["c", "u"]
-    assert ppvae.model.is_local is ppvae._structure.is_local
+    assert ppvae.model.base.is_local is ppvae.model.structure.is_local
     assert model.max_plate_nesting(ppvae.Batch(torch.randn(4, 3))) == 2
     assert model.discrete_latent_sites(ppvae.Batch(torch.randn(4, 3))) == ["c"]
 

@@ -1,4 +1,4 @@
-"""ppvae.topics: NPMI and diversity against hand-computed values, the bag-of-words likelihood, perplexity,
+"""ppvae.evaluate.topics: NPMI and diversity against hand-computed values, the bag-of-words likelihood, perplexity,
 and bad input. Seeded and exact (tolerances 1e-6 unless stated)."""
 
 import math
@@ -9,8 +9,8 @@ import torch
 from scipy.stats import multinomial
 
 import ppvae
-from ppvae._data_text import corpus_from_counts
-from ppvae.topics import (
+from ppvae.data.text import corpus_from_counts
+from ppvae.evaluate.topics import (
     WordCounts,
     check_counts,
     check_num_topics,
@@ -135,8 +135,8 @@ def test_corpus_loader_counts_dropped_documents():
 
 def test_document_completion_with_identical_topics_is_exact():
     """With every topic equal to p, theta does not matter: perplexity = exp(-sum h_w log p_w / sum h_w)."""
+    from ppvae.evaluate.topics import document_completion
     from ppvae.models import LDA
-    from ppvae.topics import document_completion
 
     p = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
     counts = torch.tensor([[6.0, 2, 2], [1, 5, 4], [3, 3, 3], [1, 0, 0]])

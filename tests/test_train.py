@@ -28,7 +28,7 @@ def test_seeded_cpu_run_repeats_bit_for_bit(faithful):
 def test_minibatch_likelihood_is_scaled_by_n_over_m(faithful):
     """With a deterministic guide, the mean of the minibatch losses over one epoch's partition equals
     the full-batch loss: each batch's likelihood is scaled by N / M (Hoffman et al. 2013, eq. 8)."""
-    from ppvae.train import TrainConfig, batch_at
+    from ppvae.infer.svi.train import TrainConfig, batch_at
 
     fit = ppvae.fit(GMM(K=2), faithful, guide="auto_delta", steps=20, progress=False)
     elbo = pyro.infer.TraceEnum_ELBO(max_plate_nesting=1)
@@ -41,7 +41,7 @@ def test_minibatch_likelihood_is_scaled_by_n_over_m(faithful):
 
 
 def test_epochs_count_steps_and_batches_cover_the_data(faithful):
-    from ppvae.train import TrainConfig, batch_at
+    from ppvae.infer.svi.train import TrainConfig, batch_at
 
     cfg = TrainConfig(epochs=2, batch_size=100).validate(len(faithful))
     assert cfg.total_steps(len(faithful)) == 6
@@ -165,7 +165,7 @@ def test_bad_data_raises_clear_errors(x, match):
 def test_vectorized_particles_match_in_expectation(faithful):
     """num_particles averages independent ELBO draws: same mean loss, smaller spread."""
     fit = ppvae.fit(GMM(K=2), faithful, guide="auto_normal", steps=30, progress=False)
-    from ppvae.objectives import make_elbo
+    from ppvae.infer.svi.objectives import make_elbo
 
     model = fit.model.enumerated()
     batch = faithful.batch()
@@ -200,9 +200,9 @@ def test_lean_trace_elbo_equals_pyro_trace_elbo(num_particles):
     """The 'trace' objective's short path gives Pyro's Trace_ELBO loss and gradients exactly at the same
     random draws: on a VAE minibatch (reparameterized, N/M-scaled data plate) and, through its fallback,
     on a guide with a Bernoulli site (score-function term)."""
+    from ppvae.infer.svi.objectives import LeanTrace_ELBO, make_elbo
+    from ppvae.infer.svi.train import TrainConfig, batch_at
     from ppvae.models import VAE
-    from ppvae.objectives import LeanTrace_ELBO, make_elbo
-    from ppvae.train import TrainConfig, batch_at
 
     data = _tiny_vae_data()
     model = VAE(latent_dim=2, hidden=8)
@@ -248,7 +248,7 @@ def test_vae_trace_fit_repeats_bit_for_bit_with_fused_adam():
 
 def test_fused_adam_matches_default_adam_to_rounding():
     """ppvae's optimizer (fused Adam) follows torch's default Adam on a quadratic to float rounding."""
-    from ppvae._steps import adam as _adam
+    from ppvae.infer.svi.steps import adam as _adam
 
     target = torch.linspace(-2, 3, 7)
     out = []

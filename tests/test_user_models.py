@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import ppvae
-from ppvae.cli import main
+from ppvae.cli.app import main
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 import ppvae
-from ppvae.evaluate import log_marginal
-from ppvae.gaps import inference_gaps
+from ppvae.evaluate.gaps import inference_gaps
+from ppvae.evaluate.marginal import log_marginal
 from ppvae.models import PPCA, VAE
 
 
@@ -98,7 +98,7 @@ def test_dynamic_binarization_redraws_pixels_reproducibly():
     data = ppvae.Dataset(grey, name="grey", kind="binary", meta={"dynamic_binarization": True})
     runs = [ppvae.fit(_built(data), data, steps=6, batch_size=20, seed=1, progress=False) for _ in range(2)]
     assert runs[0].history["loss"] == runs[1].history["loss"]
-    from ppvae.train import binarize_batch
+    from ppvae.infer.svi.train import binarize_batch
 
     b1 = binarize_batch(data.batch(torch.arange(60)), seed=1, step=0).x
     b2 = binarize_batch(data.batch(torch.arange(60)), seed=1, step=1).x
@@ -184,7 +184,7 @@ def test_other_architectures_and_likelihoods_fit(hp):
 
 
 def test_cli_fit_writes_figures_and_reloads(tmp_path):
-    from ppvae.cli import main
+    from ppvae.cli.app import main
 
     out = tmp_path / "run"
     rc = main(["fit", "vae", "latent_dim=4", "hidden=32", "depth=1", "--data", "mnist5k", "--steps", "5",

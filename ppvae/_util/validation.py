@@ -1,0 +1,143 @@
+"""Validation at the public boundary.
+
+Every check raises :class:`ValueError` (or a subclass) whose message names the argument, what was
+expected and what came, in the style of scikit-learn's ``sklearn/utils/validation.py``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+
+class PPVAEError(ValueError):
+    """The one error type ppvae raises for bad input; the CLI prints it on one line and exits 2."""
+
+
+class NonFiniteError(PPVAEError, FloatingPointError):
+    """Training produced a non-finite loss or gradient; the message names the step and site(s)."""
+
+
+def one_line(exc: BaseException) -> str:
+    """``ExceptionType: message`` on one line for an exception raised by user or Pyro code. Pyro writes
+    "Error while computing log_prob at site 'x':", the cause on the next line, then a multi-line
+    ``Trace Shapes:`` table; the lines before the table are joined and the table dropped."""
+    text = str(exc).split("Trace Shapes:")[0]
+    first = " ".join(line.strip() for line in text.splitlines() if line.strip())[:500]
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def describe_value(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
+    if isinstance(value, np.ndarray):
+        return f"array of shape {value.shape} and dtype {value.dtype}"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
+    """Return ``value`` if it is one of ``choices``; else raise naming the valid ones."""
+    choices = list(choices)
+    if value not in choices:
+        raise PPVAEError(f"{name}: expected one of {', '.join(map(str, choices))}; got {describe_value(value)}")
+    return value
+
+
+def check_int(name: str, value: Any, *, low: int | None = None, high: int | None = None) -> int:
+    """Return ``value`` as an int, checking ``low <= value <= high``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            raise PPVAEError(f"{name}: expected an integer; got {describe_value(value)}")
+    value = int(value)
+    if low is not None and value < low:
+        raise PPVAEError(f"{name}: expected an integer >= {low}; got {value}")
+    if high is not None and value > high:
+        raise PPVAEError(f"{name}: expected an integer <= {high}; got {value}")
+    return value
+
+
+def check_float(
+    name: str, value: Any, *, low: float | None = None, high: float | None = None, strict: bool = False
+) -> float:
+    """Return ``value`` as a finite float in ``[low, high]`` (``(low, high)`` when ``strict``)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise PPVAEError(f"{name}: expected a number; got {describe_value(value)}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise PPVAEError(f"{name}: expected a finite number; got {value}")
+    if low is not None and (value <= low if strict else value < low):
+        raise PPVAEError(f"{name}: expected a number {'>' if strict else '>='} {low}; got {value}")
+    if high is not None and (value >= high if strict else value > high):
+        raise PPVAEError(f"{name}: expected a number {'<' if strict else '<='} {high}; got {value}")
+    return value
+
+
+def check_tensor(
+    name: str,
+    value: Any,
+    *,
+    ndim: int | tuple[int, ...] | None = None,
+    dtype: str | None = None,
+    finite: bool = True,
+    nonempty: bool = True,
+    low: float | None = None,
+    high: float | None = None,
+    integer: bool = False,
+) -> torch.Tensor:
+    """Convert ``value`` to a tensor and check it.
+
+    ``dtype`` is ``"float"`` (converted to the default float dtype unless already floating),
+    ``"long"`` or ``None`` (kept). ``integer`` checks that the values are whole numbers;
+    ``low``/``high`` bound the values (inclusive).
+    """
+    if isinstance(value, np.ndarray) or isinstance(value, (list, tuple)):
+        try:
+            value = torch.as_tensor(np.asarray(value))
+        except (TypeError, ValueError) as exc:
+            raise PPVAEError(f"{name}: expected a numeric array; got {describe_value(value)} ({exc})") from None
+    if not isinstance(value, torch.Tensor):
+        raise PPVAEError(f"{name}: expected a tensor or array; got {describe_value(value)}")
+    if value.dtype == torch.bool or value.is_complex():
+        raise PPVAEError(f"{name}: expected real numbers; got {describe_value(value)}")
+    if dtype == "float" and not value.is_floating_point():
+        value = value.to(torch.get_default_dtype())
+    elif dtype == "long":
+        if value.is_floating_point():
+            if not torch.isfinite(value).all() or (value != value.round()).any():
+                raise PPVAEError(f"{name}: expected whole numbers; got non-integer values")
+        value = value.long()
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if value.dim() not in allowed:
+            want = " or ".join(f"{d}-D" for d in allowed)
+            raise PPVAEError(f"{name}: expected a {want} array; got {describe_value(value)}")
+    if nonempty and value.numel() == 0:
+        raise PPVAEError(f"{name}: expected a non-empty array; got {describe_value(value)}")
+    if finite and value.is_floating_point() and value.numel() and not torch.isfinite(value).all():
+        bad = (~torch.isfinite(value)).sum().item()
+        raise PPVAEError(f"{name}: expected finite values; got {bad} NaN or inf entries")
+    if integer and value.is_floating_point() and value.numel() and (value != value.round()).any():
+        raise PPVAEError(f"{name}: expected whole numbers; got non-integer values")
+    if low is not None and value.numel() and value.min().item() < low:
+        raise PPVAEError(f"{name}: expected values >= {low}; got minimum {value.min().item():g}")
+    if high is not None and value.numel() and value.max().item() > high:
+        raise PPVAEError(f"{name}: expected values <= {high}; got maximum {value.max().item():g}")
+    return value
+
+
+def resolve_alias(name: str, value: Any, default: Any, alias: str, alias_value: Any) -> Any:
+    """``value`` of the argument ``name``, or of its documented alias ``alias`` (the older spelling) when
+    only that was passed; both passed is refused, naming the canonical one."""
+    if alias_value is None:
+        return value
+    if value is not None and value != default:
+        raise PPVAEError(f"{alias}: is the old spelling of {name}; pass {name} only (got both {name}={value!r} "
+                         f"and {alias}={alias_value!r})")
+    return alias_value

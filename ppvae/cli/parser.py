@@ -1,0 +1,253 @@
+"""The ``ppvae`` command line's argument parser: subcommands, options with their defaults in ``--help``,
+and usage errors raised as :class:`PPVAEError` (printed on one line, exit 2, by ``ppvae.cli.app.main``)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Callable
+
+import torch
+
+from ppvae._util.validation import PPVAEError
+from ppvae.cli.models import add_import_option
+from ppvae.cli.predict import add_parsers as add_predict_parsers
+from ppvae.infer.svi.guides import list_guides
+from ppvae.infer.svi.objectives import list_elbos
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """``--help`` shows each option's default, except where the help already says it or there is none
+    (``None`` means the model's own or the data's; a flag's ``False`` means off)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (not action.option_strings or action.default is None or action.default is False
+                or action.default == argparse.SUPPRESS or "default" in text.lower()):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line on stderr and exits 2."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message):
+        raise PPVAEError(f"{self.prog}: {message}")
+
+
+DEFAULT_THREADS = 1  # measured: a GMM fit is as fast at 1 thread idle, 2.2x faster beside another job (README)
+
+
+def set_threads(args) -> None:
+    """``--threads``: torch intra-op threads of this process (MCMC worker processes always use one)."""
+    threads = getattr(args, "threads", None)
+    threads = DEFAULT_THREADS if threads is None else threads
+    if threads < 1:
+        raise PPVAEError(f"--threads: expected an integer >= 1; got {threads}")
+    torch.set_num_threads(threads)
+
+
+def _threads(p) -> None:
+    add_import_option(p)  # every command that runs a model (or loads a run) can import a user's model first
+    p.add_argument("--threads", type=int, default=None,
+                   help=f"torch intra-op threads (default {DEFAULT_THREADS}: fastest for small models on a shared "
+                        "machine; try more for a large network on an idle one)")
+
+
+def _common(p, with_model=True):
+    _threads(p)
+    if with_model:
+        p.add_argument("model", help="model name (see `ppvae models`), or a user's model as MODULE:CLASS or "
+                       "FILE.py:CLASS")
+        p.add_argument("hparams", nargs="*", metavar="KEY=VALUE", help="model hyperparameters, e.g. K=3")
+    p.add_argument("--data", required=True, help="data set name (see `ppvae datasets`; NAME:KEY=VALUE passes "
+                   "loader options, e.g. reuters:split=train) or a CSV/NPY path")
+    p.add_argument("--standardize", action="store_true", help="scale each column to mean 0, sd 1")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--out", required=True, help="run directory to create")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
+
+
+def guide_help() -> str:
+    """``--guide``'s help: every guide in the registry (``ppvae.list_guides``)."""
+    return ("auto (the model's own guide if it has one, else auto_normal), or a registered guide: "
+            + ", ".join(list_guides()))
+
+
+def elbo_help() -> str:
+    """``--elbo``'s help: every objective in the registry (``ppvae.list_elbos``)."""
+    return ("auto (the model's train_defaults, else enum when the model has discrete latents, else trace), or a "
+            "registered ELBO: " + ", ".join(list_elbos()))
+
+
+def _jit(p, default: bool | None, what: str) -> None:
+    """The one jit switch of fit, compare and mcmc: ``--jit`` / ``--no-jit``."""
+    p.add_argument("--jit", action=argparse.BooleanOptionalAction, default=default, help=what)
+
+
+def build_parser(commands: dict[str, Callable]) -> argparse.ArgumentParser:
+    """The ``ppvae`` parser; ``commands`` maps each subcommand to the function that runs it."""
+    parser = _Parser(prog="ppvae", description="Latent-variable models on Pyro: fit, evaluate, compare.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = sub.add_parser("models", help="list the models (zoo, installed packages' ppvae.models entry points)")
+    add_import_option(p)
+    p.set_defaults(func=commands["models"])
+    sub.add_parser("datasets", help="list the bundled data sets").set_defaults(func=commands["datasets"])
+    _add_fit(sub, commands)
+    _add_em_cavi(sub, commands)
+    _add_compare_mcmc(sub, commands)
+    _add_evaluate(sub, commands)
+    _add_bdmc_evidence(sub, commands)
+    add_predict_parsers(sub, commands)
+    return parser
+
+
+def _add_fit(sub, commands) -> None:
+    p = sub.add_parser("fit", help="fit a model by SVI")
+    _common(p)
+    p.add_argument("--guide", default="auto", help=guide_help())
+    p.add_argument("--elbo", default="auto", help=elbo_help())
+    steps = p.add_mutually_exclusive_group()
+    steps.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the model's own)")
+    steps.add_argument("--epochs", type=int, default=None, help="passes over the data (instead of --steps)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="minibatch size (default: all data, or the model's own)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default 0.01, or the model's own)")
+    p.add_argument("--betas", default=None, metavar="B1,B2",
+                   help="Adam's decay rates (default 0.9,0.999, or the model's train_defaults)")
+    p.add_argument("--num-particles", type=int, default=1, help="samples per ELBO estimate")
+    p.add_argument("--beta", type=float, default=1.0, help="weight of the local latents' KL term (beta-VAE)")
+    p.add_argument("--kl-warmup-steps", type=int, default=0, help="ramp the KL weight linearly over these steps")
+    p.add_argument("--patience", type=int, default=None,
+                   help="early stopping after this many steps without gain (default: off)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    _jit(p, None, "trace the objective once per batch shape (default: the model's train_defaults, else off)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
+                   help="write OUT/checkpoints/checkpoint-<step>.pt every N steps (and at the end)")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR",
+                   help="continue from the newest checkpoint in RUN_DIR (or RUN_DIR/checkpoints)")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel SVI; launch with torchrun --nproc_per_node=N -m ppvae.cli fit ...")
+    p.add_argument("--mmap", action="store_true", help="memory-map an .npy --data file instead of reading it")
+    p.add_argument("--no-convergence-check", action="store_true",
+                   help="no warning when the loss is still falling at the end (rule: ppvae/_convergence.py)")
+    p.set_defaults(func=commands["fit"])
+
+
+def _add_em_cavi(sub, commands) -> None:
+    p = sub.add_parser("em", help="fit a model by closed-form EM")
+    _common(p)
+    p.add_argument("--restarts", type=int, default=10, help="EM runs from different starts; the best is kept")
+    p.add_argument("--max-iter", type=int, default=1000, help="EM iterations per restart at most")
+    p.add_argument("--ll-tol", "--tol", dest="ll_tol", type=float, default=1e-10,
+                   help="stop when a step gains less than this log-likelihood per point (--tol: alias)")
+    p.add_argument("--cores", type=int, default=1,
+                   help="worker processes for the restarts, one thread each (results identical for any value)")
+    p.set_defaults(func=commands["em"])
+
+    p = sub.add_parser("cavi", help="coordinate-ascent mean-field VI (LDA: Blei et al. 2003; ELBO never decreases)")
+    _common(p)
+    p.add_argument("--max-iter", type=int, default=100, help="CAVI iterations at most")
+    p.add_argument("--rel-tol", "--tol", dest="rel_tol", type=float, default=1e-5,
+                   help="stop when an iteration gains less than rel_tol x |ELBO| (--tol: alias)")
+    p.add_argument("--update-alpha", action="store_true", help="Newton updates of the Dirichlet alpha")
+    p.set_defaults(func=commands["cavi"])
+
+
+def _add_compare_mcmc(sub, commands) -> None:
+    p = sub.add_parser("compare", help="run a model with several methods (em, svi:<guide>, nuts, hmc); one table")
+    _common(p)
+    p.add_argument("--methods", required=True, help="comma-separated, e.g. em,svi:auto_normal,svi:auto_mvn,nuts")
+    p.add_argument("--test-fraction", type=float, default=0.2, help="held-out share of the data")
+    p.add_argument("--steps", type=int, default=2000, help="SVI steps")
+    p.add_argument("--lr", type=float, default=0.01, help="SVI learning rate")
+    p.add_argument("--draws", type=int, default=1000, help="draws from each SVI guide")
+    p.add_argument("--samples", type=int, default=500, help="MCMC draws per chain")
+    p.add_argument("--warmup", type=int, default=500, help="MCMC warm-up steps per chain")
+    p.add_argument("--chains", type=int, default=2, help="MCMC chains")
+    p.add_argument("--cores", type=int, default=None,
+                   help="worker processes for the MCMC chains (default: the available cores, at most --chains)")
+    _jit(p, True, "compile the MCMC potential with torch.jit.trace")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=commands["compare"])
+
+    p = sub.add_parser("mcmc", help="sample the posterior with NUTS or HMC (discrete latents summed out)")
+    _common(p)
+    p.add_argument("--kernel", default="nuts", choices=("nuts", "hmc"), help="MCMC kernel")
+    p.add_argument("--num-draws", "--samples", dest="num_draws", type=int, default=1000,
+                   help="kept draws per chain (--samples: alias)")
+    p.add_argument("--warmup", type=int, default=500, help="warm-up steps per chain")
+    p.add_argument("--chains", type=int, default=4, help="chains")
+    p.add_argument("--cores", type=int, default=None,
+                   help="worker processes for the chains, one thread each (default: the available cores, at most "
+                        "--chains); draws are identical for any value")
+    p.add_argument("--init", default="model", choices=("model", "prior", "em"), help="where chains start")
+    p.add_argument("--order", default=None, metavar="SITE:COLUMN", help="order a location column, e.g. locs:0")
+    p.add_argument("--target-accept", type=float, default=0.8, help="NUTS/HMC step-size adaptation target")
+    _jit(p, False, "compile the potential with torch.jit.trace (default: off)")
+    p.add_argument("--allow-local", action="store_true",
+                   help="sample more than 1,000 per-data-point continuous latent dimensions jointly "
+                   "(refused otherwise)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=commands["mcmc"])
+
+
+def _add_evaluate(sub, commands) -> None:
+    p = sub.add_parser("evaluate", help="per-point log p(x) of a saved run: SVI by importance sampling or AIS; EM "
+                       "exact; MCMC lppd beside PSIS-LOO; CAVI per-document ELBO")
+    p.add_argument("run_dir", help="a run directory written by `ppvae fit`, `em`, `mcmc` or `cavi`")
+    _threads(p)
+    p.add_argument("--data", default=None, help="data set name, NAME:KEY=VALUE (e.g. mnist5k:split=test) or "
+                   "a path (default: the run's data set)")
+    p.add_argument("--num-samples", type=int, default=1000, help="importance samples K per data point")
+    p.add_argument("--proposal", default="guide", choices=("guide", "prior"),
+                   help="where the importance samples come from: the fitted guide or the prior")
+    p.add_argument("--chunk-size", type=int, default=None,
+                   help="data points per vectorized pass (default: from free memory)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the importance samples")
+    p.add_argument("--method", default="is", choices=("is", "ais"), help="importance sampling or annealed IS")
+    _ais_options(p, steps_type=int, steps_default=500)
+    p.set_defaults(func=commands["evaluate"])
+
+
+def _ais_options(p, steps_type, steps_default) -> None:
+    """AIS flags shared by `evaluate --method ais` and `bdmc`."""
+    p.add_argument("--steps", type=steps_type, default=steps_default,
+                   help="annealing steps T" + (" (comma-separated list)" if steps_type is str else ""))
+    p.add_argument("--chains", type=int, default=16, help="AIS chains per data point")
+    p.add_argument("--leapfrog", type=int, default=5, help="leapfrog steps per HMC transition")
+    p.add_argument("--schedule", default="sigmoid", choices=("sigmoid", "linear"),
+                   help="the annealing path's beta schedule (sigmoidal as Wu et al. 2017, or linear)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_bdmc_evidence(sub, commands) -> None:
+    p = sub.add_parser("bdmc", help="BDMC bounds of log p(x) on points simulated from a run (certifies AIS)")
+    p.add_argument("run_dir", help="a run directory written by `ppvae fit`")
+    _threads(p)
+    p.add_argument("--data", default=None, help="where the globals are read (default: the run's data set)")
+    p.add_argument("--points", type=int, default=100, help="simulated data points")
+    p.add_argument("--proposal", default="guide", choices=("guide", "prior"),
+                   help="where AIS starts: the fitted guide's local factor or the prior")
+    p.add_argument("--chunk-size", type=int, default=None, help="data points per vectorized pass")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    _ais_options(p, steps_type=str, steps_default="100,200,400")
+    p.set_defaults(func=commands["bdmc"])
+
+    p = sub.add_parser("evidence", help="log p(X) of a run or MCMC directory by every estimator it allows")
+    p.add_argument("run_dir", help="a directory written by `ppvae fit` or by `ppvae mcmc`")
+    _threads(p)
+    p.add_argument("--mcmc", default=None, metavar="MCMC_DIR",
+                   help="with a fit run: also bridge sampling from this `ppvae mcmc` directory (same model and data)")
+    p.add_argument("--data", default=None, help="data set name or path (default: the directory's data set)")
+    p.add_argument("--standardize", action="store_true", help="as given to `ppvae mcmc` (MCMC directories)")
+    p.add_argument("--num-samples", type=int, default=1000, help="importance samples S over the globals")
+    p.add_argument("--steps", type=int, default=200, help="AIS annealing steps T")
+    p.add_argument("--chains", type=int, default=64, help="AIS chains C")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=commands["evidence"])

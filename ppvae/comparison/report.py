@@ -1,0 +1,130 @@
+"""The table of :func:`ppvae.compare`: Markdown, CSV, JSON and the marginal-posterior figure."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ppvae.plots.figures import plot_marginals
+from ppvae.runs.directory import atomic_write, write_figure
+
+__all__ = ["Comparison"]
+
+
+@dataclass
+class Comparison:
+    """The records of :func:`compare` (``records``: one dict per method) and each method's draws."""
+
+    model: str
+    data: str
+    records: list[dict]
+    draws: dict = field(default_factory=dict)  # method -> {site: (S, ...)} aligned draws
+    settings: dict = field(default_factory=dict)
+
+    COLUMNS = ("method", "status", "time_s", "train_loglik", "test_loglik", "elpd_loo", "elpd_loo_se", "p_loo",
+               "khat_max", "num_khat_over_0_7", "ess_per_s", "ess_bulk_min", "rhat_max", "num_divergences", "error")
+
+    def parameters(self) -> list[str]:
+        names: list[str] = []
+        for r in self.records:
+            names += [k for k in r.get("posterior", {}) if k not in names]
+        return names
+
+    def to_csv(self) -> str:
+        params = self.parameters()
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(list(self.COLUMNS) + [f"mean:{p}" for p in params] + [f"sd:{p}" for p in params])
+        for r in self.records:
+            post = r.get("posterior", {})
+            writer.writerow([_cell(r.get(c)) for c in self.COLUMNS]
+                            + [_cell(post.get(p, {}).get("mean")) for p in params]
+                            + [_cell(post.get(p, {}).get("sd")) for p in params])
+        return buf.getvalue()
+
+    def to_markdown(self) -> str:
+        cols = [c for c in self.COLUMNS if c != "error"]
+        lines = [f"# {self.model} on {self.data}", "",
+                 f"train {self.settings.get('num_train')} points, held-out {self.settings.get('num_test')} "
+                 f"(split seed {self.settings.get('seed')}); log-likelihoods are sums of log predictive densities", "",
+                 "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        for r in self.records:
+            lines.append("| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |")
+        failed = [r for r in self.records if r["status"] != "ok"]
+        for r in failed:
+            lines.append(f"\n**{r['method']} failed:** {r['error']}")
+        params = self.parameters()
+        if params:
+            lines += ["", "## Posterior mean (sd) of the global parameters", "",
+                      "| parameter | " + " | ".join(r["method"] for r in self.records) + " |",
+                      "|---|" + "---|" * len(self.records)]
+            for p in params:
+                cells = []
+                for r in self.records:
+                    s = r.get("posterior", {}).get(p)
+                    sd = "" if s is None or s["sd"] is None else f" ({_fmt(s['sd'])})"
+                    cells.append("" if s is None else _fmt(s["mean"]) + sd)
+                lines.append(f"| {p} | " + " | ".join(cells) + " |")
+        pairs = list(dict.fromkeys(k for r in self.records for k in (r.get("pairs") or {})))
+        if pairs:
+            with_pairs = [r for r in self.records if r.get("pairs")]
+            lines += ["", "## Posterior dependence: corr(a, b) / rank corr(|a - median a|, b)", "",
+                      "| pair | " + " | ".join(r["method"] for r in with_pairs) + " |",
+                      "|---|" + "---|" * len(with_pairs)]
+            for p in pairs:
+                stats = [r["pairs"].get(p) for r in with_pairs]
+                cells = ["" if c is None else f"{_fmt(c['corr'])} / {_fmt(c['scale_dep'])}" for c in stats]
+                lines.append(f"| {p} | " + " | ".join(cells) + " |")
+        for note in self.settings.get("notes", []):
+            lines.append(f"\nNote: {note}")
+        return "\n".join(lines) + "\n"
+
+    def to_json(self) -> str:
+        return json.dumps({"model": self.model, "data": self.data, "settings": self.settings,
+                           "records": self.records}, indent=2, default=_json_default)
+
+    def save(self, directory: str) -> dict[str, str]:
+        """Write comparison.md, comparison.csv, comparison.json and marginals.png into ``directory``."""
+        os.makedirs(directory, exist_ok=True)
+        paths = {ext: os.path.join(directory, f"comparison.{ext}") for ext in ("md", "csv", "json")}
+        atomic_write(paths["md"], lambda fh: fh.write(self.to_markdown()))
+        atomic_write(paths["csv"], lambda fh: fh.write(self.to_csv()))
+        atomic_write(paths["json"], lambda fh: fh.write(self.to_json()))
+        paths["png"] = os.path.join(directory, "marginals.png")
+        points = {r["method"]: {k: v["mean"] for k, v in r.get("posterior", {}).items()}
+                  for r in self.records if r["status"] == "ok" and r.get("point_estimate")}
+        write_figure(directory, "marginals.png", lambda path: plot_marginals(
+            self.draws, points, path, title=f"{self.model} on {self.data}: marginal posteriors"))
+        return paths
+
+
+def _cell(v):
+    return "" if v is None else v
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.4g}" if math.isfinite(v) else str(v)
+    return str(v)
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, torch.Tensor):
+        return o.tolist()
+    raise TypeError(type(o).__name__)
+
+
+def _float(v):
+    v = float(v)
+    return v if math.isfinite(v) else None

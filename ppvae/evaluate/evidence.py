@@ -1,0 +1,152 @@
+"""The evidence log p(X) of a model and data, by one of three estimators (``log_evidence(method=)``).
+
+* ``"is"``: importance sampling over the global latents G,
+
+      log p(X) ~ log (1/S) sum_s p(X, G_s) / q(G_s),   G_s ~ q (the fitted guide or the prior),
+
+  with p(X | G) = prod_i sum_{z_i} p(x_i, z_i | G) summed exactly over discrete local latents (so it
+  needs a model whose local latents are all discrete); the standard error is the delta-method
+  sqrt((S / ESS - 1) / S) and the Pareto k-hat of the weights (Yao et al. 2018) comes with it.
+* ``"ais"``: annealed importance sampling over all continuous latents, globals and locals
+  (:mod:`ppvae.evaluate.evidence_ais`; Neal 2001).
+* ``"bridge"``: bridge sampling from NUTS/HMC draws (:mod:`ppvae.evaluate.bridge`; Meng & Wong 1996,
+  Gronau et al. 2017, with Frühwirth-Schnatter 2004's error).
+
+Two independent estimators that agree within their standard errors are the certificate
+``ppvae evidence`` prints (:mod:`ppvae.cli.evidence_run`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import math
+import warnings
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.poutine.util import site_is_subsample
+
+from ppvae._util.validation import PPVAEError, check_choice, check_int
+from ppvae.data.loaders import Batch
+from ppvae.evaluate.bridge import bridge_sampling
+from ppvae.evaluate.estimate import KHAT_THRESHOLD, ImportanceWarning, LogEvidence, _prepare, _seeded, psis_khat
+from ppvae.evaluate.evidence_ais import ais_evidence
+from ppvae.infer.importance import (
+    auto_chunk,
+    check_log_weights,
+    data_log_likelihood,
+    global_log_density,
+    particle_plate,
+    run_chunks,
+)
+from ppvae.infer.mcmc.sampler import MCMCResult
+from ppvae.infer.proposal import is_sampled
+
+__all__ = ["LogEvidence", "log_evidence"]
+
+
+def log_evidence(fit_or_model_guide, data, *, method: str = "is", num_samples: int = 1000, proposal="guide",
+                 chunk_size: int | None = None, seed: int = 0, **options) -> LogEvidence:
+    """log p(X) by ``method``:
+
+    * ``"is"``: log (1/S) sum_s p(X, G_s) / q(G_s), G_s ~ q (the guide, the prior or a guide
+      callable), with p(X | G) = prod_i sum_{z_i} p(x_i, z_i | G) summed exactly over discrete local
+      latents; needs a model whose local latents are all discrete. ``chunk_size`` bounds the data
+      points per vectorized pass; ``stderr`` is the delta-method sqrt((S / ESS - 1) / S).
+    * ``"ais"``: annealed importance sampling over all continuous latents, globals and locals, from a
+      Gaussian fitted to the guide's draws (or to the draws of an MCMCResult passed as the first
+      argument) to the posterior (:func:`ppvae.evaluate.evidence_ais.ais_evidence`; ``options``: num_steps,
+      num_chains, schedule, num_leapfrog, step_size, target_accept, num_init_draws, progress).
+    * ``"bridge"``: bridge sampling from the NUTS/HMC draws of a :class:`ppvae.MCMCResult` passed as
+      the first argument (:func:`ppvae.evaluate.bridge.bridge_sampling`; ``options``: tol, max_iter, use_ess).
+    """
+    check_choice("method", method, ("is", "ais", "bridge"))
+    if method != "is":
+        return _evidence_by(method, fit_or_model_guide, data, seed, chunk_size, options)
+    if options:
+        raise PPVAEError(f"options: method='is' takes num_samples, proposal, chunk_size and seed; got "
+                         f"{', '.join(sorted(options))}")
+    return _importance_evidence(fit_or_model_guide, data, num_samples, proposal, chunk_size, seed)
+
+
+def _importance_evidence(fit_or_model_guide, data, num_samples, proposal, chunk_size, seed) -> LogEvidence:
+    """method="is": S draws of the globals from the proposal, p(X | G_s) summed over the data in chunks."""
+    num, chunk_size, seed, model, guide, fit, ds, device, q, qname, mpn, global_names, local_cont = _prepare(
+        fit_or_model_guide, data, proposal, num_samples, chunk_size, seed)
+    if local_cont:
+        raise PPVAEError(
+            f"log_evidence: the model has continuous local latents ({', '.join(local_cont)}); it supports models whose "
+            "local latents are discrete; use log_marginal for per-point estimates"
+        )
+    n = len(ds)
+    with torch.no_grad(), pyro.validation_enabled(False), _seeded(seed, device):
+        values, log_q = _draw_globals(model, q, ds, num, mpn, global_names)
+        loglik = torch.zeros(num, dtype=torch.float64, device=device)
+        prior = {}
+
+        def run(start: int, m: int) -> int:
+            nonlocal loglik
+            y = None if ds.y is None else ds.y[start:start + m]  # a regression's response rides with x
+            batch = Batch(ds.x[start:start + m], y, torch.arange(start, start + m, device=device), n)
+            lp, mtr = data_log_likelihood(model, batch, num, mpn, values)
+            lp = lp.double()
+            check_log_weights(lp, {"model": mtr})
+            loglik = loglik + lp.sum(-1)
+            if "value" not in prior:
+                prior["value"] = global_log_density(mtr, global_names, num, mpn)
+            return auto_chunk({"model": mtr}, m, n, device)
+
+        run_chunks(n, chunk_size, run, probe=max(2, min(16, 100_000 // num)))
+    lw = (prior.get("value", 0.0) + loglik - log_q).cpu()
+    if torch.isnan(lw).any() or (lw == math.inf).any():
+        raise PPVAEError("proposal: log-weights over the globals are NaN or +inf: the proposal puts mass where "
+                         "the prior has none")
+    lse = float(torch.logsumexp(lw, 0))
+    ess = float(1.0 / torch.exp(2 * (lw - lse)).sum())
+    khat = float(psis_khat(lw[None].numpy())[0])
+    if khat > KHAT_THRESHOLD:
+        warnings.warn(f"log_evidence: Pareto k-hat = {khat:.2f} > {KHAT_THRESHOLD}: the estimate is unreliable "
+                      "(Yao et al. 2018); use a better proposal or more samples", ImportanceWarning, stacklevel=2)
+    return LogEvidence(value=lse - math.log(num), stderr=math.sqrt(max(num / ess - 1, 0.0) / num), ess=ess, khat=khat,
+                       elbo=float(lw.mean()), num_samples=num, proposal=qname)
+
+
+def _evidence_by(method, source, data, seed, chunk_size, options) -> LogEvidence:
+    """``log_evidence`` by 'ais' or 'bridge', its options checked against the estimator's signature."""
+
+    fn = ais_evidence if method == "ais" else bridge_sampling
+    allowed = sorted(set(inspect.signature(fn).parameters) - {"source", "mcmc", "data", "seed", "chunk_size"})
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise PPVAEError(f"options: method='{method}' takes {', '.join(allowed)}; got {', '.join(unknown)}")
+    if method == "bridge" and not isinstance(source, MCMCResult):
+        raise PPVAEError("fit_or_model_guide: method='bridge' needs posterior draws; expected the ppvae.MCMCResult "
+                         f"of ppvae.run_mcmc; got {type(source).__name__}")
+    extra = {} if chunk_size is None else {"chunk_size": check_int("chunk_size", chunk_size, low=1)}
+    return fn(source, data, seed=seed, **extra, **options)
+
+
+def _draw_globals(model, q, ds, num, mpn, global_names):
+    """S draws of the global latents from the proposal (or prior) with their log-density, shape (S,)."""
+    y = None if ds.y is None else ds.y[:1]  # a regression's response rides with x
+    batch = Batch(ds.x[:1], y, torch.zeros(1, dtype=torch.long, device=ds.x.device), len(ds))
+    with particle_plate(num, mpn) if num > 1 else contextlib.nullcontext():
+        src = poutine.trace(q if q is not None else model).get_trace(batch if q is None else ds.batch())
+    sampled = [name for name, s in src.nodes.items() if is_sampled(s)]
+    unknown = sorted(set(sampled) - set(global_names)) if q is not None else []
+    if unknown:
+        raise PPVAEError(
+            f"proposal: the guide samples site(s) {', '.join(unknown)} that are not global latents of the model "
+            f"({', '.join(global_names) or 'none'})"
+        )
+    missing = sorted(set(global_names) - set(sampled))
+    if missing:
+        raise PPVAEError(f"proposal: the guide does not sample the model's global latent site(s) {', '.join(missing)}")
+    values = {name: src.nodes[name]["value"] for name in global_names}
+    if q is None:
+        return values, global_log_density(src, global_names, num, mpn)
+    every = [name for name, s in src.nodes.items()
+             if s["type"] == "sample" and not s["is_observed"] and not site_is_subsample(s)]
+    return values, global_log_density(src, every, num, mpn)

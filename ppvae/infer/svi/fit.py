@@ -1,0 +1,184 @@
+"""The result of a fit: model, guide, configuration and history, with save/load and the posterior
+over discrete assignments.
+
+:meth:`Fit.save` writes a run directory of kind ``svi`` (``config.json``, ``params.pt``, ``history.json``;
+the format is in :mod:`ppvae.runs.directory`). ``Fit.load`` refuses, naming the file and the reason, a missing or
+corrupted file, a file that would need code to be unpickled, and a run written by another major.minor
+ppvae version (``config.json`` ``ppvae_version``; patch versions share the format).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+from typing import Callable
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.distributions.transforms import biject_to
+from pyro.infer import TraceEnum_ELBO, infer_discrete
+
+from ppvae._util.validation import PPVAEError, check_choice, check_int
+from ppvae.data.loaders import Batch, Dataset
+from ppvae.infer.svi.config import TrainConfig, resolve_device
+from ppvae.infer.svi.guides import make_guide
+from ppvae.model.base import Model
+from ppvae.results.base import Result, guide_site_draws
+from ppvae.runs import directory as runs
+
+__all__ = ["Fit"]
+
+
+class Fit(Result):
+    """A fitted model: ``model``, ``guide``, ``config`` (:class:`TrainConfig`), ``history`` (``"loss"``: the
+    loss per step; ``steps``, ``time_s``, ``stopped_early``). Implements :class:`ppvae.Result`: draws come
+    from the guide."""
+
+    history_key = "loss"
+
+    def __init__(self, model: Model, guide: Callable, config: TrainConfig, history: dict, *,
+                 data_info: dict, elbo_name: str):
+        self.model, self.guide, self.config, self.history = model, guide, config, history
+        self.data_info, self.elbo_name = data_info, elbo_name
+
+    def __repr__(self) -> str:
+        loss = self.history["loss"][-1] if self.history.get("loss") else float("nan")
+        return f"Fit({self.model.name or type(self.model).__name__}, {self.method}, final loss {loss:.6g})"
+
+    @property
+    def method(self) -> str:
+        return f"svi:{self.config.guide}"
+
+    @property
+    def info(self) -> dict:
+        """How the fit ran: ``svi_path`` ("potential": the compiled-potential steps of
+        :mod:`ppvae.infer.svi.potential_svi`; "pyro": Pyro's ELBO) and ``svi_path_reason``, why."""
+        return {k: self.history.get(k) for k in ("svi_path", "svi_path_reason")}
+
+    @property
+    def point_estimate(self) -> bool:
+        return self.config.guide == "auto_delta"
+
+    @property
+    def device(self) -> torch.device:
+        return resolve_device(self.config.device)
+
+    # -- structure ------------------------------------------------------------------------------
+    def _batch(self, data: Dataset | Batch | torch.Tensor) -> Batch:
+        if isinstance(data, Batch):
+            return data.to(self.device)
+        if not isinstance(data, Dataset):
+            data = Dataset(data)
+        return Batch(data.x.to(self.device), None if data.y is None else data.y.to(self.device))
+
+    def _data_batch(self, data) -> Batch:
+        return super()._data_batch(None) if data is None else self._batch(data)
+
+    @torch.no_grad()
+    def latent_draws(self, data, num_draws: int | None = 1000, seed: int = 0) -> dict[str, torch.Tensor]:
+        """``num_draws`` draws of every latent the guide samples (globals, continuous locals) for ``data``;
+        seeded by the caller (:meth:`predict`, :meth:`summary`)."""
+        batch = self._data_batch(data)
+        with pyro.validation_enabled(False):
+            return guide_site_draws(self.model, self.guide, batch, check_int("num_draws", num_draws or 1000, low=1))
+
+    def _max_plate_nesting(self, batch: Batch) -> int:
+        return self.model.structure(batch).max_plate_nesting
+
+    def global_sites(self, data) -> list[str]:
+        """The model's latent sites outside the data plate (:meth:`ppvae.Model.structure`)."""
+        return list(self.model.structure(self._batch(data)).global_sites)
+
+    @torch.no_grad()
+    def global_values(self, data=None) -> dict[str, torch.Tensor]:
+        """Point estimates of the global latents: the guide's median (one draw for a guide without one)."""
+        batch = self._data_batch(data)
+        names = set(self.global_sites(batch))
+        with pyro.validation_enabled(False):
+            values = guide_median(self.guide, batch)
+        return {k: v.detach() for k, v in values.items() if k in names}
+
+    # -- the likelihood (Result.log_likelihood: model.enumeration.enumerated_log_likelihood), the discrete posterior
+    def _likelihood_values(self, batch: Batch) -> dict[str, torch.Tensor]:
+        return self.global_values(batch)  # the guide's values as they are (no cast to the data's dtype)
+
+    def _conditioned(self, batch: Batch):
+        return poutine.condition(self.model.enumerated(), data=self.global_values(batch))
+
+    @torch.no_grad()
+    def discrete_posterior(self, data, how: str = "marginal") -> dict[str, torch.Tensor]:
+        """The posterior over each discrete latent site given the fitted globals.
+
+        ``how="marginal"``: per-point probabilities (responsibilities), shape (N, K), from
+        ``TraceEnum_ELBO.compute_marginals``; ``"map"``: the jointly most probable assignment and
+        ``"sample"``: one posterior draw, both from ``pyro.infer.infer_discrete``.
+        """
+        check_choice("how", how, ("marginal", "map", "sample"))
+        batch = self._batch(data)
+        mpn = self._max_plate_nesting(batch)
+        model = self._conditioned(batch)
+        with pyro.validation_enabled(False):
+            if how == "marginal":
+                marg = TraceEnum_ELBO(max_plate_nesting=mpn).compute_marginals(model, lambda b: None, batch)
+                return {k: v.probs if hasattr(v, "probs") else v for k, v in marg.items()}
+            fn = infer_discrete(model, first_available_dim=-mpn - 1, temperature=0 if how == "map" else 1)
+            tr = poutine.trace(fn).get_trace(batch)
+        return {n: tr.nodes[n]["value"] for n in self.model.structure(batch).discrete_sites}
+
+    # -- persistence (the run-directory format: ppvae/runs.py) ------------------------------------
+    def save(self, path: str) -> None:
+        """Write ``config.json``, ``params.pt`` and ``history.json`` into the directory ``path``."""
+        config = runs.make_config("svi", self.model, self.data_info, train=asdict(self.config), elbo=self.elbo_name)
+        state = {"model": self.model.state_dict()}
+        if isinstance(self.guide, torch.nn.Module) and self.guide is not self.model:
+            state["guide"] = self.guide.state_dict()
+        runs.write_tensors(path, runs.PARAMS, state)
+        runs.write_json(path, runs.HISTORY, self.history, indent=None)
+        runs.write_config(path, config)
+
+    @classmethod
+    def load(cls, path: str) -> "Fit":
+        """Rebuild a fit from a run directory written by :meth:`save` (tensors only; no code runs)."""
+        config = runs.read_config(path, "svi")
+        history = runs.read_json(path, runs.HISTORY)
+        state = runs.read_tensors(path, runs.PARAMS, ("model",))
+        model = runs.run_model(config, path)
+        try:
+            cfg = TrainConfig(**config["train"])
+            info = config["data"]
+            stub = runs.stub_dataset(info)
+        except (KeyError, TypeError) as exc:
+            raise PPVAEError(f"load: {os.path.join(path, runs.CONFIG)} is not a ppvae run config ({exc})") from None
+        cfg.device = "cpu"
+        with pyro.validation_enabled(False):
+            model.setup(stub)
+            guide = make_guide(cfg.guide, model, **cfg.guide_options)
+            pyro.clear_param_store()
+            if isinstance(guide, torch.nn.Module):  # autoguides create their parameters on a first call
+                poutine.block(guide)(stub.batch())
+        try:
+            model.load_state_dict(state["model"])
+            if "guide" in state:
+                guide.load_state_dict(state["guide"])
+        except (RuntimeError, KeyError) as exc:
+            where = os.path.join(path, runs.PARAMS)
+            raise PPVAEError(f"load: {where} does not match model '{config['model']}' ({exc})") from None
+        return cls(model, guide, cfg, history, data_info=info, elbo_name=config.get("elbo", cfg.elbo))
+
+
+def guide_median(guide, batch, num_draws: int = 501) -> dict:
+    """The guide's median; for a flow (no closed form) the coordinate-wise median of ``num_draws``
+    seeded draws in the unconstrained space, constrained back; for a guide with neither, one draw."""
+    try:
+        return guide.median(batch)
+    except (NotImplementedError, AttributeError):
+        pass
+    if hasattr(guide, "get_posterior") and hasattr(guide, "_unpack_latent"):
+        with torch.random.fork_rng(devices=[]):  # deterministic, and leaves the caller's RNG alone
+            torch.manual_seed(0)
+            latent = guide.get_posterior(batch).sample((num_draws,)).median(0).values
+        # as AutoContinuous.median does with its loc: unpack per site, map to the support
+        return {site["name"]: biject_to(site["fn"].support)(value) for site, value in guide._unpack_latent(latent)}
+    tr = poutine.trace(guide).get_trace(batch)
+    return {n: s["value"] for n, s in tr.iter_stochastic_nodes()}
