@@ -47,6 +47,8 @@ class EightSchools(ppvae.Model):
         eta = pyro.sample("eta", dist.Normal(x.new_zeros(self.num_schools), 1.0).to_event(1))
         if batch.index is not None:  # a minibatch of schools
             eta = eta[..., batch.index]
+        elif len(batch) < self.num_schools:  # the first schools (ppvae's structure probe)
+            eta = eta[..., : len(batch)]
         with self.data_plate(batch):
             pyro.sample("y", dist.Normal(mu + tau * eta, x[:, 1]), obs=x[:, 0])
 
