@@ -23,7 +23,8 @@ tracing included; NumPyro: ``SVI.run``, compilation included). Per model, each r
 count (the first fit of that model in the process: what a user pays), then warm at both counts (NumPyro's second call
 reuses compiled pieces). Steady state per step is (warm E2E at the larger count - warm at the smaller) / (difference
 in steps); compile time is the cold E2E minus that many steady steps; E2E at the larger count is compile + steps x
-steady; the same arithmetic for ppvae and NumPyro. One untimed fit of each, first, pays the process's one-time costs. The Pyro path, plain Pyro and the floor are timed per
+steady; the same arithmetic for ppvae and NumPyro. One untimed fit of each, first, pays the process's one-time costs.
+The Pyro path, plain Pyro and the floor are timed per
 step over ``--slow-steps`` steps after 10 warm-up steps (they have no compilation). Models: GMM K=2 full covariance
 and K=3 diagonal on Old Faithful (unstandardized), Bayesian linear regression on examples/data/regression.csv
 (noise_sd 0.5), eight schools non-centered (examples/eight_schools.py), mixture of two regressions on
