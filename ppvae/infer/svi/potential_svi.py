@@ -294,12 +294,28 @@ class PotentialSVI:
         self.flat.grad = grad
         if cfg.optimizer == "clipped_adam":
             torch.nn.utils.clip_grad_norm_(t.params, cfg.clip_norm)
-        t.optim.step()
+        self._adam_step(t.optim)
         if t.scheduler is not None:
             t.scheduler.step()
         t.losses.append(value)
         t.step += 1
         return value
+
+    def _adam_step(self, optim: torch.optim.Adam) -> None:
+        """``optim.step()`` as its own fused branch runs it (``torch.optim.adam._fused_adam``: the step count, then
+        one ``_fused_adam_`` kernel on the flat vector), without the ~0.1 ms of Python around it; the first step
+        and a non-fused optimizer go through ``optim.step()``, which creates the state."""
+        group, state = optim.param_groups[0], optim.state.get(self.flat)
+        if not state or not group.get("fused") or group["amsgrad"] or group["maximize"]:
+            optim.step()
+            return
+        steps = [state["step"]]
+        with torch.no_grad():
+            torch._foreach_add_(steps, 1)
+            torch._fused_adam_([self.flat], [self.flat.grad], [state["exp_avg"]], [state["exp_avg_sq"]], [], steps,
+                               amsgrad=False, lr=group["lr"], beta1=group["betas"][0], beta2=group["betas"][1],
+                               weight_decay=group["weight_decay"], eps=group["eps"], maximize=False, grad_scale=None,
+                               found_inf=None)
 
     def _nonfinite(self, value: float, grad, grads, batch: Batch, b: int) -> NonFiniteError:
         t, pot = self.trainer, self.potential
