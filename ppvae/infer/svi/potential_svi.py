@@ -46,7 +46,7 @@ from ppvae.data.loaders import Batch
 from ppvae.infer.mcmc.potential import Potential
 from ppvae.infer.svi.config import batch_index
 from ppvae.infer.svi.distributed import SingleProcess
-from ppvae.infer.svi.steps import adam, make_scheduler
+from ppvae.infer.svi.steps import adam, make_scheduler, nonfinite_error
 from ppvae.model.structure import is_local
 
 __all__ = ["potential_path", "PotentialSVI", "FAST_GUIDES"]
@@ -290,7 +290,7 @@ class PotentialSVI:
         loss, grad, grads = self.loss_and_grad(eps, batch)
         value = loss.item()
         if not math.isfinite(value) or not math.isfinite(grad.sum().item()):
-            raise self._nonfinite(value, grad, grads, batch, b)
+            raise self._nonfinite(value, grads, batch, b)
         self.flat.grad = grad
         if cfg.optimizer == "clipped_adam":
             torch.nn.utils.clip_grad_norm_(t.params, cfg.clip_norm)
@@ -317,19 +317,13 @@ class PotentialSVI:
                                weight_decay=group["weight_decay"], eps=group["eps"], maximize=False, grad_scale=None,
                                found_inf=None)
 
-    def _nonfinite(self, value: float, grad, grads, batch: Batch, b: int) -> NonFiniteError:
-        t, pot = self.trainer, self.potential
-        where = f"step {t.step}" + (f" (batch {b} of epoch {t.step // t.steps_per_epoch})" if self.minibatch else "")
-        bad = [n for n, g in pot.unflatten(grads).items() if not torch.isfinite(g).all()]
-        culprit = (f"the potential's gradient is not finite at site(s) {', '.join(bad)}" if bad
-                   else "the guide's parameters or entropy are not finite")
-        rows = (~torch.isfinite(batch.x)).reshape(len(batch), -1).any(-1).nonzero().flatten()
-        if len(rows):
-            points = rows if batch.index is None else batch.index[rows]
-            culprit += f"; the batch holds non-finite data at point(s) {', '.join(map(str, points[:10].tolist()))}"
-        what = "loss" if not math.isfinite(value) else "gradient"
-        return NonFiniteError(f"training: non-finite {what} ({value}) at {where} (potential path); {culprit}; "
-                              "parameters were left at their last finite values")
+    def _nonfinite(self, value: float, grads: torch.Tensor, batch: Batch, b: int) -> NonFiniteError:
+        """The trainer's non-finite error (the step, the model/guide sites whose log-probability is not finite on a
+        replay through Pyro, non-finite data points), plus the potential's sites whose gradient is not finite."""
+        base = nonfinite_error(self.trainer, value, batch, b, torch.get_rng_state())
+        bad = [n for n, g in self.potential.unflatten(grads).items() if not torch.isfinite(g).all()]
+        extra = f"; the potential's gradient is not finite at site(s) {', '.join(bad)}" if bad else ""
+        return NonFiniteError(f"{base} (potential path{extra})")
 
 
 def _with_grad(traced):
