@@ -60,7 +60,7 @@ def steps_for(evaluations: int, chains: int, leapfrog: int) -> int:
 def part_is_vs_ais(fit, test, args):
     print(f"\n1. IS vs AIS on {len(test)} test images (encoder proposal)", flush=True)
     t0 = time.perf_counter()
-    is_ = ppvae.log_marginal(fit, test, num_samples=args.is_samples, seed=args.seed, warn=False)
+    is_ = ppvae.log_marginal(fit, test, num_particles=args.is_samples, seed=args.seed, warn=False)
     t_is = time.perf_counter() - t0
     print(f"{'method':<34} {'mean log p(x)':>14} {'evals/img':>10} {'k-hat>0.7':>10} {'time s':>8}")
     print(f"{'IS K=' + str(args.is_samples):<34} {is_.mean:>14.3f} {args.is_samples:>10} "
@@ -183,7 +183,7 @@ def main():
     ap.add_argument("--images", type=int, default=100)
     ap.add_argument("--is-samples", type=int, default=5000)
     ap.add_argument("--chains", type=int, default=16)
-    ap.add_argument("--leapfrog", type=int, default=5)
+    ap.add_argument("--num-leapfrog", type=int, default=5)
     ap.add_argument("--bdmc-points", type=int, default=100)
     ap.add_argument("--bdmc-steps", default="25,50,100,200,400,800")
     ap.add_argument("--bdmc-budget", type=float, default=600.0, help="seconds")

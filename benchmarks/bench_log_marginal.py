@@ -108,7 +108,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="100 images, K = 200, Importance on 1 image")
     parser.add_argument("--images", type=int, default=None)
-    parser.add_argument("--num-samples", type=int, default=None)
+    parser.add_argument("--num-particles", type=int, default=None)
     parser.add_argument("--chunk-size", type=int, default=50)
     parser.add_argument("--importance-images", type=int, default=None)
     parser.add_argument("--threads", type=int, default=1)
@@ -124,7 +124,7 @@ def main(argv=None) -> None:
     model = BenchVAE()
     print(f"VAE {D}-{H}-{H}-{L}, Bernoulli; {n} mnist5k test images, K = {K}, chunk {args.chunk_size}, "
           f"{torch.get_num_threads()} thread(s); peak RSS at start {peak_mib():.0f} MiB")
-    ppvae.log_marginal((model, model.guide), data.subset(range(2)), num_samples=K, chunk_size=2)  # warm up (imports)
+    ppvae.log_marginal((model, model.guide), data.subset(range(2)), num_particles=K, chunk_size=2)  # warm up (imports)
     floor(model, data.x[:2], K, 2)
 
     runs = {"a": [], "a2": [], "c": []}
@@ -135,8 +135,8 @@ def main(argv=None) -> None:
         torch.manual_seed(1)
         a2, t = _timed(lambda: floor(model, data.x, K, args.chunk_size, densities=True))
         runs["a2"].append(t)
-        c, t = _timed(lambda: ppvae.log_marginal((model, model.guide), data, num_samples=K, chunk_size=args.chunk_size,
-                                                 seed=1, warn=False))
+        c, t = _timed(lambda: ppvae.log_marginal((model, model.guide), data, num_particles=K,
+                                                 chunk_size=args.chunk_size, seed=1, warn=False))
         runs["c"].append(t)
     t_floor, t_floor2, t_ppvae = (min(runs[k]) for k in ("a", "a2", "c"))
     print(f"(a) plain PyTorch floor : {t_floor:8.2f} s  ({1000 * t_floor / n:8.2f} s per 1,000 images)  "

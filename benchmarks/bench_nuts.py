@@ -119,7 +119,7 @@ def run_ppvae(data, chains, warmup, draws, seed, full_mass, order=("locs", 0)):
     start, cpu = time.perf_counter(), time.process_time()
     model = GMM(K=2, covariance="diag")
     em = fit_em(model, data, restarts=5, seed=seed)
-    result = run_mcmc(model, data, num_samples=draws, warmup=warmup, num_chains=chains, init=em, order=order,
+    result = run_mcmc(model, data, num_draws=draws, warmup=warmup, num_chains=chains, init=em, order=order,
                       jit=True, full_mass=full_mass, seed=seed, progress=False, cores=1)
     locs = result.samples["locs"].numpy()
     return (locs if order else relabel(locs), time.perf_counter() - start, time.process_time() - cpu,
@@ -140,7 +140,7 @@ def run_cores(data, chains, warmup, draws, seed, cores):
     times, runs = {}, {}
     for label, c in (("1 core", 1), ("cold", cores), ("warm", cores), ("1 core again", 1)):
         start = time.perf_counter()
-        runs[label] = run_mcmc(model, data, num_samples=draws, warmup=warmup, num_chains=chains, init=em,
+        runs[label] = run_mcmc(model, data, num_draws=draws, warmup=warmup, num_chains=chains, init=em,
                                order=("locs", 0), jit=True, seed=seed, progress=False, cores=c)
         times[label] = time.perf_counter() - start
         print(f"ppvae NUTS, cores {c} ({label}): {times[label]:.1f} s wall", flush=True)

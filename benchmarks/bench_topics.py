@@ -69,7 +69,7 @@ def run(split: str, seed: int, samples: int, prodlda_steps: int, cavi_iter: int,
         if test is not None and model is not None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                held = heldout_log_likelihood(model, fit, test, num_samples=samples, seed=seed)
+                held = heldout_log_likelihood(model, fit, test, num_particles=samples, seed=seed)
             row["perplexity"] = held["perplexity"]
             row["khat_over_0_7"] = held["log_marginal"]["num_khat_over_0_7"]
             row["completion_perplexity"] = document_completion(model, fit, test, seed=seed)["perplexity"]

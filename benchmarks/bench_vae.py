@@ -69,7 +69,7 @@ def plain_log_px(net, x, num_samples, chunk=500, seed=0):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--epochs", type=int, default=50)
-    p.add_argument("--num-samples", type=int, default=5000)
+    p.add_argument("--num-particles", type=int, default=5000)
     p.add_argument("--test-size", type=int, default=1000)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
@@ -89,7 +89,7 @@ def main(argv=None):
     net = train_plain(train.x, args.epochs, args.seed, args.elbo == "meanfield")
     t2 = time.perf_counter()
     print(f"plain PyTorch trained in {t2 - t1:.1f} s", flush=True)
-    ours = log_marginal(fit, test, num_samples=args.num_samples, seed=args.seed, warn=False)
+    ours = log_marginal(fit, test, num_particles=args.num_samples, seed=args.seed, warn=False)
     t3 = time.perf_counter()
     print(f"ppvae log p(x) {ours.mean:.3f} in {t3 - t2:.1f} s", flush=True)
     ref = plain_log_px(net, test.x, args.num_samples, seed=args.seed)
@@ -106,7 +106,7 @@ def main(argv=None):
           f"-> {'within' if abs(diff) <= 1 else 'NOT within'} 1 nat")
     if args.gap_images:
         t5 = time.perf_counter()
-        gaps = ppvae.inference_gaps(fit, test.subset(torch.arange(args.gap_images)), num_samples=args.num_samples,
+        gaps = ppvae.inference_gaps(fit, test.subset(torch.arange(args.gap_images)), num_particles=args.num_samples,
                                     steps=500, lr=0.01, seed=args.seed).to_dict()
         print(f"inference gaps on {args.gap_images} test images (K={args.num_samples}, per-datapoint q* after 500 "
               f"Adam steps, {time.perf_counter() - t5:.0f} s): log p(x) {gaps['log_px']:.3f}, ELBO(q*) "

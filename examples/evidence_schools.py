@@ -59,7 +59,7 @@ def main():
     torch.set_num_threads(1)
     x, model = schools(), HierarchicalNormal()
     exact = model.log_evidence_exact(x)
-    run = ppvae.run_mcmc(model, x, num_samples=args.samples, warmup=args.warmup, init="prior", jit=True, seed=0,
+    run = ppvae.run_mcmc(model, x, num_draws=args.samples, warmup=args.warmup, init="prior", jit=True, seed=0,
                          progress=False)
     fit = ppvae.fit(model, x, guide="auto_normal", steps=1000, lr=0.05, seed=0, progress=False)
     rows = [("bridge (NUTS draws)", ppvae.log_evidence(run, x, method="bridge")),

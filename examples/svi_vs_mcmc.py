@@ -27,7 +27,7 @@ def main():
     faithful = ppvae.load_dataset("faithful", standardize=True)
     table = ppvae.compare("gmm", faithful, "em,svi:auto_delta,svi:auto_normal,svi:auto_mvn,nuts",
                           hparams={"K": 2, "covariance": "diag"}, svi_steps=1000, svi_lr=0.02,
-                          num_samples=300, warmup=200, num_chains=2)
+                          num_mcmc_draws=300, warmup=200, num_chains=2)
     paths = table.save(f"{args.out}/gmm")
     print(table.to_markdown())
     print("written:", ", ".join(paths.values()))
@@ -35,14 +35,14 @@ def main():
     x = torch.randn(12, 1, generator=torch.Generator().manual_seed(1)) * 1.5 + 0.5
     ng = ppvae.compare("normal_gamma", ppvae.Dataset(x, name="12 normal draws"),
                        "exact,svi:auto_normal,svi:auto_mvn,nuts",
-                       svi_steps=1000, svi_lr=0.02, num_draws=2000, num_samples=500, warmup=300)
+                       svi_steps=1000, svi_lr=0.02, num_draws=2000, num_mcmc_draws=500, warmup=300)
     ng.save(f"{args.out}/normal_gamma")
     print(ng.to_markdown())
 
     gen = torch.Generator().manual_seed(0)
     ppca = PPCA(latent_dim=2).set_parameters(torch.randn(5, 2, generator=gen), torch.zeros(5), 0.7)
     point = torch.randn(5, generator=gen)
-    run = ppvae.local_posterior(ppca, point, num_samples=1000, warmup=300, progress=False)
+    run = ppvae.local_posterior(ppca, point, num_draws=1000, warmup=300, progress=False)
     z = run.flat_samples()["z"].reshape(-1, 2)
     mean, cov = ppca.exact_posterior(point[None])
     print("PPCA p(z | x): NUTS mean", z.mean(0).tolist(), "exact", mean[0].tolist())

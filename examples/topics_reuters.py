@@ -34,6 +34,6 @@ print("  its top 3 topics:", [(int(k), round(float(p), 3)) for k, p in zip(topic
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # Pareto k-hat warnings: see the log_marginal entry of each result
     for name, model, result in (("CAVI", lda, cavi), ("ProdLDA", prod, fit)):
-        held = heldout_log_likelihood(model, result, test, num_samples=200)
+        held = heldout_log_likelihood(model, result, test, num_particles=200)
         print(f"{name}: held-out perplexity {held['perplexity']:.1f} "
               f"(k-hat > 0.7 for {held['log_marginal']['num_khat_over_0_7']} of {held['num_documents']} documents)")

@@ -5,14 +5,14 @@
 The same from the command line:
 
     ppvae fit vae --data mnist5k --epochs 50 --out runs/vae        # batch 100, Adam 1e-3 (the VAE's defaults)
-    ppvae evaluate runs/vae --num-samples 5000
+    ppvae evaluate runs/vae --num-particles 5000
 
 Steps:
 1. ``ppvae.fit(VAE(), train, ...)``: the VAE's own amortized encoder is its guide (``guide="auto"``);
    ``elbo="trace"`` is Kingma & Welling's estimator A, ``"meanfield"`` estimator B; ``beta`` and
    ``kl_warmup_steps`` weight the KL term; ``load_dataset("mnist5k", binarize="dynamic")`` redraws the
    binary pixels every batch.
-2. ``ppvae.evaluate.marginal.log_marginal(fit, test, num_samples=K)``: per-image importance-sampled log p(x)
+2. ``ppvae.evaluate.marginal.log_marginal(fit, test, num_particles=K)``: per-image importance-sampled log p(x)
    (Burda et al. 2015), with the ELBO, ESS and Pareto k-hat.
 3. ``ppvae.evaluate.gaps.inference_gaps(fit, test)``: log p(x) - ELBO = approximation gap + amortization gap
    (Cremer et al. 2018).
@@ -36,7 +36,7 @@ from ppvae.models import VAE
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--num-samples", type=int, default=1000)
+    p.add_argument("--num-particles", type=int, default=1000)
     p.add_argument("--gap-images", type=int, default=100)
     p.add_argument("--out", default="runs/vae_example")
     args = p.parse_args(argv)
@@ -48,10 +48,10 @@ def main(argv=None):
                     callbacks=model.fit_callbacks(train))
     print(fit)
 
-    lm = log_marginal(fit, test, num_samples=args.num_samples)
+    lm = log_marginal(fit, test, num_particles=args.num_samples)
     print(f"test log p(x) at K={args.num_samples}: {lm.mean:.2f} +- {lm.stderr:.2f} nats (ELBO {lm.elbo_mean:.2f})")
 
-    gaps = inference_gaps(fit, test.subset(torch.arange(args.gap_images)), num_samples=args.num_samples)
+    gaps = inference_gaps(fit, test.subset(torch.arange(args.gap_images)), num_particles=args.num_samples)
     print("inference gaps (nats per image):", json.dumps(gaps.to_dict(), indent=1))
 
     os.makedirs(args.out, exist_ok=True)

@@ -28,8 +28,9 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from ppvae import CoordinateAscentVI, Model, PPVAEError, check_float, check_int, register_model
+from ppvae import CoordinateAscentVI, Model, PPVAEError, check_float, check_int, register_kind, register_model
 from ppvae.evaluate.topics import TopicModel, WordCounts, check_counts
+from ppvae.results import Pointwise, register_evaluator
 
 from .lda_cavi import CAVIFit, e_step, expected_log_beta, fit_cavi
 
@@ -179,3 +180,30 @@ class LDA(TopicModel, Model, CoordinateAscentVI):
     def load_cavi(self, path: str):
         """The :class:`models.lda_cavi.CAVIFit` saved in the run directory ``path`` (tensors only, version checked)."""
         return CAVIFit.load(path)
+
+
+def _evaluate_cavi(run_dir: str, ds, own_data: bool) -> Pointwise:
+    """``ppvae evaluate`` on a CAVI run: the per-document ELBO bound B_d <= E_q(beta)[log p(x_d | beta)]
+    (:meth:`CAVIFit.document_bound`); with ``kl_topics`` = KL(q(beta) || p(beta)), sum_d B_d - kl_topics is the
+    ELBO, a lower bound on log p(X). On the training documents it uses the fitted q(theta); on other data an E
+    step with q(beta) fixed."""
+    fit = CAVIFit.load(run_dir)
+    expected = tuple(fit.data_info["x_shape"][1:])
+    if tuple(ds.x.shape[1:]) != expected:
+        raise PPVAEError(f"data: the run was fitted on points of shape {expected}; "
+                         f"got points of shape {tuple(ds.x.shape[1:])}")
+    x = ds.x.to(torch.float64)
+    if own_data:  # fit_cavi drops empty documents; the fitted q(theta) is of the others
+        x = x[x.sum(1) > 0]
+    gamma = fit.gamma if own_data and len(x) == len(fit.gamma) else None
+    values = fit.document_bound(x, gamma)
+    kl = fit.kl_topics()
+    elbo = float(values.sum()) - kl if gamma is not None else None  # the ELBO: training documents only
+    lines = [] if elbo is None else [f"ELBO {elbo:.3f} = sum of the bounds - KL(q(beta) || p(beta)) {kl:.3f}"]
+    return Pointwise(fit.model.name, values, "per-document ELBO bound", elbo_per_point=True, describe=lines,
+                     extra={"num_particles": None, "kl_topics": kl, "fitted_q_theta": gamma is not None, "elbo": elbo})
+
+
+# CAVI runs are a kind of their own, registered here with the model family that has them (a plug-in of the engine)
+register_kind("cavi", CAVIFit.load, "a mean-field posterior by coordinate-ascent VI (ppvae cavi, LDA)")
+register_evaluator("cavi", _evaluate_cavi)

@@ -39,9 +39,9 @@ from typing import Any
 import torch
 from torch.distributions import Dirichlet, kl_divergence
 
-from ppvae import Dataset, PPVAEError, Result, check_choice, check_float, check_int, runs
-from ppvae._util.validation import resolve_alias
+from ppvae import Dataset, PPVAEError, Result, check_choice, check_float, check_int, renamed
 from ppvae.evaluate.topics import check_counts, check_num_topics, log_multinomial_coefficient, top_words
+from ppvae.runs import directory as runs
 
 
 def expected_log_dirichlet(conc: torch.Tensor) -> torch.Tensor:
@@ -348,12 +348,13 @@ def _best_e_step(sp, elog_beta, alpha, gamma, draw, max_iter, tol, restart):
     return torch.where(better.unsqueeze(-1), fresh, warm)
 
 
+@renamed(tol="rel_tol")
 def fit_cavi(model, data, *, max_iter: int = 100, rel_tol: float = 1e-5, e_max_iter: int = 100, e_tol: float = 1e-3,
              init: str = "cvb0", init_sweeps: int = 300, restart_e_step: bool | int = False,
-             update_alpha: bool = False, seed: int = 0, tol: float | None = None) -> CAVIFit:
+             update_alpha: bool = False, seed: int = 0) -> CAVIFit:
     """Batch CAVI for :class:`models.lda.LDA` (its ``topics``, ``alpha``, ``eta``) on ``data`` (a counts
-    Dataset or a (D, V) matrix). Stops when an iteration raises the ELBO by less than ``rel_tol`` x |ELBO|
-    (``tol`` is its documented alias, the old spelling); ``e_tol`` is the E step's.
+    Dataset or a (D, V) matrix). Stops when an iteration raises the ELBO by less than ``rel_tol`` x |ELBO|;
+    ``e_tol`` is the E step's.
 
     Start (``init``): ``"cvb0"`` -- the (gamma, lambda) of ``init_sweeps`` CVB0 sweeps (:func:`cvb0_init`);
     ``"random"`` -- Gamma(100, 1/100) draws for lambda and gamma (Hoffman et al. 2010; scikit-learn).
@@ -365,7 +366,7 @@ def fit_cavi(model, data, *, max_iter: int = 100, rel_tol: float = 1e-5, e_max_i
     (1-2 s), -2.931e5 to -2.940e5 after 300 sweeps + 15 iterations (3-5 s); per CAVI iteration about
     0.1 s (E step) + 0.03 s (lambda) + 0.04 s (the recorded ELBO). ``history[0]`` is the ELBO at the
     start; every later entry is at least the previous one."""
-    tol = resolve_alias("rel_tol", rel_tol, 1e-5, "tol", tol)
+    tol = rel_tol
     vocab = getattr(data, "meta", {}).get("vocab") if hasattr(data, "meta") else None
     x = check_counts("data", data, vocab, empty="warn")
     if (x.sum(1) == 0).any():  # warned by check_counts; they carry no word

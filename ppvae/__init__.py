@@ -24,6 +24,7 @@ from ppvae._util.validation import (
     check_float,
     check_int,
     check_tensor,
+    renamed,
 )
 from ppvae._version import __version__  # noqa: F401
 from ppvae.comparison import Comparison, compare, exact_posterior, to_inference_data
@@ -79,7 +80,7 @@ from ppvae.model import (
     register_model,
     require,
 )
-from ppvae.results import Result, Summary
+from ppvae.results import Result, Summary, list_kinds, load, register_kind
 from ppvae.runs import Callback, EarlyStopping
 
 __all__ = [
@@ -92,11 +93,11 @@ __all__ = [
     "make_guide", "list_guides", "register_guide", "make_elbo", "list_elbos", "register_elbo",
     "fit", "Fit", "Trainer", "Callback", "EarlyStopping", "fit_em", "EMFit",
     # every result kind: predictions, summaries
-    "Result", "Summary", "exact_posterior",
+    "Result", "Summary", "exact_posterior", "load", "register_kind", "list_kinds",
     # evaluation and comparison
     "log_marginal", "LogMarginal", "log_evidence", "LogEvidence", "inference_gaps", "InferenceGaps",
     "bdmc", "BDMCResult", "run_mcmc", "MCMCResult", "MCMCDivergenceError", "local_posterior", "fitted_proposal",
     "to_inference_data", "compare", "Comparison", "ImportanceWarning",
     # validation for model authors
-    "PPVAEError", "NonFiniteError", "check_choice", "check_float", "check_int", "check_tensor",
+    "PPVAEError", "NonFiniteError", "check_choice", "check_float", "check_int", "check_tensor", "renamed",
 ]

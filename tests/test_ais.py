@@ -203,12 +203,12 @@ def test_one_step_and_C_chains_is_importance_sampling_with_K_C(ppca_fit, proposa
     """T = 1: no transition, so each chain's weight is the importance weight of the same draw (same
     seed, same chunks); only float32 rounding of log p - log q differs (|log w| ~ 10, ulp ~ 1e-6)."""
     fit, ds, _ = ppca_fit
-    is_ = ppvae.log_marginal(fit, ds, num_samples=40, proposal=proposal, seed=5, chunk_size=30, warn=False)
+    is_ = ppvae.log_marginal(fit, ds, num_particles=40, proposal=proposal, seed=5, chunk_size=30, warn=False)
     ais = _ais(fit, ds, num_steps=1, num_chains=40, proposal=proposal, seed=5, chunk_size=30)
     for key in ("values", "elbo", "ess", "mc_stderr"):
         torch.testing.assert_close(getattr(ais, key), getattr(is_, key), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(ais.khat, is_.khat, rtol=1e-3, atol=1e-3, equal_nan=True)
-    assert ais.method == "ais" and torch.isnan(ais.accept_rate).all() and ais.num_samples == 40
+    assert ais.method == "ais" and torch.isnan(ais.accept_rate).all() and ais.num_particles == 40
 
 
 def test_fitted_autoguide_proposal_matches_the_closed_form(ppca_fit):
@@ -250,7 +250,7 @@ def test_prior_proposal_where_importance_sampling_fails():
     exact = model.exact(x)
     res = _ais((model, None), x, num_steps=100, num_chains=32, proposal="prior", step_size=0.3, seed=0)
     _within(res, exact)
-    is_ = ppvae.log_marginal((model, None), x, num_samples=32 * (1 + 99 * 5), proposal="prior", seed=0, warn=False)
+    is_ = ppvae.log_marginal((model, None), x, num_particles=32 * (1 + 99 * 5), proposal="prior", seed=0, warn=False)
     assert is_.num_khat_over_0_7 > 0
 
 
@@ -330,7 +330,7 @@ def test_autonormal_on_a_positive_latent_anneals_on_its_own_unconstrained_site()
     C = 32 is within 3 SE of the Student-t log-density (measured -0.2 SE; seed 1: 0.7 SE)."""
     x = torch.linspace(-6, 6, 25).unsqueeze(-1)
     fit = ppvae.fit(StudentT(3.0), ppvae.Dataset(x), guide="auto_normal", steps=300, lr=0.05, progress=False, seed=0)
-    is_ = ppvae.log_marginal(fit, x, num_samples=40, seed=1, chunk_size=25, warn=False)
+    is_ = ppvae.log_marginal(fit, x, num_particles=40, seed=1, chunk_size=25, warn=False)
     one = _ais(fit, x, num_steps=1, num_chains=40, seed=1, chunk_size=25)
     torch.testing.assert_close(one.values, is_.values, rtol=0, atol=1e-5)
     res = _ais(fit, x, num_steps=50, num_chains=32, seed=0)

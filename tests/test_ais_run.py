@@ -18,13 +18,13 @@ def ppca_run(tmp_path_factory):
 
 def test_evaluate_with_ais_records_method_settings_and_the_is_comparison(ppca_run, capsys):
     before = json.loads((ppca_run / "metrics.json").read_text())
-    assert main(["evaluate", str(ppca_run), "--method", "ais", "--steps", "4", "--chains", "4", "--num-samples", "50",
+    assert main(["evaluate", str(ppca_run), "--method", "ais", "--steps", "4", "--chains", "4", "--num-particles", "50",
                  "--quiet"]) == 0
     metrics = json.loads((ppca_run / "metrics.json").read_text())
     entry = metrics["log_marginal"]
-    assert entry["method"] == "ais" and entry["num_points"] == 272 and entry["num_samples"] == 4
+    assert entry["method"] == "ais" and entry["num_points"] == 272 and entry["num_particles"] == 4
     assert entry["settings"]["num_steps"] == 4 and entry["settings"]["schedule"] == "sigmoid"
-    assert entry["is"]["num_samples"] == 50 and 0 < entry["accept_rate_mean"] <= 1
+    assert entry["is"]["num_particles"] == 50 and 0 < entry["accept_rate_mean"] <= 1
     assert all(metrics[k] == v for k, v in before.items() if k != "log_marginal")
     assert (ppca_run / "ais_vs_is.png").stat().st_size > 1000
     assert "log p(x) by AIS" in capsys.readouterr().out

@@ -138,7 +138,7 @@ def _help_of(parser, dest: str) -> str:
 
 
 def test_fit_help_lists_every_registered_guide_and_elbo(monkeypatch):
-    from ppvae import guides, objectives
+    from ppvae.infer.svi import guides, objectives
 
     monkeypatch.setitem(guides._GUIDES, "my_test_guide", (lambda model, **kw: None, "a guide registered by a test"))
     monkeypatch.setitem(objectives._ELBOS, "my_test_elbo", (lambda **kw: None, "an ELBO registered by a test", False))

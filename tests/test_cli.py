@@ -86,7 +86,7 @@ def test_evaluate_accepts_data_options_like_fit(tmp_path, capsys):
     assert main(["fit", "gmm", "K=2", "--data", "faithful:standardize=true", "--guide", "auto_delta", "--steps", "50",
                  "--quiet", "--out", str(out)]) == 0
     fitted = json.loads((out / "metrics.json").read_text())["log_likelihood"]
-    assert main(["evaluate", str(out), "--data", "faithful:standardize=true", "--num-samples", "4"]) == 0
+    assert main(["evaluate", str(out), "--data", "faithful:standardize=true", "--num-particles", "4"]) == 0
     entry = json.loads((out / "metrics.json").read_text())["log_marginal"]
     # no continuous local latent: every importance weight is the exact enumerated sum, so the totals agree
     assert entry["total"] == pytest.approx(fitted, abs=1e-6)
@@ -189,7 +189,7 @@ def test_evaluate_names_both_errors(tmp_path, capsys):
     out = tmp_path / "g"
     assert main(["fit", "gmm", "K=2", "--data", "faithful", "--steps", "5", "--quiet", "--out", str(out)]) == 0
     capsys.readouterr()
-    assert main(["evaluate", str(out), "--num-samples", "3"]) == 0
+    assert main(["evaluate", str(out), "--num-particles", "3"]) == 0
     entry = json.loads((out / "metrics.json").read_text())["log_marginal"]
     first = capsys.readouterr().out.splitlines()[0]
     assert (f"(standard error over points {entry['stderr']:.4f}; Monte Carlo error {entry['mc_stderr']:.4f})"

@@ -27,7 +27,7 @@ def _faithful_half():
 def test_compare_gmm_writes_every_file_and_records_a_failing_method(tmp_path):
     data = _faithful_half()
     result = compare("gmm", data, "em,svi:auto_normal,svi:model,nuts", hparams={"K": 2, "covariance": "diag"},
-                     svi_steps=100, svi_lr=0.05, num_draws=200, num_samples=60, warmup=40, num_chains=2)
+                     svi_steps=100, svi_lr=0.05, num_draws=200, num_mcmc_draws=60, warmup=40, num_chains=2)
     paths = result.save(str(tmp_path))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["comparison.csv", "comparison.json", "comparison.md",
                                                            "marginals.png"]
@@ -67,7 +67,7 @@ def test_compare_normal_gamma_shows_the_mean_field_missing_dependence():
     # draws' value; mean-field (mu and log tau independent) within 0.07 of 0 (MCSE ~0.02-0.04)
     x = torch.randn(12, 1, generator=torch.Generator().manual_seed(1)) * 1.5 + 0.5
     result = compare("normal_gamma", Dataset(x, name="ng12"), "exact,svi:auto_normal,nuts", svi_steps=800,
-                     svi_lr=0.02, num_draws=2000, num_samples=300, warmup=150, num_chains=2)
+                     svi_lr=0.02, num_draws=2000, num_mcmc_draws=300, warmup=150, num_chains=2)
     rec = {r["method"]: r for r in result.records}
     dep = {m: rec[m]["pairs"]["mu|tau"]["scale_dep"] for m in rec}
     assert dep["exact"] < -0.12
@@ -106,7 +106,8 @@ def test_bad_methods_are_refused_before_anything_runs(capsys):
 def test_cli_compare_writes_the_run_directory(tmp_path, capsys):
     out = tmp_path / "cmp"
     code = main(["compare", "gmm", "K=2", "covariance=diag", "--data", "faithful", "--standardize", "--methods",
-                 "em,svi:auto_delta", "--steps", "100", "--lr", "0.05", "--draws", "5", "--quiet", "--out", str(out)])
+                 "em,svi:auto_delta", "--steps", "100", "--lr", "0.05", "--num-draws", "5", "--quiet",
+                 "--out", str(out)])
     assert code == 0
     assert sorted(p.name for p in out.iterdir()) == ["comparison.csv", "comparison.json", "comparison.md",
                                                      "marginals.png"]

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from ppvae import data
 from ppvae._util.validation import PPVAEError
+from ppvae.data import loaders as data
 from ppvae.data.loaders import Dataset, corpus_from_counts, corpus_from_texts, load_dataset
 
 FASHION_ROOT = "/usr/share/datasets/fashion-mnist"
@@ -341,7 +341,8 @@ def test_load_checks_values_against_kind(monkeypatch):
 
 
 def test_missing_optional_packages_say_what_to_install(monkeypatch):
-    from ppvae import _data_images, _data_text
+    from ppvae.data import images as _data_images
+    from ppvae.data import text as _data_text
 
     monkeypatch.setattr(_data_images.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(PPVAEError, match=r"mnist5k: .*pip install 'ppvae\[mnist\]'"):

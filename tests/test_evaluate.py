@@ -60,7 +60,7 @@ def test_fitted_guide_estimate_within_three_stderr(ppca):
     """K = 1,000: the mean over points of log p-hat(x_i) - log p(x_i) is within 3 Monte Carlo standard
     errors of 0, and the sum never exceeds the exact total by more than 3 standard errors."""
     fit, ds, exact = ppca
-    lm = ppvae.log_marginal(fit, ds, num_samples=1000, seed=0)
+    lm = ppvae.log_marginal(fit, ds, num_particles=1000, seed=0)
     diff = lm.values - exact
     assert abs(float(diff.mean())) < 3 * lm.mc_stderr_mean
     assert float(diff.sum()) < 3 * float(lm.mc_stderr.pow(2).sum().sqrt())
@@ -76,11 +76,11 @@ def test_estimate_increases_with_K_and_K1_is_the_elbo(ppca):
     closed-form ELBO within 3 standard errors."""
     fit, ds, exact = ppca
     with pytest.warns(evaluate.ImportanceWarning):
-        runs = [ppvae.log_marginal(fit, ds, num_samples=k, proposal="prior", seed=1) for k in (1, 10, 100, 1000)]
+        runs = [ppvae.log_marginal(fit, ds, num_particles=k, proposal="prior", seed=1) for k in (1, 10, 100, 1000)]
     means = [r.mean for r in runs]
     assert all(a < b for a, b in zip(means[:-1], means[1:], strict=True))
     assert means[-1] < float(exact.mean()) + 3 * runs[-1].mc_stderr_mean
-    one = ppvae.log_marginal(fit, ds, num_samples=1, seed=2)
+    one = ppvae.log_marginal(fit, ds, num_particles=1, seed=2)
     torch.testing.assert_close(one.values, one.elbo)
     analytic = _analytic_elbo(fit, ds.x)
     diff = one.values - analytic
@@ -91,11 +91,11 @@ def test_exact_posterior_proposal_has_zero_variance(ppca):
     """With p(z | x) as proposal every weight equals p(x): the estimate is exact for any K and every
     weight is equal to float precision (float32 here, float64 below)."""
     fit, ds, exact = ppca
-    lm = ppvae.log_marginal((fit.model, None), ds, num_samples=50, proposal=fit.model.posterior_guide())
+    lm = ppvae.log_marginal((fit.model, None), ds, num_particles=50, proposal=fit.model.posterior_guide())
     torch.testing.assert_close(lm.values, exact, rtol=0, atol=2e-5)
     assert torch.all(lm.ess > 50 - 1e-3) and torch.all(lm.khat == -math.inf)
     model64 = PPCA(Q).set_parameters(fit.model.W.detach().double(), fit.model.mu.detach().double(), SIGMA)
-    lm64 = ppvae.log_marginal((model64, None), ds, num_samples=50, proposal=model64.posterior_guide())
+    lm64 = ppvae.log_marginal((model64, None), ds, num_particles=50, proposal=model64.posterior_guide())
     torch.testing.assert_close(lm64.values, model64.log_marginal_exact(ds.x), rtol=0, atol=1e-12)
     assert torch.all(lm64.ess > 50 - 1e-9)
 
@@ -104,9 +104,9 @@ def test_prior_proposal_spreads_more_than_the_fitted_guide(ppca):
     """The prior as proposal: Monte Carlo standard errors 10x larger, ESS 5x smaller, k-hat over 0.7
     at some points (with the warning), a much lower ELBO; its sum still does not exceed the exact one."""
     fit, ds, exact = ppca
-    guide = ppvae.log_marginal(fit, ds, num_samples=1000, seed=3)
+    guide = ppvae.log_marginal(fit, ds, num_particles=1000, seed=3)
     with pytest.warns(evaluate.ImportanceWarning, match=r"k-hat > 0.7 for \d+ of 30 points"):
-        prior = ppvae.log_marginal(fit, ds, num_samples=1000, proposal="prior", seed=3)
+        prior = ppvae.log_marginal(fit, ds, num_particles=1000, proposal="prior", seed=3)
     assert prior.mc_stderr.mean() > 10 * guide.mc_stderr.mean()
     # the prior's weights p(x | z) are bounded (light right tail, k-hat < 0 for many points), but where
     # the likelihood is peaked relative to the prior the tail is heavy: k-hat > 0.7
@@ -121,13 +121,13 @@ def test_discrete_locals_equal_the_enumerated_likelihood(K, discrete_fits):
     """GMM and three-coin: the only local latents are discrete, summed exactly in each weight, so the
     estimate equals Fit.log_likelihood (and gmm_log_likelihood) to float precision for any K."""
     (fit, faithful), (fit3, coins) = discrete_fits
-    lm = ppvae.log_marginal(fit, faithful, num_samples=K)
+    lm = ppvae.log_marginal(fit, faithful, num_particles=K)
     torch.testing.assert_close(lm.values, fit.log_likelihood(faithful).double(), rtol=0, atol=1e-12)
     g = fit.global_values(faithful)
     exact = gmm_log_likelihood(faithful.x, g["weights"], g["locs"], torch.diag_embed(g["scales"]))
     torch.testing.assert_close(lm.values, exact.double(), rtol=0, atol=1e-5)
     assert torch.all(lm.ess == K)
-    lm3 = ppvae.log_marginal(fit3, coins, num_samples=K)
+    lm3 = ppvae.log_marginal(fit3, coins, num_particles=K)
     torch.testing.assert_close(lm3.values, fit3.log_likelihood(coins).double(), rtol=0, atol=1e-12)
 
 
@@ -179,8 +179,8 @@ def test_iwae_trains_and_sums_enumerated_latents_exactly(discrete_fits):
 # -- bad input, memory, CLI -----------------------------------------------------------------------------
 def test_bad_input_names_the_problem(ppca):
     fit, ds, _ = ppca
-    with pytest.raises(ppvae.PPVAEError, match="num_samples: expected an integer >= 1; got 0"):
-        ppvae.log_marginal(fit, ds, num_samples=0)
+    with pytest.raises(ppvae.PPVAEError, match="num_particles: expected an integer >= 1; got 0"):
+        ppvae.log_marginal(fit, ds, num_particles=0)
     with pytest.raises(ppvae.PPVAEError, match=r"data: the model was fitted on points of shape \(5,\); got .*\(4,\)"):
         ppvae.log_marginal(fit, torch.zeros(N, 4))
     with pytest.raises(ppvae.PPVAEError, match="expected real numbers"):
@@ -195,17 +195,17 @@ def test_bad_input_names_the_problem(ppca):
             pyro.sample("u", dist.Normal(torch.zeros(len(batch), Q), 1.0).to_event(1))
 
     with pytest.raises(ppvae.PPVAEError, match="guide samples site.* u that the model does not have"):
-        ppvae.log_marginal(fit, ds, num_samples=5, proposal=wrong_site)
+        ppvae.log_marginal(fit, ds, num_particles=5, proposal=wrong_site)
     with pytest.raises(ppvae.PPVAEError, match="does not sample the model's local latent site.* z"):
-        ppvae.log_marginal(fit, ds, num_samples=5, proposal=lambda batch: None)
+        ppvae.log_marginal(fit, ds, num_particles=5, proposal=lambda batch: None)
     delta = ppvae.make_guide("auto_delta", fit.model)
     delta(ds.batch())
     with pytest.raises(ppvae.PPVAEError, match=r"point mass \(Delta\) at z"):
-        ppvae.log_marginal((fit.model, delta), ds, num_samples=5)
+        ppvae.log_marginal((fit.model, delta), ds, num_particles=5)
     mvn = ppvae.make_guide("auto_mvn", fit.model)
     mvn(ds.batch())
     with pytest.raises(ppvae.PPVAEError, match="does not factor over data points"):
-        ppvae.log_marginal((fit.model, mvn), ds, num_samples=5)
+        ppvae.log_marginal((fit.model, mvn), ds, num_particles=5)
 
 
 class _PoissonGamma(ppvae.Model):
@@ -227,9 +227,9 @@ def test_proposal_outside_the_support_is_reported():
             pyro.sample("rate", dist.Normal(batch.x.new_zeros(len(batch)), 1.0))
 
     with pytest.raises(ppvae.PPVAEError, match=r"NaN or \+inf for 3 of 3 points .*rate \(model\)"):
-        ppvae.log_marginal((model, None), ds, num_samples=100, proposal=normal_guide)
+        ppvae.log_marginal((model, None), ds, num_particles=100, proposal=normal_guide)
     # the prior proposal is fine, and matches the closed form (negative binomial) within 3 stderr
-    lm = ppvae.log_marginal((model, None), ds, num_samples=4000, proposal="prior", seed=0)
+    lm = ppvae.log_marginal((model, None), ds, num_particles=4000, proposal="prior", seed=0)
     nb = dist.NegativeBinomial(total_count=2.0, probs=torch.tensor(0.5)).log_prob(ds.x[:, 0]).double()
     assert torch.all((lm.values - nb).abs() < 3 * lm.mc_stderr)
 
@@ -247,9 +247,9 @@ def test_out_of_memory_halves_the_chunk(ppca, monkeypatch):
 
     monkeypatch.setattr(evaluate, "local_log_weights", limited)
     with pytest.warns(ResourceWarning, match="retrying with chunk_size=8"):
-        lm = ppvae.log_marginal(fit, ds, num_samples=20, chunk_size=16, seed=5)
+        lm = ppvae.log_marginal(fit, ds, num_particles=20, chunk_size=16, seed=5)
     assert lm.chunk_size == 4
-    ref = ppvae.log_marginal(fit, ds, num_samples=20, chunk_size=4, seed=5)
+    ref = ppvae.log_marginal(fit, ds, num_particles=20, chunk_size=4, seed=5)
     torch.testing.assert_close(lm.values, ref.values, rtol=0, atol=0)
 
     def never(*args, **kwargs):
@@ -258,13 +258,13 @@ def test_out_of_memory_halves_the_chunk(ppca, monkeypatch):
     monkeypatch.setattr(evaluate, "local_log_weights", never)
     with pytest.raises(ppvae.PPVAEError, match="chunk_size: out of memory evaluating even 1 data point"):
         with pytest.warns(ResourceWarning):
-            ppvae.log_marginal(fit, ds, num_samples=20, chunk_size=2)
+            ppvae.log_marginal(fit, ds, num_particles=20, chunk_size=2)
 
 
 def test_chunk_size_from_available_memory(ppca, monkeypatch):
     fit, ds, exact = ppca
     monkeypatch.setattr("ppvae.infer.importance.available_bytes", lambda device: 1)
-    lm = ppvae.log_marginal(fit, ds, num_samples=200)
+    lm = ppvae.log_marginal(fit, ds, num_particles=200)
     assert lm.chunk_size == 1
     assert abs(float((lm.values - exact).mean())) < 3 * lm.mc_stderr_mean
 
@@ -274,18 +274,18 @@ def test_cli_evaluate_adds_log_marginal_to_metrics(tmp_path, capsys):
     assert main(["fit", "gmm", "K=2", "covariance=diag", "--data", "faithful", "--standardize", "--steps", "5",
                  "--out", str(run), "--quiet"]) == 0
     before = json.loads((run / "metrics.json").read_text())
-    assert main(["evaluate", str(run), "--num-samples", "30", "--seed", "1"]) == 0
+    assert main(["evaluate", str(run), "--num-particles", "30", "--seed", "1"]) == 0
     metrics = json.loads((run / "metrics.json").read_text())
     entry = metrics["log_marginal"]
-    for key in ("mean", "stderr", "total", "num_samples", "ess_mean", "khat_max", "num_khat_over_0_7", "elbo_mean"):
+    for key in ("mean", "stderr", "total", "num_particles", "ess_mean", "khat_max", "num_khat_over_0_7", "elbo_mean"):
         assert key in entry
-    assert entry["num_samples"] == 30 and entry["num_khat_over_0_7"] == 0
+    assert entry["num_particles"] == 30 and entry["num_khat_over_0_7"] == 0
     assert entry["total"] == pytest.approx(before["log_likelihood"], rel=1e-6)  # exact: discrete locals only
     assert all(metrics[k] == v for k, v in before.items())
     assert (run / "log_marginal.png").stat().st_size > 1000
     assert "log p(x): mean" in capsys.readouterr().out
-    assert main(["evaluate", str(run), "--num-samples", "0"]) == 2
-    assert "num_samples" in capsys.readouterr().err
+    assert main(["evaluate", str(run), "--num-particles", "0"]) == 2
+    assert "num_particles" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path / "missing")]) == 2
 
 
@@ -322,8 +322,8 @@ def test_discrete_and_continuous_locals_are_summed_in_model_and_proposal():
     model = _HierarchicalMixture()
     x = torch.tensor([[-2.5], [-0.3], [0.8], [2.2], [4.0]])
     exact = model.exact(x)
-    lm = ppvae.log_marginal((model, None), x, num_samples=100, proposal=model.exact_guide)
+    lm = ppvae.log_marginal((model, None), x, num_particles=100, proposal=model.exact_guide)
     torch.testing.assert_close(lm.values, exact, rtol=0, atol=1e-5)
     assert torch.all(lm.ess > 100 - 1e-2)
-    prior = ppvae.log_marginal((model, None), x, num_samples=4000, proposal="prior", seed=0)
+    prior = ppvae.log_marginal((model, None), x, num_particles=4000, proposal="prior", seed=0)
     assert torch.all((prior.values - exact).abs() < 3 * prior.mc_stderr)

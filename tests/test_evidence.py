@@ -36,7 +36,7 @@ def schools():
 @pytest.fixture(scope="module")
 def schools_nuts(schools):
     model = HierarchicalNormal()
-    run = ppvae.run_mcmc(model, schools, num_samples=400, warmup=200, num_chains=1, init="prior", jit=True, seed=0,
+    run = ppvae.run_mcmc(model, schools, num_draws=400, warmup=200, num_chains=1, init="prior", jit=True, seed=0,
                          progress=False)
     return model, run
 
@@ -118,7 +118,7 @@ def test_bridge_hierarchical_normal_within_three_stderr(schools_nuts, schools):
 
 def test_bridge_normal_gamma_within_three_stderr(ng_data):
     model = NormalGamma()
-    run = ppvae.run_mcmc(model, ng_data, num_samples=400, warmup=200, jit=True, seed=0, progress=False)
+    run = ppvae.run_mcmc(model, ng_data, num_draws=400, warmup=200, jit=True, seed=0, progress=False)
     exact = model.log_evidence_exact(ng_data)
     est = bridge_sampling(run, ng_data)
     assert est.stderr < 0.05 and _within(est, exact), (est.value, est.stderr, exact)
@@ -164,7 +164,7 @@ def test_ais_with_one_step_is_importance_sampling_from_p0(ng_data):
     fit = ppvae.fit(model, ng_data, guide="auto_normal", steps=300, lr=0.05, seed=0, progress=False)
     est = ppvae.log_evidence(fit, ng_data, method="ais", num_steps=1, num_chains=500, seed=4)
     exact = model.log_evidence_exact(ng_data)
-    assert est.info["accept_rate"] is None and est.num_samples == 500
+    assert est.info["accept_rate"] is None and est.num_particles == 500
     assert _within(est, exact, k=3.0), (est.value, est.stderr, exact)
 
 
@@ -175,13 +175,13 @@ def test_cli_evidence_on_mcmc_and_fit_directories(tmp_path, ng_data, capsys):
     csv = tmp_path / "ng.csv"
     csv.write_text("x\n" + "\n".join(f"{v:.10f}" for v in ng_data[:, 0].tolist()) + "\n")
     mc, run = tmp_path / "mc", tmp_path / "run"
-    assert main(["mcmc", "normal_gamma", "--data", str(csv), "--chains", "1", "--samples", "300", "--warmup", "150",
+    assert main(["mcmc", "normal_gamma", "--data", str(csv), "--chains", "1", "--num-draws", "300", "--warmup", "150",
                  "--jit", "--quiet", "--out", str(mc)]) == 0
     assert main(["fit", "normal_gamma", "--data", str(csv), "--guide", "auto_normal", "--steps", "300", "--quiet",
                  "--out", str(run)]) == 0
     capsys.readouterr()
     assert main(["evidence", str(run), "--data", str(csv), "--mcmc", str(mc), "--steps", "50", "--chains", "32",
-                 "--num-samples", "500", "--quiet"]) == 0
+                 "--num-particles", "500", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "is " in out and "ais " in out and "bridge " in out and "agree within 3" in out
     entry = json.loads((run / "metrics.json").read_text())["evidence"]

@@ -63,7 +63,7 @@ def test_mcmc_inference_data_loo_and_compare_with_svi():
     # Normal-Gamma NUTS: log_likelihood = log N(x_i | mu_s, 1/tau_s) per draw; loo on MCMC and SVI; compare
     model, x = NormalGamma(), torch.randn(30, 1, generator=torch.Generator().manual_seed(0))
     data = Dataset(x)
-    run = run_mcmc(model, data, num_samples=150, warmup=100, num_chains=2, jit=True, seed=0, progress=False)
+    run = run_mcmc(model, data, num_draws=150, warmup=100, num_chains=2, jit=True, seed=0, progress=False)
     idata = to_inference_data(run, data)
     assert set(idata.groups()) >= {"posterior", "log_likelihood", "sample_stats", "observed_data"}
     assert idata.sample_stats["diverging"].shape == (2, 150)

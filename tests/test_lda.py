@@ -61,7 +61,7 @@ def corpus():
                                                           ("random", False, False), ("cvb0", False, True)])
 def test_cavi_elbo_never_decreases(corpus, init, restart, update_alpha):
     ds, _ = corpus
-    res = fit_cavi(LDA(topics=3, alpha=0.3, eta=0.1), ds, max_iter=25, tol=0.0, e_max_iter=50, seed=1,
+    res = fit_cavi(LDA(topics=3, alpha=0.3, eta=0.1), ds, max_iter=25, rel_tol=0.0, e_max_iter=50, seed=1,
                    init=init, init_sweeps=20, restart_e_step=restart, update_alpha=update_alpha)
     h = torch.tensor(res.trace, dtype=torch.float64)
     assert len(h) == 26
@@ -90,7 +90,7 @@ def test_cvb0_start_reaches_the_optimum_of_the_planted_topics(corpus):
     ds, truth = corpus
     model = LDA(topics=3, alpha=0.3, eta=0.1)
     reference = _cavi_from(ds, 1000.0 * truth.double(), 0.3, 0.1)
-    cvb0 = fit_cavi(model, ds, max_iter=50, tol=1e-9, init="cvb0", init_sweeps=30, seed=0)
+    cvb0 = fit_cavi(model, ds, max_iter=50, rel_tol=1e-9, init="cvb0", init_sweeps=30, seed=0)
     assert cvb0.elbo == pytest.approx(reference, rel=1e-3)
 
 
@@ -107,7 +107,7 @@ def test_cvb0_init_conserves_the_word_counts(corpus):
 
 def test_cavi_recovers_planted_topics(corpus):
     ds, truth = corpus
-    res = fit_cavi(LDA(topics=3, alpha=0.3, eta=0.1), ds, max_iter=50, tol=1e-6, e_max_iter=50)
+    res = fit_cavi(LDA(topics=3, alpha=0.3, eta=0.1), ds, max_iter=50, rel_tol=1e-6, e_max_iter=50)
     tw = res.topic_word()
     assert torch.allclose(tw.sum(1), torch.ones(3, dtype=torch.float64))
     err = matched_l1(tw, truth)
@@ -233,9 +233,9 @@ def test_heldout_log_likelihood_matches_quadrature(proposal):
     model.setup(ds)
     exact = torch.tensor([exact_log_p(c, alpha) for c in DOCS], dtype=torch.float64)
     if proposal == "e_step":  # q(theta_d) = Dir(gamma_d) from the E step with beta fixed
-        out = heldout_log_likelihood(model, BETA, ds, num_samples=20000, seed=0)
+        out = heldout_log_likelihood(model, BETA, ds, num_particles=20000, seed=0)
     else:  # the (untrained) amortized Dirichlet encoder, beta fixed at BETA
-        lm = ppvae.log_marginal((model, model.guide), ds, num_samples=20000, seed=0,
+        lm = ppvae.log_marginal((model, model.guide), ds, num_particles=20000, seed=0,
                                 global_values={"topic_words": BETA}, warn=False)
         out = {"log_p_docs": lm.values, "mc_stderr_docs": lm.mc_stderr}
     err = (out["log_p_docs"] - exact).abs()

@@ -137,8 +137,8 @@ def test_cli_prints_held_out_accuracy_and_draws_classes_as_rows(tmp_path, capsys
     axis; latent.png is coloured by argmax q(y|x), not by the labels (-1 for 3,900 of 4,000 points)."""
     import json
 
-    from ppvae import plots
     from ppvae.cli.app import main
+    from ppvae.plots import figures as plots
 
     figs = {}
     for name in ("plot_image_grid", "plot_latent_2d"):

@@ -42,7 +42,7 @@ def test_nuts_recovers_normal_gamma_moments_and_scale_dependence():
     # (closed form): NUTS within 0.1 of it (MCSE ~0.04)
     model, x = NormalGamma(), _normal_data(10, seed=1)
     post = model.exact_posterior(x)
-    result = run_mcmc(model, Dataset(x), num_samples=400, warmup=150, num_chains=2, jit=True, seed=1, progress=False)
+    result = run_mcmc(model, Dataset(x), num_draws=400, warmup=150, num_chains=2, jit=True, seed=1, progress=False)
     d = result.flat_samples()
     for site, mean, var in (("mu", post.mean_mu, post.var_mu), ("tau", post.mean_tau, post.var_tau)):
         sd = math.sqrt(var)
@@ -59,7 +59,7 @@ def test_nuts_recovers_normal_gamma_moments_and_scale_dependence():
 def test_hmc_recovers_normal_gamma_means():
     # plain HMC (5 leapfrog steps, adapted step size): means within 0.2 posterior sd
     model, x = NormalGamma(), _normal_data(40, seed=2)
-    result = run_mcmc(model, Dataset(x), kernel="hmc", num_samples=200, warmup=100, num_steps=5, jit=True, seed=0,
+    result = run_mcmc(model, Dataset(x), kernel="hmc", num_draws=200, warmup=100, num_leapfrog=5, jit=True, seed=0,
                       progress=False)
     post, d = model.exact_posterior(x), result.flat_samples()
     assert abs(float(d["mu"].mean()) - post.mean_mu) < 0.2 * math.sqrt(post.var_mu)
@@ -136,7 +136,7 @@ def test_full_covariance_gmm_uses_autograd_and_a_wrong_hook_is_refused():
             return wrong
 
     with pytest.raises(PPVAEError, match="closed_form_potential disagrees with autograd.*'scales'"):
-        run_mcmc(WrongGMM(K=2, covariance="diag"), data, num_samples=5, warmup=5, progress=False)
+        run_mcmc(WrongGMM(K=2, covariance="diag"), data, num_draws=5, warmup=5, progress=False)
 
 
 def test_ordered_column_transform_is_a_bijection_with_exact_jacobian():
@@ -168,7 +168,7 @@ def test_gmm_nuts_from_em_with_ordering_has_no_label_switching():
     # 2 chains from the EM fit, locs[:, 0] ordered: R-hat < 1.1 and posterior means within 3 sd of EM
     model, data = _gmm_setup(n_stride=4)
     em = fit_em(model, data, restarts=2, seed=0)
-    result = run_mcmc(model, data, num_samples=60, warmup=40, num_chains=2, init=em, order=("locs", 0),
+    result = run_mcmc(model, data, num_draws=60, warmup=40, num_chains=2, init=em, order=("locs", 0),
                       jit=True, seed=0, progress=False)
     locs = result.samples["locs"]
     assert (locs[..., 0, 0] < locs[..., 1, 0]).all()
@@ -186,7 +186,7 @@ def test_local_posterior_matches_ppca_exact_posterior():
     gen = torch.Generator().manual_seed(0)
     model = PPCA(latent_dim=2).set_parameters(torch.randn(5, 2, generator=gen), torch.zeros(5), 0.7)
     x = torch.randn(5, generator=gen)
-    result = local_posterior(model, x, num_samples=400, warmup=200, jit=True, seed=0, progress=False)
+    result = local_posterior(model, x, num_draws=400, warmup=200, jit=True, seed=0, progress=False)
     z = result.flat_samples()["z"].reshape(-1, 2).double()
     mean, cov = model.exact_posterior(x[None])
     sd = cov.diagonal().sqrt()
@@ -195,7 +195,7 @@ def test_local_posterior_matches_ppca_exact_posterior():
     assert all(p.requires_grad for p in model.parameters())  # the network weights are unfrozen again
     # log p(x) by importance sampling from a Student-t fitted to the draws: within 0.025 nats of the
     # closed form log N(x | mu, W W^T + sigma^2 I) (10,000 weights, ESS ~8,000: stderr ~0.005)
-    estimate = log_marginal((model, fitted_proposal(result, model)), x[None], num_samples=10000, proposal="guide")
+    estimate = log_marginal((model, fitted_proposal(result, model)), x[None], num_particles=10000, proposal="guide")
     assert float(estimate.ess[0]) > 5000
     assert float(estimate.values[0]) == pytest.approx(float(model.log_marginal_exact(x[None])[0]), abs=0.025)
 
@@ -210,10 +210,10 @@ class _PoissonLatent(Model):
 def test_bad_input_is_refused_with_clear_messages():
     x = Dataset(torch.randn(5, 1))
     with pytest.raises(PPVAEError, match="'k'.*no finite support"):
-        run_mcmc(_PoissonLatent(), x, num_samples=5, warmup=5, progress=False)
+        run_mcmc(_PoissonLatent(), x, num_draws=5, warmup=5, progress=False)
     with pytest.raises(PPVAEError, match="kernel: expected one of nuts, hmc; got 'mala'"):
         run_mcmc(NormalGamma(), x, kernel="mala", progress=False)
-    one = run_mcmc(NormalGamma(), x, num_samples=20, warmup=20, progress=False)
+    one = run_mcmc(NormalGamma(), x, num_draws=20, warmup=20, progress=False)
     with pytest.raises(PPVAEError, match="rhat: expected at least 2 chains"):
         one.rhat()
     with pytest.raises(PPVAEError, match="order: expected a continuous latent site"):
@@ -224,7 +224,7 @@ def test_divergences_over_the_limit_raise():
     # a fixed leapfrog step 30x the posterior scale makes every trajectory's energy error explode
     x = Dataset(_normal_data(50))
     with pytest.raises(MCMCDivergenceError, match="divergent transitions in 1 x 20 draws; expected at most 0"):
-        run_mcmc(NormalGamma(), x, num_samples=20, warmup=0, step_size=5.0, seed=0, max_divergences=0, progress=False)
+        run_mcmc(NormalGamma(), x, num_draws=20, warmup=0, step_size=5.0, seed=0, max_divergences=0, progress=False)
 
 
 def test_many_local_continuous_dimensions_are_refused_with_the_count():
@@ -233,12 +233,12 @@ def test_many_local_continuous_dimensions_are_refused_with_the_count():
     x = torch.randn(501, 3, generator=torch.Generator().manual_seed(0))
     with pytest.raises(PPVAEError, match=r"PPCA has 1,002 dimensions of per-data-point continuous latents "
                                          r"\(z: \(501, 2\)\).*more than 1,000.*local_posterior.*allow_local=True"):
-        run_mcmc(PPCA(latent_dim=2), x, num_samples=5, warmup=5, progress=False)
+        run_mcmc(PPCA(latent_dim=2), x, num_draws=5, warmup=5, progress=False)
 
 
 def test_cli_mcmc_refuses_a_vae_in_one_line(capsys):
     from ppvae.cli.app import main
 
-    assert main(["mcmc", "vae", "--data", "mnist5k", "--samples", "5", "--warmup", "5", "--out", "o"]) == 2
+    assert main(["mcmc", "vae", "--data", "mnist5k", "--num-draws", "5", "--warmup", "5", "--out", "o"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "200,000 dimensions" in err[0] and "--allow-local" in err[0]

@@ -66,7 +66,7 @@ def test_full_batch_or_plated_models_do_not_warn(data, recwarn):
 def test_a_model_that_raises_is_named_with_its_own_exception_in_one_line(data):
     fit = ppvae.fit(WithPlate(), data, guide="auto_normal", steps=2, progress=False)
     with pytest.raises(PPVAEError) as err:
-        ppvae.log_marginal((Raises(), fit.guide), data, num_samples=4)
+        ppvae.log_marginal((Raises(), fit.guide), data, num_particles=4)
     msg = str(err.value)
     assert "KeyError" in msg and "boom in the user's model" in msg and "data:" not in msg
     assert "\n" not in msg
@@ -112,13 +112,13 @@ def test_a_model_that_does_not_broadcast_over_draws_gets_the_rule_in_one_line():
     data, X, y = _regression_data()
     fit = ppvae.fit(MatmulRegression(), data, guide="auto_normal", steps=50, progress=False)
     with pytest.raises(PPVAEError) as err:
-        ppvae.log_evidence(fit, data, num_samples=64)
+        ppvae.log_evidence(fit, data, num_particles=64)
     msg = str(err.value)
     assert "\n" not in msg and "(w) carry a leading dimension of 64 draws" in msg and "after site 'w'" in msg
     assert "(X * w).sum(-1)" in msg
     # written to broadcast, the same model's evidence is right: log N(y; 0, X X^T + 0.25 I) in closed form
     fit = ppvae.fit(BroadcastRegression(), data, guide="auto_mvn", steps=800, lr=0.05, progress=False)
     exact = dist.MultivariateNormal(torch.zeros(30), X @ X.T + 0.25 * torch.eye(30)).log_prob(y).item()
-    ev = ppvae.log_evidence(fit, data, num_samples=4000, seed=0)
+    ev = ppvae.log_evidence(fit, data, num_particles=4000, seed=0)
     # 4 standard errors of the importance estimate, floor 0.05 nats for the fitted guide's residual error
     assert abs(ev.value - exact) < max(4 * ev.stderr, 0.05), (ev.value, ev.stderr, exact)

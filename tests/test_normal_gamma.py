@@ -72,14 +72,14 @@ def test_log_evidence_with_fitted_guide_within_three_stderr(data):
     ds = ppvae.Dataset(data)
     fit = ppvae.fit(model, ds, guide="auto_normal", steps=400, lr=0.05, lr_schedule="cosine", progress=False, seed=0)
     exact = model.log_evidence_exact(data)
-    est = ppvae.log_evidence(fit, ds, num_samples=1000, seed=0)
+    est = ppvae.log_evidence(fit, ds, num_particles=1000, seed=0)
     assert abs(est.value - exact) < 3 * est.stderr + 1e-9
     assert est.khat < 0.7 and est.ess > 500
     assert est.gap > 0  # log p-hat above the ELBO
-    prior = ppvae.log_evidence(fit, ds, num_samples=1000, proposal="prior", seed=0)
+    prior = ppvae.log_evidence(fit, ds, num_particles=1000, proposal="prior", seed=0)
     assert abs(prior.value - exact) < 3 * prior.stderr  # also consistent, but far less efficient:
     assert prior.ess < est.ess / 4 and prior.gap > 5 * est.gap
-    perfect = ppvae.log_evidence((model, None), ds, num_samples=200, proposal=model.posterior_guide(data))
+    perfect = ppvae.log_evidence((model, None), ds, num_particles=200, proposal=model.posterior_guide(data))
     assert perfect.value == pytest.approx(exact, abs=1e-4)  # float32 weights
     assert perfect.ess == pytest.approx(200, rel=1e-6)
 

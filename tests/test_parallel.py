@@ -84,7 +84,7 @@ def test_progress_lines_when_not_a_terminal():
 
 def test_mcmc_chains_on_two_cores_equal_one_core_bit_for_bit():
     data = ppvae.load_dataset("faithful", standardize=True)
-    runs = [run_mcmc(GMM(K=2, covariance="diag"), data, num_samples=20, warmup=20, num_chains=3, cores=c,
+    runs = [run_mcmc(GMM(K=2, covariance="diag"), data, num_draws=20, warmup=20, num_chains=3, cores=c,
                      progress=False) for c in (1, 2)]
     for name in runs[0].samples:
         assert torch.equal(runs[0].samples[name], runs[1].samples[name])
@@ -151,7 +151,7 @@ def test_ctrl_c_on_parallel_mcmc_stops_every_worker_and_writes_nothing(tmp_path)
 
     env = dict(os.environ, OMP_NUM_THREADS="1")
     argv = ["mcmc", "gmm", "K=2", "--data", "faithful", "--chains", "4", "--cores", "2", "--warmup", "20",
-            "--samples", "1000000", "--quiet", "--out", "r"]
+            "--num-draws", "1000000", "--quiet", "--out", "r"]
     proc = subprocess.Popen([sys.executable, "-m", "ppvae.cli", *argv], cwd=tmp_path, env=env,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240  # generous: starting the forkserver imports torch, slow on a busy machine

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from ppvae import plots
+from ppvae.plots import figures as plots
 
 
 def _texts(fig):

@@ -79,7 +79,7 @@ def test_heldout_log_likelihood_matches_quadrature():
     model, ds = _tiny_model()
     assert model.prior_scale.tolist() == pytest.approx([math.sqrt(0.5)] * 2)  # alpha = 1, K = 2: sigma^2 = 1/2
     exact = torch.tensor([exact_log_p(c) for c in DOCS], dtype=torch.float64)
-    out = heldout_log_likelihood(model, None, ds, num_samples=20000, seed=0)
+    out = heldout_log_likelihood(model, None, ds, num_particles=20000, seed=0)
     err = (out["log_p_docs"] - exact).abs()
     # Monte Carlo error: within 4 standard errors (delta method) and below 0.02 nats
     assert (err < 4 * out["mc_stderr_docs"] + 1e-4).all() and (err < 0.02).all(), (out["log_p_docs"], exact)

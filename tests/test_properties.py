@@ -144,7 +144,7 @@ def test_fit_tiny(x, fault, guide, batch):
        covariance=st.sampled_from(["full", "diag"]))
 def test_fit_em_tiny(x, K, restarts, max_iter, tol, covariance):
     with either_works_or_ppvae_error():
-        result = fit_em(GMM(K=K, covariance=covariance), x, restarts=restarts, max_iter=max_iter, tol=tol)
+        result = fit_em(GMM(K=K, covariance=covariance), x, restarts=restarts, max_iter=max_iter, ll_tol=tol)
         assert np.isfinite(result.log_likelihood_total)
 
 

@@ -7,8 +7,8 @@ of this interpreter's environment on PATH. Each command runs as written except f
 which only shorten how long it runs (the values the README gives are the ones its numbers were measured
 with; here the point is that the command works):
 
-  --epochs N -> 1, --steps N -> 20, --num-samples N -> 10, --samples N -> 50, --num-draws N -> 50,
-  --warmup N -> 10, --draws N -> 10
+  --epochs N -> 1, --steps N -> 20, --num-particles N -> 10, --num-draws N -> 50, --num-mcmc-draws N -> 50,
+  --warmup N -> 10, --samples N -> 50 (examples/evidence_schools.py's own option)
   (50 MCMC draws: bridge sampling needs 2 D + 2 draws in each half)
 
 Some commands' outputs are checked beyond the exit code (CHECKS below: files written, numbers in range), for
@@ -30,8 +30,8 @@ import numpy as np
 import pytest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-OVERRIDES = {"--epochs": "1", "--steps": "20", "--num-samples": "10", "--samples": "50", "--warmup": "10",
-             "--draws": "10", "--num-draws": "50"}
+OVERRIDES = {"--epochs": "1", "--steps": "20", "--num-particles": "10", "--samples": "50", "--warmup": "10",
+             "--num-draws": "50", "--num-mcmc-draws": "50"}
 SKIPPED = ("pip install ", "python -m pytest")
 TIMEOUT_S = 600  # per command: generous for a busy 2-core machine (torchrun starts 2 processes)
 
@@ -57,9 +57,9 @@ def shorten(command: str) -> str:
 
 def test_readme_parsing_and_overrides():
     text = "x\n```bash\npip install -e . && ppvae fit vae --epochs 50 --out r  # c\n```\n```python\nno\n```\n" \
-           "```bash\npython -m pytest -q\nppvae mcmc m --samples=1000 --warmup 5 --num-samples 7\n```\n"
+           "```bash\npython -m pytest -q\nppvae mcmc m --num-draws=1000 --warmup 5 --num-particles 7\n```\n"
     assert readme_commands(text) == ["ppvae fit vae --epochs 1 --out r  # c",
-                                     "ppvae mcmc m --samples=50 --warmup 10 --num-samples 10"]
+                                     "ppvae mcmc m --num-draws=50 --warmup 10 --num-particles 10"]
 
 
 COMMANDS = readme_commands(README.read_text())

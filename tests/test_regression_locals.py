@@ -46,7 +46,7 @@ def data():
 
 def test_importance_sampling_and_ais_observe_the_response(data):
     model, exact = _RandomIntercepts(), _exact(data.x, data.y)
-    is_ = ppvae.log_marginal((model, None), data, num_samples=4000, proposal="prior", seed=0, warn=False)
+    is_ = ppvae.log_marginal((model, None), data, num_particles=4000, proposal="prior", seed=0, warn=False)
     ais = ppvae.log_marginal((model, None), data, method="ais", num_steps=50, num_chains=16, proposal="prior",
                              seed=0, warn=False)
     for est in (is_, ais):  # per point within 5 Monte Carlo standard errors (+ 0.01 for tiny errors)
@@ -90,13 +90,13 @@ def test_local_posterior_observes_the_response(data):
     Monte Carlo errors at 800 draws; sd within 15%)."""
     i = 3
     r = float(data.y[i] - (data.x[i] * torch.tensor(W)).sum())
-    run = ppvae.local_posterior(_RandomIntercepts(), data.x[i], y=data.y[i], num_samples=800, warmup=200, seed=0,
+    run = ppvae.local_posterior(_RandomIntercepts(), data.x[i], y=data.y[i], num_draws=800, warmup=200, seed=0,
                                 progress=False)
     u = run.flat_samples()["u"].reshape(-1).double()
     post_sd = math.sqrt(K) * SIGMA
     assert abs(float(u.mean()) - K * r) < 0.25 * post_sd, (float(u.mean()), K * r)
     assert abs(float(u.std()) / post_sd - 1) < 0.15
     with pytest.raises(PPVAEError, match="y: the model observes nothing at this point"):
-        ppvae.local_posterior(_RandomIntercepts(), data.x[i], num_samples=5, warmup=5, progress=False)
+        ppvae.local_posterior(_RandomIntercepts(), data.x[i], num_draws=5, warmup=5, progress=False)
     with pytest.raises(PPVAEError, match="y: expected the point's real-valued response"):
-        ppvae.local_posterior(_RandomIntercepts(), data.x[i], y=torch.tensor(1), num_samples=5, warmup=5)
+        ppvae.local_posterior(_RandomIntercepts(), data.x[i], y=torch.tensor(1), num_draws=5, warmup=5)

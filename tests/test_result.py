@@ -186,15 +186,31 @@ def test_shapes_for_svi_and_cavi_and_normal_gamma(mixture):
     assert abs(table.row("mu")["mean"] - exact.mean_mu) < 5 * math.sqrt(exact.var_mu / 4000)
 
 
-def test_vocabulary_aliases_and_refusals(mixture):
+def test_old_spellings_raise_one_line_naming_the_new_one(mixture, capsys):
+    """One vocabulary (num_draws, num_particles, num_steps, num_leapfrog, ll_tol/rel_tol); pre-1.0 the old
+    spellings are refused, naming the new one, from Python and from the command line."""
     model = GMM(K=2, covariance="diag")
-    a = ppvae.fit_em(model, mixture, restarts=1, tol=1e-3)
-    b = ppvae.fit_em(model, mixture, restarts=1, ll_tol=1e-3)
-    assert a.traces == b.traces
-    with pytest.raises(PPVAEError, match="old spelling of ll_tol"):
-        ppvae.fit_em(model, mixture, restarts=1, ll_tol=1e-3, tol=1e-4)
-    with pytest.raises(PPVAEError, match="old spelling of num_draws"):
-        ppvae.run_mcmc(model, mixture, num_draws=10, num_samples=20, warmup=5, progress=False)
+    cases = [
+        (lambda: ppvae.fit_em(model, mixture, restarts=1, tol=1e-3), "fit_em: tol is now ll_tol"),
+        (lambda: ppvae.run_mcmc(model, mixture, num_samples=10), "run_mcmc: num_samples is now num_draws"),
+        (lambda: ppvae.run_mcmc(model, mixture, num_steps=5), "run_mcmc: num_steps is now num_leapfrog"),
+        (lambda: ppvae.log_marginal((model, None), mixture, num_samples=5),
+         "log_marginal: num_samples is now num_particles"),
+        (lambda: ppvae.log_evidence((model, None), mixture, num_samples=5),
+         "log_evidence: num_samples is now num_particles"),
+        (lambda: ppvae.compare(model, mixture, "em", num_samples=5), "compare: num_samples is now num_mcmc_draws"),
+        (lambda: ppvae.local_posterior(model, mixture.x[0], num_samples=5),
+         "local_posterior: num_samples is now num_draws"),
+    ]
+    for call, message in cases:
+        with pytest.raises(PPVAEError, match=message):
+            call()
+    for argv, message in [(["em", "gmm", "--data", "faithful", "--tol", "1e-3"], "--tol is now --ll-tol"),
+                          (["mcmc", "gmm", "--data", "faithful", "--samples", "5"], "--samples is now --num-draws"),
+                          (["evaluate", "runs/none", "--num-samples", "5"], "--num-samples is now --num-particles"),
+                          (["evaluate", "runs/none", "--leapfrog", "5"], "--leapfrog is now --num-leapfrog")]:
+        assert main(argv) == 2
+        assert capsys.readouterr().err.strip() == f"ppvae: error: {message}"
 
 
 def test_cli_predict_and_summary(tmp_path, mixture, capsys):

@@ -12,11 +12,11 @@ from _helpers import write_payload
 from torch.distributions import Categorical, MixtureSameFamily, MultivariateNormal, Normal
 
 import ppvae
-from ppvae import runs
 from ppvae.cli.ais import evaluate_run
 from ppvae.cli.app import main
 from ppvae.models import GMM, LDA, NormalGamma
 from ppvae.models.lda_cavi import CAVIFit
+from ppvae.runs import directory as runs
 
 
 # -- fixtures: one saved run of each kind -----------------------------------------------------------------
@@ -58,7 +58,7 @@ def mcmc_run(tmp_path_factory, faithful, gmm_draws):
 @pytest.fixture(scope="module")
 def cavi_run(tmp_path_factory):
     data = ppvae.load_dataset("reuters", split="train")
-    fit = LDA(topics=3).fit_cavi(data, max_iter=2, init_sweeps=20, seed=0, tol=0.0)
+    fit = LDA(topics=3).fit_cavi(data, max_iter=2, init_sweeps=20, seed=0, rel_tol=0.0)
     path = tmp_path_factory.mktemp("cavi") / "run"
     fit.save(str(path))
     return fit, path, data
@@ -172,7 +172,7 @@ def test_a_figure_that_fails_leaves_neither_a_file_nor_a_temporary(tmp_path):
 def _svi_entry_keys(faithful, tmp_path):
     fit = ppvae.fit(GMM(K=2), faithful, guide="auto_delta", steps=3, progress=False)
     fit.save(str(tmp_path / "svi"))
-    return set(evaluate_run(str(tmp_path / "svi"), num_samples=2)[1])
+    return set(evaluate_run(str(tmp_path / "svi"), num_particles=2)[1])
 
 
 def test_em_evaluate_is_the_closed_form_mixture_density(em_run, faithful, tmp_path):
@@ -203,7 +203,7 @@ def test_mcmc_evaluate_is_lppd_over_the_saved_draws_beside_psis_loo(mcmc_run, fa
     lppd = torch.logsumexp(ll, 0) - math.log(80)
     torch.testing.assert_close(values, lppd, rtol=0, atol=1e-4)  # the model evaluates in float32
     loo = entry["loo"]
-    assert entry["num_samples"] == 80 and entry["lppd"] == pytest.approx(float(lppd.sum()), abs=1e-2)
+    assert entry["num_particles"] == 80 and entry["lppd"] == pytest.approx(float(lppd.sum()), abs=1e-2)
     assert loo["p_loo"] == pytest.approx(entry["lppd"] - loo["elpd_loo"], abs=1e-6)  # arviz: p_loo = lppd - elpd
     assert loo["elpd_loo"] < entry["lppd"]
 

@@ -55,7 +55,7 @@ def test_blr_posterior_matches_closed_form(blr_fit, regression):
 def test_blr_log_evidence_matches_closed_form(blr_fit, regression):
     model, fit = blr_fit
     _, _, exact = blr_module.exact(model, regression.x, regression.y)
-    est = ppvae.log_evidence(fit, regression, num_samples=4000, seed=0)
+    est = ppvae.log_evidence(fit, regression, num_particles=4000, seed=0)
     # importance sampling from a guide close to the exact posterior: nearly exact; 4 MC standard errors + 0.01
     assert abs(est.value - exact) < 4 * est.stderr + 0.01, (est.value, est.stderr, exact)
 
@@ -66,7 +66,7 @@ def test_factor_analysis_log_marginal_matches_closed_form():
                     check_convergence=False)
     values = fit.global_values(data)
     exact = fa_module.exact_log_marginal(values, data.x)
-    est = ppvae.log_marginal(fit, data, num_samples=2000, proposal="prior", seed=1, warn=False)
+    est = ppvae.log_marginal(fit, data, num_particles=2000, proposal="prior", seed=1, warn=False)
     # per point and on average: the estimate is log of an unbiased mean, so within a few MC errors
     err = est.values.double() - exact
     mc = est.mc_stderr.double()

@@ -76,11 +76,11 @@ def test_run_of_unregistered_model_names_its_import_path_and_never_imports_it(tm
                  "--quiet", "--no-convergence-check", "--out", str(out)])
     assert code == 0 and marker.exists()
     marker.unlink()
-    loaded = _run(["evaluate", str(out), "--num-samples", "10"])
+    loaded = _run(["evaluate", str(out), "--num-particles", "10"])
     assert loaded.returncode == 2
     assert f"--import {model_file}:PlainMean" in loaded.stderr and "ppvae.import_model(" in loaded.stderr
     assert not marker.exists()  # loading named the file; it did not run it
-    with_import = _run(["evaluate", str(out), "--num-samples", "10", "--import", f"{model_file}:PlainMean"])
+    with_import = _run(["evaluate", str(out), "--num-particles", "10", "--import", f"{model_file}:PlainMean"])
     assert with_import.returncode == 0, with_import.stderr
     assert marker.exists()
 
@@ -136,7 +136,7 @@ def test_module_form_fits_and_mcmc_writes_labelled_figures(tmp_path, monkeypatch
     data = f"{ROOT / 'examples' / 'data' / 'regression.csv'}:target=y"
     out = tmp_path / "nuts"
     code = main(["mcmc", "examples.blr:BayesianLinearRegression", "noise_sd=0.5", "--data", data, "--chains", "1",
-                 "--samples", "30", "--warmup", "20", "--quiet", "--out", str(out)])
+                 "--num-draws", "30", "--warmup", "20", "--quiet", "--out", str(out)])
     assert code == 0, capsys.readouterr().err
     assert (out / "trace.png").stat().st_size > 0 and (out / "rank.png").stat().st_size > 0
     metrics = json.loads((out / "metrics.json").read_text())

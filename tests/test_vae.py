@@ -122,8 +122,8 @@ def test_training_improves_test_log_likelihood(digits):
     untrained = ppvae.fit(VAE(latent_dim=8, hidden=64, depth=1), train, steps=1, lr=1e-9, progress=False)
     trained = ppvae.fit(VAE(latent_dim=8, hidden=64, depth=1), train, epochs=15, batch_size=50, lr=3e-3,
                         progress=False)
-    before = log_marginal(untrained, test, num_samples=200, warn=False)
-    after = log_marginal(trained, test, num_samples=200, warn=False)
+    before = log_marginal(untrained, test, num_particles=200, warn=False)
+    after = log_marginal(trained, test, num_particles=200, warn=False)
     assert after.mean - before.mean > 150
     assert after.mean > -260
     assert after.elbo_mean <= after.mean
@@ -132,7 +132,7 @@ def test_training_improves_test_log_likelihood(digits):
 def test_inference_gaps_decompose_and_are_non_negative(digits):
     train, test = digits
     fit = ppvae.fit(VAE(latent_dim=8, hidden=64, depth=1), train, epochs=8, batch_size=50, lr=3e-3, progress=False)
-    gaps = inference_gaps(fit, test.subset(torch.arange(30)), num_samples=200, steps=100, lr=0.02)
+    gaps = inference_gaps(fit, test.subset(torch.arange(30)), num_particles=200, steps=100, lr=0.02)
     d = gaps.to_dict()
     assert d["amortization_gap"] > 0  # per-point optimization (started at the encoder) beats the encoder
 
@@ -150,7 +150,7 @@ def test_per_datapoint_elbo_is_exact_when_the_family_contains_the_posterior():
     fit = ppvae.fit(model, ppvae.Dataset(x), guide="amortized", elbo="meanfield", steps=200, lr=0.03, seed=0,
                     guide_options={"depth": 0}, progress=False)
     exact = model.log_marginal_exact(x)
-    gaps = inference_gaps(fit, ppvae.Dataset(x), num_samples=500, steps=1500, lr=0.01)
+    gaps = inference_gaps(fit, ppvae.Dataset(x), num_particles=500, steps=1500, lr=0.01)
     err = (gaps.elbo_optimal.double() - exact).abs()
     px = (gaps.log_px.double() - exact).abs()
     info = f"ELBO* error mean {err.mean():.4f} max {err.max():.4f}; log p(x) error mean {px.mean():.4f}"

@@ -6,9 +6,10 @@ expected and what came, in the style of scikit-learn's ``sklearn/utils/validatio
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -132,12 +133,19 @@ def check_tensor(
     return value
 
 
-def resolve_alias(name: str, value: Any, default: Any, alias: str, alias_value: Any) -> Any:
-    """``value`` of the argument ``name``, or of its documented alias ``alias`` (the older spelling) when
-    only that was passed; both passed is refused, naming the canonical one."""
-    if alias_value is None:
-        return value
-    if value is not None and value != default:
-        raise PPVAEError(f"{alias}: is the old spelling of {name}; pass {name} only (got both {name}={value!r} "
-                         f"and {alias}={alias_value!r})")
-    return alias_value
+def renamed(**old_to_new: str) -> Callable:
+    """Decorate a public function whose keyword arguments were renamed (pre-1.0: no silent aliases): passing an
+    old spelling raises one line naming the new one, e.g. ``log_marginal: num_samples is now num_particles``.
+
+    The project's vocabulary: ``num_draws`` posterior draws, ``num_particles`` importance samples per point,
+    ``num_steps`` optimisation or annealing steps, ``num_leapfrog`` leapfrog steps per trajectory;
+    tolerances named for what they bound (``ll_tol``, ``rel_tol``)."""
+    def wrap(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def checked(*args, **kwargs):
+            for old in kwargs.keys() & old_to_new.keys():
+                raise PPVAEError(f"{fn.__name__}: {old} is now {old_to_new[old]} (pass {old_to_new[old]}=)")
+            return fn(*args, **kwargs)
+        checked.renamed_arguments = dict(old_to_new)
+        return checked
+    return wrap

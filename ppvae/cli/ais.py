@@ -5,22 +5,23 @@ from __future__ import annotations
 
 import warnings
 
-from ppvae._util.validation import PPVAEError, check_choice
+from ppvae._util.validation import PPVAEError, check_choice, renamed
 from ppvae.cli.evaluate import evaluate_saved
 from ppvae.evaluate.bdmc_bounds import bdmc
 from ppvae.evaluate.estimate import ImportanceWarning
 from ppvae.evaluate.marginal import log_marginal
 from ppvae.infer.svi.fit import Fit
 from ppvae.plots.figures import plot_ais_vs_is, plot_bdmc, plot_log_marginal
-from ppvae.runs.directory import run_dataset, run_kind, update_metrics, write_figure
+from ppvae.results.kinds import kind_of
+from ppvae.runs.directory import run_dataset, update_metrics, write_figure
 
 __all__ = ["evaluate_run", "evaluate_run_ais", "bdmc_run"]
 
 
-def evaluate_run_ais(run_dir: str, data: str | None = None, *, num_samples: int = 1000, proposal: str = "guide",
+def evaluate_run_ais(run_dir: str, data: str | None = None, *, num_particles: int = 1000, proposal: str = "guide",
                      chunk_size: int | None = None, seed: int = 0, progress: bool | None = None, **ais) -> tuple:
     """Per-point AIS (``ais``: num_steps, num_chains, schedule, num_leapfrog, ...) on a run, beside
-    importance sampling at K = ``num_samples`` for comparison: metrics.json's ``log_marginal`` (the AIS
+    importance sampling at K = ``num_particles`` for comparison: metrics.json's ``log_marginal`` (the AIS
     result, with ``is`` holding the importance-sampling summary), ``log_marginal.png`` and
     ``ais_vs_is.png`` (per-point AIS against IS, coloured by IS k-hat)."""
     fit = Fit.load(run_dir)
@@ -29,10 +30,10 @@ def evaluate_run_ais(run_dir: str, data: str | None = None, *, num_samples: int 
         warnings.simplefilter("always", ImportanceWarning)
         result = log_marginal(fit, ds, method="ais", proposal=proposal, chunk_size=chunk_size, seed=seed,
                               progress=progress, **ais)
-        is_ = log_marginal(fit, ds, num_samples=num_samples, proposal=proposal, chunk_size=chunk_size, seed=seed,
+        is_ = log_marginal(fit, ds, num_particles=num_particles, proposal=proposal, chunk_size=chunk_size, seed=seed,
                            warn=False)
     is_summary = {k: v for k, v in is_.to_dict().items() if k in (
-        "mean", "stderr", "num_samples", "ess_mean", "khat_max", "num_khat_over_0_7", "mc_stderr")}
+        "mean", "stderr", "num_particles", "ess_mean", "khat_max", "num_khat_over_0_7", "mc_stderr")}
     diff = result.values - is_.values
     entry = {**result.to_dict(), "data": ds.name, "seed": seed, "is": is_summary,
              "ais_minus_is_mean": float(diff.mean()), "ais_above_is": int((diff > 0).sum()),
@@ -44,7 +45,7 @@ def evaluate_run_ais(run_dir: str, data: str | None = None, *, num_samples: int 
         result.values.numpy(), result.khat.numpy(), p, f"{fit.model.name}: log p(x) by {what}"))
     write_figure(run_dir, "ais_vs_is.png", lambda p: plot_ais_vs_is(
         is_.values.numpy(), result.values.numpy(), is_.khat.numpy(), p,
-        f"{fit.model.name}: {what} vs IS K={num_samples}"))
+        f"{fit.model.name}: {what} vs IS K={num_particles}"))
     return result, entry
 
 
@@ -62,7 +63,8 @@ def bdmc_run(run_dir: str, data: str | None = None, *, seed: int = 0, **options)
     return result, entry
 
 
-def evaluate_run(run_dir: str, data: str | None = None, *, num_samples: int = 1000, proposal: str = "guide",
+@renamed(num_samples="num_particles")
+def evaluate_run(run_dir: str, data: str | None = None, *, num_particles: int = 1000, proposal: str = "guide",
                  chunk_size: int | None = None, seed: int = 0, method: str = "is", **ais) -> tuple:
     """Evaluate a saved run on ``data`` (default: its own) and add a ``log_marginal`` object to
     ``RUN_DIR/metrics.json`` (other keys kept) and ``log_marginal.png``, both written atomically.
@@ -72,24 +74,25 @@ def evaluate_run(run_dir: str, data: str | None = None, *, num_samples: int = 10
     :func:`evaluate_run_ais`. EM, MCMC and CAVI runs: :func:`ppvae.cli.evaluate.evaluate_saved` (exact
     per-point log-likelihood, log pointwise predictive density beside PSIS-LOO, per-document ELBO).
     Returns (the estimate, entry)."""
-    kind = run_kind(run_dir)
-    if check_choice("method", method, ("is", "ais")) == "ais" and kind == "svi":
-        return evaluate_run_ais(run_dir, data, num_samples=num_samples, proposal=proposal, chunk_size=chunk_size,
-                                seed=seed, **ais)
-    if kind != "svi":
+    spec = kind_of(run_dir)
+    check_choice("method", method, ("is", "ais"))
+    if spec.evaluator is not None:  # per-point numbers that need no sampler (EM, MCMC, CAVI, ...)
         if method != "is":
             raise PPVAEError(f"--method: '{method}' estimates log p(x) for SVI runs; {run_dir} holds a run of "
-                             f"kind '{kind}', whose per-point numbers need no sampler (omit --method)")
+                             f"kind '{spec.name}', whose per-point numbers need no sampler (omit --method)")
         return evaluate_saved(run_dir, data, seed=seed)
+    if method == "ais":
+        return evaluate_run_ais(run_dir, data, num_particles=num_particles, proposal=proposal, chunk_size=chunk_size,
+                                seed=seed, **ais)
     fit = Fit.load(run_dir)
     ds = run_dataset(fit.data_info, data)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ImportanceWarning)
-        result = log_marginal(fit, ds, num_samples=num_samples, proposal=proposal, chunk_size=chunk_size, seed=seed)
+        result = log_marginal(fit, ds, num_particles=num_particles, proposal=proposal, chunk_size=chunk_size, seed=seed)
     entry = {**result.to_dict(), "data": ds.name, "seed": seed,
              "warnings": [str(w.message) for w in caught if issubclass(w.category, ImportanceWarning)]}
     update_metrics(run_dir, "log_marginal", entry)
     write_figure(run_dir, "log_marginal.png", lambda path: plot_log_marginal(
         result.values.numpy(), result.khat.numpy(), path,
-        f"{fit.model.name}: log p(x) by importance sampling, K={num_samples}, {result.proposal} proposal"))
+        f"{fit.model.name}: log p(x) by importance sampling, K={num_particles}, {result.proposal} proposal"))
     return result, entry

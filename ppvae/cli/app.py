@@ -153,7 +153,7 @@ def cmd_compare(args) -> int:
     data = _load_data(args)
     check_out(args.out, args.overwrite)
     result = compare(model, data, methods, test_fraction=args.test_fraction, seed=args.seed, svi_steps=args.steps,
-                     svi_lr=args.lr, num_draws=args.draws, num_samples=args.samples, warmup=args.warmup,
+                     svi_lr=args.lr, num_draws=args.num_draws, num_mcmc_draws=args.num_mcmc_draws, warmup=args.warmup,
                      num_chains=args.chains, jit=args.jit, progress=False if args.quiet else None,
                      cores=args.cores)
     with run_directory(args.out, args.overwrite) as tmp:
@@ -242,9 +242,9 @@ def cmd_evaluate(args) -> int:
         raise PPVAEError(f"run_dir: expected a run directory written by ppvae (fit, em, mcmc or cavi); "
                          f"got {args.run_dir}")
     ais = {} if args.method == "is" else {
-        "num_steps": args.steps, "num_chains": args.chains, "num_leapfrog": args.leapfrog, "schedule": args.schedule,
-        "progress": False if args.quiet else None}
-    _, entry = evaluate_run(args.run_dir, args.data, num_samples=args.num_samples, proposal=args.proposal,
+        "num_steps": args.steps, "num_chains": args.chains, "num_leapfrog": args.num_leapfrog,
+        "schedule": args.schedule, "progress": False if args.quiet else None}
+    _, entry = evaluate_run(args.run_dir, args.data, num_particles=args.num_particles, proposal=args.proposal,
                             chunk_size=args.chunk_size, seed=args.seed, method=args.method, **ais)
     if entry["method"] == "ais":
         return print_ais(args, entry)
@@ -255,7 +255,7 @@ def cmd_evaluate(args) -> int:
         # two different errors: the spread of log p(x_i) over the points (sd / sqrt(N)) and the Monte Carlo
         # error of the estimated mean (the importance sampler's, from each point's ESS)
         print(f"log p(x): mean {entry['mean']:.4f} over {entry['num_points']} points (standard error over points "
-              f"{se:.4f}; Monte Carlo error {mc:.4f}), total {entry['total']:.3f} (K={entry['num_samples']}, "
+              f"{se:.4f}; Monte Carlo error {mc:.4f}), total {entry['total']:.3f} (K={entry['num_particles']}, "
               f"{entry['proposal']} proposal); ELBO mean {entry['elbo_mean']:.4f}")
         khat = "n/a (weights exact or K too small)" if entry["khat_max"] is None else f"{entry['khat_max']:.3f}"
         print(f"ESS mean {entry['ess_mean']:.1f}; k-hat max {khat}; {entry['num_khat_over_0_7']} points with "

@@ -23,7 +23,7 @@ def print_ais(args, entry) -> int:
     khat = "n/a (C < 25 chains)" if entry["khat_max"] is None else f"{entry['khat_max']:.3f}"
     print(f"chain weights: ESS mean {entry['ess_mean']:.1f} of {s['num_chains']}; k-hat max {khat}")
     ik = "n/a" if ref["khat_max"] is None else f"{ref['khat_max']:.3f}"
-    print(f"IS at K={ref['num_samples']}: mean {ref['mean']:.4f}, k-hat max {ik}, {ref['num_khat_over_0_7']} "
+    print(f"IS at K={ref['num_particles']}: mean {ref['mean']:.4f}, k-hat max {ik}, {ref['num_khat_over_0_7']} "
           f"points with k-hat > 0.7; AIS - IS {entry['ais_minus_is_mean']:+.4f} nats on average, AIS higher on "
           f"{entry['ais_above_is']} of {entry['num_points']}")
     for warning in entry["warnings"]:
@@ -41,7 +41,7 @@ def cmd_bdmc(args) -> int:
     except ValueError:
         raise PPVAEError(f"--steps: expected comma-separated integers, e.g. 50,100,200; got '{args.steps}'") from None
     result, _ = bdmc_run(args.run_dir, args.data, seed=args.seed, num_points=args.points, num_steps=steps,
-                         num_chains=args.chains, num_leapfrog=args.leapfrog, proposal=args.proposal,
+                         num_chains=args.chains, num_leapfrog=args.num_leapfrog, proposal=args.proposal,
                          schedule=args.schedule, chunk_size=args.chunk_size, progress=False if args.quiet else None)
     print(f"BDMC on {result.lower.shape[-1]} points simulated from the run, C={result.num_chains}, "
           f"{result.proposal} proposal: mean bounds of log p(x)")
@@ -53,14 +53,14 @@ def cmd_bdmc(args) -> int:
 def cmd_evidence(args) -> int:
     """Every log p(X) estimate a run or MCMC directory allows, with standard errors and their agreement."""
     entry = evidence_run(args.run_dir, args.data, mcmc_dir=args.mcmc, standardize=args.standardize,
-                         num_samples=args.num_samples, num_steps=args.steps, num_chains=args.chains, seed=args.seed,
+                         num_particles=args.num_particles, num_steps=args.steps, num_chains=args.chains, seed=args.seed,
                          progress=False if args.quiet else None)
     print(f"log p(X) on {entry['data']} ({entry['num_data']} points):")
     for e in entry["estimates"]:
         if e["value"] is None:
             print(f"  {e['method']:7s} n/a: {e['skipped']}")
             continue
-        extra = {"is": f"S={e['num_samples']}", "bridge": f"N1=N2={e['info'].get('num_posterior')}",
+        extra = {"is": f"S={e['num_particles']}", "bridge": f"N1=N2={e['info'].get('num_posterior')}",
                  "ais": f"T={e['info'].get('num_steps')}, C={e['info'].get('num_chains')}"}[e["method"]]
         print(f"  {e['method']:7s} {e['value']:.4f} +- {e['stderr']:.4f}  ({extra}; ESS {e['ess']:.1f})")
     if entry["agree"] is None:

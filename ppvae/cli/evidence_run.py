@@ -14,10 +14,11 @@ import itertools
 import math
 import os
 
-from ppvae._util.validation import PPVAEError
+from ppvae._util.validation import PPVAEError, renamed
 from ppvae.evaluate.marginal import log_evidence
 from ppvae.infer.mcmc.sampler import MCMCResult
 from ppvae.infer.svi.fit import Fit
+from ppvae.results.kinds import kind_of, load
 from ppvae.runs import directory as runs
 
 __all__ = ["evidence_run", "load_mcmc_dir", "agreement", "AGREE_Z"]
@@ -26,17 +27,17 @@ AGREE_Z = 3.0  # the 3-standard-error band used by ppvae's own tests against clo
 
 
 def _kind(directory: str) -> str | None:
-    return runs.run_kind(directory) if os.path.exists(os.path.join(directory, runs.CONFIG)) else None
+    return kind_of(directory).name if os.path.exists(os.path.join(directory, runs.CONFIG)) else None
 
 
 def load_mcmc_dir(directory: str, data: str | None = None, standardize: bool = False):
     """(MCMCResult, Dataset) from a directory of ``ppvae mcmc`` (:meth:`MCMCResult.load`); the data is the
     run's own (or ``data``) with the run's standardization constants applied (``standardize`` must agree)."""
     kind = _kind(directory)
-    if kind != "mcmc":
+    result = load(directory) if kind else None
+    if not isinstance(result, MCMCResult):
         held = f"holds a run of kind '{kind}'" if kind else "has no config.json"
         raise PPVAEError(f"--mcmc: expected a directory written by `ppvae mcmc`; {directory} {held}")
-    result = MCMCResult.load(directory)
     if standardize and not result.data_info.get("meta", {}).get("standardized"):
         raise PPVAEError(f"--standardize: the chains in {directory} ran on unstandardized data; drop --standardize")
     ds = runs.run_dataset(result.data_info, data)
@@ -66,18 +67,19 @@ def _estimate(method: str, fn) -> dict:
         return {"method": method, "value": None, "stderr": None, "skipped": str(exc)}
 
 
+@renamed(num_samples="num_particles")
 def evidence_run(directory: str, data: str | None = None, *, mcmc_dir: str | None = None,
-                 standardize: bool = False, num_samples: int = 1000, num_steps: int = 200, num_chains: int = 64,
+                 standardize: bool = False, num_particles: int = 1000, num_steps: int = 200, num_chains: int = 64,
                  seed: int = 0, progress: bool | None = None) -> dict:
     """Every estimate of log p(X) for ``directory`` (module docstring); returns the ``evidence`` object."""
     if not os.path.isdir(directory):
         raise PPVAEError(f"run_dir: expected a directory written by `ppvae fit` or `ppvae mcmc`; got {directory}")
     ais = {"num_steps": num_steps, "num_chains": num_chains, "progress": progress}
     estimates = []
-    if _kind(directory) == "svi":
-        fit = Fit.load(directory)
+    fit = load(directory) if _kind(directory) else None
+    if isinstance(fit, Fit):
         ds = runs.run_dataset(fit.data_info, data)
-        estimates.append(_estimate("is", lambda: log_evidence(fit, ds, num_samples=num_samples, seed=seed)))
+        estimates.append(_estimate("is", lambda: log_evidence(fit, ds, num_particles=num_particles, seed=seed)))
         estimates.append(_estimate("ais", lambda: log_evidence(fit, ds, method="ais", seed=seed, **ais)))
         if mcmc_dir is not None:
             mcmc, _ = load_mcmc_dir(mcmc_dir, data if data is not None else ds.name, standardize)

@@ -38,6 +38,22 @@ class _Parser(argparse.ArgumentParser):
         raise PPVAEError(f"{self.prog}: {message}")
 
 
+class _Renamed(argparse.Action):
+    """An option's old spelling: one line naming the new one (pre-1.0: no silent aliases)."""
+
+    def __init__(self, option_strings, dest, new: str, **kwargs):
+        self.new = new
+        super().__init__(option_strings, argparse.SUPPRESS, nargs="?", help=argparse.SUPPRESS)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        raise PPVAEError(f"{option_string} is now {self.new}")
+
+
+def renamed_option(p, old: str, new: str) -> None:
+    """Register ``old`` (hidden from --help) so that it raises 'OLD is now NEW'."""
+    p.add_argument(old, action=_Renamed, new=new)
+
+
 DEFAULT_THREADS = 1  # measured: a GMM fit is as fast at 1 thread idle, 2.2x faster beside another job (README)
 
 
@@ -143,8 +159,9 @@ def _add_em_cavi(sub, commands) -> None:
     _common(p)
     p.add_argument("--restarts", type=int, default=10, help="EM runs from different starts; the best is kept")
     p.add_argument("--max-iter", type=int, default=1000, help="EM iterations per restart at most")
-    p.add_argument("--ll-tol", "--tol", dest="ll_tol", type=float, default=1e-10,
-                   help="stop when a step gains less than this log-likelihood per point (--tol: alias)")
+    p.add_argument("--ll-tol", dest="ll_tol", type=float, default=1e-10,
+                   help="stop when a step gains less than this log-likelihood per point")
+    renamed_option(p, "--tol", "--ll-tol")
     p.add_argument("--cores", type=int, default=1,
                    help="worker processes for the restarts, one thread each (results identical for any value)")
     p.set_defaults(func=commands["em"])
@@ -152,8 +169,9 @@ def _add_em_cavi(sub, commands) -> None:
     p = sub.add_parser("cavi", help="coordinate-ascent mean-field VI (LDA: Blei et al. 2003; ELBO never decreases)")
     _common(p)
     p.add_argument("--max-iter", type=int, default=100, help="CAVI iterations at most")
-    p.add_argument("--rel-tol", "--tol", dest="rel_tol", type=float, default=1e-5,
-                   help="stop when an iteration gains less than rel_tol x |ELBO| (--tol: alias)")
+    p.add_argument("--rel-tol", dest="rel_tol", type=float, default=1e-5,
+                   help="stop when an iteration gains less than rel_tol x |ELBO|")
+    renamed_option(p, "--tol", "--rel-tol")
     p.add_argument("--update-alpha", action="store_true", help="Newton updates of the Dirichlet alpha")
     p.set_defaults(func=commands["cavi"])
 
@@ -165,8 +183,10 @@ def _add_compare_mcmc(sub, commands) -> None:
     p.add_argument("--test-fraction", type=float, default=0.2, help="held-out share of the data")
     p.add_argument("--steps", type=int, default=2000, help="SVI steps")
     p.add_argument("--lr", type=float, default=0.01, help="SVI learning rate")
-    p.add_argument("--draws", type=int, default=1000, help="draws from each SVI guide")
-    p.add_argument("--samples", type=int, default=500, help="MCMC draws per chain")
+    p.add_argument("--num-draws", type=int, default=1000, help="posterior draws from each SVI guide")
+    p.add_argument("--num-mcmc-draws", type=int, default=500, help="MCMC draws per chain")
+    renamed_option(p, "--draws", "--num-draws")
+    renamed_option(p, "--samples", "--num-mcmc-draws")
     p.add_argument("--warmup", type=int, default=500, help="MCMC warm-up steps per chain")
     p.add_argument("--chains", type=int, default=2, help="MCMC chains")
     p.add_argument("--cores", type=int, default=None,
@@ -178,8 +198,8 @@ def _add_compare_mcmc(sub, commands) -> None:
     p = sub.add_parser("mcmc", help="sample the posterior with NUTS or HMC (discrete latents summed out)")
     _common(p)
     p.add_argument("--kernel", default="nuts", choices=("nuts", "hmc"), help="MCMC kernel")
-    p.add_argument("--num-draws", "--samples", dest="num_draws", type=int, default=1000,
-                   help="kept draws per chain (--samples: alias)")
+    p.add_argument("--num-draws", dest="num_draws", type=int, default=1000, help="kept draws per chain")
+    renamed_option(p, "--samples", "--num-draws")
     p.add_argument("--warmup", type=int, default=500, help="warm-up steps per chain")
     p.add_argument("--chains", type=int, default=4, help="chains")
     p.add_argument("--cores", type=int, default=None,
@@ -203,7 +223,8 @@ def _add_evaluate(sub, commands) -> None:
     _threads(p)
     p.add_argument("--data", default=None, help="data set name, NAME:KEY=VALUE (e.g. mnist5k:split=test) or "
                    "a path (default: the run's data set)")
-    p.add_argument("--num-samples", type=int, default=1000, help="importance samples K per data point")
+    p.add_argument("--num-particles", type=int, default=1000, help="importance samples K per data point")
+    renamed_option(p, "--num-samples", "--num-particles")
     p.add_argument("--proposal", default="guide", choices=("guide", "prior"),
                    help="where the importance samples come from: the fitted guide or the prior")
     p.add_argument("--chunk-size", type=int, default=None,
@@ -219,7 +240,8 @@ def _ais_options(p, steps_type, steps_default) -> None:
     p.add_argument("--steps", type=steps_type, default=steps_default,
                    help="annealing steps T" + (" (comma-separated list)" if steps_type is str else ""))
     p.add_argument("--chains", type=int, default=16, help="AIS chains per data point")
-    p.add_argument("--leapfrog", type=int, default=5, help="leapfrog steps per HMC transition")
+    p.add_argument("--num-leapfrog", type=int, default=5, help="leapfrog steps per HMC transition")
+    renamed_option(p, "--leapfrog", "--num-leapfrog")
     p.add_argument("--schedule", default="sigmoid", choices=("sigmoid", "linear"),
                    help="the annealing path's beta schedule (sigmoidal as Wu et al. 2017, or linear)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -245,7 +267,8 @@ def _add_bdmc_evidence(sub, commands) -> None:
                    help="with a fit run: also bridge sampling from this `ppvae mcmc` directory (same model and data)")
     p.add_argument("--data", default=None, help="data set name or path (default: the directory's data set)")
     p.add_argument("--standardize", action="store_true", help="as given to `ppvae mcmc` (MCMC directories)")
-    p.add_argument("--num-samples", type=int, default=1000, help="importance samples S over the globals")
+    p.add_argument("--num-particles", type=int, default=1000, help="importance samples S over the globals")
+    renamed_option(p, "--num-samples", "--num-particles")
     p.add_argument("--steps", type=int, default=200, help="AIS annealing steps T")
     p.add_argument("--chains", type=int, default=64, help="AIS chains C")
     p.add_argument("--seed", type=int, default=0, help="random seed")

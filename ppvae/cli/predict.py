@@ -12,26 +12,13 @@ from ppvae._util.io import atomic_write
 from ppvae._util.validation import PPVAEError
 from ppvae.cli.models import add_import_option
 from ppvae.comparison.inference_data import observed_values
-from ppvae.infer.em import EMFit
-from ppvae.infer.mcmc.sampler import MCMCResult
-from ppvae.infer.svi.fit import Fit
-from ppvae.model.base import CoordinateAscentVI, require
+from ppvae.results.kinds import load
 from ppvae.runs import directory as runs
-
-# run-directory marker file -> (module, class) whose ``load`` reads it
 
 
 def load_result(run_dir: str):
-    """The result saved in ``run_dir`` (an SVI, EM, MCMC or CAVI run directory, :mod:`ppvae.runs.directory`), by its
-    class's ``load``: tensors only, version checked, no code from the run directory runs."""
-    if not os.path.isdir(run_dir):
-        raise PPVAEError(f"run_dir: expected a run directory written by ppvae fit, em, mcmc or cavi; got {run_dir}")
-    kind = runs.run_kind(run_dir)
-    if kind == "cavi":
-        model = runs.run_model(runs.read_config(run_dir, "cavi"), run_dir)
-        require(model, CoordinateAscentVI, "run_dir (a CAVI run)")
-        return model.load_cavi(run_dir)
-    return {"svi": Fit, "em": EMFit, "mcmc": MCMCResult}[kind].load(run_dir)
+    """The result saved in ``run_dir``, whatever its kind (:func:`ppvae.load`)."""
+    return load(run_dir)
 
 
 def _data(result, spec):

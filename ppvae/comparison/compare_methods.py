@@ -7,7 +7,7 @@ reports per method (one record each):
   over posterior draws theta_s (Gelman, Hwang & Vehtari 2014, eq. 3, "lppd"); for point estimates
   (EM, ``svi:auto_delta``) it is log p(x_i | theta-hat). Discrete locals are summed exactly, so the
   numbers are exact given the draws; for a model with continuous locals they are importance-sampling
-  estimates by ``ppvae.log_marginal`` (``num_ll_samples`` per point) and LOO is left out.
+  estimates by ``ppvae.log_marginal`` (``num_particles`` per point) and LOO is left out.
 * ``elpd_loo`` with its standard error, ``p_loo`` and the Pareto k-hat diagnostics from
   ``arviz.loo`` on the method's InferenceData (PSIS-LOO, Vehtari, Gelman & Gabry 2017);
 * posterior mean and standard deviation of every global parameter (mixture labels aligned by one
@@ -34,7 +34,7 @@ import warnings
 import numpy as np
 import torch
 
-from ppvae._util.validation import PPVAEError, check_float, check_int
+from ppvae._util.validation import PPVAEError, check_float, check_int, renamed
 from ppvae.comparison.inference_data import GuidePosterior, pointwise_log_likelihood, to_inference_data
 from ppvae.comparison.report import Comparison, _float
 from ppvae.data.loaders import Dataset
@@ -190,8 +190,8 @@ def _continuous_locals(model, data) -> list[str]:
 def _estimated_record(f, train, test, opts, state) -> dict:
     """A model with continuous local latents: log p(x_i) by importance sampling (``ppvae.log_marginal``
     with the guide as proposal); PSIS-LOO needs p(x_i | theta) in closed form and is left out."""
-    train_lm = log_marginal(f, train, num_samples=opts["num_ll_samples"], seed=opts["seed"])
-    test_lm = log_marginal(f, test, num_samples=opts["num_ll_samples"], seed=opts["seed"])
+    train_lm = log_marginal(f, train, num_particles=opts["num_particles"], seed=opts["seed"])
+    test_lm = log_marginal(f, test, num_particles=opts["num_particles"], seed=opts["seed"])
     state.setdefault("notes", set()).add(
         "models with continuous local latents: log-likelihoods are importance-sampling estimates "
         "(ppvae.log_marginal, guide as proposal) and PSIS-LOO is left out")
@@ -218,8 +218,8 @@ def _run_mcmc(model, kernel, train, test, opts, state):
     # from the EM fit the chains stay in one labelling and the draws are aligned afterwards (measured in
     # benchmarks/bench_nuts.py: the ordering transform lengthens trajectories); without it, order the locations
     order = None if state.get("em") is not None else _auto_order(model, train, state)
-    limit = int(opts["max_divergence_fraction"] * opts["num_chains"] * opts["num_samples"])
-    result = run_mcmc(model, train, kernel=kernel, num_draws=opts["num_samples"], warmup=opts["warmup"],
+    limit = int(opts["max_divergence_fraction"] * opts["num_chains"] * opts["num_mcmc_draws"])
+    result = run_mcmc(model, train, kernel=kernel, num_draws=opts["num_mcmc_draws"], warmup=opts["warmup"],
                       num_chains=opts["num_chains"], init=state.get("em"), order=order, jit=opts["jit"],
                       seed=opts["seed"], progress=opts["progress"], max_divergences=limit, cores=opts["cores"])
     idata = to_inference_data(result, train, align_column=state.get("column"))
@@ -260,8 +260,8 @@ def _remember_column(idata, state) -> None:
 
 def _options(**o) -> dict:
     o["test_fraction"] = check_float("test_fraction", o["test_fraction"], low=0.0, high=1.0, strict=True)
-    for name in ("seed", "svi_steps", "num_draws", "num_samples", "warmup", "num_chains", "em_restarts",
-                 "num_ll_samples"):
+    for name in ("seed", "svi_steps", "num_draws", "num_mcmc_draws", "warmup", "num_chains", "em_restarts",
+                 "num_particles"):
         o[name] = check_int(name, o[name], low=0 if name in ("seed", "warmup") else 1)
     o["svi_lr"] = check_float("svi_lr", o["svi_lr"], low=0.0, strict=True)
     o["max_divergence_fraction"] = check_float("max_divergence_fraction", o["max_divergence_fraction"],
@@ -269,10 +269,11 @@ def _options(**o) -> dict:
     return o
 
 
+@renamed(num_samples="num_mcmc_draws", num_ll_samples="num_particles")
 def compare(model, data, methods, *, hparams: dict | None = None, test_fraction: float = 0.2, seed: int = 0,
-            svi_steps: int = 2000, svi_lr: float = 0.01, num_draws: int = 1000, num_samples: int = 500,
+            svi_steps: int = 2000, svi_lr: float = 0.01, num_draws: int = 1000, num_mcmc_draws: int = 500,
             warmup: int = 500, num_chains: int = 2, jit: bool = True, em_restarts: int = 5,
-            max_divergence_fraction: float = 0.05, num_ll_samples: int = 1000,
+            max_divergence_fraction: float = 0.05, num_particles: int = 1000,
             progress: bool | None = False, cores: int | None = None) -> Comparison:
     """Run ``model`` on ``data`` with every method in ``methods`` and return a :class:`Comparison`.
 
@@ -286,9 +287,9 @@ def compare(model, data, methods, *, hparams: dict | None = None, test_fraction:
     """
     methods = parse_methods(methods)
     opts = _options(test_fraction=test_fraction, seed=seed, svi_steps=svi_steps, svi_lr=svi_lr, num_draws=num_draws,
-                    num_samples=num_samples, warmup=warmup, num_chains=num_chains, jit=bool(jit),
+                    num_mcmc_draws=num_mcmc_draws, warmup=warmup, num_chains=num_chains, jit=bool(jit),
                     em_restarts=em_restarts, max_divergence_fraction=max_divergence_fraction,
-                    num_ll_samples=num_ll_samples, progress=progress)
+                    num_particles=num_particles, progress=progress)
     opts["cores"] = cores
     base = build_model(model, **(hparams or {})) if isinstance(model, str) else model
     if not isinstance(base, Model):

@@ -37,6 +37,7 @@ from pyro.poutine.util import site_is_subsample
 from ppvae._util.validation import PPVAEError, check_int
 from ppvae.data.loaders import Batch, Dataset
 from ppvae.infer.mcmc.sampler import MCMCResult
+from ppvae.infer.pyro_adapter import AlignedMCMC
 from ppvae.model.base import ExactPosterior, require
 from ppvae.model.enumeration import DRAWS_PLATE, enumerated_log_likelihood
 from ppvae.model.labels import align_labels, component_sites, single_trace
@@ -173,7 +174,7 @@ def to_inference_data(result, data, *, num_draws: int = 1000, seed: int = 0, ali
     obs = observed_values(model, batch)
     coords, dims = _coords_dims(model, data, samples, obs)
     if isinstance(result, MCMCResult) and result.mcmc is not None:  # a loaded run has no sampler: no sample_stats
-        idata = az.from_pyro(_AlignedRun(result.mcmc, samples), log_likelihood=False, coords=coords, dims=dims)
+        idata = az.from_pyro(AlignedMCMC(result.mcmc, samples), log_likelihood=False, coords=coords, dims=dims)
         observed = az.dict_to_dataset(_numpy(obs), coords=coords, dims=dims, default_dims=[])
         idata.add_groups(observed_data=observed)
     else:
@@ -226,24 +227,6 @@ def exact_posterior(model, data) -> GuidePosterior:
     guide = hook(data.x, data.y)
     return GuidePosterior(model, guide, "exact", data_info={"name": data.name, "num_data": len(data),
                                                             "x_shape": list(data.x.shape)})
-
-
-class _AlignedRun:
-    """What ``arviz.from_pyro`` reads from a Pyro ``MCMC``, with ppvae's (label-aligned) samples."""
-
-    def __init__(self, mcmc, samples: dict):
-        self._mcmc, self._samples = mcmc, {k: torch.as_tensor(v) for k, v in samples.items()}
-        self.num_chains, self.num_samples = next(iter(self._samples.values())).shape[:2]
-        self.kernel = type("_NoModel", (), {"model": None})()
-        self._args, self._kwargs = (), {}
-
-    def get_samples(self, num_samples=None, group_by_chain=False):
-        if group_by_chain:
-            return self._samples
-        return {k: v.reshape((-1,) + v.shape[2:]) for k, v in self._samples.items()}
-
-    def diagnostics(self):
-        return self._mcmc.diagnostics()
 
 
 def summary(idata, **options):

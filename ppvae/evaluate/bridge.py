@@ -120,7 +120,7 @@ def _split(draws: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
         raise PPVAEError(
             f"mcmc: bridge sampling needs at least {need} draws in each half (2 D + 2 for the D={dim} continuous "
             f"latents: half fit the proposal's covariance, half enter the bridge) and 2 per chain; got {chains} "
-            f"chain(s) x {num} draws (run NUTS with num_samples >= {2 * math.ceil(need / chains)})")
+            f"chain(s) x {num} draws (run NUTS with num_draws >= {2 * math.ceil(need / chains)})")
     return draws[:, :half].reshape(-1, dim), draws[:, half:2 * half]
 
 
@@ -193,5 +193,5 @@ def _estimate(LogEvidence, l1, l2, log_pi_post, log_g_post, log_pi_prop, log_g_p
     info = {**settings, "num_posterior": n1, "num_proposal": n2, "ess_posterior": ess, "iterations": iterations,
             "re2": re2, "log_label_permutations": log_count}
     return LogEvidence(value=log_z + log_count, stderr=math.sqrt(re2), ess=ess, khat=math.nan, elbo=math.nan,
-                       num_samples=n1 + n2, proposal="normal fitted to the first half of the draws",
+                       num_particles=n1 + n2, proposal="normal fitted to the first half of the draws",
                        method="bridge", info=info)

@@ -155,11 +155,11 @@ def _global_values(fit, model, guide, ds, names, given):
     return {k: v.detach() for k, v in values.items() if k in names}
 
 
-def _prepare(fit_or_model_guide, data, proposal, num_samples, chunk_size, seed) -> tuple:
-    """The checked arguments and the pieces both estimators start from: (num_samples, chunk_size,
+def _prepare(fit_or_model_guide, data, proposal, num_particles, chunk_size, seed) -> tuple:
+    """The checked arguments and the pieces both estimators start from: (num_particles, chunk_size,
     seed, model, guide, fit, dataset, device, proposal, proposal name, max plate nesting, global
     site names, continuous local site names)."""
-    num = check_int("num_samples", num_samples, low=1)
+    num = check_int("num_particles", num_particles, low=1)
     if chunk_size is not None:
         chunk_size = check_int("chunk_size", chunk_size, low=1)
     seed = check_int("seed", seed)
@@ -208,7 +208,7 @@ class LogEvidence:
     ess: float
     khat: float
     elbo: float
-    num_samples: int
+    num_particles: int
     proposal: str
     method: str = "is"
     info: dict = field(default_factory=dict)

@@ -28,7 +28,7 @@ import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
-from ppvae._util.validation import PPVAEError, check_choice, check_int
+from ppvae._util.validation import PPVAEError, check_choice, check_int, renamed
 from ppvae.data.loaders import Batch
 from ppvae.evaluate.bridge import bridge_sampling
 from ppvae.evaluate.estimate import KHAT_THRESHOLD, ImportanceWarning, LogEvidence, _prepare, _seeded, psis_khat
@@ -47,7 +47,8 @@ from ppvae.infer.proposal import is_sampled
 __all__ = ["LogEvidence", "log_evidence"]
 
 
-def log_evidence(fit_or_model_guide, data, *, method: str = "is", num_samples: int = 1000, proposal="guide",
+@renamed(num_samples="num_particles")
+def log_evidence(fit_or_model_guide, data, *, method: str = "is", num_particles: int = 1000, proposal="guide",
                  chunk_size: int | None = None, seed: int = 0, **options) -> LogEvidence:
     """log p(X) by ``method``:
 
@@ -66,15 +67,15 @@ def log_evidence(fit_or_model_guide, data, *, method: str = "is", num_samples: i
     if method != "is":
         return _evidence_by(method, fit_or_model_guide, data, seed, chunk_size, options)
     if options:
-        raise PPVAEError(f"options: method='is' takes num_samples, proposal, chunk_size and seed; got "
+        raise PPVAEError(f"options: method='is' takes num_particles, proposal, chunk_size and seed; got "
                          f"{', '.join(sorted(options))}")
-    return _importance_evidence(fit_or_model_guide, data, num_samples, proposal, chunk_size, seed)
+    return _importance_evidence(fit_or_model_guide, data, num_particles, proposal, chunk_size, seed)
 
 
-def _importance_evidence(fit_or_model_guide, data, num_samples, proposal, chunk_size, seed) -> LogEvidence:
+def _importance_evidence(fit_or_model_guide, data, num_particles, proposal, chunk_size, seed) -> LogEvidence:
     """method="is": S draws of the globals from the proposal, p(X | G_s) summed over the data in chunks."""
     num, chunk_size, seed, model, guide, fit, ds, device, q, qname, mpn, global_names, local_cont = _prepare(
-        fit_or_model_guide, data, proposal, num_samples, chunk_size, seed)
+        fit_or_model_guide, data, proposal, num_particles, chunk_size, seed)
     if local_cont:
         raise PPVAEError(
             f"log_evidence: the model has continuous local latents ({', '.join(local_cont)}); it supports models whose "
@@ -110,7 +111,7 @@ def _importance_evidence(fit_or_model_guide, data, num_samples, proposal, chunk_
         warnings.warn(f"log_evidence: Pareto k-hat = {khat:.2f} > {KHAT_THRESHOLD}: the estimate is unreliable "
                       "(Yao et al. 2018); use a better proposal or more samples", ImportanceWarning, stacklevel=2)
     return LogEvidence(value=lse - math.log(num), stderr=math.sqrt(max(num / ess - 1, 0.0) / num), ess=ess, khat=khat,
-                       elbo=float(lw.mean()), num_samples=num, proposal=qname)
+                       elbo=float(lw.mean()), num_particles=num, proposal=qname)
 
 
 def _evidence_by(method, source, data, seed, chunk_size, options) -> LogEvidence:

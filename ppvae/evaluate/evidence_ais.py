@@ -148,7 +148,7 @@ def ais_evidence(source, data, *, num_steps: int = 200, num_chains: int = 64, sc
             "log_label_permutations": ordered_log_count(potential)}
     return LogEvidence(value=lse - math.log(num_chains) + info["log_label_permutations"],
                        stderr=math.sqrt(max(num_chains / ess - 1, 0.0) / num_chains), ess=ess, khat=khat,
-                       elbo=float(lw.mean()), num_samples=num_chains, proposal=initial, method="ais", info=info)
+                       elbo=float(lw.mean()), num_particles=num_chains, proposal=initial, method="ais", info=info)
 
 
 def _bar(total: int, progress):

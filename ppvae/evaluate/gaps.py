@@ -28,7 +28,7 @@ import torch
 from pyro import poutine
 from torch import nn
 
-from ppvae._util.validation import PPVAEError, check_float, check_int
+from ppvae._util.validation import PPVAEError, check_float, check_int, renamed
 from ppvae.data.loaders import Batch, Dataset
 from ppvae.evaluate.marginal import log_marginal
 from ppvae.infer.svi.amortized import AmortizedGuide, local_site_info, site_distribution
@@ -144,7 +144,7 @@ class InferenceGaps:
     log_px: torch.Tensor
     elbo_amortized: torch.Tensor
     elbo_optimal: torch.Tensor
-    num_samples: int
+    num_particles: int
 
     @property
     def approximation_gap(self) -> torch.Tensor:
@@ -163,20 +163,21 @@ class InferenceGaps:
         return {"log_px": mean(self.log_px), "elbo_amortized": mean(self.elbo_amortized),
                 "elbo_optimal": mean(self.elbo_optimal), "approximation_gap": mean(self.approximation_gap),
                 "amortization_gap": mean(self.amortization_gap), "inference_gap": mean(self.inference_gap),
-                "num_samples": self.num_samples, "num_data": len(self.log_px)}
+                "num_particles": self.num_particles, "num_data": len(self.log_px)}
 
 
-def inference_gaps(fit, data, *, num_samples: int = 5000, steps: int = 500, lr: float = 0.01,
+@renamed(num_samples="num_particles")
+def inference_gaps(fit, data, *, num_particles: int = 5000, steps: int = 500, lr: float = 0.01,
                    elbo: str = "meanfield", chunk_size: int | None = None, seed: int = 0) -> InferenceGaps:
-    """Cremer et al.'s (2018) decomposition on ``data`` (see the module docstring): ``num_samples``
+    """Cremer et al.'s (2018) decomposition on ``data`` (see the module docstring): ``num_particles``
     importance samples per point for log p(x) and both ELBOs; ``steps``/``lr``/``elbo`` for
     :func:`optimize_local`."""
     if not isinstance(data, Dataset):
         data = Dataset(data)
     local = optimize_local(fit, data, steps=steps, lr=lr, elbo=elbo, seed=seed)
-    amortized = log_marginal(fit, data, num_samples=num_samples, chunk_size=chunk_size, seed=seed, warn=False)
+    amortized = log_marginal(fit, data, num_particles=num_particles, chunk_size=chunk_size, seed=seed, warn=False)
     _, values = _conditioned_model(fit, data)
-    optimal = log_marginal((fit.model, local), data, num_samples=num_samples, chunk_size=chunk_size, seed=seed,
+    optimal = log_marginal((fit.model, local), data, num_particles=num_particles, chunk_size=chunk_size, seed=seed,
                            global_values=values, warn=False)
     log_px = torch.maximum(amortized.values, optimal.values)
-    return InferenceGaps(log_px, amortized.elbo, optimal.elbo, num_samples)
+    return InferenceGaps(log_px, amortized.elbo, optimal.elbo, num_particles)

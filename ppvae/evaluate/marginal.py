@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import pyro
 import torch
 
-from ppvae._util.validation import check_choice
+from ppvae._util.validation import check_choice, renamed
 from ppvae.data.loaders import Batch
 from ppvae.evaluate.estimate import (  # noqa: F401 -- KHAT_THRESHOLD, ImportanceWarning and psis_khat re-exported
     KHAT_THRESHOLD,
@@ -57,7 +57,7 @@ class LogMarginal:
     khat: torch.Tensor
     elbo: torch.Tensor
     mc_stderr: torch.Tensor  # per point, delta method: sqrt((K / ESS - 1) / K)
-    num_samples: int  # weights per point: K for importance sampling, the number of chains C for AIS
+    num_particles: int  # weights per point: K for importance sampling, the number of chains C for AIS
     proposal: str
     chunk_size: int
     method: str = "is"
@@ -109,7 +109,7 @@ class LogMarginal:
         """The ``log_marginal`` object of metrics.json (non-finite numbers as null)."""
         return {
             "mean": _finite(self.mean), "stderr": _finite(self.stderr), "total": _finite(self.total),
-            "num_points": len(self.values), "num_samples": self.num_samples, "proposal": self.proposal,
+            "num_points": len(self.values), "num_particles": self.num_particles, "proposal": self.proposal,
             "ess_mean": _finite(self.ess_mean), "ess_min": _finite(float(self.ess.min())),
             "khat_max": _finite(self.khat_max), "num_khat_over_0_7": self.num_khat_over_0_7,
             "mc_stderr": _finite(self.mc_stderr_mean), "elbo_mean": _finite(self.elbo_mean),
@@ -121,16 +121,18 @@ class LogMarginal:
 
 # -- inputs -------------------------------------------------------------------------------------------
 # -- the API ------------------------------------------------------------------------------------------
-def log_marginal(fit_or_model_guide, data, *, num_samples: int = 1000, proposal="guide", chunk_size: int | None = None,
-                 seed: int = 0, global_values: dict | None = None, warn: bool = True, method: str = "is",
-                 num_steps: int = 500, num_chains: int = 16, schedule="sigmoid", num_leapfrog: int = 5,
-                 step_size: float = 0.1, target_accept: float = 0.65, progress: bool | None = None) -> LogMarginal:
+@renamed(num_samples="num_particles")
+def log_marginal(fit_or_model_guide, data, *, num_particles: int = 1000, proposal="guide",
+                 chunk_size: int | None = None, seed: int = 0, global_values: dict | None = None, warn: bool = True,
+                 method: str = "is", num_steps: int = 500, num_chains: int = 16, schedule="sigmoid",
+                 num_leapfrog: int = 5, step_size: float = 0.1, target_accept: float = 0.65,
+                 progress: bool | None = None) -> LogMarginal:
     """Per-point log p(x_i | G) by importance sampling (see the module docstring) or, with
     ``method="ais"``, by annealed importance sampling (:mod:`ppvae.evaluate.local_ais`; Neal 2001, Wu et al.
     2017 sec. 3-4): ``num_chains`` chains per point annealed from the proposal to the posterior over
     ``num_steps`` steps of ``schedule`` ('sigmoid', 'linear', a callable or betas; :mod:`ppvae.evaluate.ais`)
     with HMC transitions of ``num_leapfrog`` leapfrog steps, the step size (from ``step_size``)
-    adapted per point toward ``target_accept``. ``num_samples`` is for importance sampling only.
+    adapted per point toward ``target_accept``. ``num_particles`` is for importance sampling only.
 
     ``fit_or_model_guide``: a :class:`ppvae.Fit` or a ``(model, guide)`` pair. ``proposal``:
     ``"guide"`` (the fitted guide's local sites), ``"prior"``, or a guide callable. ``chunk_size``:
@@ -141,14 +143,14 @@ def log_marginal(fit_or_model_guide, data, *, num_samples: int = 1000, proposal=
     """
     if check_choice("method", method, ("is", "ais")) == "ais":
         settings, betas = check_ais_options(num_steps, num_chains, schedule, num_leapfrog, step_size, target_accept)
-        num_samples = settings["num_chains"]
-    prepared = _prepare(fit_or_model_guide, data, proposal, num_samples, chunk_size, seed)
+        num_particles = settings["num_chains"]
+    prepared = _prepare(fit_or_model_guide, data, proposal, num_particles, chunk_size, seed)
     num, chunk_size, seed, model, guide, fit, ds, device, q, qname, mpn, global_names, local_cont = prepared
     if q is not None:
         check_guide_is_factorized(q, bool(local_cont))
     if method == "ais":
         out, accept, steps, chunk = ais_log_marginal(prepared, settings, betas, global_values, progress)
-        result = LogMarginal(num_samples=num, proposal=qname, chunk_size=chunk, method="ais", accept_rate=accept,
+        result = LogMarginal(num_particles=num, proposal=qname, chunk_size=chunk, method="ais", accept_rate=accept,
                              settings={**settings, "final_step_size_median": _finite(float(steps.nanmedian()))},
                              **out)
         return _warn_khat(result, warn)
@@ -168,7 +170,7 @@ def log_marginal(fit_or_model_guide, data, *, num_samples: int = 1000, proposal=
             return auto_chunk(traces, m, n, device)
 
         chunk = run_chunks(n, chunk_size, run, probe=max(2, min(16, 100_000 // draws)))
-    return _warn_khat(LogMarginal(num_samples=num, proposal=qname, chunk_size=chunk, **out), warn)
+    return _warn_khat(LogMarginal(num_particles=num, proposal=qname, chunk_size=chunk, **out), warn)
 
 
 def _warn_khat(result: LogMarginal, warn: bool) -> LogMarginal:

@@ -36,7 +36,7 @@ from typing import Sequence
 import torch
 from pyro.distributions import TorchDistribution, constraints
 
-from ppvae._util.validation import PPVAEError, check_int, check_tensor
+from ppvae._util.validation import PPVAEError, check_int, check_tensor, renamed
 from ppvae.data.loaders import load_dataset
 from ppvae.evaluate.marginal import log_marginal
 from ppvae.model.capabilities import Reports
@@ -285,7 +285,8 @@ class TopicModel(Reports):
         return {**summary, **report_heldout(self, fit, data)}
 
 
-def heldout_log_likelihood(model, fit_or_params, data, *, num_samples: int = 1000, seed: int = 0) -> dict:
+@renamed(num_samples="num_particles")
+def heldout_log_likelihood(model, fit_or_params, data, *, num_particles: int = 1000, seed: int = 0) -> dict:
     """Held-out log p(c_d) per document of ``data`` (the :class:`WordCounts` convention) by importance
     sampling over theta_d with the model's amortized proposal and the word topics summed exactly:
     :func:`ppvae.log_marginal` on ``model.importance_pair(fit_or_params)`` (the model in evaluation
@@ -297,7 +298,7 @@ def heldout_log_likelihood(model, fit_or_params, data, *, num_samples: int = 100
     was = model.training
     model.eval()
     try:
-        lm = log_marginal((model_fn, guide_fn), data, num_samples=num_samples, seed=seed,
+        lm = log_marginal((model_fn, guide_fn), data, num_particles=num_particles, seed=seed,
                           global_values=global_values or None)
     finally:
         model.train(was)
@@ -307,16 +308,16 @@ def heldout_log_likelihood(model, fit_or_params, data, *, num_samples: int = 100
             "num_documents": len(x), "num_words": int(x.sum())}
 
 
-def report_heldout(model, fit, data, num_samples: int = 200) -> dict:
+def report_heldout(model, fit, data, num_particles: int = 200) -> dict:
     """The held-out entries of the CLI report when ``data`` is the train split of a registered corpus
     with a test split (``meta["split"] == "train"``): perplexity on the test split."""
     if data.meta.get("split") != "train":
         return {}
 
     test = load_dataset(data.name, split="test")
-    out = heldout_log_likelihood(model, fit, test, num_samples=num_samples)
+    out = heldout_log_likelihood(model, fit, test, num_particles=num_particles)
     completion = document_completion(model, fit, test)
-    print(f"  held-out ({len(test)} test documents, {num_samples} importance samples): "
+    print(f"  held-out ({len(test)} test documents, {num_particles} importance samples): "
           f"perplexity {out['perplexity']:.1f}, log p per document {out['log_p_per_doc']:.2f}; "
           f"document completion perplexity {completion['perplexity']:.1f}")
     return {"heldout_perplexity": out["perplexity"], "heldout_log_p_per_doc": out["log_p_per_doc"],

@@ -25,10 +25,11 @@ from dataclasses import dataclass, field
 import torch
 
 from ppvae._util.parallel import parallel_map
-from ppvae._util.validation import PPVAEError, check_float, check_int, resolve_alias
+from ppvae._util.validation import PPVAEError, check_float, check_int, renamed
 from ppvae.data.loaders import Dataset
 from ppvae.model.base import ClosedFormEM, Model, require
 from ppvae.results.base import Result, as_batch
+from ppvae.results.kinds import register_kind
 from ppvae.runs import directory as runs
 
 __all__ = ["fit_em", "EMFit"]
@@ -137,20 +138,18 @@ def _restart(task) -> tuple[dict, list[float], bool]:
     return _run_once(*task)
 
 
+@renamed(tol="ll_tol")
 def fit_em(model: Model, data: Dataset | torch.Tensor, *, restarts: int = 10, max_iter: int = 1000,
-           ll_tol: float = 1e-10, seed: int = 0, init: dict | None = None, cores: int | None = 1,
-           tol: float | None = None) -> EMFit:
+           ll_tol: float = 1e-10, seed: int = 0, init: dict | None = None, cores: int | None = 1) -> EMFit:
     """Run EM from ``restarts`` random starts (or once from ``init``) and keep the best.
 
-    Runs in float64. ``ll_tol`` is the gain in log-likelihood per point (nats) below which a run stops;
-    ``tol`` is its documented alias (the old spelling).
+    Runs in float64. ``ll_tol`` is the gain in log-likelihood per point (nats) below which a run stops.
     ``cores``: processes for the restarts, this one and ``cores - 1`` workers
     (:func:`ppvae._util.parallel.parallel_map`, one thread each; None: every available core). Every start is
     drawn here, before any restart runs, and each restart is deterministic from its start, so the result is
     the same for every ``cores``. The default, 1, runs them in this process: starting workers costs about a
     second, more than the restarts of the GMMs here take.
     """
-    ll_tol = resolve_alias("ll_tol", ll_tol, 1e-10, "tol", tol)
     require(model, ClosedFormEM, "fit_em")
     if not isinstance(data, Dataset):
         data = Dataset(data)
@@ -180,3 +179,6 @@ def fit_em(model: Model, data: Dataset | torch.Tensor, *, restarts: int = 10, ma
     return EMFit(model, params, history[-1], histories, r, converged, time.perf_counter() - start,
                  config={"restarts": len(starts), "max_iter": max_iter, "ll_tol": ll_tol, "seed": seed},
                  data_info=runs.data_info(data))
+
+
+register_kind("em", EMFit.load, "maximum-likelihood parameters by classical EM (ppvae em)")

@@ -338,7 +338,7 @@ def run_chunks(n: int, chunk: int | None, run, probe: int = 16):
             if m <= MIN_CHUNK:
                 raise PPVAEError(
                     f"chunk_size: out of memory evaluating even {m} data point(s) at once ({exc}); "
-                    "lower num_samples or free memory"
+                    "lower num_particles or free memory"
                 ) from None
             size = max(MIN_CHUNK, m // 2)
             warnings.warn(f"out of memory with chunk_size={m}; retrying with chunk_size={size}", ResourceWarning,

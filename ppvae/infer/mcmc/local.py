@@ -15,7 +15,7 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 
-from ppvae._util.validation import PPVAEError, check_float
+from ppvae._util.validation import PPVAEError, check_float, renamed
 from ppvae.data.loaders import Batch
 from ppvae.infer.mcmc.potential import Potential
 from ppvae.infer.mcmc.sampler import MCMCResult, _divergences, _sample, _validate
@@ -24,8 +24,9 @@ from ppvae.model.structure import is_local
 
 __all__ = ["local_posterior", "fitted_proposal"]
 
+@renamed(num_samples="num_draws")
 def local_posterior(fit_or_model, x: torch.Tensor, *, y: torch.Tensor | None = None, values: dict | None = None,
-                    num_samples: int = 500, warmup: int = 300, num_chains: int = 1, init: dict | None = None,
+                    num_draws: int = 500, warmup: int = 300, num_chains: int = 1, init: dict | None = None,
                     init_jitter: float = 0.5, jit: bool = False, target_accept: float = 0.8, max_tree_depth: int = 10,
                     seed: int = 0, progress: bool | None = None) -> MCMCResult:
     """NUTS over one data point's local latents with everything else held fixed.
@@ -50,8 +51,8 @@ def local_posterior(fit_or_model, x: torch.Tensor, *, y: torch.Tensor | None = N
     if values is None:
         values = fit_or_model.global_values(batch) if hasattr(fit_or_model, "global_values") else {}
     fn = poutine.condition(model, data={k: v.detach() for k, v in values.items()}) if values else model
-    options = {"target_accept": target_accept, "max_tree_depth": max_tree_depth, "num_steps": 10, "full_mass": True}
-    _validate("nuts", num_samples, warmup, num_chains, seed, options)
+    options = {"target_accept": target_accept, "max_tree_depth": max_tree_depth, "num_leapfrog": 10, "full_mass": True}
+    _validate("nuts", num_draws, warmup, num_chains, seed, options)
     frozen = [p for p in model.parameters() if p.requires_grad]
     try:
         for p in frozen:
@@ -61,14 +62,14 @@ def local_posterior(fit_or_model, x: torch.Tensor, *, y: torch.Tensor | None = N
         if local:
             raise PPVAEError(f"values: expected values for every global latent site; missing {', '.join(local)}")
         _check_observes(fn, batch, y)
-        mcmc, samples, elapsed = _sample(potential, "nuts", model=None, fn=fn, batch=batch, num_samples=num_samples,
+        mcmc, samples, elapsed = _sample(potential, "nuts", model=None, fn=fn, batch=batch, num_samples=num_draws,
                                          warmup=warmup, num_chains=num_chains, init=init or "prior",
                                          init_jitter=init_jitter, seed=seed, progress=progress, options=options)
     finally:
         for p in frozen:
             p.requires_grad_(True)
     return MCMCResult(model, mcmc, samples, "nuts", elapsed, _divergences(mcmc), data_info={"num_data": 1},
-                      config={"kernel": "nuts", "num_samples": num_samples, "warmup": warmup, "num_chains": num_chains,
+                      config={"kernel": "nuts", "num_draws": num_draws, "warmup": warmup, "num_chains": num_chains,
                               "seed": seed, "local": True})
 
 

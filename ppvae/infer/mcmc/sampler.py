@@ -43,18 +43,19 @@ import torch
 from pyro import poutine
 from pyro.infer.autoguide.initialization import InitMessenger, init_to_median, init_to_value
 from pyro.infer.mcmc import HMC, MCMC, NUTS
-from pyro.infer.mcmc.api import _gen_samples
 from pyro.ops.stats import effective_sample_size, split_gelman_rubin
 
 from ppvae._util.parallel import parallel_map, prestart_workers, report, resolve_workers
-from ppvae._util.validation import PPVAEError, check_choice, check_float, check_int, resolve_alias
+from ppvae._util.validation import PPVAEError, check_choice, check_float, check_int, renamed
 from ppvae.data.loaders import Dataset
 from ppvae.infer.mcmc import io as _mcmc_io
 from ppvae.infer.mcmc.checks import check_local_dimension
 from ppvae.infer.mcmc.potential import Potential
+from ppvae.infer.pyro_adapter import chain_draws, divergences, mcmc_from_draws
 from ppvae.model.base import ClosedFormEM, Model
 from ppvae.model.labels import align_labels, component_sites
 from ppvae.results.base import Result
+from ppvae.results.kinds import register_kind
 from ppvae.runs import directory as runs
 
 __all__ = ["run_mcmc", "MCMCResult", "MCMCDivergenceError", "Potential"]
@@ -194,7 +195,7 @@ def _kernel(kind, potential, options):
         return NUTS(potential_fn=potential, target_accept_prob=options["target_accept"],
                     max_tree_depth=options["max_tree_depth"], full_mass=options["full_mass"], **step)
     return HMC(potential_fn=potential, target_accept_prob=options["target_accept"],
-               num_steps=options["num_steps"], full_mass=options["full_mass"], **step)
+               num_steps=options["num_leapfrog"], full_mass=options["full_mass"], **step)
 
 
 def _validate(kind, num_samples, warmup, num_chains, seed, options):
@@ -205,7 +206,7 @@ def _validate(kind, num_samples, warmup, num_chains, seed, options):
     check_int("seed", seed, low=0)
     check_float("target_accept", options["target_accept"], low=0.0, high=1.0, strict=True)
     check_int("max_tree_depth", options["max_tree_depth"], low=1)
-    check_int("num_steps", options["num_steps"], low=1)
+    check_int("num_leapfrog", options["num_leapfrog"], low=1)
 
 
 _FLAT = "_theta"  # the one site the Pyro kernel samples: every latent, unconstrained, in one vector
@@ -242,14 +243,8 @@ def _run_chain(task: dict) -> tuple[torch.Tensor, dict]:
     pyro.set_rng_seed(task["seed"])
     kernel = _kernel(task["kind"], lambda params: potential.energy(params[_FLAT]), task["options"])
     kernel.initial_params = {_FLAT: task["init"]}
-    draws = []
     with pyro.validation_enabled(False):
-        samples = _gen_samples(kernel, task["warmup"], task["num_samples"], lambda *_: report(1), None)
-        next(samples)  # the structure of the sampled sites: one flat vector
-        for _ in range(task["num_samples"]):
-            draws.append(next(samples).clone())
-        diagnostics = next(samples)
-    return torch.stack(draws), diagnostics
+        return chain_draws(kernel, task["warmup"], task["num_draws"], lambda: report(1))
 
 
 def _sample(potential: Potential, kind: str, *, model, fn, batch, num_samples, warmup, num_chains, init,
@@ -272,7 +267,7 @@ def _sample(potential: Potential, kind: str, *, model, fn, batch, num_samples, w
         workers = 1
     key = f"{os.getpid()}-{time.time_ns()}"  # one run: the workers' cached Potential is valid for it only
     tasks = [{"potential": shared, "potential_key": key, "kind": kind, "options": options, "warmup": warmup,
-              "num_samples": num_samples,
+              "num_draws": num_samples,
               "init": flat[c].detach(), "seed": chain_seed(seed, c)} for c in range(num_chains)]
     if workers > 1:  # this process runs chains too (ppvae._util.parallel): with the Potential it has, compiled
         _WORKER_POTENTIAL.clear()
@@ -283,13 +278,10 @@ def _sample(potential: Potential, kind: str, *, model, fn, batch, num_samples, w
     finally:
         _WORKER_POTENTIAL.pop(key, None)
     elapsed = time.perf_counter() - start
-    mcmc = MCMC(_kernel(kind, lambda params: potential.energy(params[_FLAT]), options), num_samples=num_samples,
-                warmup_steps=warmup, num_chains=1, initial_params={_FLAT: flat[0]}, transforms={},
-                disable_progbar=True)
-    mcmc.num_chains = num_chains
-    mcmc._samples = {_FLAT: torch.stack([r[0] for r in results])}  # what MCMC.run leaves: (chains, draws, n)
-    mcmc._diagnostics = [r[1] for r in results]
-    unconstrained = potential.unflatten(mcmc._samples[_FLAT].detach())
+    draws = torch.stack([r[0] for r in results])  # (chains, draws, n), as MCMC.run leaves them
+    mcmc = mcmc_from_draws(_kernel(kind, lambda params: potential.energy(params[_FLAT]), options), {_FLAT: draws},
+                           [r[1] for r in results], warmup)
+    unconstrained = potential.unflatten(draws.detach())
     samples = {n: t.inv(unconstrained[n]) for n, t in potential.transforms.items()}  # no Jacobians needed here
     return mcmc, samples, elapsed
 
@@ -305,19 +297,20 @@ def _workers_used(cores, num_chains: int) -> int:
 
 def _divergences(mcmc: MCMC) -> int:
     """Divergent transitions over all chains (the per-chain lists Pyro's ``diagnostics()`` reports)."""
-    return int(sum(len(d.get("divergences", [])) for d in mcmc._diagnostics if d))
+    return divergences(mcmc)
 
 
+@renamed(num_samples="num_draws", num_steps="num_leapfrog")
 def run_mcmc(model: Model, data: Dataset | torch.Tensor, *, kernel: str = "nuts", num_draws: int = 500,
              warmup: int = 500, num_chains: int = 1, init: Any = None, init_jitter: float = 0.5,
              order: tuple[str, int] | None = None, closed_form: bool = True, jit: bool = False,
-             target_accept: float = 0.8, max_tree_depth: int = 10, num_steps: int = 10, full_mass: bool = False,
+             target_accept: float = 0.8, max_tree_depth: int = 10, num_leapfrog: int = 10, full_mass: bool = False,
              step_size: float | None = None, seed: int = 0, progress: bool | None = None,
              max_divergences: int | None = None, allow_local: bool = False,
-             cores: int | None = None, num_samples: int | None = None) -> MCMCResult:
+             cores: int | None = None) -> MCMCResult:
     """Sample the posterior of ``model``'s continuous latents given ``data`` with NUTS or HMC:
-    ``num_draws`` kept draws per chain after ``warmup`` (``num_samples`` is its documented alias, Pyro's
-    spelling).
+    ``num_draws`` kept draws per chain after ``warmup``; ``num_leapfrog``: leapfrog steps per HMC trajectory
+    (NUTS chooses its own).
 
     Discrete local latents are summed out exactly (see the module docstring); a discrete latent with
     infinite support is refused. ``init``: None/"model" (the model's ``init_values``, drawn per chain),
@@ -338,8 +331,8 @@ def run_mcmc(model: Model, data: Dataset | torch.Tensor, *, kernel: str = "nuts"
         raise PPVAEError(f"model: expected a ppvae.Model instance; got {type(model).__name__}")
     if not isinstance(data, Dataset):
         data = Dataset(data)
-    num_samples = resolve_alias("num_draws", num_draws, 500, "num_samples", num_samples)
-    options = {"target_accept": target_accept, "max_tree_depth": max_tree_depth, "num_steps": num_steps,
+    num_samples = num_draws  # Pyro's word for them, in the chain-running internals below
+    options = {"target_accept": target_accept, "max_tree_depth": max_tree_depth, "num_leapfrog": num_leapfrog,
                "full_mass": bool(full_mass), "step_size": step_size}
     _validate(kernel, num_samples, warmup, num_chains, seed, options)
     if step_size is not None:
@@ -361,8 +354,7 @@ def run_mcmc(model: Model, data: Dataset | torch.Tensor, *, kernel: str = "nuts"
                                      seed=seed, progress=progress, options=options, cores=cores, rebuild=spec)
     result = MCMCResult(model, mcmc, samples, kernel, elapsed, _divergences(mcmc),
                         data_info=runs.data_info(data),
-                        config={"kernel": kernel, "num_draws": num_samples, "num_samples": num_samples,
-                                "warmup": warmup,
+                        config={"kernel": kernel, "num_draws": num_samples, "warmup": warmup,
                                 "num_chains": num_chains, "cores": _workers_used(cores, num_chains),
                                 "order": list(order) if order else None, "jit": jit, "seed": seed,
                                 "closed_form": potential.closed_form, "gradient": potential.gradient, **options})
@@ -372,3 +364,5 @@ def run_mcmc(model: Model, data: Dataset | torch.Tensor, *, kernel: str = "nuts"
             f"expected at most {max_divergences} (raise target_accept, reparametrize, or pass order=)")
     return result
 
+
+register_kind("mcmc", MCMCResult.load, "posterior draws by NUTS/HMC (ppvae mcmc)")

@@ -18,13 +18,16 @@ import torch
 from pyro import poutine
 from pyro.distributions.transforms import biject_to
 from pyro.infer import TraceEnum_ELBO, infer_discrete
+from pyro.infer.autoguide import AutoContinuous
 
 from ppvae._util.validation import PPVAEError, check_choice, check_int
 from ppvae.data.loaders import Batch, Dataset
+from ppvae.infer.pyro_adapter import unpack_latent
 from ppvae.infer.svi.config import TrainConfig, resolve_device
 from ppvae.infer.svi.guides import make_guide
 from ppvae.model.base import Model
 from ppvae.results.base import Result, guide_site_draws
+from ppvae.results.kinds import register_kind
 from ppvae.runs import directory as runs
 
 __all__ = ["Fit"]
@@ -174,11 +177,14 @@ def guide_median(guide, batch, num_draws: int = 501) -> dict:
         return guide.median(batch)
     except (NotImplementedError, AttributeError):
         pass
-    if hasattr(guide, "get_posterior") and hasattr(guide, "_unpack_latent"):
+    if isinstance(guide, AutoContinuous):
         with torch.random.fork_rng(devices=[]):  # deterministic, and leaves the caller's RNG alone
             torch.manual_seed(0)
             latent = guide.get_posterior(batch).sample((num_draws,)).median(0).values
         # as AutoContinuous.median does with its loc: unpack per site, map to the support
-        return {site["name"]: biject_to(site["fn"].support)(value) for site, value in guide._unpack_latent(latent)}
+        return {site["name"]: biject_to(site["fn"].support)(value) for site, value in unpack_latent(guide, latent)}
     tr = poutine.trace(guide).get_trace(batch)
     return {n: s["value"] for n, s in tr.iter_stochastic_nodes()}
+
+
+register_kind("svi", Fit.load, "a fit by stochastic variational inference (ppvae fit)")
