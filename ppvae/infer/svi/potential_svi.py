@@ -39,7 +39,7 @@ import warnings
 import pyro
 import torch
 from pyro import poutine
-from torch.distributions import transform_to
+from torch.distributions import constraints, transform_to
 
 from ppvae._util.validation import NonFiniteError, PPVAEError
 from ppvae.data.loaders import Batch
@@ -146,12 +146,20 @@ class PotentialSVI:
         self._params = []
         for name, p in guide.named_parameters():
             owner_path, _, attr = name.rpartition(".")
-            owner = guide.get_submodule(owner_path) if owner_path else guide
             key = attr.removesuffix("_unconstrained")
-            constraint = owner._pyro_params[key][0] if key != attr else None
+            constraint = None if key == attr else self._constraint(guide, owner_path, key)
             transform = None if constraint is None else transform_to(constraint)
             self._params.append(((owner_path + "." if owner_path else "") + key, p, transform))
         self.rank = guide.rank if self.kind == "auto_lowrank_mvn" else 0
+
+    def _constraint(self, guide, owner_path: str, key: str):
+        """The constraint of a PyroParam of the autoguide, from the guide's public attributes (see Pyro's
+        ``pyro/infer/autoguide/guides.py``: AutoDelta's values live on each site's support)."""
+        if self.kind == "auto_delta":
+            return guide.prototype_trace.nodes[key]["fn"].support
+        if owner_path == "locs":
+            return constraints.real
+        return guide.scale_tril_constraint if key == "scale_tril" else guide.scale_constraint
 
     def _check_layout(self) -> None:
         """:meth:`_manual` reads AutoNormal's and AutoMVN's parameters at fixed offsets of the flat vector."""
