@@ -177,3 +177,22 @@ def test_fused_adam_step_equals_torch_adam(faithful):
             trainer.run_step()
         runs.append((list(trainer.losses), trainer.fast.flat.detach().clone()))
     assert runs[0][0] == runs[1][0] and torch.equal(runs[0][1], runs[1][1])
+
+
+class _DrawInside(ppvae.Model):
+    """A likelihood scale drawn inside the model: no fixed potential to trace."""
+
+    def forward(self, batch):
+        import pyro
+        import pyro.distributions as dist
+
+        mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
+        scale = 1.0 + torch.rand(())
+        with self.data_plate(batch):
+            pyro.sample("x", dist.Normal(mu, scale), obs=batch.x[:, 0])
+
+
+def test_a_model_that_draws_inside_takes_pyro_path():
+    fit = ppvae.fit(_DrawInside(), torch.randn(30, 1), guide="auto_normal", steps=3, progress=False,
+                    check_convergence=False)
+    assert fit.info["svi_path"] == "pyro" and "random" in fit.info["svi_path_reason"], fit.info

@@ -46,7 +46,7 @@ from ppvae.data.loaders import Batch
 from ppvae.infer.mcmc.potential import Potential
 from ppvae.infer.svi.config import batch_index
 from ppvae.infer.svi.distributed import SingleProcess
-from ppvae.infer.svi.steps import adam, make_scheduler, nonfinite_error
+from ppvae.infer.svi.steps import adam, make_scheduler, nonfinite_error, rng_state, set_rng_state
 from ppvae.model.structure import is_local
 
 __all__ = ["potential_path", "PotentialSVI", "FAST_GUIDES"]
@@ -60,14 +60,16 @@ def potential_path(trainer) -> tuple["PotentialSVI | None", str]:
     """(the engine, why) when the potential path applies to ``trainer``'s run, else (None, why not).
 
     It applies when the guide is one of :data:`FAST_GUIDES` given by name, the objective is the plain ELBO
-    (``trace`` or ``enum``), the run is single-process on fixed data, the model has no parameters of its own,
-    every continuous latent is global and the model compiles to a :class:`ppvae.infer.mcmc.potential.Potential`."""
+    (``trace`` or ``enum``), ``jit`` is off, the run is single-process on fixed data, the model has no parameters of
+    its own, every continuous latent is global and the model compiles to a :class:`ppvae.infer.mcmc.potential.Potential`
+    whose trace equals the model's log density."""
     cfg = trainer.cfg
     reasons = [
         (cfg.guide not in FAST_GUIDES, f"guide '{cfg.guide}' is not one of {', '.join(FAST_GUIDES)}"),
         (trainer.elbo_name not in _FAST_ELBOS, f"objective '{trainer.elbo_name}' is not the plain ELBO"),
         (type(trainer.strategy) is not SingleProcess, "data-parallel training"),
         (trainer.dynamic_binarization, "dynamically binarized data"),
+        (cfg.jit, "jit=True asks for the traced Pyro objective"),
         (any(p.requires_grad for p in trainer.model.parameters()), "the model has parameters of its own"),
     ]
     for applies, why in reasons:
@@ -112,6 +114,12 @@ class PotentialSVI:
             raise _NotApplicable("the model has continuous local latents")
         if self.potential._closed_grad is not None:
             self.potential.check_closed_form(self._init_point(data))
+        self.dim, self._energies = sum(self.potential._sizes), {}
+        state = rng_state()  # the check below may run draws inside the model: put every RNG back after it
+        try:
+            self._check_trace(probe, self.potential.flatten(self._init_point(data)))
+        finally:
+            set_rng_state(state)
         self._setup_guide(trainer.guide, probe)
         self.flat = torch.nn.Parameter(torch.cat([p.detach().reshape(-1) for _, p, _ in self._params]))
         offset = 0
@@ -119,12 +127,10 @@ class PotentialSVI:
             for _, p, _ in self._params:  # the guide's parameters become views into the one flat vector
                 p.data = self.flat.data[offset: offset + p.numel()].view_as(p)
                 offset += p.numel()
-        self.dim = sum(self.potential._sizes)
         self.noise_dim = self.dim + (self.rank if self.kind == "auto_lowrank_mvn" else 0)
         self.particles = 1 if self.kind == "auto_delta" else cfg.num_particles
         self._eye = torch.eye(self.dim, dtype=self.flat.dtype, device=self.flat.device)
         self._check_layout()
-        self._energies: dict = {}
         trainer.params = [self.flat]
         trainer.optim = adam(trainer.params, cfg.lr, tuple(cfg.betas))
         trainer.scheduler = make_scheduler(trainer.optim, cfg, trainer.total)
@@ -133,6 +139,27 @@ class PotentialSVI:
         init = self.trainer.model.init_values(data, torch.Generator().manual_seed(self.trainer.cfg.seed))
         values = {n: init[n] if n in init else s["value"] for n, s in self.potential.sites.items()}
         return {n: self.potential.transforms[n](v.to(data.x.dtype)) for n, v in values.items()}
+
+    def _check_trace(self, batch: Batch, theta: torch.Tensor) -> None:
+        """The traced potential must equal the model's own at a few points, and the model's own must be a function of
+        theta: a model that draws inside (torch or numpy), or branches in Python on a value, has no fixed potential to
+        trace, so it takes Pyro's path, which re-runs the model every step."""
+        pot, gen = self.potential, torch.Generator().manual_seed(0)
+        data = () if not self.minibatch else ((batch.x,) if batch.y is None else (batch.x, batch.y))
+        energy = self._energy_fn(batch)
+        for scale in (0.0, 0.1, 0.5):
+            th = theta + scale * torch.randn(theta.shape, generator=gen, dtype=theta.dtype).to(theta.device)
+            traced = float(energy(th, *data)[0])
+            pot.batch = batch if self.minibatch else pot.batch
+            with torch.no_grad(), pyro.validation_enabled(False):
+                eager = [float(pot._eager(pot.unflatten(th))) for _ in range(2)]
+            close = [abs(a - b) <= 1e-4 * (1 + abs(b)) for a, b in ((eager[0], eager[1]), (traced, eager[0]))]
+            if not close[0]:
+                raise _NotApplicable(f"the model's log density is random at fixed latents ({eager[0]:.6g} then "
+                                     f"{eager[1]:.6g}): a draw inside the model")
+            if not close[1]:
+                raise _NotApplicable(f"the traced potential ({traced:.6g}) differs from the model's ({eager[0]:.6g}): "
+                                     "Python control flow on a value")
 
     # -- the guide's parameters ----------------------------------------------------------------------
     def _setup_guide(self, guide, probe: Batch) -> None:
