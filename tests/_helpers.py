@@ -23,3 +23,7 @@ def write_payload(path, marker, raw: bool = False) -> None:
             pickle.dump(obj, fh, protocol=2)
     else:
         torch.save(obj, path)
+
+
+# the repository's root, for tests at any depth of tests/ (they mirror the engine's subpackages)
+REPO_ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]

@@ -6,10 +6,10 @@ checked against closed forms; the vectorized log joint both use, checked against
 import importlib.util
 import json
 import math
-import pathlib
 
 import pytest
 import torch
+from _helpers import REPO_ROOT
 
 import ppvae
 from models.gmm import GMM
@@ -22,7 +22,7 @@ from ppvae.infer.mcmc.sampler import MCMCResult
 # the hierarchical normal model of eight schools (mu, theta_i; tau known) and its closed-form evidence
 # live in the example script, loaded from its file (as test_model does with examples/custom_model.py)
 _spec = importlib.util.spec_from_file_location("evidence_schools",
-                                               pathlib.Path(__file__).parents[1] / "examples" / "evidence_schools.py")
+                                               REPO_ROOT / "examples" / "evidence_schools.py")
 _example = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_example)
 HierarchicalNormal = _example.HierarchicalNormal

@@ -7,12 +7,13 @@ import os
 import pyro
 import pyro.distributions as dist
 import torch
+from _helpers import REPO_ROOT
 from pyro.infer.autoguide import AutoMultivariateNormal
 from pyro.infer.mcmc import NUTS
 
 from ppvae.infer.pyro_adapter import chain_draws, mcmc_from_draws, unpack_latent
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = str(REPO_ROOT)
 ADAPTER = os.path.join("ppvae", "infer", "pyro_adapter.py")
 # Pyro members ppvae once reached into; none may appear outside the adapter
 PYRO_PRIVATES = {"_gen_samples", "_unpack_latent", "_samples", "_diagnostics", "_pack_latent"}

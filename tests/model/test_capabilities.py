@@ -17,6 +17,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from _helpers import REPO_ROOT
 
 import ppvae
 from ppvae import ClosedFormEM, ClosedFormPotential, CoordinateAscentVI, ExactPosterior, Mixture, Reports
@@ -25,7 +26,7 @@ from ppvae.model.base import get_model_class
 from ppvae.model.capabilities import CAPABILITIES, capabilities_of
 from ppvae.model.labels import align_labels, component_sites
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = str(REPO_ROOT)
 
 ZOO = {
     "gmm": {ClosedFormEM, ClosedFormPotential, Mixture, Reports},

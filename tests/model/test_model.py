@@ -1,15 +1,15 @@
 """The model base class: hyperparameters, registry, construction from CLI strings, a custom model."""
 
 import importlib.util
-import pathlib
 
 import pytest
 import torch
+from _helpers import REPO_ROOT
 
 import ppvae
 from ppvae.models import GMM, ThreeCoin
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 
 
 def test_hparams_are_recorded_from_the_constructor():

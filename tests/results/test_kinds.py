@@ -6,11 +6,12 @@ import os
 
 import pytest
 import torch
+from _helpers import REPO_ROOT
 
 import ppvae
 from ppvae.models import GMM, LDA
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = str(REPO_ROOT)
 KIND_NAMES = {"svi", "em", "mcmc", "cavi"}
 
 
