@@ -60,7 +60,7 @@ def test_cli_run_killed_by_sigkill_resumes_to_the_uninterrupted_result(tmp_path)
     script = textwrap.dedent(f"""
         import sys, time, torch
         torch.set_num_threads({torch.get_num_threads()})
-        from ppvae import train
+        from ppvae.infer.svi import train
         step = train.Trainer.run_step
         def slow_step(self):  # slow the run down so the test can kill it between checkpoints
             time.sleep(0.1)

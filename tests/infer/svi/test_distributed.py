@@ -64,7 +64,7 @@ def test_two_cli_processes_match_one_process_and_only_rank_0_writes(faithful, tm
     script = textwrap.dedent(f"""
         import os, sys, torch
         torch.set_num_threads(1)
-        from ppvae import checkpoint
+        from ppvae.runs import checkpoint
         save, rank = checkpoint.save_checkpoint, os.environ["RANK"]
         def counted_save(trainer, *args, **kwargs):  # record which rank writes each checkpoint
             with open({str(tmp_path)!r} + "/saves-rank" + rank, "a") as fh:

@@ -11,16 +11,16 @@
 """
 
 import math
-import pathlib
 
 import pytest
 import torch
+from _helpers import REPO_ROOT
 
 import ppvae
 from ppvae.infer.svi.potential_svi import FAST_GUIDES
 from ppvae.models import GMM as gmm_cls
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 blr = ppvae.import_model(str(ROOT / "examples" / "blr.py:BayesianLinearRegression"))
 blr_module = __import__(blr.__module__, fromlist=["exact"])
 schools = ppvae.import_model(str(ROOT / "examples" / "eight_schools.py:EightSchools"))
