@@ -82,6 +82,7 @@ def test_elbo_and_gradient_equal_pyro(case, guide, faithful, regression):
             assert (grad - want_grad).abs().max() < tol, (manual, grad, want_grad)
 
 
+@pytest.mark.slow  # about 8 s on an idle core: 3,000 steps of 8 particles
 def test_blr_auto_mvn_moments_match_closed_form(regression):
     model = blr(noise_sd=0.5)
     fit = ppvae.fit(model, regression, guide="auto_mvn", steps=3000, lr=0.05, lr_schedule="exponential",
