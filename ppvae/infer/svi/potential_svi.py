@@ -132,8 +132,13 @@ class PotentialSVI:
         self._eye = torch.eye(self.dim, dtype=self.flat.dtype, device=self.flat.device)
         self._check_layout()
         trainer.params = [self.flat]
-        trainer.optim = adam(trainer.params, cfg.lr, tuple(cfg.betas))
-        trainer.scheduler = make_scheduler(trainer.optim, cfg, trainer.total)
+
+    def initialize(self) -> None:
+        """The one Adam over the flat vector and its schedule, on the trainer (``Trainer.initialize`` on this path;
+        the first step calls it, so there is nothing to save before it, as on Pyro's path)."""
+        t = self.trainer
+        t.optim = adam(t.params, t.cfg.lr, tuple(t.cfg.betas))
+        t.scheduler = make_scheduler(t.optim, t.cfg, t.total)
 
     def _init_point(self, data) -> dict:
         init = self.trainer.model.init_values(data, torch.Generator().manual_seed(self.trainer.cfg.seed))
@@ -319,6 +324,8 @@ class PotentialSVI:
     def run_step(self) -> float:
         """One Adam step on step ``trainer.step``'s minibatch; the trainer's ``run_step`` on this path."""
         t, cfg = self.trainer, self.trainer.cfg
+        if t.optim is None:
+            self.initialize()
         index, b = batch_index(t.data, cfg, t.step)
         batch = t.data.batch(index)
         eps = torch.randn(self.particles, self.noise_dim, dtype=self.flat.dtype, device=self.flat.device)

@@ -180,6 +180,8 @@ class Trainer:
         the current step's batch (RNG states are put back, so the run continues as if it had not happened)."""
         if self.optim is not None:
             return
+        if self.fast is not None:  # the potential path's parameters exist already; this creates its optimizer
+            return self.fast.initialize()
         rng = pyro.util.get_rng_state()
         index, _ = batch_index(self.data, self.cfg, self.step)
         batch, _ = self.strategy.batch(self.data, index)
