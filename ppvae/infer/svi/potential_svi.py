@@ -14,7 +14,7 @@ and its gradients are (eqs. 8-9, ``grad_mu``, ``grad_L``)
 The step estimates them with ``num_particles`` draws of eps and minimizes the Monte Carlo loss Pyro's
 ``Trace_ELBO`` / ``TraceEnum_ELBO`` report, -ELBO with the entropy as -log q(u) at the draw
 (-log q(u) = |eps|^2 / 2 + log|det L| + D/2 log 2 pi, the same function of the parameters, so the two paths'
-values and gradients agree to float rounding; ``tests/test_potential_svi.py``). The guide is Pyro's own
+values and gradients agree to float rounding; ``tests/infer/svi/test_potential_svi.py``). The guide is Pyro's own
 autoguide object, with its own parameters (``locs.*``/``scales.*`` of AutoNormal, ``loc``, ``scale``,
 ``scale_tril`` of AutoMultivariateNormal, ``cov_factor`` of AutoLowRankMultivariateNormal, one constrained
 value per site of AutoDelta): they are views into one flat vector that one fused Adam steps, so ``predict``,
