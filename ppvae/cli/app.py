@@ -277,7 +277,8 @@ def _summary(metrics: dict, out: str) -> None:
         ll_text = f"{ll:.4f}" + ("" if metrics.get("log_likelihood_exact") else " (estimate)")
     lines = [f"{metrics['model']} on {metrics['data']} ({metrics['num_data']} points) by {metrics['method']}"]
     if "loss_final" in metrics:
-        lines.append(f"  steps {metrics['steps']}, final loss {metrics['loss_final']:.4f}")
+        path = f" ({metrics['svi_path']} path)" if metrics.get("svi_path") else ""  # ppvae/infer/svi/potential_svi.py
+        lines.append(f"  steps {metrics['steps']}{path}, final loss {metrics['loss_final']:.4f}")
     if "iterations" in metrics:
         lines.append(f"  {metrics['iterations']} iterations, converged: {metrics['converged']}")
     lines.append(f"  log-likelihood {ll_text}, time {metrics['time_s']:.2f} s")

@@ -131,15 +131,17 @@ class Potential:
         return {n: s for n, s in tr.trace.nodes.items() if s["type"] == "sample" and not site_is_subsample(s)}
 
     def log_joint(self, values: dict) -> torch.Tensor:
-        """log p(x, theta) with discrete locals summed out, at constrained ``values``."""
+        """log p(x, theta) with discrete locals summed out, at constrained ``values``; on a minibatch of M of N
+        points (``batch.index``) the likelihood is scaled by N / M, as the data plate scales it in SVI."""
+        scale = self.batch.num_total / len(self.batch) if self.batch.index is not None else 1.0
         if self.closed_form:
             prior = sum(s["fn"].log_prob(s["value"]).sum() for s in self._prior_trace(values).values())
-            return prior + self._hook(values, self.batch.x).sum()
+            return prior + self._hook(values, self.batch.x).sum() * scale
         if not self._enumerates:  # nothing to sum out: the plain log joint
             return poutine.trace(poutine.condition(self.fn, data=values)).get_trace(self.batch).log_prob_sum()
         local, trace = enumerated_log_likelihood(self.fn, self.batch, values, max_plate_nesting=self.mpn,
                                                  with_trace=True)
-        total = local.sum()
+        total = local.sum() * scale if scale != 1.0 else local.sum()
         for site in trace.nodes.values():
             if site["type"] == "sample" and not site_is_subsample(site) and not is_local(site):
                 total = total + site["log_prob"].sum()  # compute_log_prob ran in data_plate_log_prob

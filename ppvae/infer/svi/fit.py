@@ -59,6 +59,12 @@ class Fit(Result):
         return f"svi:{self.config.guide}"
 
     @property
+    def info(self) -> dict:
+        """How the fit ran: ``svi_path`` ("potential": the compiled-potential steps of
+        :mod:`ppvae.infer.svi.potential_svi`; "pyro": Pyro's ELBO) and ``svi_path_reason``, why."""
+        return {k: self.history.get(k) for k in ("svi_path", "svi_path_reason")}
+
+    @property
     def point_estimate(self) -> bool:
         return self.config.guide == "auto_delta"
 

@@ -44,6 +44,7 @@ from ppvae.infer.svi.fit import Fit
 from ppvae.infer.svi.guides import guide_spec_name, make_guide
 from ppvae.infer.svi.jit import CompiledObjective
 from ppvae.infer.svi.objectives import make_elbo
+from ppvae.infer.svi.potential_svi import potential_path
 from ppvae.infer.svi.steps import (
     LocalLatentScale,
     adam,
@@ -142,6 +143,9 @@ class Trainer:
         self.compiled = CompiledObjective(self.elbo, self.model_fn, self.guide, model) if cfg.jit else None
         self._time_before, self._started = 0.0, None  # seconds of earlier (resumed-from) runs; clock start
         self.strategy.setup(self)
+        # SVI on the compiled potential where it applies (infer/svi/potential_svi.py); ``svi_path`` records which ran
+        self.fast, self.svi_path_reason = potential_path(self)
+        self.svi_path = "potential" if self.fast is not None else "pyro"
         builtin = [] if cfg.patience is None else [EarlyStopping(cfg.patience, cfg.tol)]
         if cfg.checkpoint_dir is not None:
             builtin.append(Checkpointer(cfg.checkpoint_dir, cfg.checkpoint_every, enabled=self.strategy.is_main))
@@ -177,6 +181,8 @@ class Trainer:
         the current step's batch (RNG states are put back, so the run continues as if it had not happened)."""
         if self.optim is not None:
             return
+        if self.fast is not None:  # the potential path's parameters exist already; this creates its optimizer
+            return self.fast.initialize()
         rng = pyro.util.get_rng_state()
         index, _ = batch_index(self.data, self.cfg, self.step)
         batch, _ = self.strategy.batch(self.data, index)
@@ -185,6 +191,8 @@ class Trainer:
 
     def run_step(self) -> float:
         """One optimizer step on the minibatch of step ``self.step``; returns its loss."""
+        if self.fast is not None:
+            return self.fast.run_step()
         index, b = batch_index(self.data, self.cfg, self.step)
         batch, weight = self.strategy.batch(self.data, index)
         if self.dynamic_binarization:
@@ -249,7 +257,8 @@ class Trainer:
                 if isinstance(callback, Checkpointer):
                     callback.release()
         history = {"loss": self.losses, "steps": self.step, "time_s": self._time_before,
-                   "stopped_early": self.should_stop}
+                   "stopped_early": self.should_stop, "svi_path": self.svi_path,
+                   "svi_path_reason": self.svi_path_reason}
         return Fit(self.model, self.guide, self.cfg, history, data_info=data_info(self.data),
                    elbo_name=self.elbo_name)
 

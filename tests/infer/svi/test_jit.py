@@ -10,7 +10,15 @@ import pytest
 import torch
 
 import ppvae
+from ppvae.infer.svi import train as svi_train
 from ppvae.models import GMM, VAE
+
+
+@pytest.fixture(autouse=True)
+def _pyro_path(monkeypatch):
+    """These tests compare Pyro's objective traced and eager: keep the jit=False runs on Pyro's path too (they would
+    otherwise take the potential path, ppvae/infer/svi/potential_svi.py, with its own noise draws)."""
+    monkeypatch.setattr(svi_train, "potential_path", lambda trainer: (None, "test_jit: Pyro's path"))
 
 
 @pytest.fixture(scope="module")

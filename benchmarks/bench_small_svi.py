@@ -1,0 +1,235 @@
+"""SVI on small models, side by side in one process: ppvae's potential path, ppvae's Pyro path, plain Pyro, a
+hand-written PyTorch floor and NumPyro (issue 24).
+
+Every implementation fits the same model (the same priors, written five ways) with a mean-field Gaussian guide over
+the unconstrained globals, one particle, Adam at lr 0.01, the discrete assignments summed out, one thread:
+
+* **ppvae (potential)**: ``ppvae.fit(model, data, guide="auto_normal", lr=0.01)``, which takes the potential path
+  (``fit.info["svi_path"] == "potential"``, ppvae/infer/svi/potential_svi.py);
+* **ppvae (Pyro path)**: the same call with the dispatch switched off (``train.potential_path`` patched to decline):
+  Pyro's ``TraceEnum_ELBO`` / ``Trace_ELBO`` through ppvae's trainer, today's path;
+* **plain Pyro**: ``pyro.infer.SVI(model, AutoNormal(model without its discrete sites), pyro.optim.Adam({"lr": 0.01}),
+  TraceEnum_ELBO(max_plate_nesting=1))`` (``Trace_ELBO()`` without discrete sites) on the ppvae model's ``forward``
+  as a plain Pyro function (``config_enumerate``'d);
+* **PyTorch floor**: the log joint written with ``torch.distributions`` (assignments summed by ``logsumexp``), the
+  ``biject_to`` transforms, u = loc + softplus(rho) eps, autograd, ``torch.optim.Adam(fused=True)``; eager;
+* **NumPyro** (when installed): the model in NumPyro with the assignments marginalized by ``MixtureSameFamily`` (its
+  ``TraceEnum_ELBO`` needs funsor), ``AutoNormal``, ``Trace_ELBO()``, ``optax``-free ``numpyro.optim.Adam(0.01)``,
+  ``SVI.run(PRNGKey(0), num_steps, progress_bar=False)`` (one ``lax.scan``, compiled on every call), JAX on CPU
+  with ``--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1``.
+
+End to end (``E2E``) is the wall time of one call that fits from scratch (ppvae: ``fit``, trainer construction and
+tracing included; NumPyro: ``SVI.run``, compilation included). Per model, each runs first cold at the smaller step
+count (the first fit of that model in the process: what a user pays), then warm at both counts (NumPyro's second call
+reuses compiled pieces). Steady state per step is (warm E2E at the larger count - warm at the smaller) / (difference
+in steps); compile time is the cold E2E minus that many steady steps; E2E at the larger count is compile + steps x
+steady; the same arithmetic for ppvae and NumPyro. One untimed fit of each, first, pays the process's one-time costs.
+The Pyro path, plain Pyro and the floor are timed per
+step over ``--slow-steps`` steps after 10 warm-up steps (they have no compilation). Models: GMM K=2 full covariance
+and K=3 diagonal on Old Faithful (unstandardized), Bayesian linear regression on examples/data/regression.csv
+(noise_sd 0.5), eight schools non-centered (examples/eight_schools.py), mixture of two regressions on
+examples/data/mixreg.csv (examples/mixreg.py).
+
+    python benchmarks/bench_small_svi.py             # 1,000 and 10,000 steps
+    python benchmarks/bench_small_svi.py --quick     # 200 and 1,000 steps, 50 slow steps
+    python benchmarks/bench_small_svi.py --models gmm_full,blr
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import sys
+import time
+
+os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import pyro  # noqa: E402
+import torch  # noqa: E402
+from pyro import poutine  # noqa: E402
+from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO, config_enumerate  # noqa: E402
+from pyro.infer.autoguide import AutoNormal  # noqa: E402
+
+import ppvae  # noqa: E402
+from ppvae.infer.svi import train as svi_train  # noqa: E402
+from ppvae.models import GMM  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _small_models import FLOORS, NUMPYRO_MODELS  # noqa: E402
+
+LR = 0.01
+
+
+def cases() -> dict:
+    blr = ppvae.import_model(str(ROOT / "examples" / "blr.py:BayesianLinearRegression"))
+    schools = ppvae.import_model(str(ROOT / "examples" / "eight_schools.py:EightSchools"))
+    mixreg = ppvae.import_model(str(ROOT / "examples" / "mixreg.py:MixtureOfRegressions"))
+    faithful = ppvae.load_dataset("faithful")
+    regression = ppvae.load_dataset(f"{ROOT / 'examples' / 'data' / 'regression.csv'}:target=y")
+    mix = ppvae.load_dataset(f"{ROOT / 'examples' / 'data' / 'mixreg.csv'}:target=y")
+    school_data = __import__(schools.__module__, fromlist=["schools"]).schools()
+    return {
+        "gmm_full": (lambda: GMM(K=2), faithful),
+        "gmm_diag": (lambda: GMM(K=3, covariance="diag"), faithful),
+        "blr": (lambda: blr(noise_sd=0.5), regression),
+        "schools": (lambda: schools(), school_data),
+        "mixreg": (lambda: mixreg(K=2), mix),
+    }
+
+
+# -- ppvae ---------------------------------------------------------------------------------------------
+def ppvae_e2e(make_model, data, steps: int, path: str) -> tuple[float, float, str]:
+    """(seconds for fit() from scratch, final loss, the path that ran)."""
+    original = svi_train.potential_path
+    if path == "pyro":
+        svi_train.potential_path = lambda trainer: (None, "switched off by the benchmark")
+    try:
+        start = time.perf_counter()
+        fit = ppvae.fit(make_model(), data, guide="auto_normal", steps=steps, lr=LR, seed=0, progress=False,
+                        check_convergence=False)
+        return time.perf_counter() - start, fit.history["loss"][-1], fit.info["svi_path"]
+    finally:
+        svi_train.potential_path = original
+
+
+def ppvae_pyro_step(make_model, data, steps: int) -> float:
+    """Seconds per step of ppvae's Pyro path (after 10 warm-up steps)."""
+    original = svi_train.potential_path
+    svi_train.potential_path = lambda trainer: (None, "switched off by the benchmark")
+    try:
+        trainer = ppvae.Trainer(make_model(), data, guide="auto_normal", steps=steps + 10, lr=LR, seed=0)
+    finally:
+        svi_train.potential_path = original
+    for _ in range(10):
+        trainer.run_step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        trainer.run_step()
+    return (time.perf_counter() - start) / steps
+
+
+def plain_pyro_step(make_model, data, steps: int) -> float:
+    """Seconds per step of pyro.infer.SVI with TraceEnum_ELBO on the same model."""
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    model = make_model()
+    model.setup(data)
+    batch = data.batch()
+    plain = lambda b: model.forward(b)  # noqa: E731  (a plain Pyro function: no PyroModule, the global param store)
+    discrete = bool(model.structure(batch).discrete_sites)
+    guide = AutoNormal(poutine.block(plain, hide_fn=lambda m: m["type"] == "sample" and not m["is_observed"]
+                                     and getattr(m["fn"], "support", None) is not None
+                                     and m["fn"].support.is_discrete))
+    elbo = TraceEnum_ELBO(max_plate_nesting=1) if discrete else Trace_ELBO()
+    svi = SVI(config_enumerate(plain, default="parallel") if discrete else plain, guide,
+              pyro.optim.Adam({"lr": LR}), elbo)
+    for _ in range(10):
+        svi.step(batch)
+    start = time.perf_counter()
+    for _ in range(steps):
+        svi.step(batch)
+    return (time.perf_counter() - start) / steps
+
+
+# -- NumPyro -------------------------------------------------------------------------------------------
+def numpyro_e2e(name: str, make_model, data, steps: int) -> tuple[float, float]:
+    import jax
+    from numpyro.infer import SVI as NSVI
+    from numpyro.infer import Trace_ELBO
+    from numpyro.infer.autoguide import AutoNormal as NAutoNormal
+    from numpyro.optim import Adam as NAdam
+
+    model_fn, args = NUMPYRO_MODELS[name](make_model(), data)
+    start = time.perf_counter()
+    svi = NSVI(model_fn, NAutoNormal(model_fn), NAdam(LR), Trace_ELBO())
+    result = svi.run(jax.random.PRNGKey(0), steps, *args, progress_bar=False)
+    loss = float(result.losses[-1])  # blocks until the computation is done
+    return time.perf_counter() - start, loss
+
+
+def have_numpyro() -> bool:
+    try:
+        import jax  # noqa: F401
+        import numpyro  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# -- the report ----------------------------------------------------------------------------------------
+def split(cold_small: float, warm_small: float, warm_large: float, small: int, large: int) -> dict:
+    """Steady seconds per step from two warm calls, compile seconds from the cold one, E2E at both counts."""
+    steady = (warm_large - warm_small) / (large - small)
+    compile_s = cold_small - small * steady
+    return {"step": steady, "compile": compile_s, small: cold_small, large: compile_s + large * steady}
+
+
+def run_model(name: str, make_model, data, small: int, large: int, slow: int, numpyro: bool) -> dict:
+    """One model: the cold call at the small count first (what a user's first fit pays: ppvae's tracing, NumPyro's
+    compilation), then warm calls at both counts, alternating ppvae and NumPyro."""
+    times: dict = {"new": [], "np": []}
+    losses: dict = {}
+    for steps in (small, small, large):
+        seconds, losses[("new", steps)], path = ppvae_e2e(make_model, data, steps, "potential")
+        assert path == "potential", f"{name}: the potential path did not run ({path})"
+        times["new"].append(seconds)
+        if numpyro:
+            seconds, losses[("np", steps)] = numpyro_e2e(name, make_model, data, steps)
+            times["np"].append(seconds)
+    row = {"new": split(*times["new"], small, large), "losses": losses}
+    if numpyro:
+        row["np"] = split(*times["np"], small, large)
+    row["pyro_path"] = ppvae_pyro_step(make_model, data, slow)
+    row["plain_pyro"] = plain_pyro_step(make_model, data, slow)
+    row["floor"] = FLOORS[name](make_model(), data, slow, LR)
+    return row
+
+
+def print_row(name: str, row: dict, small: int, large: int, numpyro: bool) -> None:
+    ms = lambda s: f"{1e3 * s:.3f}"  # noqa: E731
+    new = row["new"]
+    print(f"\n== {name} ==")
+    print(f"ms/step: potential {ms(new['step'])} | Pyro path {ms(row['pyro_path'])} | plain Pyro "
+          f"{ms(row['plain_pyro'])} | PyTorch floor {ms(row['floor'])}"
+          + (f" | NumPyro {ms(row['np']['step'])}" if numpyro else ""))
+    print(f"compile s: potential {new['compile']:.2f}" + (f" | NumPyro {row['np']['compile']:.2f}" if numpyro else ""))
+    print(f"speed-up per step: potential vs Pyro path {row['pyro_path'] / new['step']:.1f}x, vs plain Pyro "
+          f"{row['plain_pyro'] / new['step']:.1f}x, vs floor {row['floor'] / new['step']:.2f}x")
+    for steps, how in ((small, "measured, cold"), (large, "compile + steps x steady")):
+        line = f"E2E {steps} steps ({how}): potential {new[steps]:.2f} s (loss {row['losses'][('new', steps)]:.2f})"
+        if numpyro:
+            line += (f", NumPyro {row['np'][steps]:.2f} s (loss {row['losses'][('np', steps)]:.2f}), "
+                     f"NumPyro / potential {row['np'][steps] / new[steps]:.2f}x")
+        print(line, flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="200 and 1,000 steps; 50 slow steps")
+    parser.add_argument("--models", default="gmm_full,gmm_diag,blr,schools,mixreg")
+    parser.add_argument("--slow-steps", type=int, default=None, help="steps timed on the paths without compilation")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    small, large = (200, 1000) if args.quick else (1000, 10000)
+    slow = args.slow_steps or (50 if args.quick else 200)
+    numpyro = have_numpyro()
+    if not numpyro:
+        print("NumPyro is not installed (pip install numpyro jax): its columns are skipped")
+    print(f"load average before: {os.getloadavg()[0]:.2f}; torch {torch.__version__}, pyro {pyro.__version__}")
+    all_cases = cases()
+    warm_model, warm_data = all_cases["blr"]  # one untimed fit each: the process's first-call costs (lazy imports,
+    ppvae_e2e(warm_model, warm_data, 10, "potential")  # JAX's backend start-up) are no model's compile time
+    if numpyro:
+        numpyro_e2e("blr", warm_model, warm_data, 10)
+    for name in args.models.split(","):
+        make_model, data = all_cases[name]
+        row = run_model(name, make_model, data, small, large, slow, numpyro)
+        print_row(name, row, small, large, numpyro)
+    print(f"\nload average after: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
