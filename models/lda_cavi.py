@@ -334,7 +334,7 @@ def fit_cavi(model, data, *, max_iter: int = 100, rel_tol: float = 1e-5, e_max_i
              init: str = "cvb0", init_sweeps: int = 300, restart_e_step: bool | int = False,
              update_alpha: bool = False, seed: int = 0) -> CAVIFit:
     """Batch CAVI for :class:`models.lda.LDA` (its ``topics``, ``alpha``, ``eta``) on ``data`` (a counts
-    Dataset or a (D, V) matrix). Stops when an iteration raises the ELBO by less than ``rel_tol`` x |ELBO|;
+    Dataset or a (D, V) matrix). Stops when an iteration raises the ELBO by less than ``rel_tol`` x ``|ELBO|``;
     ``e_tol`` is the E step's.
 
     Start (``init``): ``"cvb0"`` -- the (gamma, lambda) of ``init_sweeps`` CVB0 sweeps (:func:`cvb0_init`);

@@ -84,11 +84,13 @@ def _base(cmd: str, runs) -> list[str]:
                      "--quiet"],
         "predict": ["predict", str(runs / "fit"), "--num-draws", "3"],
         "summary": ["summary", str(runs / "fit"), "--num-draws", "3"],
+        "sbc": ["sbc", "normal_gamma", "--data", str(runs / "one.csv"), "--methods", "exact", "--sims", "2",
+                "--num-draws", "9", "--quiet"],
     }[cmd]
 
 
 def _writes_out(cmd: str) -> bool:
-    return cmd in ("fit", "em", "cavi", "compare", "mcmc", "predict")
+    return cmd in ("fit", "em", "cavi", "compare", "mcmc", "predict", "sbc")
 
 
 def _snapshot(runs) -> dict:
@@ -138,7 +140,7 @@ def _option_cases() -> list[tuple[str, str, str]]:
                 values = ["bogus", ""]
             elif action.type in (int, COUNT, NONNEGATIVE):
                 values = _BAD_INT + _EXTRA.get(flag, [])
-            elif action.type is float:
+            elif action.type is float or getattr(action.type, "__name__", "").startswith("number"):
                 values = _BAD_FLOAT
             elif action.type is str:
                 values = _BAD_STR.get(f"{flag}:str", [])

@@ -38,7 +38,13 @@ def executed():
     from jupyter_client.manager import KernelManager
 
     km = KernelManager(kernel_spec_manager=HereKernels(), kernel_name="python3")
-    nbclient.NotebookClient(nb, km=km, timeout=300, resources={"metadata": {"path": os.getcwd()}}).execute()
+    try:
+        nbclient.NotebookClient(nb, km=km, timeout=300, resources={"metadata": {"path": os.getcwd()}}).execute()
+    finally:  # the kernel process ends here, not after the test (the session checks that no process is left)
+        if km.has_kernel:
+            km.shutdown_kernel(now=True)
+        if km.provisioner is not None and km.provisioner.process is not None:
+            km.provisioner.process.wait(timeout=30)
     return nb
 
 

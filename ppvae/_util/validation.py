@@ -215,3 +215,22 @@ def cli_integer(low: int) -> Callable[[str], int]:
 
 
 COUNT, NONNEGATIVE = cli_integer(1), cli_integer(0)  # CLI counts (steps, draws, chains); seeds, warm-up
+
+
+def cli_float(low: float, high: float = math.inf, strict_low: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite number in ``[low, high]`` (``(low, high]`` when ``strict_low``), refused at parse
+    time with the option named, like :func:`cli_integer`."""
+    where = f"{'(' if strict_low else '['}{low:g}, {high:g}]" if math.isfinite(high) else \
+        f"{'>' if strict_low else '>='} {low:g}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number {where}; got '{text}'") from None
+        if not math.isfinite(value) or value < low or value > high or (strict_low and value == low):
+            raise argparse.ArgumentTypeError(f"expected a finite number {where}; got {text}")
+        return value
+
+    parse.__name__ = f"number {where}"
+    return parse

@@ -11,6 +11,9 @@ from ppvae._util.validation import PPVAEError
 from ppvae._util.warning_format import warning_line
 from ppvae.cli.ais import bdmc_run
 from ppvae.cli.evidence_run import evidence_run
+from ppvae.infer.mcmc.sampler import MCMCResult
+from ppvae.infer.svi.fit import Fit
+from ppvae.results.kinds import load
 from ppvae.runs import directory as runs
 
 
@@ -59,7 +62,7 @@ def cmd_evidence(args) -> int:
         if value < 2:  # one draw has no spread: its standard error would print as 0 and every pair "agree"
             raise PPVAEError(f"{flag}: expected at least 2 {what} (the standard error needs two); got {value}")
     kind = runs.run_kind(args.run_dir) if os.path.isfile(os.path.join(args.run_dir, runs.CONFIG)) else None
-    if kind not in ("svi", "mcmc"):  # say so of run_dir itself, not as if it were the --mcmc directory
+    if not isinstance(load(args.run_dir) if kind else None, (Fit, MCMCResult)):  # say so of run_dir itself
         held = f"holds a run of kind '{kind}'" if kind else "is not a run directory (no config.json)"
         raise PPVAEError(f"run_dir: expected a directory written by `ppvae fit` or `ppvae mcmc`; {args.run_dir} {held}")
     entry = evidence_run(args.run_dir, args.data, mcmc_dir=args.mcmc, standardize=args.standardize,

@@ -9,7 +9,7 @@ from typing import Callable
 
 import torch
 
-from ppvae._util.validation import COUNT, NONNEGATIVE, PPVAEError
+from ppvae._util.validation import COUNT, NONNEGATIVE, PPVAEError, cli_float
 from ppvae._version import __version__
 from ppvae.cli.models import add_import_option
 from ppvae.cli.predict import add_parsers as add_predict_parsers
@@ -195,10 +195,11 @@ def _add_em_cavi(sub, commands) -> None:
     p.add_argument("--method", choices=("cavi", "natural"), default="cavi",
                    help="cavi: batch CAVI; natural: natural-gradient SVI on minibatches (Hoffman et al. 2013; "
                         "models declaring ConjugateExponential)")
-    p.add_argument("--batch-size", type=int, default=64, help="--method natural: rows per minibatch")
-    p.add_argument("--steps", type=int, default=1000, help="--method natural: minibatch updates")
-    p.add_argument("--tau0", type=float, default=1.0, help="--method natural: step size (tau0 + t)^-kappa")
-    p.add_argument("--kappa", type=float, default=0.7, help="--method natural: step-size decay, in (0.5, 1]")
+    p.add_argument("--batch-size", type=COUNT, default=64, help="--method natural: rows per minibatch")
+    p.add_argument("--steps", type=COUNT, default=1000, help="--method natural: minibatch updates")
+    p.add_argument("--tau0", type=cli_float(0.0), default=1.0, help="--method natural: step size (tau0 + t)^-kappa")
+    p.add_argument("--kappa", type=cli_float(0.5, 1.0, strict_low=True), default=0.7,
+                   help="--method natural: step-size decay, in (0.5, 1]")
     p.set_defaults(func=commands["cavi"])
 
 
@@ -247,13 +248,14 @@ def _add_sbc(sub, commands) -> None:
                        "posterior draws over --sims simulated data sets")
     _common(p)
     p.add_argument("--methods", required=True, help="comma-separated, e.g. exact,svi:auto_normal,nuts,em")
-    p.add_argument("--sims", type=int, default=100, help="simulations")
-    p.add_argument("--num-draws", type=int, default=99, help="posterior draws per simulation (ranks 0..num-draws)")
-    p.add_argument("--level", type=float, default=0.05, help="level of the simultaneous ECDF band")
-    p.add_argument("--steps", type=int, default=1000, help="SVI steps")
-    p.add_argument("--lr", type=float, default=0.02, help="SVI learning rate")
-    p.add_argument("--warmup", type=int, default=300, help="MCMC warm-up steps (one chain per simulation)")
-    p.add_argument("--cores", type=int, default=1, help="simulations in parallel (0: every available core)")
+    p.add_argument("--sims", type=COUNT, default=100, help="simulations")
+    p.add_argument("--num-draws", type=COUNT, default=99, help="posterior draws per simulation (ranks 0..num-draws)")
+    p.add_argument("--level", type=cli_float(0.0, 1.0, strict_low=True), default=0.05,
+                   help="level of the simultaneous ECDF band")
+    p.add_argument("--steps", type=COUNT, default=1000, help="SVI steps")
+    p.add_argument("--lr", type=cli_float(0.0, strict_low=True), default=0.02, help="SVI learning rate")
+    p.add_argument("--warmup", type=NONNEGATIVE, default=300, help="MCMC warm-up steps (one chain per simulation)")
+    p.add_argument("--cores", type=NONNEGATIVE, default=1, help="simulations in parallel (0: every available core)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=commands["sbc"])
 

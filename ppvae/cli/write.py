@@ -48,7 +48,8 @@ def _empty_components(name, model, values, resp, metrics) -> None:
     """metrics["empty_components"] and a warning naming each mixture component that holds no point."""
     if not isinstance(model, Mixture) or resp is None:
         return
-    weights = model.mixture_components(values)[0] if values is not None else None
+    parts = model.mixture_components(values) if values is not None else None  # None: no closed-form weights
+    weights = parts[0] if parts is not None else None
     metrics["empty_components"] = warn_empty_components(name, resp.cpu(), None if weights is None else weights.cpu())
 
 

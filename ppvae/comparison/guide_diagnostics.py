@@ -53,9 +53,9 @@ def khat_reading(khat: float) -> str:
 
 @dataclass
 class GuideDiagnostic:
-    """The guide's k-hat over the globals and what it was computed from.
+    r"""The guide's k-hat over the globals and what it was computed from.
 
-    ``log_weights``: (S,) log p(G_s, X) - log q(G_s) in float64; ``draws``: site -> (S, *site shape);
+    ``log_weights``: (S,) log p(G_s, X) - log q(G_s) in float64; ``draws``: site -> (S, \*site shape);
     ``loglik``: (S, N) log p(x_i | G_s) when ``pointwise`` was asked for, else None; ``ess``: the
     importance-sampling effective sample size 1 / sum_s w_s^2 of the self-normalized weights;
     ``loglik_exact``: False when continuous locals were integrated by importance sampling."""

@@ -189,7 +189,7 @@ def fit_conjugate(model, data, *, max_iter: int = 1000, rel_tol: float = 1e-12, 
     """Batch CAVI for a model declaring :class:`ppvae.ConjugateExponential` on all of ``data`` (float64).
 
     Iterates :func:`cavi_sweep` from ``model.ce_init`` until an iteration raises the ELBO by less than
-    ``rel_tol`` x |ELBO|; ``history["elbo"][0]`` is the ELBO at the start and no later entry is below the one
+    ``rel_tol`` x ``|ELBO|``; ``history["elbo"][0]`` is the ELBO at the start and no later entry is below the one
     before (up to round-off). ``init``: passed to ``ce_init`` (e.g. a mixture's starting responsibilities)."""
     data, x = prepare(model, data, "fit_conjugate")
     max_iter = check_int("max_iter", max_iter, low=1)

@@ -252,8 +252,7 @@ class Model(PyroModule, metaclass=_ModelMeta):
         return self.structure(batch).max_plate_nesting
 
 
-# -- the registry -----------------------------------------------------------------------------------
-_MODELS: dict[str, type[Model]] = {}
+_MODELS: dict[str, type[Model]] = {}  # the registry: name -> class
 
 
 def register_model(name: str, description: str = ""):
@@ -296,8 +295,7 @@ def _entry_point_class(name: str, ep) -> type[Model]:
         raise PPVAEError(f"model: entry point '{name} = {ep.value}' (group ppvae.models) failed to load: "
                          f"{one_line(exc)}") from exc
     if not (isinstance(cls, type) and issubclass(cls, Model)):
-        raise PPVAEError(f"model: entry point '{name} = {ep.value}' (group ppvae.models) is not a ppvae.Model "
-                         f"subclass; got {cls!r}")
+        raise PPVAEError(f"model: entry point '{name} = {ep.value}' (ppvae.models) is not a Model subclass; {cls!r}")
     if not cls.name:
         register_model(name)(cls)
     _MODELS[name] = cls

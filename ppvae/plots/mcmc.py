@@ -32,6 +32,8 @@ def scalar_draws(posterior, max_panels: int = 12, scalars=None) -> tuple[dict[st
     order); else the first ``max_panels``."""
     draws = {name: var.values for name, var in posterior.data_vars.items() if "data" not in var.dims}
     series = dict(scalar_series(draws, 2))
+    if not series and draws:  # every scalar constant: chains that never moved, which the flat lines show
+        series = dict(scalar_series(draws, 2, drop_constant=False))
     if scalars is not None:
         unknown = [s for s in scalars if s not in series]
         if unknown:

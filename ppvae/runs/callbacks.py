@@ -17,9 +17,10 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
+from ppvae._util.progress import Progress
 from ppvae._util.validation import PPVAEError, check_float, check_int
 
-__all__ = ["Callback", "EarlyStopping", "as_callback", "hooks"]
+__all__ = ["Callback", "EarlyStopping", "ProgressDisplay", "as_callback", "hooks"]
 
 HOOKS = ("on_fit_start", "on_step_end", "on_epoch_end", "on_fit_end")
 
@@ -109,3 +110,19 @@ class EarlyStopping(Callback):
         self._update(loss)
         if self.since_best >= self.patience:
             trainer.should_stop = True
+
+
+class ProgressDisplay(Callback):
+    """The shared display (ppvae._util.progress) of a fit, with the running loss (an exponential moving average)."""
+
+    def __init__(self, total: int, enabled: bool | None):
+        self.bar, self.ema = Progress("fit", total, unit="step", enabled=enabled), None
+
+    def on_step_end(self, trainer, loss: float) -> None:
+        self.ema = loss if self.ema is None else 0.95 * self.ema + 0.05 * loss
+        self.bar.update(1)
+        if trainer.step % 10 == 0:
+            self.bar.set_postfix(loss=f"{self.ema:.4g}")
+
+    def close(self) -> None:
+        self.bar.close()

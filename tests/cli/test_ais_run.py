@@ -39,10 +39,10 @@ def test_bdmc_command_writes_bounds_per_T(ppca_run, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["evaluate", "RUN", "--method", "ais", "--steps", "0"], "num_steps: expected an integer >= 1"),
-    (["evaluate", "RUN", "--method", "ais", "--chains", "0"], "num_chains: expected an integer >= 1"),
+    (["evaluate", "RUN", "--method", "ais", "--steps", "0"], "argument --steps: expected an integer >= 1"),
+    (["evaluate", "RUN", "--method", "ais", "--chains", "0"], "argument --chains: expected an integer >= 1"),
     (["bdmc", "RUN", "--steps", "5,x"], "--steps: expected comma-separated integers"),
-    (["bdmc", "RUN", "--points", "0"], "num_points: expected an integer >= 1"),
+    (["bdmc", "RUN", "--points", "0"], "argument --points: expected an integer >= 1"),
 ])
 def test_bad_ais_flags_are_one_line_exit_2(ppca_run, capsys, argv, message):
     before = (ppca_run / "metrics.json").read_text()

@@ -116,7 +116,7 @@ def test_cli_compare_writes_the_run_directory(tmp_path, capsys):
                  "em,svi:auto_delta", "--steps", "100", "--lr", "0.05", "--num-draws", "5", "--quiet",
                  "--out", str(out)])
     assert code == 0
-    assert sorted(p.name for p in out.iterdir()) == ["comparison.csv", "comparison.json", "comparison.md",
+    assert sorted(p.name for p in out.iterdir()) == [".ppvae-run", "comparison.csv", "comparison.json", "comparison.md",
                                                      "marginals.png"]
     records = json.loads((out / "comparison.json").read_text())["records"]
     # MAP under weak priors sits next to the maximum-likelihood EM fit: train log-likelihoods within 1 nat

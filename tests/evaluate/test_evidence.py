@@ -12,12 +12,12 @@ import torch
 from _helpers import REPO_ROOT
 
 import ppvae
-from models.gmm import GMM
-from models.normal_gamma import NormalGamma
 from ppvae import PPVAEError
 from ppvae.evaluate.bridge import bridge_sampling, iterate_bridge, relative_mse
 from ppvae.evaluate.joint import log_density, potential_for, unconstrained_draws
 from ppvae.infer.mcmc.sampler import MCMCResult
+from ppvae.models.gmm import GMM
+from ppvae.models.normal_gamma import NormalGamma
 
 # the hierarchical normal model of eight schools (mu, theta_i; tau known) and its closed-form evidence
 # live in the example script, loaded from its file (as test_model does with examples/custom_model.py)
@@ -202,7 +202,7 @@ def test_cli_evidence_bad_directory(tmp_path, capsys):
     assert main(["evidence", str(tmp_path / "nope")]) == 2
     assert capsys.readouterr().err.count("\n") == 1
     assert main(["evidence", str(tmp_path)]) == 2
-    assert "--mcmc: expected a directory written by `ppvae mcmc`" in capsys.readouterr().err
+    assert "run_dir: expected a directory written by `ppvae fit` or `ppvae mcmc`" in capsys.readouterr().err
 
 
 # -- bad input -------------------------------------------------------------------------------------------

@@ -8,10 +8,10 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 import ppvae
-from models.lda_cavi import _Sparse, e_step, lambda_update, lda_elbo
 from ppvae.infer.conjugate import expected_log_dirichlet
 from ppvae.infer.natural_svi import step_size
 from ppvae.models import LDA
+from ppvae.models.lda_cavi import _Sparse, e_step, lambda_update, lda_elbo
 
 
 def planted_corpus(K=3, V=12, D=150, n=60, alpha=0.3, seed=0):

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 import ppvae
-from models.gmm import GMM
-from models.lda import LDA
-from models.normal_gamma import NormalGamma
 from ppvae import Dataset, Model, PPVAEError
 from ppvae.cli.app import main
+from ppvae.models.gmm import GMM
+from ppvae.models.lda import LDA
+from ppvae.models.normal_gamma import NormalGamma
 
 SIGMA, ALPHA = 0.5, 1.0  # known noise sd; prior precision of the weights
 

@@ -79,6 +79,8 @@ def potential_path(trainer) -> tuple["PotentialSVI | None", str]:
         return PotentialSVI(trainer), "the model compiles to a potential over global latents"
     except _NotApplicable as exc:
         return None, str(exc)
+    except (ValueError, RuntimeError, IndexError, TypeError) as exc:  # the model fails on its data: Pyro's path
+        return None, f"the potential could not be evaluated ({type(exc).__name__}); Pyro's path reports why"
 
 
 class _NotApplicable(Exception):

@@ -33,7 +33,6 @@ import torch
 from pyro import poutine
 
 from ppvae._util.convergence import check_convergence as convergence_of
-from ppvae._util.progress import Progress
 from ppvae._util.state import leaves_global_state
 from ppvae._util.validation import PPVAEError, check_options, one_line
 from ppvae.data.dataset import data_fingerprint
@@ -56,7 +55,7 @@ from ppvae.infer.svi.steps import (
     set_rng_state,
 )
 from ppvae.model.base import Model
-from ppvae.runs.callbacks import Callback, EarlyStopping, as_callback, hooks
+from ppvae.runs.callbacks import Callback, EarlyStopping, ProgressDisplay, as_callback, hooks
 from ppvae.runs.checkpoint import Checkpointer, resume_trainer
 from ppvae.runs.directory import data_info
 
@@ -142,10 +141,11 @@ class Trainer:
         self.kl_scale = LocalLatentScale(cfg.beta, cfg.kl_warmup_steps) if scaled else None
         self.compiled = CompiledObjective(self.elbo, self.model_fn, self.guide, model) if cfg.jit else None
         self._time_before, self._started = 0.0, None  # seconds of earlier (resumed-from) runs; clock start
-        self.strategy.setup(self)
-        # SVI on the compiled potential where it applies (infer/svi/potential_svi.py); ``svi_path`` records which ran
+        # SVI on the compiled potential where it applies (infer/svi/potential_svi.py); ``svi_path`` records which ran.
+        # Decided before the strategy's setup, which may take the first (Pyro) step of a distributed run.
         self.fast, self.svi_path_reason = potential_path(self)
         self.svi_path = "potential" if self.fast is not None else "pyro"
+        self.strategy.setup(self)
         builtin = [] if cfg.patience is None else [EarlyStopping(cfg.patience, cfg.tol)]
         if cfg.checkpoint_dir is not None:
             builtin.append(Checkpointer(cfg.checkpoint_dir, cfg.checkpoint_every, enabled=self.strategy.is_main))
@@ -240,7 +240,7 @@ class Trainer:
         :param progress: None: a bar with the running loss on a terminal, a plain line every 30 s elsewhere;
             False: nothing (see :mod:`ppvae._util.progress`).
         """
-        display = None if progress is False else _ProgressDisplay(self.total, progress)
+        display = None if progress is False else ProgressDisplay(self.total, progress)
         callbacks = self.callbacks if display is None else [*self.callbacks, display]
         self._started = time.perf_counter()
         try:
@@ -327,22 +327,6 @@ class Trainer:
         self.losses = [float(v) for v in state["losses"]]
         self._time_before = float(state.get("time_s", 0.0))
         set_rng_state(state["rng"])
-
-
-class _ProgressDisplay(Callback):
-    """The shared display (ppvae._util.progress) with the running loss (an exponential moving average)."""
-
-    def __init__(self, total: int, enabled: bool | None):
-        self.bar, self.ema = Progress("fit", total, unit="step", enabled=enabled), None
-
-    def on_step_end(self, trainer, loss: float) -> None:
-        self.ema = loss if self.ema is None else 0.95 * self.ema + 0.05 * loss
-        self.bar.update(1)
-        if trainer.step % 10 == 0:
-            self.bar.set_postfix(loss=f"{self.ema:.4g}")
-
-    def close(self) -> None:
-        self.bar.close()
 
 
 @leaves_global_state  # seeds Pyro and clears its param store for the run, then puts the caller's back
