@@ -61,6 +61,7 @@ def _run(mode: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_plain_pyro_script_runs_the_same_after_import_ppvae_and_a_fit():
     before, after = _run("before"), _run("after")
     assert after["module_local_params"] is False

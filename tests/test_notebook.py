@@ -10,6 +10,7 @@ import pytest
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
+pytestmark = pytest.mark.slow  # a kernel start and a fit: about 30 s
 
 CELLS = [
     "import ppvae, torch\nfrom ppvae.models.gmm import GMM\ndata = ppvae.load_dataset('faithful')\ndata",

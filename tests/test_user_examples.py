@@ -60,6 +60,7 @@ def test_blr_log_evidence_matches_closed_form(blr_fit, regression):
     assert abs(est.value - exact) < 4 * est.stderr + 0.01, (est.value, est.stderr, exact)
 
 
+@pytest.mark.slow
 def test_factor_analysis_log_marginal_matches_closed_form():
     data = ppvae.load_dataset(str(DATA / "fa.csv"))
     fit = ppvae.fit(fa(K=2), data, guide="auto_normal", steps=600, lr=0.03, seed=0, progress=False,
@@ -74,6 +75,7 @@ def test_factor_analysis_log_marginal_matches_closed_form():
     assert abs(float(err.mean())) < 4 * float(mc.pow(2).mean().sqrt() / len(err) ** 0.5) + 0.01
 
 
+@pytest.mark.slow
 def test_mixture_of_regressions_svi_agrees_with_nuts():
     data = ppvae.load_dataset(f"{DATA / 'mixreg.csv'}:target=y")
     model = mixreg(K=2)

@@ -34,6 +34,7 @@ def _run(args, env=None, cwd=None):
                           env={**os.environ, **(env or {})}, cwd=cwd, timeout=300)
 
 
+@pytest.mark.slow
 def test_entry_point_package_is_listed_and_fit_by_name(tmp_path):
     # a throwaway installed package: its module and a dist-info with entry_points.txt on PYTHONPATH,
     # which importlib.metadata discovers as an installed distribution
@@ -67,6 +68,7 @@ def test_entry_point_package_is_listed_and_fit_by_name(tmp_path):
     assert abs(float(mu[0]) - float(x[:, 0].sum() / (n + 1 / 100))) < 0.01
 
 
+@pytest.mark.slow
 def test_run_of_unregistered_model_names_its_import_path_and_never_imports_it(tmp_path):
     marker = tmp_path / "imported.txt"
     model_file = tmp_path / "my_model.py"

@@ -25,6 +25,7 @@ def _fail(task):
     raise ValueError(f"task {task} failed")
 
 
+@pytest.mark.slow
 def test_parallel_map_is_ordered_and_equal_to_sequential():
     tasks = [(v, 10 + v) for v in range(5)]
     sequential = parallel_map(_square_plus_draw, tasks, workers=1)
@@ -57,6 +58,7 @@ def _pid_or_fail(task):
     return os.getpid(), torch.get_num_threads()
 
 
+@pytest.mark.slow
 def test_main_process_takes_task_zero_and_a_worker_error_still_surfaces():
     import os
 
@@ -105,6 +107,7 @@ def test_cli_threads_and_cores_refuse_bad_values(tmp_path, capsys):
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not __import__("os").path.isdir("/proc/self"), reason="reads the process table from /proc")
 def test_ctrl_c_on_parallel_mcmc_stops_every_worker_and_writes_nothing(tmp_path):
     """SIGINT to `ppvae mcmc --cores 2` once its worker exists (the event): exit 130, no process of its tree

@@ -75,6 +75,7 @@ def test_nan_in_user_csv(tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 def test_console_script_runs_as_a_process(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "ppvae.cli", "fit", "gmm", "K=0", "--data", "faithful", "--out",
                            str(tmp_path / "x")], capture_output=True, text=True, timeout=120)
@@ -123,6 +124,7 @@ def _stop_after_checkpoint(proc, ckpt_dir, sig, known=()):
     return proc.returncode, err.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_sigterm_and_ctrl_c_clean_up_and_say_how_to_resume(tmp_path):
     # before: SIGTERM left .ppvae-XXXXXXXX beside --out, and Ctrl-C said "nothing was written" beside kept checkpoints
     ckpts = tmp_path / "r" / "checkpoints"
@@ -176,6 +178,7 @@ def test_compare_writes_the_table_then_exits_1_naming_the_failed_method(tmp_path
                                    "no closed-form posterior")
 
 
+@pytest.mark.slow
 def test_cavi_warning_is_one_clean_line(tmp_path, capsys):
     # before: "/.../ppvae/topics.py:279: ImportanceWarning: ..." followed by the source line that raised it
     pytest.importorskip("lda")
@@ -233,6 +236,7 @@ def test_models_lists_hyperparameters_with_defaults(capsys):
         assert all(f"{p.name}={p.default} " in block.splitlines()[1] + " " for p in params), name
 
 
+@pytest.mark.slow
 def test_output_into_a_closed_pipe_is_quiet(tmp_path):
     # `ppvae models | head -1` used to end in a BrokenPipeError traceback
     proc = subprocess.run(["bash", "-c", f"'{sys.executable}' -m ppvae.cli models | true; "

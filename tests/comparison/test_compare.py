@@ -25,6 +25,7 @@ def _faithful_half():
     return data.subset(torch.arange(0, len(data), 2))
 
 
+@pytest.mark.slow
 def test_compare_gmm_writes_every_file_and_records_a_failing_method(tmp_path):
     data = _faithful_half()
     result = compare("gmm", data, "em,svi:auto_normal,svi:model,nuts", hparams={"K": 2, "covariance": "diag"},
@@ -68,6 +69,7 @@ def test_compare_gmm_writes_every_file_and_records_a_failing_method(tmp_path):
     assert "## Against MCMC" in md and "| vs_mcmc |" in md
 
 
+@pytest.mark.slow
 def test_compare_normal_gamma_shows_the_mean_field_missing_dependence():
     # exact posterior draws vs NUTS vs a mean-field guide, n = 10 training points: the rank correlation
     # of |mu - median mu| with tau is about -0.2 under the exact posterior; NUTS within 0.1 of the exact
@@ -85,6 +87,7 @@ def test_compare_normal_gamma_shows_the_mean_field_missing_dependence():
     assert "rank corr(|a - median a|, b)" in result.to_markdown()
 
 
+@pytest.mark.slow
 def test_svi_full_rank_recovers_normal_gamma_moments():
     # AutoMultivariateNormal on (log tau, mu), n = 50 (posterior close to Gaussian): 4000 guide draws,
     # means within 0.1 posterior sd and sds within 10% of the exact Normal-Gamma posterior

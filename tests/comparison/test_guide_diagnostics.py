@@ -108,6 +108,7 @@ def test_fitted_auto_normal_is_flagged_and_auto_mvn_is_not():
     assert khat["auto_normal"] > 0.7 and khat["auto_mvn"] < 0.5, khat
 
 
+@pytest.mark.slow
 def test_reported_for_a_model_with_continuous_locals():
     """Factor analysis (z_i per point): p(x_i | G_s) is integrated by importance sampling; per draw it matches
     N(x_i; mu, W^T W + diag psi) (PRML eq. 12.65) within Monte Carlo error, and the k-hat comes out finite."""

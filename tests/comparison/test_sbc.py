@@ -55,6 +55,7 @@ def test_band_has_its_stated_level():
     assert rank_verdict(rng.integers(0, 20, 100), 49, band).startswith("biased")
 
 
+@pytest.mark.slow
 def test_exact_posteriors_are_calibrated():
     # 200 simulations each; both models' every parameter stays inside the band at these seeds
     ng = sbc("normal_gamma", ppvae.Dataset(torch.randn(20, 1, generator=torch.Generator().manual_seed(1))), "exact",

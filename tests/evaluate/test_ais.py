@@ -242,6 +242,7 @@ def test_user_guide_proposal_matches_the_closed_form():
     _within(res, model.exact(x))
 
 
+@pytest.mark.slow
 def test_prior_proposal_where_importance_sampling_fails():
     """Factor analysis with the prior as proposal: IS at the same number of model evaluations,
     K = C (1 + (T - 1) L) = 15,872, has k-hat > 0.7 at some points (measured 4 of 20); AIS (T = 100,

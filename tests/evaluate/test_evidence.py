@@ -106,6 +106,7 @@ def test_log_density_sums_discrete_locals_and_orders_labels(faithful):
 
 
 # -- bridge sampling against closed forms -----------------------------------------------------------------
+@pytest.mark.slow
 def test_bridge_hierarchical_normal_within_three_stderr(schools_nuts, schools):
     # 3 SE: a seeded run; SE is Frühwirth-Schnatter's RE (validated above), and must be small (< 0.1)
     model, run = schools_nuts
@@ -116,6 +117,7 @@ def test_bridge_hierarchical_normal_within_three_stderr(schools_nuts, schools):
     assert est.info["num_posterior"] == est.info["num_proposal"] == 200
 
 
+@pytest.mark.slow
 def test_bridge_normal_gamma_within_three_stderr(ng_data):
     model = NormalGamma()
     run = ppvae.run_mcmc(model, ng_data, num_draws=400, warmup=200, jit=True, seed=0, progress=False)
@@ -169,6 +171,7 @@ def test_ais_with_one_step_is_importance_sampling_from_p0(ng_data):
 
 
 # -- the command line ----------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_cli_evidence_on_mcmc_and_fit_directories(tmp_path, ng_data, capsys):
     from ppvae.cli.app import main
 

@@ -268,6 +268,7 @@ def test_bad_input():
     assert res.gamma.shape == (2, 2)
 
 
+@pytest.mark.slow
 def test_cli_cavi_writes_topics_and_a_monotone_elbo_trace(tmp_path, capsys):
     from ppvae.cli.app import main
 

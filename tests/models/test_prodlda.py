@@ -100,6 +100,7 @@ def test_recovers_planted_topics():
     assert model.training
 
 
+@pytest.mark.slow
 def test_cli_fit_reports_topics(tmp_path, capsys):
     out = tmp_path / "topics"
     code = main(["fit", "prodlda", "topics=5", "--data", "reuters:split=train", "--out", str(out),

@@ -137,6 +137,7 @@ def test_inference_gaps_decompose_and_are_non_negative(digits):
     assert d["amortization_gap"] > 0  # per-point optimization (started at the encoder) beats the encoder
 
 
+@pytest.mark.slow
 def test_per_datapoint_elbo_is_exact_when_the_family_contains_the_posterior():
     """PPCA with one latent dimension: p(z_i | x_i) = N(M^-1 W^T (x_i - mu), sigma^2 / M) (Tipping & Bishop
     1999, eqs. 6-7) is a one-dimensional Gaussian, inside the per-datapoint guide's family, so its optimized

@@ -141,6 +141,7 @@ def test_latent_scatter_legend_names_the_colouring(tmp_path):
     assert fig.axes[0].get_xlabel() == "principal component 1 of z (latent units: prior sd 1)"
 
 
+@pytest.mark.slow
 def test_plots_leave_the_global_backend_and_pyplot_alone(tmp_path):
     code = ("import matplotlib; matplotlib.use('svg'); import sys; from ppvae import plots; "
             f"plots.plot_loss([3.0, 2.0, 1.0], {str(tmp_path / 'l.png')!r}); "

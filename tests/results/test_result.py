@@ -81,6 +81,7 @@ def test_exact_posterior_predictive_of_bayesian_regression_matches_closed_form()
     assert torch.equal(again["y"], draws["y"]) and torch.equal(torch.random.get_rng_state(), state)  # seeded
 
 
+@pytest.mark.slow
 def test_full_rank_svi_posterior_predictive_matches_closed_form():
     """The guide's family holds the exact posterior: predictive draws match the closed-form predictive of
     the fitted Gaussian q(w) = N(m, C) within Monte Carlo error, and q is near the exact N(mu_N, S_N) (the
@@ -120,6 +121,7 @@ def mixture():
     return Dataset(x)
 
 
+@pytest.mark.slow
 def test_mcmc_predict_draws_assignments_at_the_exact_responsibilities(mixture):
     model = GMM(K=2, covariance="diag")
     run = ppvae.run_mcmc(model, mixture, num_draws=300, warmup=150, num_chains=2, cores=1, seed=0, progress=False)

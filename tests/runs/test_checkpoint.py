@@ -53,6 +53,7 @@ def _wait_for_checkpoint(directory, min_step, proc, timeout=90.0):
     raise AssertionError("no checkpoint appeared")
 
 
+@pytest.mark.slow
 def test_cli_run_killed_by_sigkill_resumes_to_the_uninterrupted_result(tmp_path):
     """A `ppvae fit` process is SIGKILLed after its step-8 checkpoint; `--resume` finishes it and the
     saved run equals an uninterrupted one bit for bit (losses and parameters)."""

@@ -36,6 +36,7 @@ def _corr(a, b):
     return float(torch.corrcoef(torch.stack([a.double(), b.double()]))[0, 1])
 
 
+@pytest.mark.slow
 def test_nuts_recovers_normal_gamma_moments_and_scale_dependence():
     # n = 10 points, a_n = 6. Tolerances: |mean - exact| < 0.15 sd, |sd / exact sd - 1| < 0.12 (ESS ~ 500:
     # MCSE 0.045 sd and ~4%). corr(mu, tau) = 0 exactly, but corr(log|mu - mu_n|, log tau) = -0.188
@@ -56,6 +57,7 @@ def test_nuts_recovers_normal_gamma_moments_and_scale_dependence():
     assert abs(_corr(d["mu"], d["tau"])) < 0.15  # the linear correlation is 0 (MCSE ~0.05)
 
 
+@pytest.mark.slow
 def test_hmc_recovers_normal_gamma_means():
     # plain HMC (5 leapfrog steps, adapted step size): means within 0.2 posterior sd
     model, x = NormalGamma(), _normal_data(40, seed=2)

@@ -85,6 +85,7 @@ def test_simulated_response_has_the_model_noise():
         simulate(_RandomIntercepts(), {}, x, 2000, y=torch.zeros(5))
 
 
+@pytest.mark.slow
 def test_local_posterior_observes_the_response(data):
     """NUTS over one point's u_i: its draws match N(k r_i, k SIGMA^2) (mean within 0.25 posterior sd, about 5
     Monte Carlo errors at 800 draws; sd within 15%)."""

@@ -21,6 +21,7 @@ def _ppca_data(n=400, seed=0):
     return ppvae.Dataset(x, name="ppca-toy")
 
 
+@pytest.mark.slow
 def test_amortized_ppca_matches_the_exact_posterior():
     """PPCA's posterior is N(M^-1 W^T (x - mu), sigma^2 M^-1) (Tipping & Bishop 1999, eq. 6-7); the
     data's W has orthogonal columns, so the fitted M is near-diagonal and a factorized Gaussian can

@@ -58,6 +58,7 @@ def _close(a: dict, b: dict) -> None:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_two_cli_processes_match_one_process_and_only_rank_0_writes(faithful, tmp_path, monkeypatch):
     """`ppvae fit ... --distributed` on 2 ranks (the environment torchrun sets; gloo on 127.0.0.1):
     the run equals a single-process fit to float32 rounding and checkpoints are written by rank 0 only."""

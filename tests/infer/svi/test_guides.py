@@ -34,6 +34,7 @@ GUIDES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("guide, lr, rel", GUIDES)
 def test_every_guide_fits_the_same_model(faithful, em_max, guide, lr, rel):
     model = GMM(K=2)
