@@ -176,3 +176,29 @@ def marked_processes(mark: str) -> dict[int, str]:
             continue
         found[int(entry)] = cmdline
     return found
+
+
+def planted_corpus(K=3, V=12, D=300, n=50, alpha=0.3, seed=0):
+    """Documents from LDA with topic k putting mass 1/4.16 on words 4k..4k+3 (0.02/4.16 elsewhere); returns the
+    counts Dataset and the true topic-word matrix beta (shared by the LDA, ProdLDA and online-LDA tests)."""
+    import ppvae  # here, not at the top: the process helpers above must not import the package
+
+    g = torch.Generator().manual_seed(seed)
+    beta = torch.full((K, V), 0.02)
+    for k in range(K):
+        beta[k, 4 * k: 4 * k + 4] = 1.0
+    beta = beta / beta.sum(1, keepdim=True)
+    theta = torch._standard_gamma(torch.full((D, K), alpha), generator=g)
+    theta = theta / theta.sum(1, keepdim=True)
+    x = torch.stack([torch.bincount(torch.multinomial(theta[d] @ beta, n, replacement=True, generator=g),
+                                    minlength=V) for d in range(D)]).float()
+    return ppvae.Dataset(x, kind="counts", meta={"vocab": [f"w{i}" for i in range(V)]}), beta
+
+
+def matched_l1(estimate, truth):
+    """Per-topic L1 distance after the best one-to-one matching of topics (Hungarian algorithm)."""
+    from scipy.optimize import linear_sum_assignment
+
+    cost = torch.cdist(estimate.double(), truth.double(), p=1)
+    r, c = linear_sum_assignment(cost.numpy())
+    return cost[r, c]

@@ -5,34 +5,13 @@ LDA with the same schedule, and the result interface."""
 import numpy as np
 import pytest
 import torch
-from scipy.optimize import linear_sum_assignment
+from _helpers import matched_l1, planted_corpus
 
 import ppvae
 from ppvae.infer.conjugate import expected_log_dirichlet
 from ppvae.infer.natural_svi import step_size
 from ppvae.models import LDA
 from ppvae.models.lda_cavi import _Sparse, e_step, lambda_update, lda_elbo
-
-
-def planted_corpus(K=3, V=12, D=150, n=60, alpha=0.3, seed=0):
-    """tests/models/test_lda.py's corpus: documents from LDA, topic k putting mass 1/4.16 on words 4k..4k+3."""
-    g = torch.Generator().manual_seed(seed)
-    beta = torch.full((K, V), 0.02)
-    for k in range(K):
-        beta[k, 4 * k: 4 * k + 4] = 1.0
-    beta = beta / beta.sum(1, keepdim=True)
-    theta = torch._standard_gamma(torch.full((D, K), alpha), generator=g)
-    theta = theta / theta.sum(1, keepdim=True)
-    x = torch.stack([torch.bincount(torch.multinomial(theta[d] @ beta, n, replacement=True, generator=g),
-                                    minlength=V) for d in range(D)]).float()
-    return ppvae.Dataset(x, kind="counts", meta={"vocab": [f"w{i}" for i in range(V)]}), beta
-
-
-def matched_l1(estimate, truth):
-    """Per-topic L1 distance after the best one-to-one matching of topics."""
-    cost = torch.cdist(estimate.double(), truth.double(), p=1)
-    r, c = linear_sum_assignment(cost.numpy())
-    return cost[r, c]
 
 
 def _cavi_from(ds, lam, alpha, eta, iters=50):
@@ -47,7 +26,7 @@ def _cavi_from(ds, lam, alpha, eta, iters=50):
 
 @pytest.fixture(scope="module")
 def corpus():
-    return planted_corpus()
+    return planted_corpus(D=150, n=60)
 
 
 def test_step_size_schedule():

@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from _helpers import matched_l1, planted_corpus
 from scipy import integrate, optimize
-from scipy.optimize import linear_sum_assignment
 from scipy.stats import beta as beta_dist
 from scipy.stats import multinomial
 
@@ -28,27 +28,6 @@ from ppvae.models.lda_cavi import (
     lda_elbo,
     newton_alpha,
 )
-
-
-def planted_corpus(K=3, V=12, D=300, n=50, alpha=0.3, seed=0):
-    """Documents from LDA with topic k putting mass 1/4.16 on words 4k..4k+3 (0.02/4.16 elsewhere)."""
-    g = torch.Generator().manual_seed(seed)
-    beta = torch.full((K, V), 0.02)
-    for k in range(K):
-        beta[k, 4 * k: 4 * k + 4] = 1.0
-    beta = beta / beta.sum(1, keepdim=True)
-    theta = torch._standard_gamma(torch.full((D, K), alpha), generator=g)
-    theta = theta / theta.sum(1, keepdim=True)
-    x = torch.stack([torch.bincount(torch.multinomial(theta[d] @ beta, n, replacement=True, generator=g),
-                                    minlength=V) for d in range(D)]).float()
-    return ppvae.Dataset(x, kind="counts", meta={"vocab": [f"w{i}" for i in range(V)]}), beta
-
-
-def matched_l1(estimate, truth):
-    """Per-topic L1 distance after the best one-to-one matching of topics (Hungarian algorithm)."""
-    cost = torch.cdist(estimate.double(), truth.double(), p=1)
-    r, c = linear_sum_assignment(cost.numpy())
-    return cost[r, c]
 
 
 @pytest.fixture(scope="module")

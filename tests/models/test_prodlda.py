@@ -4,12 +4,11 @@ the CLI report (topics, coherence, held-out perplexity) and bad input. Seeded.""
 
 import json
 import math
-import os
-import sys
 
 import numpy as np
 import pytest
 import torch
+from _helpers import planted_corpus
 from scipy import integrate
 from scipy.stats import multinomial, norm
 
@@ -18,9 +17,6 @@ from ppvae.cli.app import main
 from ppvae.evaluate.topics import heldout_log_likelihood, top_word_indices
 from ppvae.models import ProdLDA
 from ppvae.models.prodlda import laplace_dirichlet_prior
-
-sys.path.insert(0, os.path.dirname(__file__))
-from test_lda import planted_corpus  # noqa: E402
 
 
 def test_laplace_prior_hand_computed():
