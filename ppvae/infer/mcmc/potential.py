@@ -96,8 +96,8 @@ class Potential:
         self.shapes = {n: self.transforms[n](s["value"]).shape for n, s in self.sites.items()}
         self._sizes = [s.numel() for s in self.shapes.values()]
         energy_hook = model.closed_form_potential if self.closed_form else None  # closed_form: a ClosedFormPotential
-        self._closed_grad = energy_hook(batch.x, order) if energy_hook is not None else None
-        self.gradient = "closed form" if self._closed_grad is not None else "autograd"
+        self.closed_form_gradient = energy_hook(batch.x, order) if energy_hook is not None else None
+        self.gradient = "closed form" if self.closed_form_gradient is not None else "autograd"
         self._compiled = None
         self.jit = jit
 
@@ -154,7 +154,9 @@ class Potential:
             ladj = ladj + t.inv.log_abs_det_jacobian(params[name], values[name]).sum()
         return values, ladj
 
-    def _eager(self, params: dict) -> torch.Tensor:
+    def eager_energy(self, params: dict) -> torch.Tensor:
+        """U = -(log p(X, T(u)) + log|det J_T(u)|) at the unconstrained ``params`` (site -> tensor), run eagerly
+        through the model's trace (what the compiled energy traces once)."""
         values, ladj = self.constrain(params)
         with pyro.validation_enabled(False):
             return -(self.log_joint(values) + ladj)
@@ -170,9 +172,9 @@ class Potential:
         parts = theta.split(self._sizes, -1)
         return {n: p.reshape(theta.shape[:-1] + self.shapes[n]) for n, p in zip(self.names, parts, strict=True)}
 
-    def _value_and_grad(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def closed_form_value_and_grad(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(U, dU/dtheta) from the model's ``closed_form_potential``."""
-        value, grads = self._closed_grad(self.unflatten(theta))
+        value, grads = self.closed_form_gradient(self.unflatten(theta))
         return value, self.flatten(grads)
 
     def energy(self, theta: torch.Tensor) -> torch.Tensor:
@@ -183,7 +185,8 @@ class Potential:
         the gradient comes from it (an autograd node that returns it) instead of from autograd.
         ``jit`` compiles the whole computation with ``torch.jit.trace`` on the first call.
         """
-        fn = self._value_and_grad if self._closed_grad is not None else (lambda th: self._eager(self.unflatten(th)))
+        fn = self.closed_form_value_and_grad if self.closed_form_gradient is not None else (
+            lambda th: self.eager_energy(self.unflatten(th)))
         if self.jit:
             if self._compiled is None:
                 with pyro.validation_enabled(False), warnings.catch_warnings():
@@ -191,7 +194,7 @@ class Potential:
                     warnings.filterwarnings("ignore", ".*torch.jit.trace. is deprecated", DeprecationWarning)
                     self._compiled = torch.jit.trace(fn, (theta.detach(),), check_trace=False)
             fn = self._compiled
-        if self._closed_grad is None:
+        if self.closed_form_gradient is None:
             return fn(theta)
         return _GivenGradient.apply(theta, fn)
 
@@ -202,12 +205,12 @@ class Potential:
     def check_closed_form(self, params: dict, rtol: float = 1e-4) -> None:
         """Compare the model's closed-form U and gradient with autograd on the generic potential at
         ``params``; a mismatch is a bug in the model's hook, so raise rather than sample the wrong target."""
-        if self._closed_grad is None:
+        if self.closed_form_gradient is None:
             return
         theta = self.flatten({n: v.detach() for n, v in params.items()})
-        value, grad = self._value_and_grad(theta)
+        value, grad = self.closed_form_value_and_grad(theta)
         leaf = theta.clone().requires_grad_(True)
-        expected = self._eager(self.unflatten(leaf))
+        expected = self.eager_energy(self.unflatten(leaf))
         (expected_grad,) = torch.autograd.grad(expected, leaf)
         expected = expected.detach()
         # "not <=" so that a NaN on either side counts as a mismatch

@@ -114,7 +114,7 @@ class PotentialSVI:
                 raise _NotApplicable(f"no potential ({exc})") from None
         if any(is_local(s) for s in self.potential.sites.values()):
             raise _NotApplicable("the model has continuous local latents")
-        if self.potential._closed_grad is not None:
+        if self.potential.closed_form_gradient is not None:
             self.potential.check_closed_form(self._init_point(data))
         self.dim, self._energies = sum(self.potential._sizes), {}
         state = rng_state()  # the check below may run draws inside the model: put every RNG back after it
@@ -159,7 +159,7 @@ class PotentialSVI:
             traced = float(energy(th, *data)[0])
             pot.batch = batch if self.minibatch else pot.batch
             with torch.no_grad(), pyro.validation_enabled(False):
-                eager = [float(pot._eager(pot.unflatten(th))) for _ in range(2)]
+                eager = [float(pot.eager_energy(pot.unflatten(th))) for _ in range(2)]
             close = [abs(a - b) <= 1e-4 * (1 + abs(b)) for a, b in ((eager[0], eager[1]), (traced, eager[0]))]
             if not close[0]:
                 raise _NotApplicable(f"the model's log density is random at fixed latents ({eager[0]:.6g} then "
@@ -244,10 +244,10 @@ class PotentialSVI:
             return self._energies[key]
         theta0 = torch.zeros(self.dim, dtype=batch.x.dtype, device=batch.x.device)
         if not self.minibatch:
-            if pot._closed_grad is not None:
-                fn = _trace(pot._value_and_grad, (theta0,))
+            if pot.closed_form_gradient is not None:
+                fn = _trace(pot.closed_form_value_and_grad, (theta0,))
             else:
-                traced = _trace(lambda th: pot._eager(pot.unflatten(th)), (theta0,))
+                traced = _trace(lambda th: pot.eager_energy(pot.unflatten(th)), (theta0,))
                 fn = _with_grad(traced)
         else:
             size = batch.num_total
@@ -255,7 +255,7 @@ class PotentialSVI:
 
             def energy(th, *xy):
                 pot.batch = Batch(xy[0], xy[1] if len(xy) > 1 else None, batch.index, size)
-                return pot._eager(pot.unflatten(th))
+                return pot.eager_energy(pot.unflatten(th))
 
             fn = _with_grad(_trace(energy, (theta0, *inputs)))
         self._energies[key] = fn

@@ -106,9 +106,9 @@ def test_gmm_closed_form_gradient_equals_autograd(K, order, concentration):
     for _ in range(3):
         u = {n: torch.randn(s, generator=gen, dtype=torch.float64) for n, s in potential.shapes.items()}
         theta = potential.flatten(u)
-        value, grad = potential._value_and_grad(theta)
+        value, grad = potential.closed_form_value_and_grad(theta)
         leaf = theta.clone().requires_grad_(True)
-        expected = potential._eager(potential.unflatten(leaf))
+        expected = potential.eager_energy(potential.unflatten(leaf))
         (expected_grad,) = torch.autograd.grad(expected, leaf)
         assert float(value) == pytest.approx(float(expected.detach()), rel=1e-12)
         assert torch.allclose(grad, expected_grad, rtol=1e-10, atol=1e-9)
