@@ -139,9 +139,13 @@ class ConjugateFit(Result):
         return (f"ConjugateFit(model={getattr(self.model, 'name', type(self.model).__name__)}, method={self.method!r}, "
                 f"elbo={self.elbo:.6f}, iterations={self.num_iterations}, converged={self.converged})")
 
-    def save(self, path: str) -> None:
+    def save(self, path: str, overwrite: bool = False) -> None:
         """Write a run directory of kind ``conjugate`` (:mod:`ppvae.runs`): ``params`` and the model's buffers in
-        ``params.pt``, the ELBO trace in ``history.json``, the method and settings in ``config.json``."""
+        ``params.pt``, the ELBO trace in ``history.json``, the method and settings in ``config.json``.
+        Another ppvae run at ``path`` is replaced whole only with ``overwrite=True`` (``runs.save_run``)."""
+        runs.save_run(self, path, self._write, overwrite)
+
+    def _write(self, path: str) -> None:
         config = runs.make_config("conjugate", self.model, self.data_info, method=self.method, converged=self.converged,
                                   time_s=self.time_s, cavi=self.config, trace_steps=self.trace_steps)
         runs.write_tensors(path, runs.PARAMS, {"params": self.params, "model": self.model.state_dict()})

@@ -150,6 +150,12 @@ def test_conjugate_runs_load_by_kind(data, tmp_path):
     fit.save(str(tmp_path / "run"))
     back = ppvae.load(str(tmp_path / "run"))
     assert type(back).__name__ == "ConjugateFit" and back.elbo == fit.elbo
+    mine = tmp_path / "mine"  # like every result's save: a folder ppvae did not write is refused, its files kept
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(ppvae.PPVAEError):
+        fit.save(str(mine))
+    assert (mine / "notes.txt").read_text() == "keep me" and sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
 
 
 def test_natural_svi_checkpoint_and_exact_resume(data, tmp_path):
