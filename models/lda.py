@@ -47,7 +47,8 @@ from ppvae.evaluate.topics import TopicModel, WordCounts, check_counts
 from ppvae.infer.conjugate import expected_log_dirichlet
 from ppvae.results import Pointwise, register_evaluator
 
-from .lda_cavi import CAVIFit, _Sparse, e_step, expected_log_beta, fit_cavi, lambda_update, lda_elbo
+from .lda_cavi import CAVIFit, _Sparse, e_step, expected_log_beta, fit_cavi, lda_elbo
+from .lda_online import minibatch_e_step
 
 
 class DirichletEncoder(nn.Module):
@@ -205,11 +206,10 @@ class LDA(TopicModel, Model, CoordinateAscentVI, ConjugateExponential):
         return {"lambda": torch._standard_gamma(shape, generator=generator) / 100.0}
 
     def ce_local(self, x, lam):
-        """The E step on the documents ``x`` with E[log beta] from lambda, then sum_d c_dw phi_dwk (K, V)."""
-        sp = _Sparse(x)
-        elog_beta = expected_log_dirichlet(lam["lambda"])
-        gamma = e_step(None, elog_beta, self.alpha, _sp=sp)
-        return {"word_topic": lambda_update(sp, gamma, elog_beta, 0.0)}
+        """The E step on the documents ``x`` with E[log beta] from lambda, batched over them
+        (:func:`models.lda_online.minibatch_e_step`), then S = sum_d c_dw phi_dwk (K, V)."""
+        _, stats = minibatch_e_step(x, expected_log_dirichlet(lam["lambda"]), self.alpha)
+        return {"word_topic": stats}
 
     def ce_global(self, stats, lam):
         return {"lambda": self.eta + stats["word_topic"]}
