@@ -24,8 +24,8 @@ The ELBO with phi at its optimum for (gamma, lambda) is
 
 (log C = multinomial coefficient, the :class:`ppvae.evaluate.topics.WordCounts` convention). Every update is an
 exact maximization of the ELBO in one block, so L never decreases; ``CAVIFit.trace`` (``history["elbo"]``)
-records it after every iteration (float64 throughout). Optional Newton updates of a symmetric alpha maximize the
-alpha-dependent part of L (Blei et al. 2003, appendix A.4.2, the 1-D case), which also cannot lower L.
+records it after every iteration (float64 throughout). Optional Newton updates of a symmetric alpha and eta maximize
+the alpha- (eta-) dependent part of L (Blei et al. 2003, appendix A.4.2, the 1-D case), which also cannot lower L.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from ppvae.evaluate.topics import check_counts, check_num_topics, log_multinomia
 from ppvae.infer.conjugate import expected_log_dirichlet
 from ppvae.runs import directory as runs
 
-from .lda_newton import newton_alpha
+from .lda_newton import newton_alpha, newton_eta
 
 expected_log_beta = expected_log_dirichlet
 
@@ -332,10 +332,11 @@ def _best_e_step(sp, elog_beta, alpha, gamma, draw, max_iter, tol, restart):
 @renamed(tol="rel_tol")
 def fit_cavi(model, data, *, max_iter: int = 100, rel_tol: float = 1e-5, e_max_iter: int = 100, e_tol: float = 1e-3,
              init: str = "cvb0", init_sweeps: int = 300, restart_e_step: bool | int = False,
-             update_alpha: bool = False, seed: int = 0) -> CAVIFit:
+             update_alpha: bool = False, update_eta: bool = False, seed: int = 0) -> CAVIFit:
     """Batch CAVI for :class:`models.lda.LDA` (its ``topics``, ``alpha``, ``eta``) on ``data`` (a counts
     Dataset or a (D, V) matrix). Stops when an iteration raises the ELBO by less than ``rel_tol`` x ``|ELBO|``;
-    ``e_tol`` is the E step's.
+    ``e_tol`` is the E step's. ``update_alpha`` / ``update_eta``: empirical Bayes, a Newton maximization of L in the
+    symmetric alpha after each E step and in eta after each lambda update (:mod:`models.lda_newton`).
 
     Start (``init``): ``"cvb0"`` -- the (gamma, lambda) of ``init_sweeps`` CVB0 sweeps (:func:`cvb0_init`);
     ``"random"`` -- Gamma(100, 1/100) draws for lambda and gamma (Hoffman et al. 2010; scikit-learn).
@@ -374,6 +375,7 @@ def fit_cavi(model, data, *, max_iter: int = 100, rel_tol: float = 1e-5, e_max_i
         if update_alpha:
             alpha = newton_alpha(gamma, alpha)
         lam = lambda_update(sp, gamma, elog_beta, eta)
+        eta = newton_eta(lam, eta) if update_eta else eta  # after lambda: each block's update raises L
         history.append(lda_elbo(x, gamma, lam, alpha, eta, sp))
         if not math.isfinite(history[-1]):
             raise PPVAEError(f"cavi: the ELBO became {history[-1]} at iteration {len(history) - 1}")
@@ -387,7 +389,7 @@ def fit_cavi(model, data, *, max_iter: int = 100, rel_tol: float = 1e-5, e_max_i
                    vocab=list(vocab) if vocab is not None else getattr(model, "vocab", None),
                    config={"topics": K, "max_iter": max_iter, "rel_tol": tol, "e_max_iter": e_max_iter, "e_tol": e_tol,
                            "init": init, "init_sweeps": init_sweeps, "restart_e_step": restart_e_step,
-                           "update_alpha": update_alpha, "seed": seed},
+                           "update_alpha": update_alpha, "update_eta": update_eta, "seed": seed},
                    model=model, data_info=runs.data_info(data if isinstance(data, Dataset) else Dataset(x)))
     result._train_x = x
     return result

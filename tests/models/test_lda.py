@@ -36,12 +36,13 @@ def corpus():
 
 
 # -- CAVI -----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("init, restart, update_alpha", [("random", True, False), ("random", True, True),
-                                                          ("random", False, False), ("cvb0", False, True)])
-def test_cavi_elbo_never_decreases(corpus, init, restart, update_alpha):
+@pytest.mark.parametrize("init, restart, update_alpha, update_eta", [
+    ("random", True, False, False), ("random", True, True, False), ("random", False, False, True),
+    ("cvb0", False, True, True)])
+def test_cavi_elbo_never_decreases(corpus, init, restart, update_alpha, update_eta):
     ds, _ = corpus
     res = fit_cavi(LDA(topics=3, alpha=0.3, eta=0.1), ds, max_iter=25, rel_tol=0.0, e_max_iter=50, seed=1,
-                   init=init, init_sweeps=20, restart_e_step=restart, update_alpha=update_alpha)
+                   init=init, init_sweeps=20, restart_e_step=restart, update_alpha=update_alpha, update_eta=update_eta)
     h = torch.tensor(res.trace, dtype=torch.float64)
     assert len(h) == 26
     # every iteration, E-step restarts included: the ELBO (float64, ~-3e4 nats) may only rise;
@@ -51,6 +52,12 @@ def test_cavi_elbo_never_decreases(corpus, init, restart, update_alpha):
         assert h[-1] - h[0] > 1000.0
     if update_alpha:
         assert res.alpha != 0.3
+    if update_eta:  # the learned eta is the Newton maximizer of L in eta at the final lambda (gradient zero)
+        K, V = res.lam.shape
+        e = res.eta
+        grad = K * V * (torch.digamma(torch.tensor(V * e)) - torch.digamma(torch.tensor(e))) + expected_log_dirichlet(
+            res.lam).sum()
+        assert e != 0.1 and abs(grad.item()) < 1e-6 * K * V
 
 
 def _cavi_from(ds, lam, alpha, eta, iters=50):

@@ -66,3 +66,23 @@ def test_batched_e_step_equals_batch_cavis_e_step(batch):
     ref = e_step(None, elog_beta, 0.3, None, 100, 1e-6, sp)
     assert torch.allclose(gamma, ref, rtol=1e-10, atol=0)
     assert torch.allclose(stats, lambda_update(sp, ref, elog_beta, 0.0), rtol=1e-10, atol=1e-13)
+
+
+def test_cvb0_start_is_batch_cavis_start_on_a_subsample_scaled_to_the_corpus():
+    """init={"cvb0": M}: lambda = eta + (D / M) N_kw with N from cvb0_init's sweeps on M documents drawn without
+    replacement (the same draws, exactly); a sample larger than the corpus is refused, naming the argument."""
+    from ppvae import PPVAEError
+    from ppvae.models import LDA
+    from ppvae.models.lda_cavi import cvb0_init
+
+    ds, _ = planted_corpus(D=60, n=40, seed=2)
+    x = ds.x.double()
+    model = LDA(topics=3, alpha=0.3, eta=0.1)
+    lam = model.ce_init(x, torch.Generator().manual_seed(5), {"cvb0": 20, "sweeps": 15})["lambda"]
+    gen = torch.Generator().manual_seed(5)
+    rows = torch.randperm(60, generator=gen)[:20]
+    _, ref = cvb0_init(_Sparse(x[rows]), 3, 0.3, 0.1, 15, gen)
+    assert torch.equal(lam, 0.1 + 3.0 * (ref - 0.1))
+    assert (lam.sum(0) - 0.3).sum().item() == pytest.approx(3.0 * x[rows].sum().item(), rel=1e-6)  # tokens x D/M
+    with pytest.raises(PPVAEError, match=r"init\['cvb0'\]"):
+        model.ce_init(x, torch.Generator().manual_seed(5), {"cvb0": 61})
