@@ -21,9 +21,10 @@ Inference:
 * Classical coordinate-ascent mean-field VI: :func:`fit_cavi` in :mod:`models.lda_cavi`.
 * Online LDA (Hoffman, Blei & Bach 2010, alg. 2): :func:`ppvae.fit_svi_natural` through the
   :class:`ppvae.ConjugateExponential` hooks below. The global parameter is lambda (K, V) of q(beta_k) = Dir(lambda_k);
-  the local step is the per-document CAVI loop on (phi, gamma) with E[log beta] fixed (:func:`models.lda_cavi.e_step`,
-  each document until the mean |change| of gamma_d is below 1e-3, at most 100 sweeps, as scikit-learn); its
-  statistics are sum_d c_dw phi_dwk, and lambda_hat = eta + (D / M) sum_{d in batch} c_dw phi_dwk.
+  the local step is the per-document CAVI loop on (phi, gamma) with E[log beta] fixed, batched over the minibatch
+  (:func:`models.lda_online.minibatch_e_step`, each document until the mean |change| of gamma_d is below 1e-3, at
+  most 100 sweeps, as scikit-learn); its statistics are sum_d c_dw phi_dwk, and
+  lambda_hat = eta + (D / M) sum_{d in batch} c_dw phi_dwk. Starts: :meth:`LDA.ce_init`.
 """
 
 from __future__ import annotations
