@@ -227,7 +227,8 @@ class BayesGMM(Model, Mixture, CoordinateAscentVI, ConjugateExponential):
 
     def fit_cavi(self, data, **options):
         """Variational Bayes by CAVI (:func:`ppvae.fit_conjugate`); ``init={"responsibilities": r}`` starts from r."""
-        options.pop("update_alpha", None)
+        for key in ("update_alpha", "update_eta"):  # LDA's options, meaningless here
+            options.pop(key, None)
         return fit_conjugate(self, data, **options)
 
     def load_cavi(self, path):

@@ -200,7 +200,8 @@ class NormalGamma(Model, ExactPosterior, CoordinateAscentVI, ConjugateExponentia
 
     def fit_cavi(self, data, **options):
         """Mean-field CAVI (:func:`ppvae.fit_conjugate`) to the fixed point of the module docstring's updates."""
-        options.pop("update_alpha", None)
+        for key in ("update_alpha", "update_eta"):  # LDA's options, meaningless here
+            options.pop(key, None)
         return fit_conjugate(self, data, **options)
 
     def load_cavi(self, path):

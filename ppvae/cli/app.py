@@ -236,7 +236,7 @@ def cmd_cavi(args) -> int:
             result = fit_svi_natural(model, data, batch_size=args.batch_size, num_steps=args.steps, tau0=args.tau0,
                                      kappa=args.kappa, seed=args.seed)
         else:
-            extra = {"update_alpha": True} if args.update_alpha else {}
+            extra = {k: True for k in ("update_alpha", "update_eta") if getattr(args, k)}
             result = model.fit_cavi(data, max_iter=args.max_iter, rel_tol=args.rel_tol, seed=args.seed, **extra)
         _, figures = _run_write.write_cavi(tmp, args.model, result, data)
     how = "natural-gradient SVI" if natural else "CAVI"

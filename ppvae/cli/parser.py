@@ -192,6 +192,7 @@ def _add_em_cavi(sub, commands) -> None:
                    help="stop when an iteration gains less than rel_tol x |ELBO|")
     renamed_option(p, "--tol", "--rel-tol")
     p.add_argument("--update-alpha", action="store_true", help="Newton updates of the Dirichlet alpha")
+    p.add_argument("--update-eta", action="store_true", help="Newton updates of LDA's topic Dirichlet eta")
     p.add_argument("--method", choices=("cavi", "natural"), default="cavi",
                    help="cavi: batch CAVI; natural: natural-gradient SVI on minibatches (Hoffman et al. 2013; "
                         "models declaring ConjugateExponential)")

@@ -268,6 +268,11 @@ def test_cli_cavi_writes_topics_and_a_monotone_elbo_trace(tmp_path, capsys):
     assert all(b >= a for a, b in zip(history[:-1], history[1:], strict=True)) and metrics["elbo"] == history[-1]
     assert (out / "topics.png").exists() and (out / "elbo_trace.png").exists()
     assert main(["cavi", "gmm", "--data", "faithful", "--out", str(tmp_path / "x")]) == 2  # no CAVI for gmm
+    learned = tmp_path / "empirical_bayes"  # alpha and eta learned by Newton steps, recorded in the run
+    assert main(["cavi", "lda", "topics=4", "--data", "reuters", "--out", str(learned), "--max-iter", "3",
+                 "--update-alpha", "--update-eta"]) == 0
+    config = json.loads((learned / "config.json").read_text())
+    assert config["alpha"] != 0.1 and config["eta"] != 0.01 and config["cavi"]["update_eta"] is True
 
 
 def test_topic_interface_without_setup_for_given_topics():
