@@ -270,6 +270,7 @@ def test_non_reparameterized_guide_site_is_refused_by_name():
             _elbo(name, 2, discrete=True).differentiable_loss(model.enumerated(), model.guide, batch)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("elbo", ["stl", "iwae_dreg"])
 def test_fit_by_name_raises_the_elbo(elbo):
     """Both names train the linear-Gaussian model through ppvae.fit (iwae_dreg eagerly, even with jit=True) and
@@ -281,3 +282,19 @@ def test_fit_by_name_raises_the_elbo(elbo):
     losses = torch.tensor(fit.history["loss"])
     assert fit.elbo_name == elbo
     assert losses[-20:].mean() < losses[:20].mean() - 5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("elbo", ["stl", "iwae_dreg"])
+def test_cli_fit_by_name(tmp_path, elbo):
+    """`ppvae fit vae --elbo stl|iwae_dreg` trains (3 steps, 3 particles) and records the objective's name."""
+    import json
+
+    from ppvae.cli.app import main
+
+    out = tmp_path / "run"
+    rc = main(["fit", "vae", "latent_dim=4", "hidden=32", "depth=1", "--data", "mnist5k", "--steps", "3",
+               "--elbo", elbo, "--num-particles", "3", "--out", str(out), "--quiet"])
+    assert rc == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["train"]["elbo"] == elbo
