@@ -12,7 +12,7 @@ by importance sampling from the encoder with K = ``--curve-particles`` on the fi
 with K = ``--final-particles`` and Pareto k-hat. Prints the curves, the final table and the paired difference
 A - B per seed; saves the figure ``--figure``.
 
-    python benchmarks/bench_a_vs_b.py [--epochs 4] [--checkpoints 1 2 4] [--seeds 0 1 2] [--figure a_vs_b.png]
+    python benchmarks/bench_a_vs_b.py [--epochs 20] [--checkpoints 1 2 5 10 20] [--seeds 0 1 2] [--figure a_vs_b.png]
 """
 
 from __future__ import annotations
@@ -85,8 +85,8 @@ def figure(results, args, path) -> None:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--checkpoints", type=int, nargs="+", default=[1, 2, 4])
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--checkpoints", type=int, nargs="+", default=[1, 2, 5, 10, 20])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--z-dim", type=int, default=128)
     p.add_argument("--curve-particles", type=int, default=1000)

@@ -82,11 +82,11 @@ def summarize(records: list[dict]) -> None:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--epochs-k50", type=int, default=None, help="epochs of the k = 50 rows (default: --epochs)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--rows", nargs="+", default=[r[0] for r in ROWS])
-    p.add_argument("--test-size", type=int, default=200)
+    p.add_argument("--test-size", type=int, default=100)
     p.add_argument("--train-size", type=int, default=4000, help="fewer training images: for a quick check only")
     p.add_argument("--num-particles", type=int, default=5000)
     p.add_argument("--threads", type=int, default=1)
