@@ -51,7 +51,7 @@ from ppvae.infer.svi.objectives import LeanTrace_ELBO, register_elbo
 from ppvae.model.enumeration import data_plate_log_prob
 from ppvae.model.structure import DATA_PLATE, is_local, structure_of
 
-__all__ = ["STL", "IWAEDReG", "score_sites"]
+__all__ = ["STL", "IWAEDReG"]
 
 
 def _base_distribution(fn):
@@ -60,7 +60,7 @@ def _base_distribution(fn):
     return fn
 
 
-def score_sites(msg, elbo: str) -> bool:
+def has_score_term(msg, elbo: str) -> bool:
     """Whether a guide sample site carries a score term: a latent (not observed, not a subsample index) that
     is not a ``Delta``. Raises when such a site cannot be reparameterized (its name and distribution said)."""
     if msg["type"] != "sample" or msg["is_observed"] or site_is_subsample(msg):
@@ -86,7 +86,7 @@ class _ScoreRecorder(poutine.messenger.Messenger):
         return super().__enter__()
 
     def _postprocess_message(self, msg):
-        if score_sites(msg, self.elbo):
+        if has_score_term(msg, self.elbo):
             lp = msg["fn"].log_prob(msg["value"].detach())
             self.passes[-1] = self.passes[-1] + scale_and_mask(lp, msg["scale"], msg["mask"]).sum()
 
@@ -160,7 +160,7 @@ class _Hooks(poutine.messenger.Messenger):
         self.scale = scale
 
     def _postprocess_message(self, msg):
-        if score_sites(msg, "iwae_dreg") and is_local(msg):
+        if has_score_term(msg, "iwae_dreg") and is_local(msg):
             self.scale.add(msg)
 
 
