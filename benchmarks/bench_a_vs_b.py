@@ -9,12 +9,13 @@ images), batch 100, Adam 1e-3, ``--epochs`` epochs, seeds ``--seeds`` (the same 
 initial weights and minibatch order). At the end of each epoch in ``--checkpoints`` the test log p(x) is estimated
 by importance sampling from the encoder with K = ``--curve-particles`` on the first ``--test-size`` test images
 (Burda et al. 2015, eq. 8; ``log_marginal``, seed 0, the training RNG state put back afterwards), and at the end
-with K = ``--final-particles`` and Pareto k-hat. Prints the curves, the final table and the paired difference
+with K = ``--num-particles`` and Pareto k-hat. Prints the curves, the final table and the paired difference
 A - B per seed; saves the figure ``--figure``. The defaults are sized for the shared 2-core machine (10 epochs,
 3 seeds, 50 test images: ~25 minutes at load average ~18); the notes ask for long training, which these
 defaults are not.
 
-    python benchmarks/bench_a_vs_b.py [--epochs 10] [--checkpoints 1 2 5 10] [--test-size 50] [--seeds 0 1 2] [--figure a_vs_b.png]
+    python benchmarks/bench_a_vs_b.py [--epochs 10] [--checkpoints 1 2 5 10] [--test-size 50] [--seeds 0 1 2]
+        [--num-particles 5000] [--figure a_vs_b.png]
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def run(estimator, seed, args, train, test) -> dict:
                     batch_size=100, lr=1e-3, seed=seed, elbo=ESTIMATORS[estimator], callbacks=[curve],
                     progress=False, check_convergence=False)
     t1 = time.perf_counter()
-    final = log_marginal(fit, test, num_particles=args.final_particles, seed=0, warn=False)
+    final = log_marginal(fit, test, num_particles=args.num_particles, seed=0, warn=False)
     return {"curve": curve.points, "final": final, "train_s": t1 - t0, "eval_s": time.perf_counter() - t1}
 
 
@@ -92,7 +93,7 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--z-dim", type=int, default=128)
     p.add_argument("--curve-particles", type=int, default=1000)
-    p.add_argument("--final-particles", type=int, default=5000)
+    p.add_argument("--num-particles", type=int, default=5000)
     p.add_argument("--test-size", type=int, default=50)
     p.add_argument("--train-size", type=int, default=4000, help="fewer training images: for a quick check only")
     p.add_argument("--threads", type=int, default=1)
@@ -108,7 +109,7 @@ def main(argv=None):
             r = run(estimator, seed, args, train, test)
             results[estimator].append(r)
             print(f"seed {seed} {estimator} ({ESTIMATORS[estimator]}): curve "
-                  f"{', '.join(f'ep {e}: {v:.2f}' for e, v in r['curve'])}; final K={args.final_particles}: "
+                  f"{', '.join(f'ep {e}: {v:.2f}' for e, v in r['curve'])}; final K={args.num_particles}: "
                   f"{r['final'].mean:.2f} +- {r['final'].stderr:.2f} (k-hat>0.7: {r['final'].num_khat_over_0_7}); "
                   f"train {r['train_s']:.0f} s, load {os.getloadavg()[0]:.1f}", flush=True)
     print(f"\nmnist5k, 784-200-200-{args.z_dim} tanh Bernoulli VAE, batch 100, Adam 1e-3, {args.epochs} epochs, "
@@ -116,7 +117,7 @@ def main(argv=None):
     for estimator in ("A", "B"):
         runs = results[estimator]
         finals = [r["final"].mean for r in runs]
-        print(f"{estimator} ({ESTIMATORS[estimator]:9s}): final K={args.final_particles} mean "
+        print(f"{estimator} ({ESTIMATORS[estimator]:9s}): final K={args.num_particles} mean "
               f"{statistics.mean(finals):.2f} (per seed {', '.join(f'{v:.2f}' for v in finals)})")
     wins = 0
     for i, seed in enumerate(args.seeds):
