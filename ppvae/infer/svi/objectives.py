@@ -12,6 +12,9 @@
   the per-point log-weights of :mod:`ppvae.infer.importance` (enumerated discrete latents summed exactly).
 * ``auto`` -- ``enum`` when the model has discrete latent sites, else ``trace``.
 
+``stl`` and ``iwae_dreg`` (the same values with lower-variance gradients for reparameterized guides) are
+registered by :mod:`ppvae.infer.svi.estimators`.
+
 Every objective exposes ``differentiable_loss(model, guide, *args)``; the trainer differentiates it
 and steps one torch optimizer over all parameters.
 """

@@ -139,7 +139,8 @@ class Trainer:
         self.dynamic_binarization = bool(data.meta.get("dynamic_binarization"))
         scaled = cfg.beta != 1.0 or cfg.kl_warmup_steps > 0
         self.kl_scale = LocalLatentScale(cfg.beta, cfg.kl_warmup_steps) if scaled else None
-        self.compiled = CompiledObjective(self.elbo, self.model_fn, self.guide, model) if cfg.jit else None
+        traceable = cfg.jit and getattr(self.elbo, "traceable", True)  # iwae_dreg: gradient hooks, eager
+        self.compiled = CompiledObjective(self.elbo, self.model_fn, self.guide, model) if traceable else None
         self._time_before, self._started = 0.0, None  # seconds of earlier (resumed-from) runs; clock start
         # SVI on the compiled potential where it applies (infer/svi/potential_svi.py); ``svi_path`` records which ran.
         # Decided before the strategy's setup, which may take the first (Pyro) step of a distributed run.
