@@ -258,7 +258,8 @@ class Trainer:
                     callback.release()
         history = {"loss": self.losses, "steps": self.step, "time_s": self._time_before,
                    "stopped_early": self.should_stop, "svi_path": self.svi_path,
-                   "svi_path_reason": self.svi_path_reason}
+                   "svi_path_reason": self.svi_path_reason,
+                   "svi_compile": None if self.fast is None else self.fast.compile_reason}
         return Fit(self.model, self.guide, self.cfg, history, data_info=data_info(self.data),
                    elbo_name=self.elbo_name)
 
