@@ -24,7 +24,7 @@ import warnings
 import pyro
 import torch
 
-__all__ = ["AUTO_MIN_STEPS", "wants_compile", "compile_step"]
+__all__ = ["AUTO_MIN_STEPS", "wants_compile", "compile_step", "trace", "with_grad"]
 
 AUTO_MIN_STEPS = 5000
 
@@ -48,7 +48,7 @@ def compile_step(fn, example: tuple):
     """``fn`` (tensors -> tuple of tensors, pure) recorded with ``make_fx`` at ``example`` and compiled by
     TorchInductor (module docstring); raises RuntimeError when it cannot be compiled."""
     from torch._inductor.compile_fx import compile_fx  # imported here: inductor's import takes seconds
-    from torch.fx.experimental.proxy_tensor import make_fx
+    from torch.fx.experimental.proxy_tensor import make_fx  # with inductor: only compiled runs pay for it
 
     with pyro.validation_enabled(False), warnings.catch_warnings(), torch.enable_grad():
         warnings.simplefilter("ignore")
@@ -60,6 +60,25 @@ def compile_step(fn, example: tuple):
         except Exception as exc:  # inductor raises many types (BackendCompilerFailed, lowering errors, ...)
             raise RuntimeError(f"inductor could not compile the step: {type(exc).__name__}: {exc}"[:400]) from exc
     return compiled
+
+
+def trace(fn, inputs: tuple):
+    """``torch.jit.trace`` of ``fn`` at ``inputs``, quietly (the traced path's potential)."""
+    with pyro.validation_enabled(False), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", ".*torch.jit.trace. is deprecated", DeprecationWarning)
+        return torch.jit.trace(fn, inputs, check_trace=False)
+
+
+def with_grad(energy):
+    """theta, *data -> (U, grad U) from ``energy`` (theta, *data -> U) by autograd."""
+    def value_and_grad(theta, *data):
+        leaf = theta.detach().requires_grad_(True)
+        value = energy(leaf, *data)
+        (grad,) = torch.autograd.grad(value, leaf)
+        return value.detach(), grad
+
+    return value_and_grad
 
 
 def _index_constant_masks(graph: torch.fx.GraphModule, example: tuple) -> int:

@@ -44,7 +44,7 @@ from torch.distributions import constraints, transform_to
 from ppvae._util.validation import NonFiniteError, PPVAEError
 from ppvae.data.loaders import Batch
 from ppvae.infer.mcmc.potential import Potential
-from ppvae.infer.svi.compiled import compile_step, wants_compile
+from ppvae.infer.svi.compiled import compile_step, trace, wants_compile, with_grad
 from ppvae.infer.svi.config import batch_index
 from ppvae.infer.svi.distributed import SingleProcess
 from ppvae.infer.svi.steps import adam, make_scheduler, nonfinite_error, rng_state, set_rng_state
@@ -88,13 +88,6 @@ class _NotApplicable(Exception):
     pass
 
 
-def _trace(fn, inputs: tuple):
-    with pyro.validation_enabled(False), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        warnings.filterwarnings("ignore", ".*torch.jit.trace. is deprecated", DeprecationWarning)
-        return torch.jit.trace(fn, inputs, check_trace=False)
-
-
 class PotentialSVI:
     """The steps of one :class:`ppvae.Trainer` run on the potential (module docstring). Sets the trainer's
     ``params`` (one flat vector), ``optim`` and ``scheduler`` so checkpoints and resume work unchanged."""
@@ -105,7 +98,7 @@ class PotentialSVI:
         probe = data.batch(torch.arange(cfg.batch_size, device=data.x.device)) if self.minibatch else data.batch()
         model = trainer.model
         with pyro.validation_enabled(False):
-            tr = poutine.trace(model).get_trace(probe)
+            tr = poutine.trace(model).gettrace(probe)
             if any(s["type"] == "param" for s in tr.nodes.values()):
                 raise _NotApplicable("the model has pyro.param sites")
             try:
@@ -120,7 +113,7 @@ class PotentialSVI:
         self.dim, self._energies = sum(self.potential._sizes), {}
         state = rng_state()  # the check below may run draws inside the model: put every RNG back after it
         try:
-            self._check_trace(probe, self.potential.flatten(self._init_point(data)))
+            self._checktrace(probe, self.potential.flatten(self._init_point(data)))
         finally:
             set_rng_state(state)
         self._setup_guide(trainer.guide, probe)
@@ -151,7 +144,7 @@ class PotentialSVI:
         values = {n: init[n] if n in init else s["value"] for n, s in self.potential.sites.items()}
         return {n: self.potential.transforms[n](v.to(data.x.dtype)) for n, v in values.items()}
 
-    def _check_trace(self, batch: Batch, theta: torch.Tensor) -> None:
+    def _checktrace(self, batch: Batch, theta: torch.Tensor) -> None:
         """The traced potential must equal the model's own at a few points, and the model's own must be a function of
         theta: a model that draws inside (torch or numpy), or branches in Python on a value, has no fixed potential to
         trace, so it takes Pyro's path, which re-runs the model every step."""
@@ -249,10 +242,10 @@ class PotentialSVI:
         theta0 = torch.zeros(self.dim, dtype=batch.x.dtype, device=batch.x.device)
         if not self.minibatch:
             if pot.closed_form_gradient is not None:
-                fn = _trace(pot.closed_form_value_and_grad, (theta0,))
+                fn = trace(pot.closed_form_value_and_grad, (theta0,))
             else:
-                traced = _trace(lambda th: pot.eager_energy(pot.unflatten(th)), (theta0,))
-                fn = _with_grad(traced)
+                traced = trace(lambda th: pot.eager_energy(pot.unflatten(th)), (theta0,))
+                fn = with_grad(traced)
         else:
             size = batch.num_total
             inputs = (batch.x,) if batch.y is None else (batch.x, batch.y)
@@ -261,7 +254,7 @@ class PotentialSVI:
                 pot.batch = Batch(xy[0], xy[1] if len(xy) > 1 else None, batch.index, size)
                 return pot.eager_energy(pot.unflatten(th))
 
-            fn = _with_grad(_trace(energy, (theta0, *inputs)))
+            fn = with_grad(trace(energy, (theta0, *inputs)))
         self._energies[key] = fn
         return fn
 
@@ -290,7 +283,7 @@ class PotentialSVI:
             def energy(theta):  # eager: make_fx records the operations (autograd's included) it runs
                 if pot.closed_form_gradient is not None:
                     return pot.closed_form_value_and_grad(theta)
-                return _with_grad(lambda th: pot.eager_energy(pot.unflatten(th)))(theta)
+                return with_grad(lambda th: pot.eager_energy(pot.unflatten(th)))(theta)
 
             def step(flat, noise):
                 if self.kind in ("auto_normal", "auto_mvn"):
@@ -399,13 +392,3 @@ class PotentialSVI:
         bad = [n for n, g in self.potential.unflatten(grads).items() if not torch.isfinite(g).all()]
         extra = f"; the potential's gradient is not finite at site(s) {', '.join(bad)}" if bad else ""
         return NonFiniteError(f"{base} (potential path{extra})")
-
-
-def _with_grad(traced):
-    def value_and_grad(theta, *data):
-        leaf = theta.detach().requires_grad_(True)
-        value = traced(leaf, *data)
-        (grad,) = torch.autograd.grad(value, leaf)
-        return value.detach(), grad
-
-    return value_and_grad
