@@ -98,7 +98,7 @@ class PotentialSVI:
         probe = data.batch(torch.arange(cfg.batch_size, device=data.x.device)) if self.minibatch else data.batch()
         model = trainer.model
         with pyro.validation_enabled(False):
-            tr = poutine.trace(model).gettrace(probe)
+            tr = poutine.trace(model).get_trace(probe)
             if any(s["type"] == "param" for s in tr.nodes.values()):
                 raise _NotApplicable("the model has pyro.param sites")
             try:
@@ -113,7 +113,7 @@ class PotentialSVI:
         self.dim, self._energies = sum(self.potential._sizes), {}
         state = rng_state()  # the check below may run draws inside the model: put every RNG back after it
         try:
-            self._checktrace(probe, self.potential.flatten(self._init_point(data)))
+            self._check_trace(probe, self.potential.flatten(self._init_point(data)))
         finally:
             set_rng_state(state)
         self._setup_guide(trainer.guide, probe)
@@ -144,7 +144,7 @@ class PotentialSVI:
         values = {n: init[n] if n in init else s["value"] for n, s in self.potential.sites.items()}
         return {n: self.potential.transforms[n](v.to(data.x.dtype)) for n, v in values.items()}
 
-    def _checktrace(self, batch: Batch, theta: torch.Tensor) -> None:
+    def _check_trace(self, batch: Batch, theta: torch.Tensor) -> None:
         """The traced potential must equal the model's own at a few points, and the model's own must be a function of
         theta: a model that draws inside (torch or numpy), or branches in Python on a value, has no fixed potential to
         trace, so it takes Pyro's path, which re-runs the model every step."""
