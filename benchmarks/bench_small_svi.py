@@ -22,14 +22,16 @@ the unconstrained globals, one particle, Adam at lr 0.01, the discrete assignmen
   with ``--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1``.
 
 End to end (``E2E``) is the wall time of one call that fits from scratch (ppvae: ``fit``, trainer construction and
-tracing included; NumPyro: ``SVI.run``, compilation included). Per model, each runs first cold at the smaller step
-count (the first fit of that model in the process: what a user pays), then warm at both counts (NumPyro's second call
-reuses compiled pieces; ppvae's compiled row reuses inductor's cache, which this script points at a fresh temporary
-directory, so the cold call compiles from nothing). Steady state per step is (warm E2E at the larger count - warm at
-the smaller) / (difference in steps; the traced row uses twice the smaller count as its larger one, to keep the run
-short); compile time is the cold E2E minus that many steady steps; E2E at the larger count is compile + steps x
-steady; the same arithmetic for ppvae and NumPyro. One untimed fit of each, first, pays the process's one-time costs
-(imports: JAX's backend start-up, inductor's import and first compilation, of a different, trivial function).
+tracing included; NumPyro: ``SVI.run``, compilation included). Per model, ppvae runs once cold at the smaller step
+count, traced and compiled (the first fit of that model in the process: what a user pays; inductor's cache starts in
+a fresh temporary directory, so the cold compiled fit compiles from nothing); NumPyro runs cold at the smaller count,
+then warm at both (each call recompiles: ``SVI.run`` jits per call). NumPyro's steady state per step is (warm E2E at
+the larger count - warm at the smaller) / (difference in steps); ppvae's is timed directly on a trainer (3 x
+--slow-steps traced steps, 20 x --slow-steps compiled ones, after 10 warm-up steps): a warm compiled fit's time is
+mostly loading inductor's cache, which varies by more than the steps cost. Compile time is the cold E2E minus that
+many steady steps; E2E at the larger count is the cold E2E + (difference in steps) x steady, for ppvae and NumPyro
+alike. One untimed fit of each, first, pays the process's one-time costs (imports: JAX's backend start-up,
+inductor's import and first compilation, of a different, trivial function).
 The Pyro path, plain Pyro and the floor are timed per
 step over ``--slow-steps`` steps after 10 warm-up steps (they have no compilation). Models: GMM K=2 full covariance
 and K=3 diagonal on Old Faithful (unstandardized), Bayesian linear regression on examples/data/regression.csv
@@ -181,25 +183,39 @@ def split(cold_small: float, warm_small: float, warm_large: float, small: int, l
     return {"step": steady, "compile": compile_s, small: cold_small, large: compile_s + large * steady}
 
 
+def ppvae_step(make_model, data, steps: int, compiled: bool) -> float:
+    """Seconds per step of the potential path (compile=True or False), timed directly over ``steps`` steps after 10
+    warm-up steps (the first of which compiles, from inductor's cache: this model's cold fit ran before)."""
+    trainer = ppvae.Trainer(make_model(), data, guide="auto_normal", steps=steps + 10, lr=LR, seed=0,
+                            compile=compiled)
+    for _ in range(10):
+        trainer.run_step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        trainer.run_step()
+    return (time.perf_counter() - start) / steps
+
+
 def run_model(name: str, make_model, data, small: int, large: int, slow: int, numpyro: bool) -> dict:
-    """One model: the cold call at the small count first (what a user's first fit pays: ppvae's tracing or compiling,
-    NumPyro's compilation), then warm calls at both counts, alternating ppvae (traced, compiled) and NumPyro."""
-    counts = {"traced": (small, small, 2 * small), "compiled": (small, small, large), "np": (small, small, large)}
-    times: dict = {key: [] for key in counts}
+    """One model: ppvae's cold fits at the small count (traced and compiled: what a user's first fit pays), NumPyro's
+    cold call, then NumPyro's warm calls at both counts (each recompiles: the difference is its steady state) and
+    ppvae's steady steps timed directly (a warm fit's cost is dominated by loading inductor's cache, whose time
+    varies by more than 9,000 steps cost, so a difference of two warm fits is noise)."""
+    times: dict = {"np": []}
     losses: dict = {}
-    for i in range(3):
-        for path, want in (("traced", "potential"), ("compiled", "potential compiled")):
-            steps = counts[path][i]
-            seconds, losses[(path, steps)], ran = ppvae_e2e(make_model, data, steps, path)
-            assert ran == want, f"{name}: {ran} ran, not {want}"
-            times[path].append(seconds)
-        if numpyro:
-            seconds, losses[("np", large if i == 2 else small)] = numpyro_e2e(name, make_model, data, counts["np"][i])
+    for path, want in (("traced", "potential"), ("compiled", "potential compiled")):
+        seconds, losses[(path, small)], ran = ppvae_e2e(make_model, data, small, path)
+        assert ran == want, f"{name}: {ran} ran, not {want}"
+        times[path] = seconds
+    if numpyro:
+        for steps in (small, small, large):
+            seconds, losses[("np", steps)] = numpyro_e2e(name, make_model, data, steps)
             times["np"].append(seconds)
-    row = {path: split(*times[path], small, counts[path][2]) for path in times if times[path]}
-    for path in ("traced", "compiled", "np"):
-        if path in row:
-            row[path][large] = row[path]["compile"] + large * row[path]["step"]
+    row = {"np": split(*times["np"], small, large)} if numpyro else {}
+    for path, count in (("traced", 3 * slow), ("compiled", 20 * slow)):
+        step = ppvae_step(make_model, data, count, path == "compiled")
+        row[path] = {"step": step, "compile": times[path] - small * step, small: times[path],
+                     large: times[path] + (large - small) * step}
     row["auto"] = {n: row["compiled" if n >= AUTO_MIN_STEPS else "traced"][n] for n in (small, large)}
     row["losses"] = losses
     row["pyro_path"] = ppvae_pyro_step(make_model, data, slow)
