@@ -23,7 +23,8 @@ value per site of AutoDelta): they are views into one flat vector that one fused
 Per step: one draw of eps, a small autograd graph from the flat parameters to u and log q (the guide's own
 constraint transforms), the traced potential's value and gradient at u (the model's closed-form gradient
 where it declares :class:`ppvae.ClosedFormPotential`, else autograd through the trace), one backward pass
-of u . grad U + log q, one Adam step. AutoDelta (MAP) minimizes -log p(x, theta) = U(u) + log|J_T(u)|.
+of u . grad U + log q, one Adam step; with ``compile`` (:mod:`ppvae.infer.svi.compiled`) all but the draw and Adam
+are one function compiled to C++. AutoDelta (MAP) minimizes -log p(x, theta) = U(u) + log|J_T(u)|.
 With minibatches the potential is the generic one on the batch (the data plate scales it by N/M), traced
 once per batch size with the data as input.
 
