@@ -5,7 +5,10 @@ Every implementation fits the same model (the same priors, written five ways) wi
 the unconstrained globals, one particle, Adam at lr 0.01, the discrete assignments summed out, one thread:
 
 * **ppvae (potential)**: ``ppvae.fit(model, data, guide="auto_normal", lr=0.01)``, which takes the potential path
-  (``fit.info["svi_path"] == "potential"``, ppvae/infer/svi/potential_svi.py);
+  (``fit.info["svi_path"] == "potential"``, ppvae/infer/svi/potential_svi.py), timed twice: ``compile=False`` (the
+  traced potential, autograd in PyTorch's eager dispatch) and ``compile=True`` (the whole step compiled by
+  TorchInductor to C++, ppvae/infer/svi/compiled.py); ``compile="auto"`` (the default) takes the compiled step from
+  5,000 steps on, so **ppvae (auto)** is the traced row at 1,000 steps and the compiled row at 10,000;
 * **ppvae (Pyro path)**: the same call with the dispatch switched off (``train.potential_path`` patched to decline):
   Pyro's ``TraceEnum_ELBO`` / ``Trace_ELBO`` through ppvae's trainer, today's path;
 * **plain Pyro**: ``pyro.infer.SVI(model, AutoNormal(model without its discrete sites), pyro.optim.Adam({"lr": 0.01}),
@@ -19,11 +22,16 @@ the unconstrained globals, one particle, Adam at lr 0.01, the discrete assignmen
   with ``--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1``.
 
 End to end (``E2E``) is the wall time of one call that fits from scratch (ppvae: ``fit``, trainer construction and
-tracing included; NumPyro: ``SVI.run``, compilation included). Per model, each runs first cold at the smaller step
-count (the first fit of that model in the process: what a user pays), then warm at both counts (NumPyro's second call
-reuses compiled pieces). Steady state per step is (warm E2E at the larger count - warm at the smaller) / (difference
-in steps); compile time is the cold E2E minus that many steady steps; E2E at the larger count is compile + steps x
-steady; the same arithmetic for ppvae and NumPyro. One untimed fit of each, first, pays the process's one-time costs.
+tracing included; NumPyro: ``SVI.run``, compilation included). Per model, ppvae runs once cold at the smaller step
+count, traced and compiled (the first fit of that model in the process: what a user pays; inductor's cache starts in
+a fresh temporary directory, so the cold compiled fit compiles from nothing); NumPyro runs cold at the smaller count,
+then warm at both (each call recompiles: ``SVI.run`` jits per call). NumPyro's steady state per step is (warm E2E at
+the larger count - warm at the smaller) / (difference in steps); ppvae's is timed directly on a trainer (3 x
+--slow-steps traced steps, 20 x --slow-steps compiled ones, after 10 warm-up steps): a warm compiled fit's time is
+mostly loading inductor's cache, which varies by more than the steps cost. Compile time is the cold E2E minus that
+many steady steps; E2E at the larger count is the cold E2E + (difference in steps) x steady, for ppvae and NumPyro
+alike. One untimed fit of each, first, pays the process's one-time costs (imports: JAX's backend start-up,
+inductor's import and first compilation, of a different, trivial function).
 The Pyro path, plain Pyro and the floor are timed per
 step over ``--slow-steps`` steps after 10 warm-up steps (they have no compilation). Models: GMM K=2 full covariance
 and K=3 diagonal on Old Faithful (unstandardized), Bayesian linear regression on examples/data/regression.csv
@@ -45,6 +53,10 @@ import time
 
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:  # compile from nothing: no cache of an earlier run
+    import tempfile
+
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="bench_small_svi_inductor_")
 
 import pyro  # noqa: E402
 import torch  # noqa: E402
@@ -54,6 +66,7 @@ from pyro.infer.autoguide import AutoNormal  # noqa: E402
 
 import ppvae  # noqa: E402
 from ppvae.infer.svi import train as svi_train  # noqa: E402
+from ppvae.infer.svi.compiled import AUTO_MIN_STEPS, compile_step  # noqa: E402
 from ppvae.models import GMM  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -82,15 +95,18 @@ def cases() -> dict:
 
 # -- ppvae ---------------------------------------------------------------------------------------------
 def ppvae_e2e(make_model, data, steps: int, path: str) -> tuple[float, float, str]:
-    """(seconds for fit() from scratch, final loss, the path that ran)."""
+    """(seconds for fit() from scratch, final loss, the path that ran); ``path``: "traced" or "compiled" (the
+    potential path with compile=False / True) or "pyro"."""
     original = svi_train.potential_path
     if path == "pyro":
         svi_train.potential_path = lambda trainer: (None, "switched off by the benchmark")
     try:
         start = time.perf_counter()
         fit = ppvae.fit(make_model(), data, guide="auto_normal", steps=steps, lr=LR, seed=0, progress=False,
-                        check_convergence=False)
-        return time.perf_counter() - start, fit.history["loss"][-1], fit.info["svi_path"]
+                        check_convergence=False, compile=path == "compiled")
+        seconds = time.perf_counter() - start
+        ran = fit.info["svi_path"] + (" compiled" if (fit.info["svi_compile"] or "").startswith("compiled") else "")
+        return seconds, fit.history["loss"][-1], ran
     finally:
         svi_train.potential_path = original
 
@@ -167,21 +183,41 @@ def split(cold_small: float, warm_small: float, warm_large: float, small: int, l
     return {"step": steady, "compile": compile_s, small: cold_small, large: compile_s + large * steady}
 
 
+def ppvae_step(make_model, data, steps: int, compiled: bool) -> float:
+    """Seconds per step of the potential path (compile=True or False), timed directly over ``steps`` steps after 10
+    warm-up steps (the first of which compiles, from inductor's cache: this model's cold fit ran before)."""
+    trainer = ppvae.Trainer(make_model(), data, guide="auto_normal", steps=steps + 10, lr=LR, seed=0,
+                            compile=compiled)
+    for _ in range(10):
+        trainer.run_step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        trainer.run_step()
+    return (time.perf_counter() - start) / steps
+
+
 def run_model(name: str, make_model, data, small: int, large: int, slow: int, numpyro: bool) -> dict:
-    """One model: the cold call at the small count first (what a user's first fit pays: ppvae's tracing, NumPyro's
-    compilation), then warm calls at both counts, alternating ppvae and NumPyro."""
-    times: dict = {"new": [], "np": []}
+    """One model: ppvae's cold fits at the small count (traced and compiled: what a user's first fit pays), NumPyro's
+    cold call, then NumPyro's warm calls at both counts (each recompiles: the difference is its steady state) and
+    ppvae's steady steps timed directly (a warm fit's cost is dominated by loading inductor's cache, whose time
+    varies by more than 9,000 steps cost, so a difference of two warm fits is noise)."""
+    times: dict = {"np": []}
     losses: dict = {}
-    for steps in (small, small, large):
-        seconds, losses[("new", steps)], path = ppvae_e2e(make_model, data, steps, "potential")
-        assert path == "potential", f"{name}: the potential path did not run ({path})"
-        times["new"].append(seconds)
-        if numpyro:
+    for path, want in (("traced", "potential"), ("compiled", "potential compiled")):
+        seconds, losses[(path, small)], ran = ppvae_e2e(make_model, data, small, path)
+        assert ran == want, f"{name}: {ran} ran, not {want}"
+        times[path] = seconds
+    if numpyro:
+        for steps in (small, small, large):
             seconds, losses[("np", steps)] = numpyro_e2e(name, make_model, data, steps)
             times["np"].append(seconds)
-    row = {"new": split(*times["new"], small, large), "losses": losses}
-    if numpyro:
-        row["np"] = split(*times["np"], small, large)
+    row = {"np": split(*times["np"], small, large)} if numpyro else {}
+    for path, count in (("traced", 3 * slow), ("compiled", 20 * slow)):
+        step = ppvae_step(make_model, data, count, path == "compiled")
+        row[path] = {"step": step, "compile": times[path] - small * step, small: times[path],
+                     large: times[path] + (large - small) * step}
+    row["auto"] = {n: row["compiled" if n >= AUTO_MIN_STEPS else "traced"][n] for n in (small, large)}
+    row["losses"] = losses
     row["pyro_path"] = ppvae_pyro_step(make_model, data, slow)
     row["plain_pyro"] = plain_pyro_step(make_model, data, slow)
     row["floor"] = FLOORS[name](make_model(), data, slow, LR)
@@ -190,20 +226,24 @@ def run_model(name: str, make_model, data, small: int, large: int, slow: int, nu
 
 def print_row(name: str, row: dict, small: int, large: int, numpyro: bool) -> None:
     ms = lambda s: f"{1e3 * s:.3f}"  # noqa: E731
-    new = row["new"]
+    tr, co = row["traced"], row["compiled"]
     print(f"\n== {name} ==")
-    print(f"ms/step: potential {ms(new['step'])} | Pyro path {ms(row['pyro_path'])} | plain Pyro "
-          f"{ms(row['plain_pyro'])} | PyTorch floor {ms(row['floor'])}"
+    print(f"ms/step: traced {ms(tr['step'])} | compiled {ms(co['step'])} | Pyro path {ms(row['pyro_path'])} | "
+          f"plain Pyro {ms(row['plain_pyro'])} | PyTorch floor {ms(row['floor'])}"
           + (f" | NumPyro {ms(row['np']['step'])}" if numpyro else ""))
-    print(f"compile s: potential {new['compile']:.2f}" + (f" | NumPyro {row['np']['compile']:.2f}" if numpyro else ""))
-    print(f"speed-up per step: potential vs Pyro path {row['pyro_path'] / new['step']:.1f}x, vs plain Pyro "
-          f"{row['plain_pyro'] / new['step']:.1f}x, vs floor {row['floor'] / new['step']:.2f}x")
-    for steps, how in ((small, "measured, cold"), (large, "compile + steps x steady")):
-        line = f"E2E {steps} steps ({how}): potential {new[steps]:.2f} s (loss {row['losses'][('new', steps)]:.2f})"
+    print(f"compile s: traced {tr['compile']:.2f} | compiled {co['compile']:.2f}"
+          + (f" | NumPyro {row['np']['compile']:.2f}" if numpyro else ""))
+    print(f"speed-up per step vs Pyro path: traced {row['pyro_path'] / tr['step']:.1f}x, compiled "
+          f"{row['pyro_path'] / co['step']:.1f}x; compiled vs plain Pyro {row['plain_pyro'] / co['step']:.1f}x, "
+          f"vs floor {row['floor'] / co['step']:.2f}x")
+    for steps in (small, large):
+        auto = row["auto"][steps]
+        line = (f"E2E {steps} steps: traced {tr[steps]:.2f} s, compiled {co[steps]:.2f} s, ppvae auto "
+                f"({'compiled' if steps >= AUTO_MIN_STEPS else 'traced'}) {auto:.2f} s")
         if numpyro:
-            line += (f", NumPyro {row['np'][steps]:.2f} s (loss {row['losses'][('np', steps)]:.2f}), "
-                     f"NumPyro / potential {row['np'][steps] / new[steps]:.2f}x")
+            line += f", NumPyro {row['np'][steps]:.2f} s, NumPyro / ppvae auto {row['np'][steps] / auto:.2f}x"
         print(line, flush=True)
+    print("final losses: " + ", ".join(f"{k[0]}@{k[1]} {v:.2f}" for k, v in sorted(row["losses"].items())))
 
 
 def main() -> None:
@@ -221,7 +261,8 @@ def main() -> None:
     print(f"load average before: {os.getloadavg()[0]:.2f}; torch {torch.__version__}, pyro {pyro.__version__}")
     all_cases = cases()
     warm_model, warm_data = all_cases["blr"]  # one untimed fit each: the process's first-call costs (lazy imports,
-    ppvae_e2e(warm_model, warm_data, 10, "potential")  # JAX's backend start-up) are no model's compile time
+    ppvae_e2e(warm_model, warm_data, 10, "traced")  # JAX's backend start-up, inductor's import) are no model's compile
+    compile_step(lambda x: (x * 2 + 1,), (torch.zeros(3),))  # time; a trivial function, so nothing is cached
     if numpyro:
         numpyro_e2e("blr", warm_model, warm_data, 10)
     for name in args.models.split(","):

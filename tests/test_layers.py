@@ -41,8 +41,10 @@ MAX_LINES_PER_MODULE = 400
 
 # Function-local imports that are allowed, by (importer, imported module prefix): optional heavy dependencies.
 # lda: the optional [topics] extra; multiprocessing: its forkserver exists on POSIX only; pandas (the MCMC summary
-# table) and scipy (SBC's binomial band, the verdict's Wasserstein distance): heavy, declared, loaded where used
-LAZY_THIRD_PARTY = ("matplotlib", "arviz", "torch.distributed", "tqdm", "lda", "multiprocessing", "pandas", "scipy")
+# table) and scipy (SBC's binomial band, the verdict's Wasserstein distance): heavy, declared, loaded where used;
+# torch._inductor and torch.fx's make_fx (the potential SVI path's compiled step): seconds to import, used by long runs
+LAZY_THIRD_PARTY = ("matplotlib", "arviz", "torch.distributed", "tqdm", "lda", "multiprocessing", "pandas", "scipy",
+                    "torch._inductor", "torch.fx.experimental")
 
 # One first-party edge that points up on purpose: the model registry loads the bundled models (a client of
 # the public API) on first lookup, as it would load a plugin. It is not part of the import graph.

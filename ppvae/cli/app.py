@@ -107,6 +107,7 @@ def cmd_fit(args) -> int:
         seed=args.seed, device=args.device, num_particles=args.num_particles, patience=args.patience,
         beta=args.beta, kl_warmup_steps=args.kl_warmup_steps,
         jit=args.jit if args.jit is not None else defaults.get("jit", False),
+        compile=args.compile if args.compile is not None else "auto",
         checkpoint_dir=os.path.join(os.path.abspath(args.out), CHECKPOINTS) if ckpt else None,  # written directly
         checkpoint_every=args.checkpoint_every, resume=args.resume, distributed=args.distributed,
         check_convergence=not args.no_convergence_check,
@@ -277,7 +278,8 @@ def _summary(metrics: dict, out: str) -> None:
         ll_text = f"{ll:.4f}" + ("" if metrics.get("log_likelihood_exact") else " (estimate)")
     lines = [f"{metrics['model']} on {metrics['data']} ({metrics['num_data']} points) by {metrics['method']}"]
     if "loss_final" in metrics:
-        path = f" ({metrics['svi_path']} path)" if metrics.get("svi_path") else ""  # ppvae/infer/svi/potential_svi.py
+        compiled = ", compiled" if (metrics.get("svi_compile") or "").startswith("compiled") else ""
+        path = f" ({metrics['svi_path']} path{compiled})" if metrics.get("svi_path") else ""  # infer/svi/potential_svi
         lines.append(f"  steps {metrics['steps']}{path}, final loss {metrics['loss_final']:.4f}")
     if "iterations" in metrics:
         lines.append(f"  {metrics['iterations']} iterations, converged: {metrics['converged']}")

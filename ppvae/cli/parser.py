@@ -160,6 +160,8 @@ def _add_fit(sub, commands) -> None:
                    help="early stopping after this many steps without gain (default: off)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     _jit(p, None, "trace the objective once per batch shape (default: the model's train_defaults, else off)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="compile the potential path's step to C++ with TorchInductor (default: from 5000 steps on)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--checkpoint-every", type=COUNT, default=None, metavar="N",
                    help="write OUT/checkpoints/checkpoint-<step>.pt every N steps (and at the end)")

@@ -67,7 +67,7 @@ def write_fit(directory: str, name: str, result, data):
         "model": name, "method": result.method, "elbo": result.elbo_name, "num_data": len(data),
         "data": data.name, "time_s": result.history["time_s"], "steps": result.history["steps"],
         "loss_final": result.history["loss"][-1], "log_likelihood": ll, "log_likelihood_exact": exact,
-        "svi_path": result.history.get("svi_path"),
+        "svi_path": result.history.get("svi_path"), "svi_compile": result.history.get("svi_compile"),
         "config": {"hparams": model.hparams, "train": vars(result.config)},
     }
     _write_metrics(directory, metrics, model)

@@ -108,9 +108,9 @@ def test_out_that_cannot_be_created_is_one_line_exit_2(out, capsys):
 
 def _start_fit(tmp_path, *extra):
     """A checkpointed `ppvae fit` in its own process group (killed whole by the caller's finally); 20000 steps
-    end by themselves if no signal ever came."""
+    end by themselves if no signal ever came (--no-compile: the first checkpoint comes at once, not after compiling)."""
     argv = ["fit", "gmm", "K=2", "--data", "faithful", "--steps", "20000", "--checkpoint-every", "10", "--quiet",
-            "--out", "r", *extra]
+            "--no-compile", "--out", "r", *extra]
     return argv, start(cli(*argv), cwd=tmp_path, stdout=subprocess.DEVNULL)
 
 

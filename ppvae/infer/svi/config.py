@@ -50,6 +50,7 @@ class TrainConfig:
     checkpoint_dir: str | None = None  # write checkpoints here (ppvae.runs.checkpoint) ...
     checkpoint_every: int | None = None  # ... every this many steps, and at the end
     jit: bool = False  # trace the objective once per batch shape (ppvae.infer.svi.jit) and replay it
+    compile: bool | str = "auto"  # the potential path's step compiled by inductor: True, False, "auto" (long runs)
 
     def validate(self, num_data: int) -> "TrainConfig":
         if self.steps is not None and self.epochs is not None:
@@ -81,6 +82,8 @@ class TrainConfig:
         self.kl_warmup_steps = check_int("kl_warmup_steps", self.kl_warmup_steps, low=0)
         if not isinstance(self.jit, bool):
             raise PPVAEError(f"jit: expected True or False; got {self.jit!r:.60}")
+        if self.compile not in (True, False, "auto") or not isinstance(self.compile, (bool, str)):
+            raise PPVAEError(f"compile: expected True, False or 'auto'; got {self.compile!r:.60}")
         for name in ("guide_options", "elbo_options"):
             if not isinstance(getattr(self, name), dict):
                 raise PPVAEError(f"{name}: expected a dict of keyword options; got {getattr(self, name)!r:.60}")

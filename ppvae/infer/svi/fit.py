@@ -62,7 +62,7 @@ class Fit(Result):
     def info(self) -> dict:
         """How the fit ran: ``svi_path`` ("potential": the compiled-potential steps of
         :mod:`ppvae.infer.svi.potential_svi`; "pyro": Pyro's ELBO) and ``svi_path_reason``, why."""
-        return {k: self.history.get(k) for k in ("svi_path", "svi_path_reason")}
+        return {k: self.history.get(k) for k in ("svi_path", "svi_path_reason", "svi_compile")}
 
     @property
     def point_estimate(self) -> bool:

@@ -23,7 +23,8 @@ value per site of AutoDelta): they are views into one flat vector that one fused
 Per step: one draw of eps, a small autograd graph from the flat parameters to u and log q (the guide's own
 constraint transforms), the traced potential's value and gradient at u (the model's closed-form gradient
 where it declares :class:`ppvae.ClosedFormPotential`, else autograd through the trace), one backward pass
-of u . grad U + log q, one Adam step. AutoDelta (MAP) minimizes -log p(x, theta) = U(u) + log|J_T(u)|.
+of u . grad U + log q, one Adam step; with ``compile`` (:mod:`ppvae.infer.svi.compiled`) all but the draw and Adam
+are one function compiled to C++. AutoDelta (MAP) minimizes -log p(x, theta) = U(u) + log|J_T(u)|.
 With minibatches the potential is the generic one on the batch (the data plate scales it by N/M), traced
 once per batch size with the data as input.
 
@@ -44,6 +45,7 @@ from torch.distributions import constraints, transform_to
 from ppvae._util.validation import NonFiniteError, PPVAEError
 from ppvae.data.loaders import Batch
 from ppvae.infer.mcmc.potential import Potential
+from ppvae.infer.svi.compiled import compile_step, trace, wants_compile, with_grad
 from ppvae.infer.svi.config import batch_index
 from ppvae.infer.svi.distributed import SingleProcess
 from ppvae.infer.svi.steps import adam, make_scheduler, nonfinite_error, rng_state, set_rng_state
@@ -87,13 +89,6 @@ class _NotApplicable(Exception):
     pass
 
 
-def _trace(fn, inputs: tuple):
-    with pyro.validation_enabled(False), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        warnings.filterwarnings("ignore", ".*torch.jit.trace. is deprecated", DeprecationWarning)
-        return torch.jit.trace(fn, inputs, check_trace=False)
-
-
 class PotentialSVI:
     """The steps of one :class:`ppvae.Trainer` run on the potential (module docstring). Sets the trainer's
     ``params`` (one flat vector), ``optim`` and ``scheduler`` so checkpoints and resume work unchanged."""
@@ -134,6 +129,9 @@ class PotentialSVI:
         self._eye = torch.eye(self.dim, dtype=self.flat.dtype, device=self.flat.device)
         self._check_layout()
         trainer.params = [self.flat]
+        self.compile, self.compile_reason = wants_compile(cfg.compile, trainer.total, self.minibatch,
+                                                          self.flat.device)
+        self._step_fn = None  # the compiled step (ppvae/infer/svi/compiled.py), made on the first step
 
     def initialize(self) -> None:
         """The one Adam over the flat vector and its schedule, on the trainer (``Trainer.initialize`` on this path;
@@ -245,10 +243,10 @@ class PotentialSVI:
         theta0 = torch.zeros(self.dim, dtype=batch.x.dtype, device=batch.x.device)
         if not self.minibatch:
             if pot.closed_form_gradient is not None:
-                fn = _trace(pot.closed_form_value_and_grad, (theta0,))
+                fn = trace(pot.closed_form_value_and_grad, (theta0,))
             else:
-                traced = _trace(lambda th: pot.eager_energy(pot.unflatten(th)), (theta0,))
-                fn = _with_grad(traced)
+                traced = trace(lambda th: pot.eager_energy(pot.unflatten(th)), (theta0,))
+                fn = with_grad(traced)
         else:
             size = batch.num_total
             inputs = (batch.x,) if batch.y is None else (batch.x, batch.y)
@@ -257,7 +255,7 @@ class PotentialSVI:
                 pot.batch = Batch(xy[0], xy[1] if len(xy) > 1 else None, batch.index, size)
                 return pot.eager_energy(pot.unflatten(th))
 
-            fn = _with_grad(_trace(energy, (theta0, *inputs)))
+            fn = with_grad(trace(energy, (theta0, *inputs)))
         self._energies[key] = fn
         return fn
 
@@ -266,6 +264,8 @@ class PotentialSVI:
         """(loss, d loss / d flat, grad U at the draws) for noise ``eps`` (S, noise_dim) on ``batch``:
         loss = mean_s [U(u_s) + log q(u_s)], the negative ELBO estimate (module docstring). ``manual``: the
         gradients of AutoNormal and AutoMultivariateNormal by hand (:meth:`_manual`), else by autograd."""
+        if manual and self.compile:
+            return self._compiled_step(eps)(self.flat.detach(), eps)
         energy = self._energy_fn(batch)
         data = () if not self.minibatch else ((batch.x,) if batch.y is None else (batch.x, batch.y))
         # TorchScript's profiling executor re-optimizes a traced graph after its first calls, which can change
@@ -275,8 +275,33 @@ class PotentialSVI:
                 return self._manual(eps, energy, data)
             return self._autograd(eps, energy, data)
 
-    def _autograd(self, eps: torch.Tensor, energy, data: tuple):
-        flat = self.flat
+    def _compiled_step(self, eps: torch.Tensor):
+        """(flat, eps) -> (loss, grad, grads) compiled once (:mod:`ppvae.infer.svi.compiled`); on failure, a warning
+        and the traced path for the rest of the run."""
+        if self._step_fn is None:
+            pot = self.potential
+
+            def energy(theta):  # eager: make_fx records the operations (autograd's included) it runs
+                if pot.closed_form_gradient is not None:
+                    return pot.closed_form_value_and_grad(theta)
+                return with_grad(lambda th: pot.eager_energy(pot.unflatten(th)))(theta)
+
+            def step(flat, noise):
+                if self.kind in ("auto_normal", "auto_mvn"):
+                    return self._manual(noise, energy, (), flat)
+                return self._autograd(noise, energy, (), flat.detach().requires_grad_(True))
+
+            try:
+                self._step_fn = compile_step(step, (self.flat.detach().clone(), eps.clone()))
+                self.compile_reason = f"compiled ({self.compile_reason})"
+            except RuntimeError as exc:
+                warnings.warn(f"potential SVI: {exc}; running the traced potential instead", stacklevel=2)
+                self.compile, self.compile_reason = False, f"compilation failed ({exc})"
+                return lambda flat, noise: self.loss_and_grad(noise, self.trainer.data.batch())
+        return self._step_fn
+
+    def _autograd(self, eps: torch.Tensor, energy, data: tuple, flat: torch.Tensor | None = None):
+        flat = self.flat if flat is None else flat
         with torch.enable_grad():
             u, log_q = self.sample(flat, eps)
             values, grads = self._energies_at(energy, u.detach(), data)
@@ -293,7 +318,7 @@ class PotentialSVI:
         pairs = [energy(row, *data) for row in u]
         return torch.stack([v for v, _ in pairs]), torch.stack([g for _, g in pairs])
 
-    def _manual(self, eps: torch.Tensor, energy, data: tuple):
+    def _manual(self, eps: torch.Tensor, energy, data: tuple, flat: torch.Tensor | None = None):
         """ADVI's gradients (Kucukelbir et al. 2017, eqs. 8-9) through Pyro's parametrization by hand, on the
         flat layout [loc (D), scale (D, softplus), scale_tril (D x D, unit lower triangular; AutoMVN only)]:
         with g_s = grad U(u_s), G = mean_s g_s eps_s^T and sigma = softplus(rho), L = diag(sigma) M,
@@ -302,7 +327,7 @@ class PotentialSVI:
             d/d M_ij = sigma_i G_ij  (i > j),
 
         with M = I for AutoNormal (the sum is then G_ii = mean_s g_si eps_si)."""
-        D, S, flat = self.dim, eps.shape[0], self.flat.detach()
+        D, S, flat = self.dim, eps.shape[0], (self.flat if flat is None else flat).detach()
         loc, rho = flat[:D], flat[D: 2 * D]
         sigma = torch.nn.functional.softplus(rho)
         log_q = -0.5 * (eps * eps).sum(-1) - 0.5 * D * _LOG_2PI - sigma.log().sum()
@@ -368,13 +393,3 @@ class PotentialSVI:
         bad = [n for n, g in self.potential.unflatten(grads).items() if not torch.isfinite(g).all()]
         extra = f"; the potential's gradient is not finite at site(s) {', '.join(bad)}" if bad else ""
         return NonFiniteError(f"{base} (potential path{extra})")
-
-
-def _with_grad(traced):
-    def value_and_grad(theta, *data):
-        leaf = theta.detach().requires_grad_(True)
-        value = traced(leaf, *data)
-        (grad,) = torch.autograd.grad(value, leaf)
-        return value.detach(), grad
-
-    return value_and_grad

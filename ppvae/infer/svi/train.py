@@ -259,7 +259,8 @@ class Trainer:
                     callback.release()
         history = {"loss": self.losses, "steps": self.step, "time_s": self._time_before,
                    "stopped_early": self.should_stop, "svi_path": self.svi_path,
-                   "svi_path_reason": self.svi_path_reason}
+                   "svi_path_reason": self.svi_path_reason,
+                   "svi_compile": None if self.fast is None else self.fast.compile_reason}
         return Fit(self.model, self.guide, self.cfg, history, data_info=data_info(self.data),
                    elbo_name=self.elbo_name)
 
@@ -363,7 +364,9 @@ def fit(
         checkpoint there every that many steps and at the end; see :mod:`ppvae.runs.checkpoint`), ``jit``
         (trace the objective once per batch shape and replay it: ~12% less time per epoch on the MNIST
         VAE; for models whose operations do not depend on data values or random draws, see
-        :mod:`ppvae.infer.svi.jit`).
+        :mod:`ppvae.infer.svi.jit`), ``compile`` (the potential path's whole step compiled to C++ by
+        TorchInductor: True, False, or ``"auto"``, the default, from 5,000 full-batch steps on CPU; see
+        :mod:`ppvae.infer.svi.compiled`).
     :param resume: a checkpoint file, checkpoint directory or run directory (with ``checkpoints/``):
         continue from its newest checkpoint; on CPU the result equals an uninterrupted run's exactly.
     :param distributed: data-parallel SVI over the initialized ``torch.distributed`` process group

@@ -1,0 +1,128 @@
+"""One SVI step of the potential path compiled to machine code: the whole loss and gradient as one C++ function.
+
+Without a closed-form gradient, a step of :class:`ppvae.infer.svi.potential_svi.PotentialSVI` is a few hundred tiny
+tensor operations (the traced potential forward, autograd back through it, the guide's gradient), and on small
+models each costs its PyTorch dispatch (~2-10 us), not its arithmetic. Here the step's function
+(flat parameters, noise) -> (loss, d loss / d flat, grad U at the draws) is recorded once at the ATen level with
+``make_fx`` (autograd's backward included, the particles unrolled) and handed to TorchInductor, which fuses it
+into a few C++ loops compiled by the system C++ compiler; a step is then one call of that function, one
+``torch.randn`` and one fused Adam.
+
+Compilation costs seconds (the C++ compiler; inductor's on-disk cache makes a second process's compile of the
+same graph fast), so :func:`wants_compile` takes it only when asked (``compile=True``) or, with ``compile="auto"``,
+for runs of at least :data:`AUTO_MIN_STEPS` steps on the full data set on CPU, where it pays for itself. A
+failure to compile (no C++ compiler, an operation inductor cannot lower) falls back to the traced path with a
+warning; the choice depends only on the configuration and the environment, never on timing, so a run and its
+resumption take the same path and their steps agree bit for bit.
+"""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+
+import pyro
+import torch
+
+__all__ = ["AUTO_MIN_STEPS", "wants_compile", "compile_step", "trace", "with_grad"]
+
+AUTO_MIN_STEPS = 5000
+
+
+def wants_compile(setting, total_steps: int, minibatch: bool, device: torch.device) -> tuple[bool, str]:
+    """(compile?, why) for the ``compile`` setting (True, False or "auto") of a run."""
+    if setting is False:
+        return False, "compile=False"
+    if minibatch:
+        return False, "minibatches (the data change every step)"
+    if setting == "auto" and device.type != "cpu":
+        return False, "compile='auto' compiles on CPU only"
+    if setting == "auto" and total_steps < AUTO_MIN_STEPS:
+        return False, f"compile='auto' and fewer than {AUTO_MIN_STEPS} steps"
+    if shutil.which("c++") is None and shutil.which("g++") is None and shutil.which("clang++") is None:
+        return False, "no C++ compiler on PATH"
+    return True, "compile=True" if setting is True else f"compile='auto' and at least {AUTO_MIN_STEPS} steps"
+
+
+def compile_step(fn, example: tuple):
+    """``fn`` (tensors -> tuple of tensors, pure) recorded with ``make_fx`` at ``example`` and compiled by
+    TorchInductor (module docstring); raises RuntimeError when it cannot be compiled."""
+    from torch._inductor import config  # imported here: inductor's import takes seconds
+    from torch._inductor.compile_fx import compile_fx  # (the same)
+    from torch.fx.experimental.proxy_tensor import make_fx  # with inductor: only compiled runs pay for it
+
+    with pyro.validation_enabled(False), warnings.catch_warnings(), torch.enable_grad():
+        warnings.simplefilter("ignore")
+        try:
+            graph = make_fx(fn)(*example)
+            _index_constant_masks(graph, example)
+            # the size and alignment checks of each library call's output cost ~10% of a small model's step
+            with config.patch(size_asserts=False, alignment_asserts=False):
+                compiled = compile_fx(graph, list(example))
+                compiled(*example)  # the first call compiles what is left lazily
+        except Exception as exc:  # inductor raises many types (BackendCompilerFailed, lowering errors, ...)
+            raise RuntimeError(f"inductor could not compile the step: {type(exc).__name__}: {exc}"[:400]) from exc
+    return compiled
+
+
+def trace(fn, inputs: tuple):
+    """``torch.jit.trace`` of ``fn`` at ``inputs``, quietly (the traced path's potential)."""
+    with pyro.validation_enabled(False), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", ".*torch.jit.trace. is deprecated", DeprecationWarning)
+        return torch.jit.trace(fn, inputs, check_trace=False)
+
+
+def with_grad(energy):
+    """theta, *data -> (U, grad U) from ``energy`` (theta, *data -> U) by autograd."""
+    def value_and_grad(theta, *data):
+        leaf = theta.detach().requires_grad_(True)
+        value = energy(leaf, *data)
+        (grad,) = torch.autograd.grad(value, leaf)
+        return value.detach(), grad
+
+    return value_and_grad
+
+
+def _index_constant_masks(graph: torch.fx.GraphModule, example: tuple) -> int:
+    """Replace boolean-mask indexing ``x[..., mask]`` whose mask does not depend on the inputs (a triangle's mask in
+    a Cholesky transform, say) by indexing with the mask's integer positions, a constant: inductor needs static
+    shapes, and a boolean mask's result has a data-dependent one. Returns how many were replaced."""
+    dependent = set()
+    for node in graph.graph.nodes:
+        if node.op == "placeholder" or any(a in dependent for a in node.all_input_nodes):
+            dependent.add(node)
+    targets = [n for n in graph.graph.nodes if n.op == "call_function" and n.target is torch.ops.aten.index.Tensor]
+    if not targets:
+        return 0
+    values = {}
+
+    class _Record(torch.fx.Interpreter):
+        def run_node(self, node):
+            values[node] = super().run_node(node)
+            return values[node]
+
+    _Record(graph).run(*example)
+
+    def constant_mask(i) -> bool:
+        return isinstance(i, torch.fx.Node) and i not in dependent and values[i].dtype == torch.bool
+
+    replaced = 0
+    for node in targets:
+        if not any(constant_mask(i) for i in node.args[1]):
+            continue
+        indices = []
+        for i in node.args[1]:
+            if not constant_mask(i):
+                indices.append(i)
+                continue
+            for k, positions in enumerate(values[i].nonzero(as_tuple=True)):
+                name = f"_mask_positions_{replaced}_{k}"
+                graph.register_buffer(name, positions)
+                with graph.graph.inserting_before(node):
+                    indices.append(graph.graph.get_attr(name))
+        node.args = (node.args[0], indices)
+        replaced += 1
+    graph.graph.eliminate_dead_code()
+    graph.recompile()
+    return replaced
