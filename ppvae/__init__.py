@@ -79,8 +79,10 @@ from ppvae.infer import (
     run_mcmc,
 )
 from ppvae.model import (
+    BayesianWeights,
     ClosedFormEM,
     ClosedFormPotential,
+    ConditionsOnSubset,
     ConjugateExponential,
     CoordinateAscentVI,
     ExactPosterior,
@@ -90,6 +92,7 @@ from ppvae.model import (
     build_model,
     import_model,
     list_models,
+    observed_part,
     register_model,
     require,
 )
@@ -102,7 +105,7 @@ __all__ = [
     "corpus_from_counts", "Model", "build_model", "list_models", "register_model", "import_model",
     # declared model capabilities (ppvae/_capabilities.py)
     "ClosedFormEM", "ClosedFormPotential", "ExactPosterior", "Mixture", "CoordinateAscentVI", "ConjugateExponential",
-    "Reports", "require",
+    "Reports", "require", "ConditionsOnSubset", "observed_part", "BayesianWeights",
     # fitting
     "make_guide", "list_guides", "register_guide", "make_elbo", "list_elbos", "register_elbo",
     "fit", "Fit", "Trainer", "Callback", "EarlyStopping", "fit_em", "EMFit",

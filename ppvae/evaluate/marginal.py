@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 
 import pyro
 import torch
+from pyro import poutine
 
 from ppvae._util import display as _display
-from ppvae._util.validation import check_choice, renamed
-from ppvae.data.loaders import Batch
+from ppvae._util.validation import PPVAEError, check_choice, check_int, renamed
 from ppvae.evaluate.estimate import (  # noqa: F401 -- KHAT_THRESHOLD, ImportanceWarning and psis_khat re-exported
     KHAT_THRESHOLD,
     ImportanceWarning,
@@ -133,7 +133,7 @@ def log_marginal(fit_or_model_guide, data, *, num_particles: int = 1000, proposa
                  chunk_size: int | None = None, seed: int = 0, global_values: dict | None = None, warn: bool = True,
                  method: str = "is", num_steps: int = 500, num_chains: int = 16, schedule="sigmoid",
                  num_leapfrog: int = 5, step_size: float = 0.1, target_accept: float = 0.65,
-                 progress: bool | None = None) -> LogMarginal:
+                 progress: bool | None = None, num_draws: int | None = None) -> LogMarginal:
     """Per-point log p(x_i | G) by importance sampling (see the module docstring) or, with
     ``method="ais"``, by annealed importance sampling (:mod:`ppvae.evaluate.local_ais`; Neal 2001, Wu et al.
     2017 sec. 3-4): ``num_chains`` chains per point annealed from the proposal to the posterior over
@@ -147,6 +147,16 @@ def log_marginal(fit_or_model_guide, data, *, num_particles: int = 1000, proposa
     point estimate (:meth:`Fit.global_values`), the guide's median for a pair, or ``global_values``.
     A model whose only local latents are discrete has exact weights: log p(x_i | G) is computed once
     by enumeration, every one of the K weights equals it (ESS = K, k-hat = -inf).
+
+    ``num_draws=S`` averages over the guide's q(G) instead of fixing G (e.g. the Bayesian VAE decoder's weights):
+    S draws G_s ~ q(G), shared by every point, each with K = ``num_particles`` local draws c_sk ~ q(c | x_i, G_s),
+    and the S K joint weights pooled::
+
+        log p(x_i | D) ~ log (1/(S K)) sum_s sum_k p(x_i, c_sk | G_s) / q(c_sk | x_i, G_s),
+
+    an estimate of the log of the variational posterior predictive p(x_i | D) ~ E_{q(G)} p(x_i | G) (unbiased for
+    p(x_i | D) inside the log, so a lower bound in expectation after it, tightening with S and K). ESS and k-hat are
+    of the S K pooled weights; ``num_particles`` of the result is S K.
 
     Example (for a mixture every local latent is discrete, so the estimate is exact: it equals the
     enumerated log-likelihood, with all K = 10 weights equal):
@@ -166,6 +176,11 @@ def log_marginal(fit_or_model_guide, data, *, num_particles: int = 1000, proposa
     num, chunk_size, seed, model, guide, fit, ds, device, q, qname, mpn, global_names, local_cont = prepared
     if q is not None:
         check_guide_is_factorized(q, bool(local_cont))
+    if num_draws is not None:
+        num_draws = check_int("num_draws", num_draws, low=1)
+        if method == "ais" or global_values is not None:
+            raise PPVAEError("num_draws: averages over q(G) by importance sampling; not with method='ais' or "
+                             "global_values (which fix the globals)")
     if method == "ais":
         out, accept, steps, chunk = ais_log_marginal(prepared, settings, betas, global_values, progress)
         result = LogMarginal(num_particles=num, proposal=qname, chunk_size=chunk, method="ais", accept_rate=accept,
@@ -176,19 +191,41 @@ def log_marginal(fit_or_model_guide, data, *, num_particles: int = 1000, proposa
     out = {k: torch.empty(n, dtype=torch.float64) for k in ("values", "ess", "khat", "elbo", "mc_stderr")}
     draws = num if local_cont else 1
     with torch.no_grad(), pyro.validation_enabled(False), _seeded(seed, device):
-        globals_ = _global_values(fit, model, guide, ds, global_names, global_values)
+        if num_draws is None:
+            global_sets = [_global_values(fit, model, guide, ds, global_names, global_values)]
+        else:
+            global_sets = global_draws(guide, ds, global_names, num_draws)
+            num = num_draws * num
 
         def run(start: int, m: int) -> int:
             idx = torch.arange(start, start + m, device=device)
-            batch = Batch(ds.x[start:start + m], None if ds.y is None else ds.y[start:start + m], idx, n)
-            with autoguide_subsample(q, n) if q is not None else contextlib.nullcontext():
-                log_w, traces = local_log_weights(model, q, batch, draws, mpn, globals_, check=start == 0)
-            check_log_weights(log_w, traces)
-            _summarize(log_w, num, out, slice(start, start + m))
+            batch, parts = ds.batch(idx), []
+            for s, globals_ in enumerate(global_sets):
+                with autoguide_subsample(q, n) if q is not None else contextlib.nullcontext():
+                    log_w, traces = local_log_weights(model, q, batch, draws, mpn, globals_, check=start + s == 0)
+                check_log_weights(log_w, traces)
+                parts.append(log_w)
+            _summarize(torch.cat(parts) if len(parts) > 1 else parts[0], num, out, slice(start, start + m))
             return auto_chunk(traces, m, n, device)
 
         chunk = run_chunks(n, chunk_size, run, probe=max(2, min(16, 100_000 // draws)))
     return _warn_khat(LogMarginal(num_particles=num, proposal=qname, chunk_size=chunk, **out), warn)
+
+
+def global_draws(guide, ds, names, num_draws: int) -> list[dict]:
+    """``num_draws`` independent draws of the global sites ``names`` from ``guide`` (one guide pass each, on the
+    data set's first points), site -> value dicts."""
+    if guide is None:
+        raise PPVAEError("num_draws: draws of the globals come from a guide; pass a Fit or a (model, guide) pair")
+    if not names:
+        raise PPVAEError("num_draws: the model has no global latents to average over; leave num_draws unset")
+    batch = ds.batch(torch.arange(min(2, len(ds)), device=ds.x.device))
+    out = []
+    for _ in range(num_draws):
+        with autoguide_subsample(guide, len(ds)):
+            tr = poutine.trace(guide).get_trace(batch)
+        out.append({n: tr.nodes[n]["value"].detach() for n in names})
+    return out
 
 
 def _warn_khat(result: LogMarginal, warn: bool) -> LogMarginal:
