@@ -206,10 +206,22 @@ def log_marginal(fit_or_model_guide, data, *, num_particles: int = 1000, proposa
                 check_log_weights(log_w, traces)
                 parts.append(log_w)
             _summarize(torch.cat(parts) if len(parts) > 1 else parts[0], num, out, slice(start, start + m))
+            if num_draws is not None:
+                out["mc_stderr"][start:start + m] = nested_stderr(torch.stack(parts))
             return auto_chunk(traces, m, n, device)
 
         chunk = run_chunks(n, chunk_size, run, probe=max(2, min(16, 100_000 // draws)))
     return _warn_khat(LogMarginal(num_particles=num, proposal=qname, chunk_size=chunk, **out), warn)
+
+
+def nested_stderr(log_w: torch.Tensor) -> torch.Tensor:
+    """Monte Carlo standard error of log p_hat for weights (S, K, m) nested in S global draws: the weights of one
+    draw are correlated (they share G_s), so the S per-draw means p_s = (1/K) sum_k w_sk are the independent
+    replicates; delta method: se(log p_hat) = sd_s(p_s / p_hat) / sqrt(S)."""
+    S, K = log_w.shape[:2]
+    per_draw = torch.logsumexp(log_w.double(), 1) - math.log(K)
+    rel = torch.exp(per_draw - (torch.logsumexp(per_draw, 0) - math.log(S)))
+    return (rel.std(0) / math.sqrt(S) if S > 1 else torch.full_like(rel[0], math.nan)).cpu()
 
 
 def global_draws(guide, ds, names, num_draws: int) -> list[dict]:
