@@ -166,7 +166,7 @@ def test_log_marginal_averages_over_q_theta():
     assert (plug.log_prob(data.x.double()) - exact).abs().max() > 10 * lm.mc_stderr.max()
 
 
-def test_bayesian_decoder_vae_fits_predicts_and_averages():
+def test_bayesian_decoder_vae_fits_predicts_and_averages(tmp_path):
     """The VAE option end to end: weight sites global (outside the data plate), trained by ppvae.fit (the weight
     KL falls from its start), predictive draws carry one weight draw each, and log_marginal(num_draws) runs."""
     g = torch.Generator().manual_seed(0)
@@ -186,5 +186,10 @@ def test_bayesian_decoder_vae_fits_predicts_and_averages():
     assert lm.num_particles == 100 and torch.isfinite(lm.values).all()
     with pytest.raises(ppvae.PPVAEError, match="num_draws"):
         ppvae.log_marginal(fit, data, num_particles=20, num_draws=5, method="ais")
+    fit.save(str(tmp_path / "run"))
+    back = ppvae.load(str(tmp_path / "run"))
+    assert back.model.bayesian_decoder and torch.equal(back.model.decoder_weights.loc[2], model.decoder_weights.loc[2])
+    again = ppvae.log_marginal(back, data, num_particles=20, num_draws=5, warn=False)
+    assert torch.allclose(again.values, lm.values, atol=1e-4)  # same q(theta), same seed: the same estimate
     with pytest.raises(ppvae.PPVAEError, match="bayesian_decoder"):
         VAE(bayesian_decoder="yes")
