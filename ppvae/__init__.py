@@ -53,6 +53,7 @@ from ppvae.evaluate import (
     LogEvidence,
     LogMarginal,
     bdmc,
+    impute_weighted,
     inference_gaps,
     log_evidence,
     log_marginal,
@@ -113,7 +114,7 @@ __all__ = [
     # every result kind: predictions, summaries
     "Result", "Summary", "exact_posterior", "load", "register_kind", "list_kinds",
     # evaluation and comparison
-    "log_marginal", "LogMarginal", "log_evidence", "LogEvidence", "inference_gaps", "InferenceGaps",
+    "log_marginal", "LogMarginal", "impute_weighted", "log_evidence", "LogEvidence", "inference_gaps", "InferenceGaps",
     "bdmc", "BDMCResult", "run_mcmc", "MCMCResult", "MCMCDivergenceError", "local_posterior", "fitted_proposal",
     "to_inference_data", "compare", "Comparison", "ImportanceWarning", "guide_diagnostic", "GuideDiagnostic", "sbc",
     "SBCResult",

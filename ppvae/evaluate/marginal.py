@@ -46,8 +46,10 @@ from ppvae.evaluate.evidence import LogEvidence, log_evidence  # noqa: F401 -- r
 from ppvae.evaluate.local_ais import ais_log_marginal, check_ais_options
 from ppvae.infer.importance import auto_chunk, check_log_weights, local_log_weights, run_chunks
 from ppvae.infer.proposal import autoguide_subsample, check_guide_is_factorized
+from ppvae.model.capabilities import ConditionsOnSubset, require
 
-__all__ = ["LogMarginal", "LogEvidence", "ImportanceWarning", "log_marginal", "log_evidence", "psis_khat"]
+__all__ = ["LogMarginal", "LogEvidence", "ImportanceWarning", "log_marginal", "log_evidence", "psis_khat",
+           "impute_weighted"]
 
 @dataclass
 class LogMarginal:
@@ -252,3 +254,43 @@ def _warn_khat(result: LogMarginal, warn: bool) -> LogMarginal:
     return result
 
 
+
+
+def impute_weighted(fit_or_model_guide, data, *, num_particles: int = 1000, seed: int = 0,
+                    chunk_size: int | None = None) -> dict[str, torch.Tensor]:
+    """E[x_mis | x_obs] by self-normalized importance sampling (Mattei & Frellsen 2019, "MIWAE", sec. 4.2):
+    with K draws c_k ~ q(c | x_obs) of the local latents (the fitted guide), globals at the fit's point estimate,
+
+        E[x_mis | x_obs] ~ sum_k wbar_k E[x_mis | c_k],  wbar_k = w_k / sum_j w_j,  w_k = p(x_obs, c_k) / q(c_k | x_obs)
+
+    consistent as K grows whatever the guide (unlike averaging predictive draws from q, which inherits q's error: an
+    encoder that reads missing pixels as 0 is biased). Returns ``mean`` (N, ...) with the observed entries kept,
+    ``ess`` (N,), the effective sample size of the weights, and ``mask``. Needs a likelihood whose distribution has
+    a ``mean`` and a model declaring :class:`ppvae.ConditionsOnSubset`."""
+    prepared = _prepare(fit_or_model_guide, data, "guide", num_particles, chunk_size, seed)
+    num, chunk_size, seed, model, guide, fit, ds, device, q, _, mpn, global_names, local_cont = prepared
+    require(model, ConditionsOnSubset, "impute_weighted")
+    if ds.mask is None:
+        raise PPVAEError("impute_weighted: the data have no missing values (a Dataset with NaN entries or a mask=)")
+    if not local_cont:
+        raise PPVAEError("impute_weighted: the model has no continuous local latents to weight")
+    site, n = model.masked_site(), len(ds)
+    mean, ess = torch.empty(ds.x.shape, dtype=ds.x.dtype), torch.empty(n, dtype=torch.float64)
+    with torch.no_grad(), pyro.validation_enabled(False), _seeded(seed, device):
+        globals_ = _global_values(fit, model, guide, ds, global_names, None)
+
+        def run(start: int, m: int) -> int:
+            batch = ds.batch(torch.arange(start, start + m, device=device))
+            with autoguide_subsample(q, n):
+                log_w, traces = local_log_weights(model, q, batch, num, mpn, globals_, check=start == 0)
+            check_log_weights(log_w, traces)
+            w = torch.softmax(log_w.double(), 0)  # (K, m)
+            cond = traces["model"].nodes[site]["fn"].mean  # E[x | c_k], (K, m', ...) (m' = 2 for one point)
+            cond = cond.reshape((num, -1) + tuple(ds.x.shape[1:]))[:, :m].double()
+            avg = (w.reshape(w.shape + (1,) * (cond.dim() - 2)) * cond).sum(0)
+            mean[start:start + m] = torch.where(batch.mask, batch.x, avg.to(ds.x.dtype)).cpu()
+            ess[start:start + m] = (1.0 / w.pow(2).sum(0)).cpu()
+            return auto_chunk(traces, m, n, device)
+
+        run_chunks(n, chunk_size, run, probe=max(2, min(16, 100_000 // num)))
+    return {"mean": mean, "ess": ess, "mask": ds.mask.cpu()}

@@ -151,3 +151,28 @@ def pyro_trace_x(model, batch, z):
 
     tr = pyro.poutine.trace(pyro.poutine.condition(model, data={"z": z})).get_trace(batch)
     return tr.nodes["x"]["fn"].log_prob(batch.x)
+
+
+def test_weighted_imputation_is_the_conditional_mean_with_a_poor_guide():
+    """impute_weighted with a guide that ignores the data (z ~ N(0, 1.5^2 I)): self-normalized IS over K = 20,000
+    draws recovers E[x_m | x_o] to 0.03 (the posterior sd of E[x_m | z] is about 1, ESS > 1,000), where the
+    guide's own predictive mean would be the prior mean mu_m."""
+    import pyro
+    import pyro.distributions as dist
+
+    model, W, mu, x = _ppca(seed=3)
+    mask = _mask(4)
+    data = ppvae.Dataset(torch.where(mask, x, torch.nan), name="masked")
+
+    def guide(batch):
+        with model.data_plate(batch):
+            pyro.sample("z", dist.Normal(torch.zeros(Q, dtype=torch.float64), 1.5).to_event(1))
+
+    out = ppvae.impute_weighted((model, guide), data, num_particles=20_000, seed=0)
+    target = _conditional_mean(W, mu, x, mask)
+    assert out["ess"].min() > 1000
+    assert torch.allclose(out["mean"][mask], x[mask])
+    assert (out["mean"] - target)[~mask].abs().max() < 0.03
+    assert (mu.expand_as(x) - target)[~mask].abs().max() > 0.3  # the check has teeth
+    with pytest.raises(ppvae.PPVAEError, match="no missing values"):
+        ppvae.impute_weighted((model, guide), ppvae.Dataset(x), num_particles=10)
