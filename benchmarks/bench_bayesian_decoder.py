@@ -2,8 +2,8 @@
 half-missing test images (log p(x_obs) and completion).
 
 Protocol (the mnist5k log p(x) table's): 784-200-200-50 tanh Bernoulli VAE, 4,000 fixed-binarized training images,
-batch 100, one sample per point (``elbo="trace"``), Adam 1e-3, ``--epochs`` epochs (5: the budget a 2-core machine
-under load 13 allows), ``jit=True``; test = the first ``--test-size`` (200) test images; estimator seed 0.
+batch 100, one sample per point (``elbo="trace"``), Adam 1e-3, ``--epochs`` epochs (10: the budget a 2-core machine
+under load 13 allows), ``jit=True``; test = the first ``--test-size`` (100) test images; estimator seed 0.
 
 ``--part bayes``: ``VAE(bayesian_decoder=True, prior_scale=1)``: q(theta) mean-field Gaussian over the decoder's
 weights, the weight KL entering each step with weight M/N (once per epoch). Test log p(x | D) on the test
@@ -18,7 +18,7 @@ draws (z ~ q(z | x_obs)) and ``ppvae.impute_weighted`` (self-normalized IS, K as
 log-likelihood per missing pixel (probabilities clamped to [1e-3, 1 - 1e-3]) and the accuracy of thresholding at 0.5,
 beside the training pixel means; the figure shows input / weighted mean / one predictive draw / truth.
 
-    python benchmarks/bench_bayesian_decoder.py --part bayes --epochs 5 --seeds 0 1 --threads 1
+    python benchmarks/bench_bayesian_decoder.py --part bayes --seeds 0 1 --threads 1
     python benchmarks/bench_bayesian_decoder.py --part missing --epochs 5 --threads 1 --figure completion.png
 """
 
@@ -112,12 +112,12 @@ def part_missing(args, train_data, test) -> dict:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--part", choices=("bayes", "missing"), default="bayes")
-    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--num-draws", type=int, default=50, help="S draws of the decoder weights from q(theta)")
     p.add_argument("--num-particles", type=int, default=100, help="K draws of z per weight draw (S K = 5,000)")
     p.add_argument("--num-particles-missing", type=int, default=1000)
-    p.add_argument("--test-size", type=int, default=200)
+    p.add_argument("--test-size", type=int, default=100)
     p.add_argument("--impute-points", type=int, default=200)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--figure", default=None)

@@ -81,8 +81,9 @@ class BayesianWeights(nn.Module):
     def apply(self, weights: dict[str, torch.Tensor], *args):
         """``net(*args)`` with its parameters replaced by ``weights`` (name -> tensor of the parameter's shape).
         A ``Sequential`` of ``Linear`` layers and parameter-free modules (what :func:`ppvae.model.nn.mlp` builds) is
-        applied layer by layer with ``F.linear``, which ``torch.jit.trace`` records (``fit(jit=True)``); any other
-        network through :func:`torch.func.functional_call` (eager only)."""
+        applied layer by layer with ``F.linear``, which ``torch.jit.trace`` records (``fit(jit=True)``), and takes
+        weights with leading draw dimensions (S, 1, out, in) (vectorized draws: ``predict``, diagnostics); any other
+        network goes through :func:`torch.func.functional_call` (one draw at a time, eager only)."""
         net = self.net
         if not isinstance(net, nn.Sequential) or len(args) != 1 or not all(
                 isinstance(m, nn.Linear) or not any(True for _ in m.parameters()) for m in net):
@@ -90,7 +91,7 @@ class BayesianWeights(nn.Module):
         h = args[0]
         for i, layer in enumerate(net):
             if isinstance(layer, nn.Linear):
-                h = nn.functional.linear(h, weights[f"{i}.weight"], weights.get(f"{i}.bias"))
+                h = _linear(h, weights[f"{i}.weight"], weights.get(f"{i}.bias"))
             else:
                 h = layer(h)
         return h
@@ -104,3 +105,11 @@ class BayesianWeights(nn.Module):
             p = dist.Normal(torch.zeros((), dtype=torch.float64), float(self.prior_scale))
             total = total + torch.distributions.kl_divergence(q, p).sum()
         return total
+
+
+def _linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """h W^T + b; a weight with leading dimensions (draws, 1, out, in) broadcasts against h's leading dimensions."""
+    if weight.dim() == 2:
+        return nn.functional.linear(h, weight, bias)
+    out = (h.unsqueeze(-2) @ weight.transpose(-1, -2)).squeeze(-2)
+    return out if bias is None else out + bias

@@ -193,3 +193,23 @@ def test_bayesian_decoder_vae_fits_predicts_and_averages(tmp_path):
     assert torch.allclose(again.values, lm.values, atol=1e-4)  # same q(theta), same seed: the same estimate
     with pytest.raises(ppvae.PPVAEError, match="bayesian_decoder"):
         VAE(bayesian_decoder="yes")
+
+
+def test_cli_fits_a_bayesian_decoder_and_evaluates_over_q_theta(tmp_path):
+    """``ppvae fit vae bayesian_decoder=true`` then ``ppvae evaluate --num-draws 3 --num-particles 10``: metrics.json
+    holds the nested estimate with S K = 30 weights per point."""
+    import json
+
+    import numpy as np
+
+    from ppvae.cli.app import main
+
+    g = np.random.default_rng(0)
+    np.save(tmp_path / "bin.npy", (g.uniform(size=(40, 12)) < 0.3).astype(np.float32))
+    run = tmp_path / "run"
+    assert main(["fit", "vae", "latent_dim=2", "hidden=8", "depth=1", "bayesian_decoder=true", "--data",
+                 str(tmp_path / "bin.npy"), "--steps", "20", "--batch-size", "20", "--out", str(run), "--quiet",
+                 "--no-convergence-check"]) == 0
+    assert main(["evaluate", str(run), "--num-draws", "3", "--num-particles", "10", "--quiet"]) == 0
+    entry = json.loads((run / "metrics.json").read_text())["log_marginal"]
+    assert entry["num_particles"] == 30 and entry["method"] == "is"
