@@ -176,3 +176,13 @@ def test_weighted_imputation_is_the_conditional_mean_with_a_poor_guide():
     assert (mu.expand_as(x) - target)[~mask].abs().max() > 0.3  # the check has teeth
     with pytest.raises(ppvae.PPVAEError, match="no missing values"):
         ppvae.impute_weighted((model, guide), ppvae.Dataset(x), num_particles=10)
+
+
+def test_standardize_uses_the_observed_entries(tmp_path):
+    path = tmp_path / "s.csv"
+    path.write_text("a,b\n1,10\n2,\n3,30\n4,20\n")
+    ds = ppvae.load_dataset(str(path), standardize=True)
+    b = np.array([10.0, 30.0, 20.0])
+    np.testing.assert_allclose(ds.x[[0, 2, 3], 1].numpy(), (b - b.mean()) / b.std(ddof=1), rtol=1e-5)
+    assert ds.x[1, 1] == 0 and not ds.mask[1, 1]
+    np.testing.assert_allclose(ds.meta["standardized"]["mean"], [2.5, 20.0], rtol=1e-6)
