@@ -195,6 +195,7 @@ def test_bayesian_decoder_vae_fits_predicts_and_averages(tmp_path):
         VAE(bayesian_decoder="yes")
 
 
+@pytest.mark.slow
 def test_cli_fits_a_bayesian_decoder_and_evaluates_over_q_theta(tmp_path):
     """``ppvae fit vae bayesian_decoder=true`` then ``ppvae evaluate --num-draws 3 --num-particles 10``: metrics.json
     holds the nested estimate with S K = 30 weights per point."""
