@@ -21,12 +21,14 @@ import pyro.distributions as dist
 import torch
 from pyro.nn import PyroParam
 
-from ppvae import ExactPosterior, Model, PPVAEError, register_model
+from ppvae import ConditionsOnSubset, ExactPosterior, Model, PPVAEError, observed_part, register_model
 
 
 @register_model("ppca", "probabilistic PCA: x = W z + mu + noise, z ~ N(0, I) (Tipping & Bishop 1999)")
-class PPCA(Model, ExactPosterior):
-    """Linear-Gaussian latent model with q latent dimensions; see the module docstring."""
+class PPCA(Model, ExactPosterior, ConditionsOnSubset):
+    """Linear-Gaussian latent model with q latent dimensions; see the module docstring. With missing values (a
+    ``Dataset`` with a ``mask``) the likelihood counts the observed coordinates o_i of each point only, so
+    p(x_i,o) = N(mu_o, W_o W_o^T + sigma^2 I) and p(z_i | x_i,o) uses W_o (rows of W at o_i)."""
 
     data_kinds = ("real", "binary", "image")
 
@@ -65,12 +67,16 @@ class PPCA(Model, ExactPosterior):
             p.requires_grad_(not fixed)
         return self
 
+    def masked_site(self) -> str:
+        return "obs"
+
     def forward(self, batch):
         x = batch.x.reshape(len(batch), -1)
+        mask = None if batch.mask is None else batch.mask.reshape(len(batch), -1)
         W, mu = self.W, self.mu
         with self.data_plate(batch):
             z = pyro.sample("z", dist.Normal(x.new_zeros(self.latent_dim), 1.0).to_event(1))
-            pyro.sample("obs", dist.Normal(z @ W.T + mu, self.sigma).to_event(1), obs=x)
+            pyro.sample("obs", observed_part(dist.Normal(z @ W.T + mu, self.sigma).to_event(1), mask), obs=x)
 
     # -- closed forms -----------------------------------------------------------------------------
     @torch.no_grad()
@@ -82,13 +88,21 @@ class PPCA(Model, ExactPosterior):
         return dist.MultivariateNormal(mu, covariance_matrix=cov).log_prob(x)
 
     @torch.no_grad()
-    def exact_posterior(self, x) -> tuple[torch.Tensor, torch.Tensor]:
+    def exact_posterior(self, x, mask=None) -> tuple[torch.Tensor, torch.Tensor]:
         """p(z_i | x_i) = N(M^-1 W^T (x_i - mu), sigma^2 M^-1): returns (means (N, q), covariance (q, q))
-        in float64 (Tipping & Bishop 1999, eqs. 6-7)."""
+        in float64 (Tipping & Bishop 1999, eqs. 6-7). With ``mask`` (N, D), True = observed, W and x - mu keep
+        the observed rows of each point only (W_o): M_i = W_o^T W_o + sigma^2 I and the covariance is (N, q, q)."""
         W, mu, s2 = self.W.double(), self.mu.double(), self.sigma.double() ** 2
         x = torch.as_tensor(x).reshape(len(x), -1).double()
-        M = W.T @ W + s2 * torch.eye(self.latent_dim, dtype=W.dtype)
-        means = torch.linalg.solve(M, W.T @ (x - mu).T).T
+        eye = torch.eye(self.latent_dim, dtype=W.dtype)
+        if mask is None:
+            M = W.T @ W + s2 * eye
+            means = torch.linalg.solve(M, W.T @ (x - mu).T).T
+            return means, s2 * torch.linalg.inv(M)
+        m = torch.as_tensor(mask).reshape(len(x), -1).to(W.dtype)
+        Wo = W[None] * m[..., None]  # (N, D, q): the rows of missing coordinates zeroed
+        M = Wo.transpose(1, 2) @ Wo + s2 * eye
+        means = torch.linalg.solve(M, (Wo.transpose(1, 2) @ ((x - mu) * m)[..., None]))[..., 0]
         return means, s2 * torch.linalg.inv(M)
 
     def posterior_guide(self, x=None, y=None):
@@ -97,7 +111,7 @@ class PPCA(Model, ExactPosterior):
 
         def guide(batch):
             x = batch.x.reshape(len(batch), -1)
-            means, cov = self.exact_posterior(x)
+            means, cov = self.exact_posterior(x, batch.mask)
             with self.data_plate(batch):
                 pyro.sample("z", dist.MultivariateNormal(means.to(x.dtype), covariance_matrix=cov.to(x.dtype)))
 

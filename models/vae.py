@@ -36,7 +36,9 @@ from pyro.infer import Trace_ELBO
 from torch import nn
 
 from ppvae import (
+    BayesianWeights,
     Callback,
+    ConditionsOnSubset,
     Model,
     PPVAEError,
     Reports,
@@ -44,6 +46,7 @@ from ppvae import (
     check_float,
     check_int,
     load_dataset,
+    observed_part,
     plots,
     register_model,
 )
@@ -90,14 +93,20 @@ class ConvDecoder(nn.Module):
 
 
 @register_model("vae", "variational autoencoder: z ~ N(0, I), x ~ decoder(z); MLP or conv, amortized encoder")
-class VAE(Model, Reports):
-    """Variational autoencoder with an amortized Gaussian encoder (see the module docstring)."""
+class VAE(Model, Reports, ConditionsOnSubset):
+    """Variational autoencoder with an amortized Gaussian encoder (see the module docstring).
+
+    ``bayesian_decoder=True``: the decoder's weights theta are global latents with prior N(0, ``prior_scale``^2)
+    and a mean-field Gaussian factor q(theta) in the guide beside q(z | x) (Kingma & Welling 2013, app. F;
+    :class:`ppvae.BayesianWeights`). Data with missing values (a ``Dataset`` with a ``mask``) are fitted on the
+    observed pixels only (:class:`ppvae.ConditionsOnSubset`)."""
 
     data_kinds = ("binary", "image", "real")
     train_defaults = {"batch_size": 100, "lr": 1e-3, "jit": True}  # Burda et al. 2015 / Kingma & Welling 2013 settings
 
     def __init__(self, latent_dim: int = 50, hidden: int = 200, depth: int = 2, activation: str = "tanh",
-                 likelihood: str = "bernoulli", arch: str = "mlp", min_scale: float = 1e-3):
+                 likelihood: str = "bernoulli", arch: str = "mlp", min_scale: float = 1e-3,
+                 bayesian_decoder: bool = False, prior_scale: float = 1.0):
         super().__init__()
         self.latent_dim = check_int("latent_dim", latent_dim, low=1)
         self.hidden = check_int("hidden", hidden, low=1)
@@ -106,6 +115,10 @@ class VAE(Model, Reports):
         self.likelihood = check_choice("likelihood", likelihood, LIKELIHOODS)
         self.arch = check_choice("arch", arch, ("mlp", "conv"))
         self.min_scale = check_float("min_scale", min_scale, low=0.0, strict=True)
+        if not isinstance(bayesian_decoder, bool):
+            raise PPVAEError(f"bayesian_decoder: expected true or false; got {bayesian_decoder!r}")
+        self.bayesian_decoder = bayesian_decoder
+        self.prior_scale = check_float("prior_scale", prior_scale, low=0.0, strict=True)
         self.input_dim = None
 
     # -- networks ---------------------------------------------------------------------------------
@@ -137,6 +150,8 @@ class VAE(Model, Reports):
         # plain references beside the registered submodules: PyroModule.__getattr__ costs ~0.1 ms per
         # lookup, a few percent of a training step on this network (see benchmarks/bench_vae_speed.py)
         self.__dict__["_nets"] = (self.encoder, self.decoder)
+        if self.bayesian_decoder:  # q(theta) over the decoder's weights, located at its initial values
+            self.decoder_weights = BayesianWeights(self.decoder, "decoder", self.prior_scale)
 
     def _built(self):
         if self.input_dim is None:
@@ -149,10 +164,17 @@ class VAE(Model, Reports):
         loc, raw = h[..., : self.latent_dim], h[..., self.latent_dim :]
         return loc, nn.functional.softplus(raw) + self.min_scale
 
-    def likelihood_dist(self, z: torch.Tensor) -> dist.Distribution:
-        """p_theta(x | z) as a distribution with event dim D."""
+    def masked_site(self) -> str:
+        return "x"
+
+    def likelihood_dist(self, z: torch.Tensor, weights: dict | None = None) -> dist.Distribution:
+        """p_theta(x | z) as a distribution with event dim D; ``weights``: the decoder's parameters theta (a draw
+        of the Bayesian decoder), else its own (with ``bayesian_decoder``: the posterior means)."""
         self._built()
-        h = self._nets[1](z)
+        if self.bayesian_decoder:
+            h = self.decoder_weights.apply(self.decoder_weights.mean() if weights is None else weights, z)
+        else:
+            h = self._nets[1](z)
         if self.likelihood == "bernoulli":
             return dist.Bernoulli(logits=h).to_event(1)
         if self.likelihood == "cbernoulli":
@@ -164,13 +186,17 @@ class VAE(Model, Reports):
     # -- model and guide ----------------------------------------------------------------------------
     def forward(self, batch):
         x = batch.x.reshape(len(batch), -1)
+        mask = None if batch.mask is None else batch.mask.reshape(len(batch), -1)
+        weights = self.decoder_weights.prior() if self.bayesian_decoder else None  # global: outside the data plate
         with self.data_plate(batch):
             prior = dist.Normal(x.new_zeros(()), x.new_ones(())).expand([len(batch), self.latent_dim])
             z = pyro.sample("z", prior.to_event(1))
-            pyro.sample("x", self.likelihood_dist(z), obs=x)
+            pyro.sample("x", observed_part(self.likelihood_dist(z, weights), mask), obs=x)
 
     def guide(self, batch):
         x = batch.x.reshape(len(batch), -1)
+        if self.bayesian_decoder:
+            self.decoder_weights.posterior()
         loc, scale = self.encode(x)
         with self.data_plate(batch):
             pyro.sample("z", dist.Normal(loc, scale).to_event(1))
@@ -186,7 +212,7 @@ class VAE(Model, Reports):
         """The decoder's mean at ``n`` draws z ~ N(0, I)."""
         self._built()
         z = torch.randn(n, self.latent_dim, generator=generator)
-        device = next(self.decoder.parameters()).device
+        device = next(self._nets[1].parameters()).device
         return self.likelihood_dist(z.to(device)).mean
 
     def fit_callbacks(self, data) -> list:

@@ -53,6 +53,7 @@ from ppvae.evaluate import (
     LogEvidence,
     LogMarginal,
     bdmc,
+    impute_weighted,
     inference_gaps,
     log_evidence,
     log_marginal,
@@ -79,8 +80,10 @@ from ppvae.infer import (
     run_mcmc,
 )
 from ppvae.model import (
+    BayesianWeights,
     ClosedFormEM,
     ClosedFormPotential,
+    ConditionsOnSubset,
     ConjugateExponential,
     CoordinateAscentVI,
     ExactPosterior,
@@ -90,6 +93,7 @@ from ppvae.model import (
     build_model,
     import_model,
     list_models,
+    observed_part,
     register_model,
     require,
 )
@@ -102,7 +106,7 @@ __all__ = [
     "corpus_from_counts", "Model", "build_model", "list_models", "register_model", "import_model",
     # declared model capabilities (ppvae/_capabilities.py)
     "ClosedFormEM", "ClosedFormPotential", "ExactPosterior", "Mixture", "CoordinateAscentVI", "ConjugateExponential",
-    "Reports", "require",
+    "Reports", "require", "ConditionsOnSubset", "observed_part", "BayesianWeights",
     # fitting
     "make_guide", "list_guides", "register_guide", "make_elbo", "list_elbos", "register_elbo",
     "fit", "Fit", "Trainer", "Callback", "EarlyStopping", "fit_em", "EMFit",
@@ -110,7 +114,7 @@ __all__ = [
     # every result kind: predictions, summaries
     "Result", "Summary", "exact_posterior", "load", "register_kind", "list_kinds",
     # evaluation and comparison
-    "log_marginal", "LogMarginal", "log_evidence", "LogEvidence", "inference_gaps", "InferenceGaps",
+    "log_marginal", "LogMarginal", "impute_weighted", "log_evidence", "LogEvidence", "inference_gaps", "InferenceGaps",
     "bdmc", "BDMCResult", "run_mcmc", "MCMCResult", "MCMCDivergenceError", "local_posterior", "fitted_proposal",
     "to_inference_data", "compare", "Comparison", "ImportanceWarning", "guide_diagnostic", "GuideDiagnostic", "sbc",
     "SBCResult",

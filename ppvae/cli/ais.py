@@ -68,12 +68,14 @@ def bdmc_run(run_dir: str, data: str | None = None, *, seed: int = 0, **options)
 
 @renamed(num_samples="num_particles")
 def evaluate_run(run_dir: str, data: str | None = None, *, num_particles: int = 1000, proposal: str = "guide",
-                 chunk_size: int | None = None, seed: int = 0, method: str = "is", **ais) -> tuple:
+                 chunk_size: int | None = None, seed: int = 0, method: str = "is", num_draws: int | None = None,
+                 **ais) -> tuple:
     """Evaluate a saved run on ``data`` (default: its own) and add a ``log_marginal`` object to
     ``RUN_DIR/metrics.json`` (other keys kept) and ``log_marginal.png``, both written atomically.
 
     An SVI run (:meth:`Fit.load`): per-point log p(x_i | G) by importance sampling
-    (:func:`ppvae.log_marginal`) or, with ``method="ais"`` (options ``ais`` as :func:`log_marginal`'s),
+    (:func:`ppvae.log_marginal`; ``num_draws``: averaged over that many draws of the globals from the guide) or,
+    with ``method="ais"`` (options ``ais`` as :func:`log_marginal`'s),
     :func:`evaluate_run_ais`. EM, MCMC and CAVI runs: :func:`ppvae.cli.evaluate.evaluate_saved` (exact
     per-point log-likelihood, log pointwise predictive density beside PSIS-LOO, per-document ELBO).
     Returns (the estimate, entry)."""
@@ -84,14 +86,18 @@ def evaluate_run(run_dir: str, data: str | None = None, *, num_particles: int = 
             raise PPVAEError(f"--method: '{method}' estimates log p(x) for SVI runs; {run_dir} holds a run of "
                              f"kind '{spec.name}', whose per-point numbers need no sampler (omit --method)")
         return evaluate_saved(run_dir, data, seed=seed)
-    if method == "ais":
+    if method == "ais" or (num_draws is not None and spec.evaluator is not None):
+        if num_draws is not None:
+            raise PPVAEError("--num-draws: averages importance sampling over the guide's globals (SVI runs, "
+                             "--method is)")
         return evaluate_run_ais(run_dir, data, num_particles=num_particles, proposal=proposal, chunk_size=chunk_size,
                                 seed=seed, **ais)
     fit = Fit.load(run_dir)
     ds = run_dataset(fit.data_info, data)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ImportanceWarning)
-        result = log_marginal(fit, ds, num_particles=num_particles, proposal=proposal, chunk_size=chunk_size, seed=seed)
+        result = log_marginal(fit, ds, num_particles=num_particles, proposal=proposal, chunk_size=chunk_size, seed=seed,
+                              num_draws=num_draws)
     entry = {**result.to_dict(), "data": ds.name, "seed": seed,
              "warnings": [str(w.message) for w in caught if issubclass(w.category, ImportanceWarning)]}
     update_metrics(run_dir, "log_marginal", entry)

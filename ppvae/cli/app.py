@@ -298,7 +298,8 @@ def cmd_evaluate(args) -> int:
     check_writable(args.run_dir, "run_dir")  # before the work: the result goes into its metrics.json
     with DirectoryLock(args.run_dir, "run_dir"):
         _, entry = evaluate_run(args.run_dir, args.data, num_particles=args.num_particles, proposal=args.proposal,
-                                chunk_size=args.chunk_size, seed=args.seed, method=args.method, **ais)
+                                chunk_size=args.chunk_size, seed=args.seed, method=args.method,
+                                num_draws=args.num_draws, **ais)
     if entry["method"] == "ais":
         return print_ais(args, entry)
     if entry["method"] != "is":  # an EM, MCMC or CAVI run

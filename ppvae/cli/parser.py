@@ -278,6 +278,9 @@ def _add_evaluate(sub, commands) -> None:
                    help="data points per vectorized pass (default: from free memory)")
     p.add_argument("--seed", type=NONNEGATIVE, default=0, help="random seed of the importance samples")
     p.add_argument("--method", default="is", choices=("is", "ais"), help="importance sampling or annealed IS")
+    p.add_argument("--num-draws", type=COUNT, default=None,
+                   help="average over this many draws of the global latents from the guide (log p(x | data), e.g. a "
+                        "Bayesian decoder's weights; K particles per draw); default: the globals at their estimate")
     _ais_options(p, steps_type=COUNT, steps_default=500)
     p.set_defaults(func=commands["evaluate"])
 

@@ -9,7 +9,7 @@ import os
 import numpy as np
 
 from ppvae._util.io import atomic_write
-from ppvae._util.validation import COUNT, NONNEGATIVE
+from ppvae._util.validation import COUNT, NONNEGATIVE, PPVAEError
 from ppvae.cli.models import add_import_option
 from ppvae.comparison.guide_diagnostics import guide_khat_line
 from ppvae.comparison.inference_data import observed_values
@@ -31,6 +31,8 @@ def cmd_predict(args) -> int:
     """Posterior draws of every latent and posterior predictive draws of the observed sites, to NPZ or NetCDF."""
     out = args.out
     check_output_file(out, "--out", (".npz", ".nc"))  # before the work: length, type, writability, free space
+    if args.impute:
+        return _impute(args)
     result = load_result(args.run_dir)
     data = _data(result, args.data)
     draws = result.predict(data, num_draws=args.num_draws, seed=args.seed, observed=not args.no_observed)
@@ -43,6 +45,24 @@ def cmd_predict(args) -> int:
     print(f"{result.method}: {S} posterior draws on {data.name} ({len(data)} points) of "
           f"{', '.join(f'{k} {tuple(v.shape[1:])}' for k, v in arrays.items())}")
     print(f"wrote {out}")
+    return 0
+
+
+def _impute(args) -> int:
+    """``--impute``: the missing entries of ``--data`` (NaN cells) filled from the posterior predictive, to NPZ."""
+    if not args.out.endswith(".npz"):
+        raise PPVAEError(f"--out: --impute writes FILE.npz (mean, draws, mask); got '{args.out}'")
+    result = load_result(args.run_dir)
+    data = _data(result, args.data)
+    if data.mask is None:
+        raise PPVAEError(f"--impute: data '{data.name}' has no missing values (NaN cells in a CSV or NPY file)")
+    out = result.impute(data, num_draws=args.num_draws or 1000, seed=args.seed)
+    arrays = {k: v.detach().cpu().numpy() for k, v in out.items()}
+    atomic_write(args.out, lambda fh: np.savez(fh, **arrays), mode="wb")
+    print(f"{result.method}: {int((~out['mask']).sum())} missing entries of {data.name} ({len(data)} points) "
+          f"filled: mean {tuple(arrays['mean'].shape)} (posterior predictive mean of {len(arrays['draws'])} draws), "
+          f"draws {tuple(arrays['draws'].shape)}, mask (True = observed)")
+    print(f"wrote {args.out}")
     return 0
 
 
@@ -89,6 +109,9 @@ def add_parsers(sub, commands) -> None:
         if name == "predict":
             p.add_argument("--out", required=True, help="FILE.npz (site -> array, draws first) or FILE.nc (ArviZ)")
             p.add_argument("--no-observed", action="store_true", help="latents only, no posterior predictive")
+            p.add_argument("--impute", action="store_true",
+                           help="fill the missing (NaN) entries of --data from the posterior predictive: "
+                                "FILE.npz with mean, draws and mask")
         else:
             p.add_argument("--correlations", action="store_true", help="also the correlations of the globals")
             p.add_argument("--json", default=None, metavar="FILE", help="also write the table as JSON")

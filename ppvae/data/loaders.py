@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import inspect
+import math
 import os
 from dataclasses import replace
 from importlib import resources
@@ -45,11 +46,14 @@ KINDS = ("real", "binary", "image", "counts")
 
 
 def _standardize(ds: Dataset) -> Dataset:
-    mean, std = ds.x.mean(0), ds.x.std(0)
+    # the moments of the observed entries only (missing ones hold 0 and stay 0 after the shift)
+    x = ds.x if ds.mask is None else torch.where(ds.mask, ds.x, torch.nan)
+    mean, std = x.nanmean(0), (x - x.nanmean(0)).pow(2).nansum(0).div((~torch.isnan(x)).sum(0) - 1).sqrt()
     if (std == 0).any():
         raise PPVAEError(f"standardize: data '{ds.name}' has a constant column; cannot divide by a zero std")
     meta = dict(ds.meta, standardized={"mean": mean.tolist(), "std": std.tolist()})
-    return replace(ds, x=(ds.x - mean) / std, meta=meta)
+    z = (ds.x - mean) / std
+    return replace(ds, x=z if ds.mask is None else torch.where(ds.mask, z, 0.0), meta=meta)
 
 
 def load_dataset(name_or_path: str | os.PathLike, *, standardize: bool = False, labels_per_class: int | None = None,
@@ -161,6 +165,13 @@ def _is_number(text: str) -> bool:
     return True
 
 
+MISSING_CELLS = ("", "na", "nan", "n/a", "null")  # read as missing values (NaN, then the data set's mask)
+
+
+def _cell(text: str) -> float:
+    return math.nan if text.strip().lower() in MISSING_CELLS else float(text)
+
+
 def _read_csv(path: str, name: str, header: bool | str = "auto", target: str | None = None) -> Dataset:
     """Read a numeric CSV. ``header="auto"`` takes the first row as column names when one of its cells is
     not a number and as data otherwise, so no row is ever dropped unseen; ``True``/``False`` force it.
@@ -194,7 +205,7 @@ def _read_csv(path: str, name: str, header: bool | str = "auto", target: str | N
         if len(cells) != len(cols):
             raise PPVAEError(f"data: expected {len(cols)} values on every row of {path}; row {i} has {len(cells)}")
         try:
-            values.append([float(v) for v in cells])
+            values.append([_cell(v) for v in cells])
         except ValueError as exc:
             hint = " (the first row is data; pass header=true, e.g. --data file.csv:header=true)" if i == 1 else ""
             raise PPVAEError(f"data: expected numeric CSV values in {path}; row {i}: {exc}{hint}") from None

@@ -6,7 +6,7 @@ from ppvae.evaluate.bdmc_bounds import BDMCResult, bdmc
 from ppvae.evaluate.estimate import ImportanceWarning, LogEvidence
 from ppvae.evaluate.evidence import log_evidence
 from ppvae.evaluate.gaps import InferenceGaps, inference_gaps
-from ppvae.evaluate.marginal import LogMarginal, log_marginal
+from ppvae.evaluate.marginal import LogMarginal, impute_weighted, log_marginal
 
 __all__ = ["log_marginal", "LogMarginal", "log_evidence", "LogEvidence", "ImportanceWarning", "bdmc", "BDMCResult",
-           "inference_gaps", "InferenceGaps"]
+           "inference_gaps", "InferenceGaps", "impute_weighted"]

@@ -19,6 +19,7 @@ from ppvae._util.validation import PPVAEError, check_int, one_line
 from ppvae.data.loaders import Batch, Dataset
 from ppvae.infer.importance import check_particles_fit
 from ppvae.infer.svi.fit import Fit, guide_median
+from ppvae.model.capabilities import check_mask_support
 from ppvae.model.structure import structure_of
 from ppvae.runs.directory import run_dataset
 
@@ -90,7 +91,7 @@ def _dataset(data, fit, model, guide) -> tuple[Dataset, torch.device]:
     if isinstance(data, Dataset):
         ds = data
     elif isinstance(data, Batch):
-        ds = Dataset(data.x, data.y)
+        ds = Dataset(data.x, data.y, mask=data.mask)
     else:
         ds = Dataset(data, name="data")
     if fit is not None:
@@ -103,7 +104,8 @@ def _dataset(data, fit, model, guide) -> tuple[Dataset, torch.device]:
     device = ref.device if ref is not None else (fit.device if fit is not None else torch.device("cpu"))
     x = ds.x.to(device, dtype=ref.dtype if ref is not None else ds.x.dtype)
     y = None if ds.y is None else ds.y.to(device, dtype=x.dtype if ds.y.is_floating_point() else ds.y.dtype)
-    return Dataset(x, y, name=ds.name, kind=ds.kind, meta=ds.meta), device
+    mask = None if ds.mask is None else ds.mask.to(device)
+    return Dataset(x, y, name=ds.name, kind=ds.kind, meta=ds.meta, mask=mask), device
 
 
 def _proposal(proposal, guide):
@@ -167,6 +169,7 @@ def _prepare(fit_or_model_guide, data, proposal, num_particles, chunk_size, seed
     model, guide, fit = _resolve(fit_or_model_guide)
     ds, device = _dataset(data, fit, model, guide)
     q, qname = _proposal(proposal, guide)
+    check_mask_support(model, ds)
     structure = _structure(model, ds)
     check_particles_fit(num, ds, device, structure[-1])
     return (num, chunk_size, seed, model, guide, fit, ds, device, q, qname, *structure)

@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 
 import pyro
 import torch
+from pyro import poutine
 
 from ppvae._util import display as _display
-from ppvae._util.validation import check_choice, renamed
-from ppvae.data.loaders import Batch
+from ppvae._util.validation import PPVAEError, check_choice, check_int, renamed
 from ppvae.evaluate.estimate import (  # noqa: F401 -- KHAT_THRESHOLD, ImportanceWarning and psis_khat re-exported
     KHAT_THRESHOLD,
     ImportanceWarning,
@@ -46,8 +46,10 @@ from ppvae.evaluate.evidence import LogEvidence, log_evidence  # noqa: F401 -- r
 from ppvae.evaluate.local_ais import ais_log_marginal, check_ais_options
 from ppvae.infer.importance import auto_chunk, check_log_weights, local_log_weights, run_chunks
 from ppvae.infer.proposal import autoguide_subsample, check_guide_is_factorized
+from ppvae.model.capabilities import ConditionsOnSubset, require
 
-__all__ = ["LogMarginal", "LogEvidence", "ImportanceWarning", "log_marginal", "log_evidence", "psis_khat"]
+__all__ = ["LogMarginal", "LogEvidence", "ImportanceWarning", "log_marginal", "log_evidence", "psis_khat",
+           "impute_weighted"]
 
 @dataclass
 class LogMarginal:
@@ -133,7 +135,7 @@ def log_marginal(fit_or_model_guide, data, *, num_particles: int = 1000, proposa
                  chunk_size: int | None = None, seed: int = 0, global_values: dict | None = None, warn: bool = True,
                  method: str = "is", num_steps: int = 500, num_chains: int = 16, schedule="sigmoid",
                  num_leapfrog: int = 5, step_size: float = 0.1, target_accept: float = 0.65,
-                 progress: bool | None = None) -> LogMarginal:
+                 progress: bool | None = None, num_draws: int | None = None) -> LogMarginal:
     """Per-point log p(x_i | G) by importance sampling (see the module docstring) or, with
     ``method="ais"``, by annealed importance sampling (:mod:`ppvae.evaluate.local_ais`; Neal 2001, Wu et al.
     2017 sec. 3-4): ``num_chains`` chains per point annealed from the proposal to the posterior over
@@ -147,6 +149,16 @@ def log_marginal(fit_or_model_guide, data, *, num_particles: int = 1000, proposa
     point estimate (:meth:`Fit.global_values`), the guide's median for a pair, or ``global_values``.
     A model whose only local latents are discrete has exact weights: log p(x_i | G) is computed once
     by enumeration, every one of the K weights equals it (ESS = K, k-hat = -inf).
+
+    ``num_draws=S`` averages over the guide's q(G) instead of fixing G (e.g. the Bayesian VAE decoder's weights):
+    S draws G_s ~ q(G), shared by every point, each with K = ``num_particles`` local draws c_sk ~ q(c | x_i, G_s),
+    and the S K joint weights pooled::
+
+        log p(x_i | D) ~ log (1/(S K)) sum_s sum_k p(x_i, c_sk | G_s) / q(c_sk | x_i, G_s),
+
+    an estimate of the log of the variational posterior predictive p(x_i | D) ~ E_{q(G)} p(x_i | G) (unbiased for
+    p(x_i | D) inside the log, so a lower bound in expectation after it, tightening with S and K). ESS and k-hat are
+    of the S K pooled weights; ``num_particles`` of the result is S K.
 
     Example (for a mixture every local latent is discrete, so the estimate is exact: it equals the
     enumerated log-likelihood, with all K = 10 weights equal):
@@ -166,6 +178,11 @@ def log_marginal(fit_or_model_guide, data, *, num_particles: int = 1000, proposa
     num, chunk_size, seed, model, guide, fit, ds, device, q, qname, mpn, global_names, local_cont = prepared
     if q is not None:
         check_guide_is_factorized(q, bool(local_cont))
+    if num_draws is not None:
+        num_draws = check_int("num_draws", num_draws, low=1)
+        if method == "ais" or global_values is not None:
+            raise PPVAEError("num_draws: averages over q(G) by importance sampling; not with method='ais' or "
+                             "global_values (which fix the globals)")
     if method == "ais":
         out, accept, steps, chunk = ais_log_marginal(prepared, settings, betas, global_values, progress)
         result = LogMarginal(num_particles=num, proposal=qname, chunk_size=chunk, method="ais", accept_rate=accept,
@@ -176,19 +193,53 @@ def log_marginal(fit_or_model_guide, data, *, num_particles: int = 1000, proposa
     out = {k: torch.empty(n, dtype=torch.float64) for k in ("values", "ess", "khat", "elbo", "mc_stderr")}
     draws = num if local_cont else 1
     with torch.no_grad(), pyro.validation_enabled(False), _seeded(seed, device):
-        globals_ = _global_values(fit, model, guide, ds, global_names, global_values)
+        if num_draws is None:
+            global_sets = [_global_values(fit, model, guide, ds, global_names, global_values)]
+        else:
+            global_sets = global_draws(guide, ds, global_names, num_draws)
+            num = num_draws * num
 
         def run(start: int, m: int) -> int:
             idx = torch.arange(start, start + m, device=device)
-            batch = Batch(ds.x[start:start + m], None if ds.y is None else ds.y[start:start + m], idx, n)
-            with autoguide_subsample(q, n) if q is not None else contextlib.nullcontext():
-                log_w, traces = local_log_weights(model, q, batch, draws, mpn, globals_, check=start == 0)
-            check_log_weights(log_w, traces)
-            _summarize(log_w, num, out, slice(start, start + m))
+            batch, parts = ds.batch(idx), []
+            for s, globals_ in enumerate(global_sets):
+                with autoguide_subsample(q, n) if q is not None else contextlib.nullcontext():
+                    log_w, traces = local_log_weights(model, q, batch, draws, mpn, globals_, check=start + s == 0)
+                check_log_weights(log_w, traces)
+                parts.append(log_w)
+            _summarize(torch.cat(parts) if len(parts) > 1 else parts[0], num, out, slice(start, start + m))
+            if num_draws is not None:
+                out["mc_stderr"][start:start + m] = nested_stderr(torch.stack(parts))
             return auto_chunk(traces, m, n, device)
 
         chunk = run_chunks(n, chunk_size, run, probe=max(2, min(16, 100_000 // draws)))
     return _warn_khat(LogMarginal(num_particles=num, proposal=qname, chunk_size=chunk, **out), warn)
+
+
+def nested_stderr(log_w: torch.Tensor) -> torch.Tensor:
+    """Monte Carlo standard error of log p_hat for weights (S, K, m) nested in S global draws: the weights of one
+    draw are correlated (they share G_s), so the S per-draw means p_s = (1/K) sum_k w_sk are the independent
+    replicates; delta method: se(log p_hat) = sd_s(p_s / p_hat) / sqrt(S)."""
+    S, K = log_w.shape[:2]
+    per_draw = torch.logsumexp(log_w.double(), 1) - math.log(K)
+    rel = torch.exp(per_draw - (torch.logsumexp(per_draw, 0) - math.log(S)))
+    return (rel.std(0) / math.sqrt(S) if S > 1 else torch.full_like(rel[0], math.nan)).cpu()
+
+
+def global_draws(guide, ds, names, num_draws: int) -> list[dict]:
+    """``num_draws`` independent draws of the global sites ``names`` from ``guide`` (one guide pass each, on the
+    data set's first points), site -> value dicts."""
+    if guide is None:
+        raise PPVAEError("num_draws: draws of the globals come from a guide; pass a Fit or a (model, guide) pair")
+    if not names:
+        raise PPVAEError("num_draws: the model has no global latents to average over; leave num_draws unset")
+    batch = ds.batch(torch.arange(min(2, len(ds)), device=ds.x.device))
+    out = []
+    for _ in range(num_draws):
+        with autoguide_subsample(guide, len(ds)):
+            tr = poutine.trace(guide).get_trace(batch)
+        out.append({n: tr.nodes[n]["value"].detach() for n in names})
+    return out
 
 
 def _warn_khat(result: LogMarginal, warn: bool) -> LogMarginal:
@@ -203,3 +254,43 @@ def _warn_khat(result: LogMarginal, warn: bool) -> LogMarginal:
     return result
 
 
+
+
+def impute_weighted(fit_or_model_guide, data, *, num_particles: int = 1000, seed: int = 0,
+                    chunk_size: int | None = None) -> dict[str, torch.Tensor]:
+    """E[x_mis | x_obs] by self-normalized importance sampling (Mattei & Frellsen 2019, "MIWAE", sec. 4.2):
+    with K draws c_k ~ q(c | x_obs) of the local latents (the fitted guide), globals at the fit's point estimate,
+
+        E[x_mis | x_obs] ~ sum_k wbar_k E[x_mis | c_k],  wbar_k = w_k / sum_j w_j,  w_k = p(x_obs, c_k) / q(c_k | x_obs)
+
+    consistent as K grows whatever the guide (unlike averaging predictive draws from q, which inherits q's error: an
+    encoder that reads missing pixels as 0 is biased). Returns ``mean`` (N, ...) with the observed entries kept,
+    ``ess`` (N,), the effective sample size of the weights, and ``mask``. Needs a likelihood whose distribution has
+    a ``mean`` and a model declaring :class:`ppvae.ConditionsOnSubset`."""
+    prepared = _prepare(fit_or_model_guide, data, "guide", num_particles, chunk_size, seed)
+    num, chunk_size, seed, model, guide, fit, ds, device, q, _, mpn, global_names, local_cont = prepared
+    require(model, ConditionsOnSubset, "impute_weighted")
+    if ds.mask is None:
+        raise PPVAEError("impute_weighted: the data have no missing values (a Dataset with NaN entries or a mask=)")
+    if not local_cont:
+        raise PPVAEError("impute_weighted: the model has no continuous local latents to weight")
+    site, n = model.masked_site(), len(ds)
+    mean, ess = torch.empty(ds.x.shape, dtype=ds.x.dtype), torch.empty(n, dtype=torch.float64)
+    with torch.no_grad(), pyro.validation_enabled(False), _seeded(seed, device):
+        globals_ = _global_values(fit, model, guide, ds, global_names, None)
+
+        def run(start: int, m: int) -> int:
+            batch = ds.batch(torch.arange(start, start + m, device=device))
+            with autoguide_subsample(q, n):
+                log_w, traces = local_log_weights(model, q, batch, num, mpn, globals_, check=start == 0)
+            check_log_weights(log_w, traces)
+            w = torch.softmax(log_w.double(), 0)  # (K, m)
+            cond = traces["model"].nodes[site]["fn"].mean  # E[x | c_k], (K, m', ...) (m' = 2 for one point)
+            cond = cond.reshape((num, -1) + tuple(ds.x.shape[1:]))[:, :m].double()
+            avg = (w.reshape(w.shape + (1,) * (cond.dim() - 2)) * cond).sum(0)
+            mean[start:start + m] = torch.where(batch.mask, batch.x, avg.to(ds.x.dtype)).cpu()
+            ess[start:start + m] = (1.0 / w.pow(2).sum(0)).cpu()
+            return auto_chunk(traces, m, n, device)
+
+        run_chunks(n, chunk_size, run, probe=max(2, min(16, 100_000 // num)))
+    return {"mean": mean, "ess": ess, "mask": ds.mask.cpu()}

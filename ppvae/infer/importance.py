@@ -174,7 +174,8 @@ def duplicate_point(batch):
     """A one-point batch as two copies of its point."""
     index = batch.index.repeat(2) if batch.index is not None else None
     y = None if batch.y is None else batch.y.expand(2, *batch.y.shape[1:])  # a regression's response too
-    return Batch(batch.x.expand(2, *batch.x.shape[1:]), y, index, batch.num_total)
+    mask = None if batch.mask is None else batch.mask.expand(2, *batch.mask.shape[1:])
+    return Batch(batch.x.expand(2, *batch.x.shape[1:]), y, index, batch.num_total, mask)
 
 
 def data_log_likelihood(model, batch, num: int, max_plate_nesting: int, values: dict) -> tuple[torch.Tensor, object]:

@@ -4,17 +4,21 @@ mixtures, importing a user's model from a file, and small neural-network builder
 
 from ppvae.model import nn
 from ppvae.model.base import Model, build_model, import_model, list_models, register_model
+from ppvae.model.bayesian_nn import BayesianWeights
 from ppvae.model.capabilities import (
     ClosedFormEM,
     ClosedFormPotential,
+    ConditionsOnSubset,
     ConjugateExponential,
     CoordinateAscentVI,
     ExactPosterior,
     Mixture,
     Reports,
+    check_mask_support,
+    observed_part,
     require,
 )
 
 __all__ = ["Model", "build_model", "list_models", "register_model", "import_model", "ClosedFormEM",
            "ClosedFormPotential", "ExactPosterior", "Mixture", "CoordinateAscentVI", "ConjugateExponential",
-           "Reports", "require", "nn"]
+           "Reports", "require", "nn", "ConditionsOnSubset", "observed_part", "check_mask_support", "BayesianWeights"]

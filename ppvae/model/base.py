@@ -64,6 +64,7 @@ from ppvae.model.capabilities import (
     Reports,
     capabilities_of,
     check_declared,
+    check_mask_support,
     require,
 )
 from ppvae.model.importing import is_import_spec, load_object, model_entry_points
@@ -175,11 +176,9 @@ class Model(PyroModule, metaclass=_ModelMeta):
         :meth:`structure` (setup may register data-dependent constants)."""
         self.__dict__.pop("_ppvae_structures", None)
         if data.kind not in self.data_kinds:
-            raise PPVAEError(
-                f"data: model '{self.name or type(self).__name__}' expects data of kind "
-                f"{' or '.join(self.data_kinds)}; got '{data.kind}' data '{data.name}'"
-            )
-        check_tensor(f"data '{data.name}'", data.x)
+            raise PPVAEError(f"data: model '{self.name or type(self).__name__}' expects data of kind "
+                             f"{' or '.join(self.data_kinds)}; got '{data.kind}' data '{data.name}'")
+        check_tensor(f"data '{data.name}'", data.x), check_mask_support(self, data)
 
     def init_values(self, data: Dataset, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """Initial values for latent sites (site name -> value); empty means the guide's default."""

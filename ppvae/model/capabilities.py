@@ -25,7 +25,8 @@ import torch
 from ppvae._util.validation import PPVAEError
 
 __all__ = ["Capability", "ClosedFormEM", "ClosedFormPotential", "ExactPosterior", "Mixture", "CoordinateAscentVI",
-           "ConjugateExponential", "Reports", "CAPABILITIES", "require", "capabilities_of", "check_declared"]
+           "ConjugateExponential", "Reports", "ConditionsOnSubset", "CAPABILITIES", "require", "capabilities_of",
+           "check_declared", "observed_part", "check_mask_support"]
 
 
 class Capability(abc.ABC):  # noqa: B024 (a base for isinstance; its subclasses hold the abstract methods)
@@ -262,8 +263,45 @@ class Reports(Capability):
         return None
 
 
+class ConditionsOnSubset(Capability):
+    """Conditioning on the observed entries of partly missing data (a :class:`ppvae.Dataset` with a ``mask``).
+
+    The model's likelihood site :meth:`masked_site` counts only the observed entries: for a likelihood that
+    factorizes over the entries of a point, log p(x_obs | z) = sum_{d observed} log p(x_d | z), so the model's
+    marginal is p(x_obs) = integral p(x_obs | z) p(z) dz, the missing entries integrated out exactly. ``forward``
+    wraps that site's distribution in :func:`observed_part` with ``batch.mask`` (None: every entry observed).
+    Posterior predictive draws of the site (``Result.predict``) then fill the missing entries from
+    p(x_mis | x_obs) = integral p(x_mis | z) p(z | x_obs) dz (``Result.impute``).
+    """
+
+    purpose = "conditioning on observed subsets (missing values)"
+    hooks = ("masked_site",)
+
+    @abc.abstractmethod
+    def masked_site(self) -> str:
+        """The name of the observed sample site that the data's missing-value mask applies to."""
+
+
 CAPABILITIES: tuple[type[Capability], ...] = (ClosedFormEM, ClosedFormPotential, ExactPosterior, Mixture,
-                                              CoordinateAscentVI, ConjugateExponential, Reports)
+                                              CoordinateAscentVI, ConjugateExponential, Reports, ConditionsOnSubset)
+
+
+def observed_part(fn, mask: torch.Tensor | None):
+    """``fn`` (a distribution, optionally ``.to_event(k)``) with its log-density counting only the entries where
+    ``mask`` is True: sum_{d: mask_d} log p(x_d). The mask applies to the base distribution's batch entries
+    before the event sum (``poutine.mask`` would mask whole points); draws are unchanged (every entry)."""
+    if mask is None:
+        return fn
+    if isinstance(fn, torch.distributions.Independent):
+        return type(fn)(fn.base_dist.mask(mask), fn.reinterpreted_batch_ndims)
+    return fn.mask(mask)
+
+
+def check_mask_support(model, data) -> None:
+    """A one-line error when ``data`` (a Dataset or Batch) has missing values and ``model`` does not declare
+    :class:`ConditionsOnSubset`."""
+    if getattr(data, "mask", None) is not None:
+        require(model, ConditionsOnSubset, f"data '{getattr(data, 'name', 'batch')}' has missing values")
 
 
 def _name(model) -> str:

@@ -68,7 +68,8 @@ def probe_batch(batch: Batch) -> Batch:
         return batch
     y = None if batch.y is None else batch.y[:m]
     index = None if batch.index is None else batch.index[:m]
-    return Batch(batch.x[:m], y, index, batch.size if index is None else batch.num_total)
+    mask = None if batch.mask is None else batch.mask[:m]
+    return Batch(batch.x[:m], y, index, batch.size if index is None else batch.num_total, mask)
 
 
 def structure_key(batch: Batch) -> tuple:

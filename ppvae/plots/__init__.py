@@ -7,6 +7,7 @@ from ppvae.plots.figures import (
     FigureGuard,
     plot_em_trace,
     plot_image_grid,
+    plot_imputations,
     plot_latent_2d,
     plot_loss,
     plot_marginals,
@@ -18,4 +19,5 @@ from ppvae.plots.mixture import plot_mixture_2d
 __all__ = [
     "FigureGuard", "plot_loss", "plot_mixture_2d", "plot_em_trace", "plot_top_words", "plot_image_grid",
     "plot_reconstructions", "plot_latent_2d", "plot_marginals", "plot_log_marginal", "plot_ais_vs_is", "plot_bdmc",
+    "plot_imputations",
 ]

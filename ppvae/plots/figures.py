@@ -176,6 +176,17 @@ def plot_reconstructions(inputs, reconstructions, path: str, shape=(28, 28), nco
     return plot_image_grid(rows, path, shape, ncol, title="inputs (odd rows) and reconstructions (even rows)")
 
 
+def plot_imputations(truth, mask, mean, draw, path: str, shape=(28, 28)) -> Figure:
+    """Image completion, one column per image: the input with its missing pixels grey, the posterior predictive
+    mean E[x_mis | x_obs] (observed pixels kept), one posterior predictive draw, and the true image."""
+    truth, mean, draw = (np.asarray(a, dtype=float).reshape(len(a), -1) for a in (truth, mean, draw))
+    mask = np.asarray(mask, dtype=bool).reshape(len(truth), -1)
+    shown = np.where(mask, truth, 0.3)
+    rows = np.concatenate([shown, mean, draw, truth])
+    return plot_image_grid(rows, path, shape, len(truth), title="completing images from the posterior predictive",
+                           row_labels=["input", "mean", "draw", "truth"], row_name="")
+
+
 def plot_latent_2d(z, labels, path: str, title: str = "latent space", label_name: str = "label") -> Figure:
     """A 2-D scatter of latent codes (first two principal components when the latent has more than
     two dimensions), coloured by ``labels`` (integer classes; a legend names them ``label_name``) when

@@ -39,6 +39,7 @@ from pyro.poutine.util import site_is_subsample
 
 from ppvae._util.validation import PPVAEError, check_int
 from ppvae.data.loaders import Batch, Dataset
+from ppvae.model.capabilities import ConditionsOnSubset, require
 from ppvae.model.enumeration import enumerated_log_likelihood
 from ppvae.model.structure import latent_sites, structure_of
 from ppvae.results.summary import Summary, parameter_summary, summarize
@@ -181,6 +182,24 @@ class Result(abc.ABC):
             torch.manual_seed(check_int("seed", seed, low=0))
             draws = self.latent_draws(batch, num_draws, seed)
             return self._complete(batch, draws, observed, sites)
+
+    def impute(self, data, *, num_draws: int = 1000, seed: int = 0) -> dict[str, torch.Tensor]:
+        """The missing entries of ``data`` (a Dataset with a ``mask``; model declaring ``ConditionsOnSubset``) filled
+        from the posterior predictive p(x_mis | x_obs) = E_{p(theta, z | x_obs)} p(x_mis | z, theta), with the
+        result's posterior (guide draws of z_i | x_obs and of the globals; for a fit, q(theta) too) in place of the
+        exact one: ``draws`` (S, N, ...) = :meth:`predict`'s draws of the masked site with the observed entries put
+        back, ``mean`` (N, ...) = their average (a Monte Carlo estimate of E[x_mis | x_obs], standard error
+        sd / sqrt(S) per entry), and ``mask``."""
+        require(self.model, ConditionsOnSubset, "impute")
+        mask = getattr(data, "mask", None)
+        if mask is None:
+            raise PPVAEError("impute: the data have no missing values (a Dataset with NaN entries or a mask=)")
+        site = self.model.masked_site()
+        batch = self._data_batch(data)
+        draws = self.predict(batch, num_draws=num_draws, seed=seed, sites=[site])[site]
+        x, mask = batch.x, batch.mask
+        draws = torch.where(mask, x, draws.reshape((len(draws),) + tuple(x.shape)).to(x.dtype))
+        return {"mean": draws.mean(0), "draws": draws, "mask": mask}
 
     def sample_data(self, num_points: int | None = None, *, like=None, num_draws: int = 1,
                     seed: int = 0) -> dict[str, torch.Tensor]:

@@ -247,7 +247,7 @@ def run_dataset(info: dict, data: str | None = None) -> Dataset:
         raise PPVAEError(f"--data: cannot load '{name}' ({exc}); pass --data NAME_OR_PATH") from None
     if std:
         x = (ds.x - torch.as_tensor(std["mean"], dtype=ds.x.dtype)) / torch.as_tensor(std["std"], dtype=ds.x.dtype)
-        ds = Dataset(x, ds.y, name=ds.name, kind=ds.kind, meta=dict(ds.meta))
+        ds = Dataset(x, ds.y, name=ds.name, kind=ds.kind, meta=dict(ds.meta), mask=ds.mask)
     return ds
 
 

@@ -71,7 +71,8 @@ def test_nan_in_user_csv(tmp_path, capsys):
     bad = tmp_path / "bad.csv"
     bad.write_text("a,b\n1,2\nnan,3\n")
     rc = main(["fit", "gmm", "K=1", "--data", str(bad), "--steps", "2", "--out", str(tmp_path / "r")])
-    assert rc == 2 and "finite" in capsys.readouterr().err
+    assert rc == 2 and "has missing values: model 'gmm' has no conditioning on observed subsets" in \
+        capsys.readouterr().err  # NaN cells are missing values; gmm does not declare ppvae.ConditionsOnSubset
     assert not (tmp_path / "r").exists()
 
 

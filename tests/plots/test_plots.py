@@ -242,3 +242,22 @@ def test_loss_axes_name_their_units(tmp_path):
     assert fig.axes[0].get_ylabel() == "negative ELBO per data point (nats)"
     assert all("10^" not in t.get_text() for t in fig.axes[0].get_yticklabels())
 
+
+
+def test_imputation_figure_rows_show_input_mean_draw_truth(tmp_path):
+    """Four labelled rows; the input row shows observed pixels as they are and missing ones at grey 0.3; the mean and
+    truth rows are the arrays given."""
+    rng = np.random.default_rng(0)
+    truth = (rng.uniform(size=(3, 16)) < 0.4).astype(float)
+    mask = np.ones((3, 16), bool)
+    mask[:, 8:] = False
+    mean = np.full((3, 16), 0.5)
+    fig = plots.plot_imputations(truth, mask, mean, truth, str(tmp_path / "c.png"), (4, 4))
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["input", "mean", "draw", "truth"]
+    canvas = np.asarray(ax.get_images()[0].get_array())
+    first = canvas[:4, :4].reshape(-1)  # image 0 of the input row
+    np.testing.assert_array_equal(first[:8], truth[0, :8])
+    np.testing.assert_array_equal(first[8:], 0.3)
+    np.testing.assert_array_equal(canvas[5:9, :4].reshape(-1), mean[0])
+    assert (tmp_path / "c.png").stat().st_size > 0

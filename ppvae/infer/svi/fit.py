@@ -78,7 +78,7 @@ class Fit(Result):
             return data.to(self.device)
         if not isinstance(data, Dataset):
             data = Dataset(data)
-        return Batch(data.x.to(self.device), None if data.y is None else data.y.to(self.device))
+        return Batch(data.x, data.y, mask=data.mask).to(self.device)
 
     def _data_batch(self, data) -> Batch:
         return super()._data_batch(None) if data is None else self._batch(data)

@@ -67,7 +67,7 @@ class CompiledObjective:
     def __call__(self, batch: Batch, step: int):
         if self.failed is not None:
             return self.objective.differentiable_loss(self.model_fn, self.guide, batch)
-        fields = tuple(f for f in ("x", "index", "y") if getattr(batch, f) is not None)
+        fields = tuple(f for f in ("x", "index", "y", "mask") if getattr(batch, f) is not None)
         inputs = tuple(getattr(batch, f) for f in fields)
         key = (fields, batch.size) + tuple((t.shape, t.dtype, t.device) for t in inputs)
         graph = self.graphs.get(key)

@@ -71,6 +71,7 @@ def potential_path(trainer) -> tuple["PotentialSVI | None", str]:
         (trainer.elbo_name not in _FAST_ELBOS, f"objective '{trainer.elbo_name}' is not the plain ELBO"),
         (type(trainer.strategy) is not SingleProcess, "data-parallel training"),
         (trainer.dynamic_binarization, "dynamically binarized data"),
+        (trainer.data.mask is not None, "data with missing values (the potential has no mask)"),
         (cfg.jit, "jit=True asks for the traced Pyro objective"),
         (any(p.requires_grad for p in trainer.model.parameters()), "the model has parameters of its own"),
     ]
