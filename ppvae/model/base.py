@@ -69,6 +69,7 @@ from ppvae.model.capabilities import (
 from ppvae.model.importing import is_import_spec, load_object, model_entry_points
 from ppvae.model.structure import (
     DATA_PLATE,
+    DATA_STRUCTURES,
     ModelStructure,
     as_batch,
     data_plate,
@@ -126,6 +127,8 @@ class Model(PyroModule, metaclass=_ModelMeta):
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     data_kinds: ClassVar[tuple[str, ...]] = ("real", "binary", "image", "counts")
+    #: what the rows of the data are: "points" (i.i.d.), "groups", "sequence" or "record" (structure.DATA_STRUCTURES)
+    data_structure: ClassVar[str] = "points"
 
     def __init__(self, name: str = ""):
         with local_params():  # the module's param state exists only if the setting is on when it is built
@@ -138,6 +141,9 @@ class Model(PyroModule, metaclass=_ModelMeta):
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         check_declared(cls, Model.__mro__)
+        if cls.data_structure not in DATA_STRUCTURES:
+            raise TypeError(f"{cls.__qualname__}.data_structure: expected one of {', '.join(DATA_STRUCTURES)}; "
+                            f"got {cls.data_structure!r}")
         if "__init__" in cls.__dict__:
             original = cls.__dict__["__init__"]
 
@@ -213,11 +219,12 @@ class Model(PyroModule, metaclass=_ModelMeta):
         presence and trailing shape, whether the data plate is subsampled): data that differ only in the
         number of points share one trace. The random state is left as it was."""
         batch = as_batch(data)
-        key = structure_key(batch)
+        kind = self.data_structure
+        key = structure_key(batch, kind)
         cache = self.__dict__.setdefault("_ppvae_structures", {})
         if key not in cache:
             with torch.random.fork_rng(devices=[]):
-                cache[key] = ModelStructure.from_trace(self.trace(probe_batch(batch)))
+                cache[key] = ModelStructure.from_trace(self.trace(probe_batch(batch, kind)), kind)
         return cache[key]
 
     def latent_sites(self, batch: Batch) -> dict[str, dict]:
