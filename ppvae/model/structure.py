@@ -30,8 +30,8 @@ from pyro.poutine.util import site_is_subsample
 
 from ppvae.data.loaders import Batch, Dataset
 
-__all__ = ["DATA_PLATE", "DATA_STRUCTURES", "ModelStructure", "declared_structure", "data_plate", "is_local",
-           "latent_sites", "probe_batch", "structure_key", "structure_of", "PROBE_POINTS"]
+__all__ = ["DATA_PLATE", "DATA_STRUCTURES", "ModelStructure", "check_data_structure", "declared_structure",
+           "data_plate", "is_local", "latent_sites", "probe_batch", "structure_key", "structure_of", "PROBE_POINTS"]
 
 DATA_PLATE = "data"  # the one name every capability uses to find the data dimension
 PROBE_POINTS = 2  # points of the caller's batch the structure's trace runs on
@@ -41,6 +41,13 @@ DATA_STRUCTURES = {  # what a model's rows are (``Model.data_structure``) -> wha
     "sequence": "the rows are the ordered steps of one sequence: never truncated, never split",
     "record": "the data set is one record: never truncated, never split",
 }
+
+
+def check_data_structure(cls) -> None:
+    """Refuse a model class whose ``data_structure`` is not one of :data:`DATA_STRUCTURES` (a ``TypeError``)."""
+    if cls.data_structure not in DATA_STRUCTURES:
+        raise TypeError(f"{cls.__qualname__}.data_structure: expected one of {', '.join(DATA_STRUCTURES)}; "
+                        f"got {cls.data_structure!r}")
 
 
 def declared_structure(model) -> str:
