@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+import weakref
 from collections import OrderedDict
 
 import pyro
@@ -65,7 +66,20 @@ def enumerated_trace(model, batch, max_plate_nesting: int, values: dict | None =
     fn = poutine.condition(model, data=values) if values else model
     fn = poutine.enum(config_enumerate(fn, default="parallel"), first_available_dim=-max_plate_nesting - 1)
     with pyro.validation_enabled(validate) if validate is not None else contextlib.nullcontext():
-        return poutine.trace(fn).get_trace(batch)
+        trace = poutine.trace(fn).get_trace(batch)
+    for name in values or ():  # given latents, not data: a record's likelihood leaves them out
+        if name in trace.nodes:
+            trace.nodes[name]["infer"]["_ppvae_given"] = True
+    return trace
+
+
+def outside_terms(trace) -> list[str]:
+    """The sample sites a log joint adds to :func:`data_plate_log_prob`'s sum: those outside the data plate, less,
+    for a model without a data plate, its observed sites (the record's likelihood, already in that sum)."""
+    sites = [(n, s) for n, s in trace.nodes.items() if s["type"] == "sample" and not site_is_subsample(s)]
+    record = not any(f.name == DATA_PLATE for _, s in sites for f in s["cond_indep_stack"])
+    return [n for n, s in sites if not any(f.name == DATA_PLATE for f in s["cond_indep_stack"])
+            and not (record and s["is_observed"] and not s["infer"].get("_ppvae_given"))]
 
 
 def enumerated_log_likelihood(model, batch, global_values: dict, *, num_draws: int | None = None,
@@ -124,15 +138,19 @@ def enumerated_log_likelihood(model, batch, global_values: dict, *, num_draws: i
     return (lp, trace) if with_trace else lp
 
 
-_WARNED: set = set()
+_WARNED: "weakref.WeakSet" = weakref.WeakSet()  # the models already told (once per model object)
 
 
 def draw_by_draw(model, batch, global_values: dict, num_draws: int, mpn: int, validate, reason) -> torch.Tensor:
     """log p(x_i | G_s) of shape (S, M), one trace per draw s: the path for a model that does not broadcast over
-    draws (``reason``, what the vectorized trace raised). Warns once per model class."""
+    draws (``reason``, what the vectorized trace raised). Warns once per model object."""
     name = getattr(model, "name", "") or type(model).__name__
-    if name not in _WARNED:
-        _WARNED.add(name)
+    try:
+        told = model in _WARNED
+        _WARNED.add(model)
+    except TypeError:  # a callable that takes no weak reference: told every time
+        told = False
+    if not told:
         warnings.warn(f"model '{name}': its forward does not broadcast over a leading dimension of draws of its "
                       f"globals ({' '.join(str(reason).split())[:160]}); its log-likelihood is computed draw by draw "
                       "(slower). To vectorize, index the data dimension from the right, e.g. (X * w).sum(-1) or "
@@ -192,6 +210,8 @@ def _record_log_prob(trace, include) -> torch.Tensor:
     for name, site in trace.nodes.items():
         enumerated = site["type"] == "sample" and site["infer"].get("_enumerate_dim") is not None
         if site["type"] != "sample" or not (site["is_observed"] or enumerated) or site_is_subsample(site):
+            continue
+        if site["infer"].get("_ppvae_given"):  # a latent given a value, not data
             continue
         if include is not None and not include(name, site):
             continue
