@@ -62,8 +62,8 @@ def _quadrature_means(x, n=200):
     w = np.exp(ll - ll.max())
     log_z = float(ll.max() + np.log(w.mean()))  # log p(x): the priors are uniform on the unit square
     w /= w.sum()
-    return float((w * a00).sum()), float((w * a11).sum()), float(np.sqrt((w * a00 ** 2).sum() - (w * a00).sum() ** 2)), \
-        log_z
+    mean00 = float((w * a00).sum())
+    return mean00, float((w * a11).sum()), float(np.sqrt((w * a00 ** 2).sum() - mean00 ** 2)), log_z
 
 
 @pytest.mark.slow
@@ -85,3 +85,36 @@ def test_one_sequence_hmm_by_svi_and_nuts_matches_the_forward_algorithm_posterio
     nuts = (float(t[:, 0, 0].mean()), float(t[:, 1, 1].mean()))
     # Monte Carlo error about sd / sqrt(ESS), with ESS >= 100 of 400 draws: at most 0.1 sd; 0.03 is over 4 of it
     assert abs(nuts[0] - m00) < 0.03 and abs(nuts[1] - m11) < 0.03, (nuts, (m00, m11))
+
+
+def _schools_quadrature():
+    """Posterior means of mu and tau of eight schools by 2-D quadrature of p(mu, tau | y) with the effects
+    integrated out: y_j ~ N(mu, sigma_j^2 + tau^2), mu ~ N(0, 5^2), tau ~ HalfCauchy(5) (midpoint rule on
+    mu in [-40, 50] and log tau in [-9, 7])."""
+    y = np.array([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
+    sigma = np.array([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])
+    mu = np.linspace(-40, 50, 901)
+    log_tau = np.linspace(-9, 7, 801)
+    m, lt = np.meshgrid(mu, log_tau, indexing="ij")
+    tau = np.exp(lt)
+    var = sigma ** 2 + tau[..., None] ** 2
+    ll = (-0.5 * ((y - m[..., None]) ** 2 / var + np.log(2 * np.pi * var))).sum(-1)
+    lp = ll - 0.5 * (m / 5.0) ** 2 - np.log1p((tau / 5.0) ** 2) + lt  # + log tau: the Jacobian of log tau
+    w = np.exp(lp - lp.max())
+    w /= w.sum()
+    return float((w * m).sum()), float((w * tau).sum())
+
+
+@pytest.mark.slow
+def test_eight_schools_as_groups_by_nuts_matches_quadrature():
+    import arviz as az
+
+    schools = ppvae.import_model(str(ROOT / "examples" / "eight_schools.py:EightSchools"))
+    data = ppvae.load_dataset(str(ROOT / "examples" / "data" / "schools.csv"))
+    mu_exact, tau_exact = _schools_quadrature()
+    result = ppvae.run_mcmc(schools(), data, num_draws=600, warmup=400, num_chains=1, seed=0, progress=False)
+    assert result.samples["eta"].shape == (1, 600, 8)  # the group effects are sampled as globals
+    for name, exact in (("mu", mu_exact), ("tau", tau_exact)):
+        d = result.samples[name].reshape(-1).double().numpy()
+        mcse = d.std() / np.sqrt(float(az.ess(d[None])))
+        assert abs(d.mean() - exact) < 4 * mcse, (name, d.mean(), exact, mcse)
