@@ -118,3 +118,9 @@ def test_a_model_that_does_not_broadcast_is_evaluated_draw_by_draw_and_says_so_o
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # said once per model
         enumerated_log_likelihood(model, ppvae.Dataset(x).batch(), {"mu": mu}, num_draws=3)
+
+
+def test_minibatches_of_a_sequence_are_refused():
+    with pytest.raises(ppvae.PPVAEError, match=r"batch_size: model '_AR1' declares data_structure 'sequence' "
+                                               r"\(not i.i.d. points\) and fits on all its rows; got 4"):
+        ppvae.fit(_AR1(), _ar1_data(), guide="auto_normal", steps=2, batch_size=4, progress=False)
