@@ -18,6 +18,8 @@
 * ``data/annotation.csv``: 40 items with true classes from (0.5, 0.3, 0.2), each labelled by 4 annotators who give
   the true class with probability (0.9, 0.8, 0.7, 0.5) and else a uniformly drawn other class
   (for ``examples/annotation.py``).
+* ``data/schools.csv``: the eight schools' estimates y and standard errors sigma (BDA3 table 5.2; Rubin 1981), not
+  simulated (for ``examples/eight_schools.py``).
 """
 
 import os
@@ -82,6 +84,8 @@ def _structured(rng):
         other = (truth + rng.integers(1, 3, size=40)) % 3
         labels[:, a] = np.where(right, truth, other)
     _write("annotation.csv", [f"a{j}" for j in range(4)], labels, "{:d}")
+    schools = [[28, 15], [8, 10], [-3, 16], [7, 11], [-1, 9], [1, 11], [18, 10], [12, 18]]
+    _write("schools.csv", ["y", "sigma"], schools, "{:d}")
 
 
 if __name__ == "__main__":
