@@ -146,10 +146,13 @@ class _BrokenInit(ppvae.Model):
 
 
 def test_run_mcmc_states_the_broadcasting_rule_before_any_chain_runs():
+    # a model that does not broadcast over draws is evaluated draw by draw (issue 29), said once before sampling
     x = torch.randn(20, 2, generator=torch.Generator().manual_seed(0))
-    with pytest.raises(ppvae.PPVAEError, match=r"model '_NoBroadcast': its forward fails when the global latents "
-                       r"\(mu\) carry a leading dimension of 7 draws .* e.g. \(X \* w\).sum\(-1\) instead of X @ w"):
-        ppvae.run_mcmc(_NoBroadcast(), x, num_draws=10, warmup=10, progress=False)
+    with pytest.warns(UserWarning, match=r"model '_NoBroadcast': its forward does not broadcast over a leading "
+                      r"dimension of draws .* draw by draw \(slower\)\. To vectorize, index the data dimension from "
+                      r"the right, e.g\. \(X \* w\)\.sum\(-1\)"):
+        result = ppvae.run_mcmc(_NoBroadcast(), x, num_draws=10, warmup=10, progress=False)
+    assert result.samples["mu"].shape[-1] == 2
 
 
 def test_a_model_constructor_that_raises_is_named():

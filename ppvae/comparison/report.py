@@ -61,9 +61,8 @@ class Comparison:
         for r in self.records:
             shown = {**r, "status": "not converged" if r.get("mcmc_converged") is False else r["status"]}
             lines.append("| " + " | ".join(_md(_fmt(shown.get(c))) for c in cols) + " |")
-        failed = [r for r in self.records if r["status"] != "ok"]
-        for r in failed:
-            lines.append(f"\n**{r['method']} failed:** {r['error']}")
+        for r in (r for r in self.records if r["status"] != "ok"):  # failed, or skipped as not applicable
+            lines.append(f"\n**{r['method']} {r['status']}:** {r['error']}")
         params = self.parameters()
         if params:
             lines += ["", "## Posterior mean (sd) of the global parameters", "",

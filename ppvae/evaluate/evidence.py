@@ -129,7 +129,7 @@ def global_draws_loglik(model, q, ds, num, mpn, global_names, chunk_size=None, p
             prior["value"] = global_log_density(mtr, global_names, num, mpn)
         return auto_chunk({"model": mtr}, m, n, device)
 
-    run_chunks(n, chunk_size, run, probe=max(2, min(16, 100_000 // num)))
+    run_chunks(n, chunk_size, run, probe=max(2, min(16, 100_000 // num)), model=model)
     loglik = torch.cat(parts, -1)
     if not pointwise:
         loglik = loglik.sum(-1, keepdim=True)

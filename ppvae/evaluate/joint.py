@@ -26,8 +26,7 @@ from ppvae._util.validation import PPVAEError
 from ppvae.data.loaders import Batch, Dataset
 from ppvae.infer.importance import draws_broadcast, expand_to_shape, global_log_density
 from ppvae.infer.mcmc.potential import Potential
-from ppvae.model.enumeration import enumerated_log_likelihood
-from ppvae.model.structure import is_local
+from ppvae.model.enumeration import enumerated_log_likelihood, outside_terms
 
 DRAWS = "_ppvae_joint_draws"
 
@@ -67,7 +66,7 @@ def _log_joint(potential: Potential, values: dict, num: int) -> torch.Tensor:
     sample = [n for n, s in trace.nodes.items() if s["type"] == "sample" and not site_is_subsample(s)]
     if not potential._enumerates:
         return global_log_density(trace, sample, num, mpn)
-    outside = [n for n in sample if not is_local(trace.nodes[n])]
+    outside = outside_terms(trace)
     local = expand_to_shape(local, (num, len(batch))).double().sum(-1)
     return local + global_log_density(trace, outside, num, mpn).to(local.device)
 

@@ -303,7 +303,7 @@ def ais_log_marginal(prepared: tuple, settings: dict, betas, global_values, prog
             # the gradients and the HMC state hold about 3x what one trace does
             return auto_chunk(traces, max(1, m // 3), n, device)
 
-        chunk = run_chunks(n, chunk_size, run, probe=max(2, min(16, 100_000 // num)))
+        chunk = run_chunks(n, chunk_size, run, probe=max(2, min(16, 100_000 // num)), model=model)
     if bar is not None:
         bar.close()
     return out, accept, steps, chunk

@@ -212,7 +212,7 @@ def log_marginal(fit_or_model_guide, data, *, num_particles: int = 1000, proposa
                 out["mc_stderr"][start:start + m] = nested_stderr(torch.stack(parts))
             return auto_chunk(traces, m, n, device)
 
-        chunk = run_chunks(n, chunk_size, run, probe=max(2, min(16, 100_000 // draws)))
+        chunk = run_chunks(n, chunk_size, run, probe=max(2, min(16, 100_000 // draws)), model=model)
     return _warn_khat(LogMarginal(num_particles=num, proposal=qname, chunk_size=chunk, **out), warn)
 
 

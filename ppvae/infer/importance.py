@@ -30,7 +30,7 @@ from ppvae._util.validation import PPVAEError, one_line
 from ppvae.data.loaders import Batch
 from ppvae.infer.proposal import check_sites, local_continuous_sites, samples_discrete_locals
 from ppvae.model.enumeration import data_plate_log_prob, enumerated_log_likelihood, enumerated_trace
-from ppvae.model.structure import is_local, structure_of
+from ppvae.model.structure import declared_structure, is_local, structure_of
 
 PARTICLES = "particles"
 
@@ -340,10 +340,14 @@ def auto_chunk(traces: dict, m: int, n: int, device) -> int:
     return int(max(MIN_CHUNK, min(n, available_bytes(device) // max(per_point, 1))))
 
 
-def run_chunks(n: int, chunk: int | None, run, probe: int = 16):
+def run_chunks(n: int, chunk: int | None, run, probe: int = 16, model=None):
     """Call ``run(start, m)`` over consecutive chunks; halve the chunk on out-of-memory down to 1.
     ``run`` returns a suggested chunk size, used when ``chunk`` is None after a first chunk of
-    ``probe`` points."""
+    ``probe`` points. A ``model`` whose rows are not i.i.d. points (a sequence, a record, groups:
+    ``Model.data_structure``) runs on all ``n`` rows at once: a chunk of them is another data set."""
+    if model is not None and declared_structure(model) != "points":
+        run(0, n)
+        return n
     start, size = 0, chunk or max(MIN_CHUNK, min(n, probe))
     auto = chunk is None
     while start < n:

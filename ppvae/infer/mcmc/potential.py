@@ -24,7 +24,7 @@ from torch.distributions.transforms import Transform
 from ppvae._util.validation import PPVAEError
 from ppvae.data.loaders import Batch
 from ppvae.model.base import DATA_PLATE, ClosedFormPotential, Model, is_local, latent_sites
-from ppvae.model.enumeration import enumerated_log_likelihood
+from ppvae.model.enumeration import enumerated_log_likelihood, outside_terms
 
 
 # -- transforms --------------------------------------------------------------------------------------
@@ -142,9 +142,8 @@ class Potential:
         local, trace = enumerated_log_likelihood(self.fn, self.batch, values, max_plate_nesting=self.mpn,
                                                  with_trace=True)
         total = local.sum() * scale if scale != 1.0 else local.sum()
-        for site in trace.nodes.values():
-            if site["type"] == "sample" and not site_is_subsample(site) and not is_local(site):
-                total = total + site["log_prob"].sum()  # compute_log_prob ran in data_plate_log_prob
+        for name in outside_terms(trace):
+            total = total + trace.nodes[name]["log_prob"].sum()  # compute_log_prob ran in data_plate_log_prob
         return total
 
     def constrain(self, params: dict) -> tuple[dict, torch.Tensor]:

@@ -49,7 +49,7 @@ from ppvae.infer.svi.compiled import compile_step, trace, wants_compile, with_gr
 from ppvae.infer.svi.config import batch_index
 from ppvae.infer.svi.distributed import SingleProcess
 from ppvae.infer.svi.steps import adam, make_scheduler, nonfinite_error, rng_state, set_rng_state
-from ppvae.model.structure import is_local
+from ppvae.model.structure import declared_structure, is_local
 
 __all__ = ["potential_path", "PotentialSVI", "FAST_GUIDES"]
 
@@ -108,7 +108,8 @@ class PotentialSVI:
                                            model=model, closed_form=not self.minibatch)
             except PPVAEError as exc:
                 raise _NotApplicable(f"no potential ({exc})") from None
-        if any(is_local(s) for s in self.potential.sites.values()):
+        groups = declared_structure(model) == "groups" and not self.minibatch  # group effects: globals
+        if not groups and any(is_local(s) for s in self.potential.sites.values()):
             raise _NotApplicable("the model has continuous local latents")
         if self.potential.closed_form_gradient is not None:
             self.potential.check_closed_form(self._init_point(data))

@@ -117,6 +117,10 @@ class Trainer:
         self.model, self.data, self.cfg = model, data.to(device), cfg
         data = self.data
         probe = data.batch(torch.arange(min(len(data), cfg.batch_size or len(data)), device=data.x.device))
+        kind = getattr(model, "data_structure", "points")
+        if len(probe) < len(data) and kind != "points":  # a part of a sequence is another data set
+            raise PPVAEError(f"batch_size: model '{model.name or type(model).__name__}' declares data_structure "
+                             f"'{kind}' (not i.i.d. points) and fits on all its rows; got {cfg.batch_size}")
         model.check_observed(probe, minibatched=len(probe) < len(data))
         structure = model.structure(probe)
         self.discrete_sites = list(structure.discrete_sites)
