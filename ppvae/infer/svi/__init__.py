@@ -2,6 +2,7 @@
 guides by name (autoguides, amortized encoders), ELBOs by name, the compiled objective, data-parallel training,
 and the :class:`Fit` result."""
 
+from ppvae.infer.svi import discrete  # noqa: F401 -- registers relaxed, relaxed_st, reinforce
 from ppvae.infer.svi.fit import Fit
 from ppvae.infer.svi.guides import list_guides, make_guide, register_guide
 from ppvae.infer.svi.objectives import list_elbos, make_elbo, register_elbo
