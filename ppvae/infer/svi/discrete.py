@@ -93,17 +93,18 @@ class _Relax(Messenger):
         if msg["is_observed"] or site_is_subsample(msg):
             return
         base, events = _one_hot_base(msg["fn"])
-        in_guide = self.guide_sites is None or msg["name"] in self.guide_sites
-        if base is None or not in_guide:
-            if msg["fn"].support.is_discrete or not in_guide:
+        if base is None or (self.guide_sites is not None and msg["name"] not in self.guide_sites):
+            if msg["fn"].support.is_discrete:
                 side = "guide" if self.guide_sites is None else "model"
                 raise PPVAEError(f"elbo '{self.name}': {side} site '{msg['name']}' is a discrete latent "
                                  f"({type(msg['fn']).__name__}) the guide does not sample as a OneHotCategorical; "
                                  "only OneHotCategorical codes sampled by the guide can be relaxed (use enum)")
-            return
+            return  # a continuous latent: left to the ordinary (reparameterized) estimator
         fn = msg["fn"]
         logits = base.logits.expand(fn.batch_shape + fn.event_shape)
-        relaxed = self.cls(torch.as_tensor(self.temperature, dtype=logits.dtype, device=logits.device), logits=logits)
+        tau = torch.as_tensor(self.temperature, dtype=logits.dtype, device=logits.device)
+        # no sample validation: a float32 softmax sums to 1 only within ~1e-6, torch's simplex tolerance
+        relaxed = self.cls(tau, logits=logits, validate_args=False)
         msg["fn"] = relaxed.to_event(events) if events else relaxed
         msg["infer"] = {k: v for k, v in msg["infer"].items() if k != "enumerate"}
         self.relaxed.add(msg["name"])
@@ -166,6 +167,13 @@ class _Baselines(Messenger):
             infer["baseline"] = {"baseline_value": self.values[..., len(self.names)]}
         msg["infer"] = infer
         self.names.append(msg["name"])
+
+    def _pyro_post_sample(self, msg):
+        # Pyro wants the baseline in the site's full batch shape, known only once the particle plate (an outer
+        # messenger) has expanded the distribution; the trace holds this same infer dict
+        baseline = msg["infer"].get("baseline")
+        if baseline is not None:
+            baseline["baseline_value"] = baseline["baseline_value"].expand(msg["fn"].batch_shape)
 
 
 class ReinforceELBO:
