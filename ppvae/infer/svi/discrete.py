@@ -53,12 +53,21 @@ from ppvae.infer.svi.objectives import LeanTraceMeanField_ELBO, register_elbo
 __all__ = ["RelaxedELBO", "ReinforceELBO", "RelaxedCode", "RelaxedCodeStraightThrough"]
 
 
-class RelaxedCode(dist.RelaxedOneHotCategorical):
+class _SafeLogProb:
+    def log_prob(self, value):
+        """The Concrete log-density, log p_ExpConcrete(log y) - sum_k log y_k, with log y floored at the smallest
+        normal float (at small temperatures a float32 y_k underflows to 0; the objectives do not use this term)."""
+        value = getattr(value, "_unquantize", value)
+        log_y = value.clamp_min(torch.finfo(value.dtype).tiny).log()
+        return self.base_dist.log_prob(log_y) - log_y.sum(-1)
+
+
+class RelaxedCode(_SafeLogProb, dist.RelaxedOneHotCategorical):
     """Concrete(pi, tau) whose KL to another :class:`RelaxedCode` is the KL of the unrelaxed categoricals
     (Jang et al.'s surrogate; see the module docstring). Only the objectives of this module make these."""
 
 
-class RelaxedCodeStraightThrough(dist.RelaxedOneHotCategoricalStraightThrough):
+class RelaxedCodeStraightThrough(_SafeLogProb, dist.RelaxedOneHotCategoricalStraightThrough):
     """:class:`RelaxedCode` whose sample is the hard one-hot argmax, with the relaxed sample's gradient."""
 
 
