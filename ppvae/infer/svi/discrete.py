@@ -23,9 +23,12 @@
 * ``reinforce`` -- the score-function estimator of the discrete ELBO: Pyro's ``TraceGraph_ELBO`` (each discrete
   site's score weighted by the costs that depend on it, Schulman et al. 2015) with a learned neural baseline
   b_psi(x) per discrete site (Mnih & Gregor 2014, "Neural variational inference and learning", sec. 2.3): a
-  one-hidden-layer network of ``baseline_hidden`` units from the batch's x, passed to Pyro as each site's
-  ``baseline_value`` and fitted by Pyro's baseline loss (b - downstream cost)^2 with the model's optimizer.
-  ``baseline="none"`` uses no baseline.
+  b_j(x) = (N/M) [c + r_psi(x)_j], where c is a running mean of the per-point ELBO over PAST gradient
+  evaluations (Mnih & Gregor's centring; it tracks costs of hundreds of nats, which a network fitted by Adam at
+  lr 1e-3 cannot follow) and r_psi a one-hidden-layer network of ``baseline_hidden`` units from the batch's x
+  (the input-dependent part), passed to Pyro as each site's ``baseline_value`` and fitted by Pyro's baseline loss
+  (b - downstream cost)^2 with the model's optimizer. Neither part depends on the current draw, so the gradient
+  stays unbiased. ``baseline="none"`` uses no baseline.
 
 ``enum`` (:mod:`ppvae.infer.svi.objectives`, TraceEnum_ELBO) sums a small code exactly. Relaxed and straight-through
 gradients are biased for the discrete ELBO; reinforce's are unbiased (tests check the mean against the enumerated
@@ -195,6 +198,7 @@ class ReinforceELBO:
         self.elbo = TraceGraph_ELBO(num_particles=num_particles, vectorize_particles=vectorize_particles,
                                     max_plate_nesting=max_plate_nesting)
         self.net: nn.Module | None = None
+        self.center = 0.0  # running mean of the per-point ELBO over past gradient evaluations
 
     def _baseline_values(self, guide, batch):
         if self.baseline == "none":
@@ -208,12 +212,16 @@ class ReinforceELBO:
                 raise PPVAEError("elbo 'reinforce': the guide samples no discrete site; use trace or meanfield")
             self.net = nn.Sequential(nn.Linear(x.shape[-1], self.baseline_hidden), nn.Tanh(),
                                      nn.Linear(self.baseline_hidden, len(counter.names))).to(x.device)
-        return pyro.module("reinforce_baseline", self.net)(x.to(next(self.net.parameters()).dtype))
+        residual = pyro.module("reinforce_baseline", self.net)(x.to(next(self.net.parameters()).dtype))
+        return (batch.num_total / len(batch)) * (self.center + residual)
 
     def differentiable_loss(self, model, guide, batch):
         """-ELBO as the value; the score-function surrogate (plus the baseline loss) as the gradient."""
         values = self._baseline_values(guide, batch)
         elbo, surrogate = self.elbo._loss_and_surrogate_loss(model, _Baselines(values)(guide), (batch,), {})
+        if torch.is_grad_enabled():  # the centre moves with the ELBO, from past steps only (no bias)
+            per_point = float(elbo) / batch.num_total
+            self.center = per_point if self.center == 0.0 else 0.9 * self.center + 0.1 * per_point
         if not torch.is_tensor(surrogate) or not surrogate.requires_grad:
             raise PPVAEError("elbo 'reinforce': the loss has no gradient (no parameters reach the guide's sites)")
         return surrogate + (-elbo - surrogate).detach()
