@@ -3,7 +3,8 @@
 A proposal q(c | x, G) for the local continuous latents c of the model (a guide, or the prior) must
 sample exactly the model's local continuous latents (and may draw discrete ones: a guide's discrete site marked
 ``infer={"importance_sample": True}`` is drawn and substituted into the model like a continuous latent, instead
-of summed exactly; the discrete-code VAE's codes, whose K^C joint values cannot be summed), inside ``pyro.plate("data")``, with a density
+of summed exactly; the discrete-code VAE's codes, whose K^C joint values cannot be summed), inside
+``pyro.plate("data")``, with a density
 (not a point mass) that factors over data points (Burda et al. 2015; the weights of
 :mod:`ppvae.infer.importance` are per point). An autoguide with per-point parameters subsamples the data
 plate as the model does (:func:`autoguide_subsample`).

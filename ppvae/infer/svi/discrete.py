@@ -220,7 +220,7 @@ class ReinforceELBO:
         values = self._baseline_values(guide, batch)
         elbo, surrogate = self.elbo._loss_and_surrogate_loss(model, _Baselines(values)(guide), (batch,), {})
         if torch.is_grad_enabled():  # the centre moves with the ELBO, from past steps only (no bias)
-            per_point = float(elbo) / batch.num_total
+            per_point = float(elbo.detach()) / batch.num_total
             self.center = per_point if self.center == 0.0 else 0.9 * self.center + 0.1 * per_point
         if not torch.is_tensor(surrogate) or not surrogate.requires_grad:
             raise PPVAEError("elbo 'reinforce': the loss has no gradient (no parameters reach the guide's sites)")
