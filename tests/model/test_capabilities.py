@@ -44,6 +44,7 @@ ZOO = {
     "normal_gamma": {ExactPosterior, CoordinateAscentVI, ConjugateExponential},
     "vae": {Reports},
     "m2": {Reports},
+    "dvae": {Reports},
     "lda": {CoordinateAscentVI, ConjugateExponential, Reports},
     "prodlda": {Reports},
 }
