@@ -39,7 +39,6 @@ def test_model_log_density_by_hand():
     torch.testing.assert_close(total, by_hand - 3 * math.log(4))
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("elbo", ["relaxed", "relaxed_st", "reinforce", "enum"])
 def test_fit_by_name_lowers_the_loss(elbo):
     """Each estimator trains: the mean loss of the last 20 steps is below that of the first 20 (seeded)."""

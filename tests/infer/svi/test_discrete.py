@@ -114,7 +114,6 @@ def test_reinforce_gradient_mean_is_the_exact_gradient(small):
     assert (mean - exact).norm() < 0.05 * exact.norm()
 
 
-@pytest.mark.slow
 def test_log_marginal_draws_codes_from_the_unrelaxed_guide(small):
     """ppvae.log_marginal with the model's categorical guide: the codes are drawn (ESS below K), and each point's
     estimate is within 3 standard errors (plus float rounding) of the enumerated log p(x)."""
