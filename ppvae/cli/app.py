@@ -7,6 +7,7 @@ it into place only when everything succeeded, so a failed run leaves nothing beh
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import sys
@@ -69,6 +70,20 @@ def _kv_pairs(pairs: list[str]) -> dict[str, str]:
     return out
 
 
+def _elbo_options(pairs: list[str]) -> dict:
+    """``--elbo-option KEY=VALUE`` pairs, each value a number where it reads as one (the objective checks them)."""
+    out = {}
+    for item in pairs:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise PPVAEError(f"--elbo-option: expected KEY=VALUE such as temperature=0.5; got '{item}'")
+        for parse in (int, float, str):
+            with contextlib.suppress(ValueError):
+                out[key] = parse(value)
+                break
+    return out
+
+
 def _load_data(args):
     options = {"mmap": True} if getattr(args, "mmap", False) else {}
     # NAME:KEY=VALUE[,KEY=VALUE] (e.g. reuters:split=train) is parsed by load_dataset itself
@@ -105,7 +120,7 @@ def cmd_fit(args) -> int:
     options = dict(
         guide=args.guide, elbo=elbo, steps=steps, epochs=args.epochs, batch_size=batch_size, lr=lr, betas=betas,
         seed=args.seed, device=args.device, num_particles=args.num_particles, patience=args.patience,
-        beta=args.beta, kl_warmup_steps=args.kl_warmup_steps,
+        beta=args.beta, kl_warmup_steps=args.kl_warmup_steps, elbo_options=_elbo_options(args.elbo_option),
         jit=args.jit if args.jit is not None else defaults.get("jit", False),
         compile=args.compile if args.compile is not None else "auto",
         checkpoint_dir=os.path.join(os.path.abspath(args.out), CHECKPOINTS) if ckpt else None,  # written directly

@@ -144,6 +144,8 @@ def _add_fit(sub, commands) -> None:
     _common(p)
     p.add_argument("--guide", default="auto", help=guide_help())
     p.add_argument("--elbo", default="auto", help=elbo_help())
+    p.add_argument("--elbo-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="an option of the objective, e.g. temperature=0.5 for --elbo relaxed (repeatable)")
     steps = p.add_mutually_exclusive_group()
     steps.add_argument("--steps", type=COUNT, default=None, help="optimizer steps (default: the model's own)")
     steps.add_argument("--epochs", type=COUNT, default=None, help="passes over the data (instead of --steps)")

@@ -45,7 +45,7 @@ from ppvae.evaluate.estimate import (  # noqa: F401 -- KHAT_THRESHOLD, Importanc
 from ppvae.evaluate.evidence import LogEvidence, log_evidence  # noqa: F401 -- re-exported (moved to evidence.py)
 from ppvae.evaluate.local_ais import ais_log_marginal, check_ais_options
 from ppvae.infer.importance import auto_chunk, check_log_weights, local_log_weights, run_chunks
-from ppvae.infer.proposal import autoguide_subsample, check_guide_is_factorized
+from ppvae.infer.proposal import autoguide_subsample, check_guide_is_factorized, draws_discrete
 from ppvae.model.capabilities import ConditionsOnSubset, require
 
 __all__ = ["LogMarginal", "LogEvidence", "ImportanceWarning", "log_marginal", "log_evidence", "psis_khat",
@@ -191,7 +191,7 @@ def log_marginal(fit_or_model_guide, data, *, num_particles: int = 1000, proposa
         return _warn_khat(result, warn)
     n = len(ds)
     out = {k: torch.empty(n, dtype=torch.float64) for k in ("values", "ess", "khat", "elbo", "mc_stderr")}
-    draws = num if local_cont else 1
+    draws = num if local_cont or draws_discrete(q, ds.batch(torch.arange(1, device=device))) else 1
     with torch.no_grad(), pyro.validation_enabled(False), _seeded(seed, device):
         if num_draws is None:
             global_sets = [_global_values(fit, model, guide, ds, global_names, global_values)]

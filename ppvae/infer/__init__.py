@@ -17,6 +17,7 @@ from ppvae.infer.svi import (
     register_elbo,
     register_guide,
 )
+from ppvae.infer import discrete_elbos  # noqa: F401,E402 -- registers relaxed, relaxed_st, reinforce (after svi's registry)
 
 __all__ = ["fit", "Fit", "Trainer", "make_guide", "list_guides", "register_guide", "make_elbo", "list_elbos",
            "register_elbo", "fit_em", "EMFit", "run_mcmc", "MCMCResult", "MCMCDivergenceError", "local_posterior",

@@ -28,7 +28,7 @@ from pyro.poutine.util import site_is_subsample
 
 from ppvae._util.validation import PPVAEError, one_line
 from ppvae.data.loaders import Batch
-from ppvae.infer.proposal import check_sites, local_continuous_sites, samples_discrete_locals
+from ppvae.infer.proposal import check_sites, is_drawn_discrete, local_continuous_sites, samples_discrete_locals
 from ppvae.model.enumeration import data_plate_log_prob, enumerated_log_likelihood, enumerated_trace
 from ppvae.model.structure import declared_structure, is_local, structure_of
 
@@ -129,8 +129,12 @@ def _local_log_weights(model, proposal, batch, num, max_plate_nesting, globals_,
             source = poutine.trace(poutine.condition(model, data=globals_)).get_trace(batch)
         else:
             source = poutine.trace(poutine.condition(proposal, data=globals_)).get_trace(batch)
-        local_cont = local_continuous_sites(source, proposal is None, globals_)
+        local_cont = local_continuous_sites(source, proposal is None, globals_, draw_discrete=True)
         values = {name: source.nodes[name]["value"] for name in local_cont}
+        drawn = [n for n in local_cont if is_drawn_discrete(source.nodes[n])]
+        if drawn and torch.is_grad_enabled():  # the iwae objective: no score-function term for drawn discrete sites
+            raise PPVAEError(f"elbo: the guide draws discrete site(s) {', '.join(drawn)}, whose importance weights "
+                             "have no reparameterized gradient; train with relaxed, relaxed_st, reinforce or enum")
         if values:
             mtr = enumerated_particle_trace(model, batch, max_plate_nesting, {**globals_, **values})
         if proposal is not None and values and samples_discrete_locals(source):

@@ -1,7 +1,10 @@
 """What a proposal for per-point importance weights must be, and how it is run.
 
 A proposal q(c | x, G) for the local continuous latents c of the model (a guide, or the prior) must
-sample exactly the model's local continuous latents, inside ``pyro.plate("data")``, with a density
+sample exactly the model's local continuous latents (and may draw discrete ones: a guide's discrete site marked
+``infer={"importance_sample": True}`` is drawn and substituted into the model like a continuous latent, instead
+of summed exactly; the discrete-code VAE's codes, whose K^C joint values cannot be summed), inside
+``pyro.plate("data")``, with a density
 (not a point mass) that factors over data points (Burda et al. 2015; the weights of
 :mod:`ppvae.infer.importance` are per point). An autoguide with per-point parameters subsamples the data
 plate as the model does (:func:`autoguide_subsample`).
@@ -13,13 +16,14 @@ import contextlib
 
 import pyro
 import pyro.distributions as dist
+import torch
 from pyro.infer.autoguide import AutoContinuous, AutoGuide
 from pyro.poutine.util import site_is_subsample
 
 from ppvae._util.validation import PPVAEError
 from ppvae.model.structure import DATA_PLATE, is_local
 
-__all__ = ["check_guide_is_factorized", "autoguide_subsample"]
+__all__ = ["check_guide_is_factorized", "autoguide_subsample", "draws_discrete"]
 
 
 def is_sampled(site) -> bool:
@@ -27,15 +31,24 @@ def is_sampled(site) -> bool:
             and not site_is_subsample(site))
 
 
+def is_drawn_discrete(site) -> bool:
+    """A discrete proposal site marked ``infer={"importance_sample": True}``: drawn, not summed (module docstring)."""
+    return site["type"] == "sample" and bool(site["infer"].get("importance_sample")) and site["fn"].support.is_discrete
+
+
 def samples_discrete_locals(trace) -> bool:
-    return any(is_sampled(s) and is_local(s) and s["fn"].support.is_discrete for s in trace.nodes.values())
+    """Whether the proposal samples discrete local sites that are to be summed (not drawn)."""
+    return any(is_sampled(s) and is_local(s) and s["fn"].support.is_discrete and not is_drawn_discrete(s)
+               for s in trace.nodes.values())
 
 
-def local_continuous_sites(source, from_prior: bool, globals_: dict) -> list[str]:
-    """Names of the sampled local continuous sites in a proposal (or prior) trace."""
+def local_continuous_sites(source, from_prior: bool, globals_: dict, draw_discrete: bool = False) -> list[str]:
+    """Names of the sampled local continuous sites in a proposal (or prior) trace; with ``draw_discrete``, also a
+    guide's discrete sites marked for drawing (:func:`is_drawn_discrete`)."""
     names = []
     for name, site in source.nodes.items():
-        if not is_sampled(site) or name in globals_ or site["fn"].support.is_discrete:
+        drawn = draw_discrete and not from_prior and is_drawn_discrete(site)
+        if not is_sampled(site) or name in globals_ or (site["fn"].support.is_discrete and not drawn):
             continue
         if from_prior and not is_local(site):
             continue
@@ -112,3 +125,15 @@ def autoguide_subsample(guide, batch_size: int):
         yield
     finally:
         guide.create_plates = None
+
+
+def draws_discrete(proposal, batch) -> bool:
+    """Whether the guide ``proposal`` draws a discrete site (:func:`is_drawn_discrete`) on ``batch``."""
+    if proposal is None or isinstance(proposal, AutoGuide):  # autoguides sample no discrete site
+        return False
+    try:
+        with pyro.poutine.block(), torch.no_grad(), pyro.validation_enabled(False), torch.random.fork_rng(devices=[]):
+            trace = pyro.poutine.trace(proposal).get_trace(batch)
+    except Exception:  # noqa: BLE001 -- the estimator's own run of the guide reports what is wrong with it
+        return False
+    return any(is_sampled(s) and is_drawn_discrete(s) for s in trace.nodes.values())
