@@ -42,12 +42,11 @@ posterior, whose mass is p(X) / K!; log K! is added (exact for models symmetric 
 from __future__ import annotations
 
 import math
-import warnings
 
 import torch
 from pyro.ops.stats import effective_sample_size
 
-from ppvae._util.validation import PPVAEError, check_float, check_int
+from ppvae._util.validation import PPVAEError, check_float, check_int, warn_at_caller
 from ppvae.evaluate.estimate import LogEvidence
 from ppvae.evaluate.joint import (
     check_against_potential,
@@ -187,8 +186,8 @@ def _estimate(LogEvidence, l1, l2, log_pi_post, log_g_post, log_pi_prop, log_g_p
     neff = ess if use_ess else float(n1)
     log_z, iterations = iterate_bridge(l1, l2, neff / (neff + n2), tol, max_iter)
     if iterations == max_iter:
-        warnings.warn(f"bridge_sampling: the iterative scheme did not converge in {max_iter} iterations "
-                      f"(tol {tol:g}); the estimate may be off", BridgeWarning, stacklevel=3)
+        warn_at_caller(f"bridge_sampling: the iterative scheme did not converge in {max_iter} iterations "
+                       f"(tol {tol:g}); the estimate may be off", BridgeWarning)
     re2 = relative_mse(log_pi_post, log_g_post, log_pi_prop, log_g_prop, log_z, chains)
     info = {**settings, "num_posterior": n1, "num_proposal": n2, "ess_posterior": ess, "iterations": iterations,
             "re2": re2, "log_label_permutations": log_count}

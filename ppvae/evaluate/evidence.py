@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
-import warnings
 
 import pyro
 import pyro.distributions as dist
@@ -29,7 +28,7 @@ import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
-from ppvae._util.validation import PPVAEError, check_choice, check_int, renamed
+from ppvae._util.validation import PPVAEError, check_choice, check_int, renamed, warn_at_caller
 from ppvae.data.loaders import Batch
 from ppvae.evaluate.bridge import bridge_sampling
 from ppvae.evaluate.estimate import KHAT_THRESHOLD, ImportanceWarning, LogEvidence, _prepare, _seeded, psis_khat
@@ -104,8 +103,8 @@ def _importance_evidence(fit_or_model_guide, data, num_particles, proposal, chun
     ess = float(1.0 / torch.exp(2 * (lw - lse)).sum())
     khat = float(psis_khat(lw[None].numpy())[0])
     if khat > KHAT_THRESHOLD:
-        warnings.warn(f"log_evidence: Pareto k-hat = {khat:.2f} > {KHAT_THRESHOLD}: the estimate is unreliable "
-                      "(Yao et al. 2018); use a better proposal or more samples", ImportanceWarning, stacklevel=2)
+        warn_at_caller(f"log_evidence: Pareto k-hat = {khat:.2f} > {KHAT_THRESHOLD}: the estimate is unreliable "
+                       "(Yao et al. 2018); use a better proposal or more samples", ImportanceWarning)
     return LogEvidence(value=lse - math.log(num), stderr=math.sqrt(max(num / ess - 1, 0.0) / num), ess=ess, khat=khat,
                        elbo=float(lw.mean()), num_particles=num, proposal=qname)
 

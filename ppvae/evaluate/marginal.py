@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import contextlib
 import math
-import warnings
 from dataclasses import dataclass, field
 
 import pyro
 import torch
 
 from ppvae._util import display as _display
-from ppvae._util.validation import check_choice, renamed
+from ppvae._util.validation import check_choice, renamed, warn_at_caller
 from ppvae.data.loaders import Batch
 from ppvae.evaluate.estimate import (  # noqa: F401 -- KHAT_THRESHOLD, ImportanceWarning and psis_khat re-exported
     KHAT_THRESHOLD,
@@ -195,10 +194,10 @@ def _warn_khat(result: LogMarginal, warn: bool) -> LogMarginal:
     if warn and result.num_khat_over_0_7:
         advice = ("more chains or steps" if result.method == "ais" else
                   "a better proposal, more samples, or method='ais'")
-        warnings.warn(
+        warn_at_caller(
             f"log_marginal: Pareto k-hat > {KHAT_THRESHOLD} for {result.num_khat_over_0_7} of {len(result.values)} "
             f"points (max {result.khat_max:.2f}): the estimate for those points is unreliable (Yao et al. 2018); "
-            f"use {advice}", ImportanceWarning, stacklevel=3,
+            f"use {advice}", ImportanceWarning,
         )
     return result
 
