@@ -141,11 +141,11 @@ def guide_spec_name(spec: Any) -> str:
 
 
 def init_off_saddle(site=None):
-    """Pyro's ``init_to_median``, except that a value whose entries are all equal along a plate over components or a
-    simplex (weights 1/K each: Pyro starts every Dirichlet at the uniform simplex, the median of a multivariate
-    distribution being undefined) is replaced by a draw from the site's prior (``init_to_sample``): exchangeable components started equal get equal gradients and stay equal, an
-    exact saddle of a mixture's symmetric objective (issue 29: class proportions 0.25 each after a MAP fit). A
-    model's own ``init_values`` are kept as given."""
+    """Pyro's ``init_to_median``, except that a value whose entries are all equal along a plate over components or
+    a simplex (weights 1/K each: Pyro starts every Dirichlet at the uniform simplex, the median of a multivariate
+    distribution being undefined) is replaced by a draw from the site's prior (``init_to_sample``). Exchangeable
+    components started equal get equal gradients and stay equal, an exact saddle of a mixture's symmetric
+    objective (issue 29: class proportions 0.25 each after a MAP fit). A model's own ``init_values`` are kept."""
     if site is None:
         return init_off_saddle
     value = init_to_median(site)
