@@ -84,4 +84,6 @@ def test_dawid_skene_map_from_the_default_start_recovers_the_class_proportions()
     assert sorted(label_of.tolist()) == list(range(C)), label_of
     fitted = torch.zeros(C).index_add_(0, label_of, pi)
     simulated = torch.bincount(c, minlength=C).float() / N
-    assert torch.allclose(fitted, simulated, atol=0.08), (fitted, simulated)  # tolerance: 0.08 per class
+    # tolerance 0.1 per class: the MAP of pi differs from the simulated labels' proportions by the labels' own
+    # uncertainty (3 annotators at 70% accuracy, 120 items: about 0.045 sd per class), 0.1 is over 2 sd
+    assert torch.allclose(fitted, simulated, atol=0.1), (fitted, simulated)
