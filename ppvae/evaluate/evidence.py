@@ -44,6 +44,7 @@ from ppvae.infer.importance import (
 )
 from ppvae.infer.mcmc.sampler import MCMCResult
 from ppvae.infer.proposal import is_sampled
+from ppvae.model.capabilities import Mixture
 from ppvae.model.labels import single_trace
 
 __all__ = ["LogEvidence", "log_evidence"]
@@ -116,6 +117,8 @@ def _symmetrized(model, q, ds, num, mpn, values, log_q, lw) -> tuple[torch.Tenso
     """The log-weights with the proposal symmetrized over a mixture's K! labellings (:mod:`ppvae.evaluate.symmetry`):
     log w_s + log K! - log sum_sigma q(sigma G_s) / q(G_s), and what the proposal covered; unchanged for a model
     without label symmetry and for the prior (symmetric itself)."""
+    if not isinstance(model, Mixture):  # no labels to permute: no trace needed
+        return lw, {}
     trace = single_trace(model, ds.batch())
     one = {n: trace.nodes[n]["value"] for n in values}
     sym = label_symmetry(model, one)
