@@ -133,14 +133,16 @@ def test_every_evidence_method_is_within_3_se_of_the_exact_value(tutorial_fits):
 
 @pytest.mark.slow
 def test_is_from_a_guide_on_one_labelling_adds_log_2(tutorial_fits):
-    """The guide sits on one labelling: its relabelled copy does not overlap it, so exactly log 2! is added (the
-    issue's error); the rest of its error is mass no unimodal guide covers (all points in one component, 7% of the
-    posterior), which its k-hat flags."""
+    """The mean-field guide sits on one labelling: its relabelled copy does not overlap it, so exactly log 2! is
+    added, the whole of the issue's symmetry error (-18.022 +- 0.010 there, -17.999 here). What remains, about 0.18
+    nats, is posterior mass no unimodal guide covers (all five points in one component: 7% of the posterior, the
+    second location then free under its N(0, 10^2) prior); the weights' k-hat (0.46) cannot see mass the proposal
+    never reaches, so this estimator is not within 3 SE here, and the bridge and AIS estimates above are."""
     _, x, fit, _ = tutorial_fits
     exact = exact_log_evidence()
-    with pytest.warns(ppvae.ImportanceWarning, match="k-hat"):
-        ev = ppvae.log_evidence(fit, x, num_particles=20_000, seed=0)
+    ev = ppvae.log_evidence(fit, x, num_particles=20_000, seed=0)
     info = ev.info["label_symmetry"]
     assert info["overlap_share"] < 0.01 and info["misses_labellings"] and "one labelling" in info["proposal_covers"]
     assert info["correction"] == pytest.approx(math.log(2), abs=0.01)
-    assert abs(ev.value - exact) < abs(info["value_one_labelling"] - exact) - 0.6
+    assert info["value_one_labelling"] == pytest.approx(-18.02, abs=0.05)  # the issue's number
+    assert -0.3 < ev.value - exact < -0.1  # measured -0.180 (seed 0): the mass outside the guide
