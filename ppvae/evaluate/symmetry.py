@@ -41,6 +41,7 @@ from pyro import poutine
 from pyro.infer.autoguide import AutoContinuous, AutoGuide, AutoNormal
 from pyro.poutine.util import site_is_subsample
 
+from ppvae._util.validation import warn_at_caller
 from ppvae.infer.importance import global_log_density, particle_plate
 from ppvae.model.capabilities import Mixture
 from ppvae.model.labels import component_sites
@@ -147,7 +148,13 @@ def symmetry_of_potential(model, potential) -> LabelSymmetry | None:
     if potential.order is not None:
         return None
     sym = label_symmetry(model, {n: s["value"] for n, s in potential.sites.items()})
-    return sym if sym is not None and len(sym.permutations) else None
+    if sym is not None and not len(sym.permutations):
+        warn_at_caller(f"log_evidence: the posterior is symmetric in the {sym.num_components} mixture labels, but "
+                       f"K! = {math.factorial(sym.num_components)} relabellings are too many to evaluate: if the "
+                       f"draws cover one labelling the estimate is low by up to log K! = {sym.log_count:.3f}; run "
+                       "the MCMC with order= (then log K! is added exactly)")
+        return None
+    return sym
 
 
 def relabel_randomly(potential, u: torch.Tensor, sym: LabelSymmetry, generator: torch.Generator | None = None):
