@@ -17,88 +17,57 @@ The bundled models are in :mod:`ppvae.models` (the repository's top-level ``mode
 
 # No global settings are changed here: ppvae's models and guides keep their parameters in their modules
 # by turning Pyro's module_local_params on around their own construction and calls (ppvae/_util/params.py).
-from ppvae._util.validation import (
-    NonFiniteError,
-    PPVAEError,
-    check_choice,
-    check_float,
-    check_int,
-    check_tensor,
-    renamed,
-)
+#
+# The public names load on first use (PEP 562): ``import ppvae`` and ``ppvae.__version__`` cost nothing, so the
+# ``ppvae`` command answers --help, --version, models and datasets without torch (issue 31). The first public
+# name asked for loads every module below, in this order, as the eager imports did: result kinds and evaluators
+# register themselves on import, and ``ppvae.load`` must find them whichever name came first.
+import importlib
+
 from ppvae._version import __version__  # noqa: F401
-from ppvae.comparison import (
-    Comparison,
-    GuideDiagnostic,
-    SBCResult,
-    compare,
-    exact_posterior,
-    guide_diagnostic,
-    sbc,
-    to_inference_data,
-)
-from ppvae.data import (
-    Batch,
-    Dataset,
-    corpus_from_counts,
-    corpus_from_texts,
-    list_datasets,
-    load_dataset,
-    register_dataset,
-)
-from ppvae.evaluate import (
-    BDMCResult,
-    ImportanceWarning,
-    InferenceGaps,
-    LogEvidence,
-    LogMarginal,
-    bdmc,
-    impute_weighted,
-    inference_gaps,
-    log_evidence,
-    log_marginal,
-)
-from ppvae.infer import (
-    ConjugateFit,
-    EMFit,
-    Fit,
-    MCMCDivergenceError,
-    MCMCResult,
-    Trainer,
-    fit,
-    fit_conjugate,
-    fit_em,
-    fit_svi_natural,
-    fitted_proposal,
-    list_elbos,
-    list_guides,
-    local_posterior,
-    make_elbo,
-    make_guide,
-    register_elbo,
-    register_guide,
-    run_mcmc,
-)
-from ppvae.model import (
-    BayesianWeights,
-    ClosedFormEM,
-    ClosedFormPotential,
-    ConditionsOnSubset,
-    ConjugateExponential,
-    CoordinateAscentVI,
-    ExactPosterior,
-    Mixture,
-    Model,
-    Reports,
-    build_model,
-    import_model,
-    list_models,
-    observed_part,
-    register_model,
-    require,
-)
-from ppvae.results import Result, Summary, list_kinds, load, register_kind
-from ppvae.runs import Callback, EarlyStopping
+
+_EXPORTS: dict[str, tuple[str, ...]] = {
+    "ppvae._util.validation": ("NonFiniteError", "PPVAEError", "check_choice", "check_float", "check_int",
+                               "check_tensor", "renamed"),
+    "ppvae.comparison": ("Comparison", "GuideDiagnostic", "SBCResult", "compare", "exact_posterior",
+                         "guide_diagnostic", "sbc", "to_inference_data"),
+    "ppvae.data": ("Batch", "Dataset", "corpus_from_counts", "corpus_from_texts", "list_datasets", "load_dataset",
+                   "register_dataset"),
+    "ppvae.evaluate": ("BDMCResult", "ImportanceWarning", "InferenceGaps", "LogEvidence", "LogMarginal", "bdmc",
+                       "impute_weighted", "inference_gaps", "log_evidence", "log_marginal"),
+    "ppvae.infer": ("ConjugateFit", "EMFit", "Fit", "MCMCDivergenceError", "MCMCResult", "Trainer", "fit",
+                    "fit_conjugate", "fit_em", "fit_svi_natural", "fitted_proposal", "list_elbos", "list_guides",
+                    "local_posterior", "make_elbo", "make_guide", "register_elbo", "register_guide", "run_mcmc"),
+    "ppvae.model": ("BayesianWeights", "ClosedFormEM", "ClosedFormPotential", "ConditionsOnSubset",
+                    "ConjugateExponential", "CoordinateAscentVI", "ExactPosterior", "Mixture", "Model", "Reports",
+                    "build_model", "import_model", "list_models", "observed_part", "register_model", "require"),
+    "ppvae.results": ("Result", "Summary", "list_kinds", "load", "register_kind"),
+    "ppvae.runs": ("Callback", "EarlyStopping"),
+}
+_SUBMODULES = ("plots", "data", "model", "runs", "results", "infer", "evaluate", "comparison", "cli", "models")
+
+
+def _load_public_names() -> None:
+    """Import the engine and bind every public name in this module (later lookups skip ``__getattr__``)."""
+    for module, names in _EXPORTS.items():
+        loaded = importlib.import_module(module)
+        for name in names:
+            globals()[name] = getattr(loaded, name)
+
+
+def __getattr__(name: str):
+    """``ppvae.NAME`` and ``from ppvae import NAME`` for the public names and subpackages, loaded on first use."""
+    if name in _SUBMODULES:
+        return importlib.import_module(f"ppvae.{name}")
+    if name in __all__:
+        _load_public_names()
+        return globals()[name]
+    raise AttributeError(f"module 'ppvae' has no attribute '{name}'")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__) | set(_SUBMODULES))
+
 
 __all__ = [
     # data and models

@@ -44,7 +44,6 @@ import queue
 import signal
 import threading
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -53,7 +52,7 @@ import torch
 
 from ppvae._util.procs import die_with_parent, main_hidden, watch_process, worker_plan
 from ppvae._util.progress import Progress
-from ppvae._util.validation import PPVAEError, check_int
+from ppvae._util.validation import PPVAEError, check_int, warn_at_caller
 
 __all__ = ["parallel_map", "available_cores", "prestart_workers", "report", "resolve_workers", "start_method"]
 
@@ -174,10 +173,9 @@ def parallel_map(fn: Callable, tasks: Sequence, *, workers: int | None = 1, thre
         fn_blob, blobs = _pickled(fn, tasks)
         plan = worker_plan(fn_blob + b"".join(blobs))  # can workers start from this caller? (ppvae/_util/procs.py)
         if plan == "here":
-            warnings.warn(f"{part_name}s run one after another in this process: they use code defined in "
-                          "__main__ (a notebook, or a script without `if __name__ == \"__main__\":`), which "
-                          "worker processes cannot import; define the model in a module to run them in parallel",
-                          stacklevel=3)
+            warn_at_caller(f"{part_name}s run one after another in this process: they use code defined in "
+                           "__main__ (a notebook, or a script without `if __name__ == \"__main__\":`), which "
+                           "worker processes cannot import; define the model in a module to run them in parallel")
     with display:
         if workers == 1 or plan == "here":
             return _map_here(fn, tasks, display, count_tasks=totals is None)

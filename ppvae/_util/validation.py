@@ -2,6 +2,9 @@
 
 Every check raises :class:`ValueError` (or a subclass) whose message names the argument, what was
 expected and what came, in the style of scikit-learn's ``sklearn/utils/validation.py``.
+
+This module loads neither torch nor NumPy when imported: the command line's parser uses its errors and argparse
+types, and ``ppvae --help`` must start without them (issue 31). The checks that need them import them when called.
 """
 
 from __future__ import annotations
@@ -12,10 +15,12 @@ import functools
 import math
 import numbers
 import os
-from typing import Any, Callable, Iterable
+import sys
+import warnings
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-import numpy as np
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 class PPVAEError(ValueError):
@@ -36,9 +41,11 @@ def one_line(exc: BaseException) -> str:
 
 
 def describe_value(value: Any) -> str:
-    if isinstance(value, torch.Tensor):
+    # a tensor or an array means its library is loaded already: look it up, never load it to describe a value
+    torch, np = sys.modules.get("torch"), sys.modules.get("numpy")
+    if torch is not None and isinstance(value, torch.Tensor):
         return f"tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
-    if isinstance(value, np.ndarray):
+    if np is not None and isinstance(value, np.ndarray):
         return f"array of shape {value.shape} and dtype {value.dtype}"
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -101,6 +108,9 @@ def check_tensor(
     ``"long"`` or ``None`` (kept). ``integer`` checks that the values are whole numbers;
     ``low``/``high`` bound the values (inclusive).
     """
+    import numpy as np  # startup: loaded on the first check, not by ``ppvae --help`` (module docstring)
+    import torch  # startup: as numpy above
+
     if isinstance(value, np.ndarray) or isinstance(value, (list, tuple)):
         try:
             value = torch.as_tensor(np.asarray(value))
@@ -154,6 +164,20 @@ def renamed(**old_to_new: str) -> Callable:
     return wrap
 
 
+PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep  # .../ppvae/
+
+
+def warn_at_caller(message: str, category: type[Warning] = UserWarning) -> None:
+    """Issue a warning located at the first frame outside the ppvae package: the user's line that called into
+    ppvae, however many ppvae functions (and :func:`renamed` wrappers) lie between. A fixed ``stacklevel`` counts
+    frames and points into ppvae as soon as a wrapper or a new caller adds one (Python 3.12's
+    ``skip_file_prefixes``, for 3.10 and 3.11)."""
+    frame, level = sys._getframe(1), 2
+    while frame is not None and frame.f_code.co_filename.startswith(PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
+
+
 def check_options(where: str, given: Iterable[str], valid: Iterable[str], *, listed_in: str | None = None) -> None:
     """Refuse keyword names outside ``valid``: name each unknown one with its closest valid spelling
     (``difflib``) and where the valid ones are documented (``listed_in``, e.g. ``help(ppvae.fit)``)."""
@@ -173,6 +197,7 @@ def check_options(where: str, given: Iterable[str], valid: Iterable[str], *, lis
 def check_finite_tree(label: str, obj: Any) -> None:
     """Refuse NaN or inf in any floating tensor of a (nested) dict/list read from a file: a corrupted or
     diverged run, which would otherwise fail later inside a distribution or a Cholesky factorization."""
+    torch = sys.modules.get("torch")  # a tensor in ``obj`` means torch is loaded; without it there is none to check
     stack = [("", obj)]
     while stack:
         key, value = stack.pop()
@@ -180,7 +205,8 @@ def check_finite_tree(label: str, obj: Any) -> None:
             stack.extend((f"{key}.{k}" if key else str(k), v) for k, v in value.items())
         elif isinstance(value, (list, tuple)):
             stack.extend((f"{key}[{i}]", v) for i, v in enumerate(value))
-        elif isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all():
+        elif (torch is not None and isinstance(value, torch.Tensor) and value.is_floating_point()
+              and not torch.isfinite(value).all()):
             raise PPVAEError(f"{label}: '{key}' holds NaN or inf values; the file is corrupted or the run diverged")
 
 

@@ -14,6 +14,8 @@ import sys
 import time
 import warnings
 
+import torch
+
 from ppvae._util.parallel import prestart_workers, resolve_workers
 from ppvae._util.validation import PPVAEError, one_line
 from ppvae._util.warning_format import warning_line
@@ -21,6 +23,7 @@ from ppvae.cli import models as _cli_models
 from ppvae.cli import parser as _cli_parser
 from ppvae.cli import write as _run_write
 from ppvae.cli.ais import evaluate_run
+from ppvae.cli.catalogue import datasets_text
 from ppvae.cli.evaluate import describe
 from ppvae.cli.evidence import cmd_bdmc, cmd_evidence, print_ais
 from ppvae.cli.predict import cmd_predict, cmd_summary
@@ -33,6 +36,8 @@ from ppvae.infer.em import fit_em
 from ppvae.infer.mcmc.sampler import run_mcmc
 from ppvae.infer.natural_svi import fit_svi_natural
 from ppvae.infer.svi.distributed import init_from_env
+from ppvae.infer.svi.guides import list_guides
+from ppvae.infer.svi.objectives import list_elbos
 from ppvae.infer.svi.train import fit
 from ppvae.model.base import (
     ClosedFormEM,
@@ -92,8 +97,7 @@ def _load_data(args):
 
 # -- commands -----------------------------------------------------------------------------------------
 def cmd_datasets(args) -> int:
-    for name, desc in list_datasets().items():
-        print(f"{name:14s} {desc}")
+    print(datasets_text(list_datasets()))
     return 0
 
 
@@ -337,11 +341,26 @@ def cmd_evaluate(args) -> int:
 
 # -- parser (ppvae/_cli_parser.py) -------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    """The ``ppvae`` argument parser wired to this module's commands."""
+    """The ``ppvae`` argument parser wired to this module's commands and the live registries of guides and
+    objectives (a guide registered in this process shows in ``fit --help``)."""
     return _cli_parser.build_parser({"models": _cli_models.cmd_models, "datasets": cmd_datasets, "fit": cmd_fit,
                                      "em": cmd_em, "cavi": cmd_cavi, "compare": cmd_compare, "mcmc": cmd_mcmc,
                                      "evaluate": cmd_evaluate, "bdmc": cmd_bdmc, "evidence": cmd_evidence,
-                                     "predict": cmd_predict, "summary": cmd_summary, "sbc": cmd_sbc})
+                                     "predict": cmd_predict, "summary": cmd_summary, "sbc": cmd_sbc},
+                                    guides=list_guides(), elbos=list_elbos())
+
+
+def set_threads(args) -> None:
+    """``--threads``: torch intra-op threads of this process (MCMC worker processes always use one), between
+    1 and the cores of the machine (OpenMP crashes with a thread count far above them)."""
+    threads = getattr(args, "threads", None)
+    threads = _cli_parser.DEFAULT_THREADS if threads is None else threads
+    cores = _cli_parser.machine_cores()
+    if threads < 1:
+        raise PPVAEError(f"--threads: expected an integer >= 1; got {threads}")
+    if threads > cores:
+        raise PPVAEError(f"--threads: expected an integer <= {cores} (the cores this process may use); got {threads}")
+    torch.set_num_threads(threads)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
@@ -360,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
         with sigterm_unwinds(), warnings.catch_warnings():  # SIGTERM unwinds like Ctrl-C: no temporary dir left
             warnings.showwarning = _show_warning
             args = build_parser().parse_args(argv)
-            _cli_parser.set_threads(args)
+            set_threads(args)
             _cli_models.apply_imports(args)
             code = args.func(args)
             sys.stdout.flush()  # a closed pipe shows here, inside the handler below, not at interpreter exit

@@ -12,16 +12,13 @@ from __future__ import annotations
 import inspect
 
 from ppvae._util.validation import PPVAEError
+from ppvae.cli.catalogue import models_text
+from ppvae.cli.parser import add_import_option
 from ppvae.model.base import get_model_class, import_model, list_models, model_import_path
 from ppvae.model.importing import is_import_spec
 
-__all__ = ["add_import_option", "apply_imports", "model_import_of", "model_hyperparameters", "cmd_models"]
-
-
-def add_import_option(p) -> None:
-    p.add_argument("--import", dest="imports", action="append", default=[], metavar="SPEC",
-                   help="import a user's model first: MODULE[:CLASS] or FILE.py[:CLASS] (repeatable); needed to "
-                        "load a run of a model that is not in the zoo or an installed package")
+__all__ = ["add_import_option", "apply_imports", "model_import_of", "model_hyperparameters", "cmd_models",
+           "live_models"]
 
 
 def apply_imports(args) -> None:
@@ -56,6 +53,11 @@ def model_hyperparameters(name: str) -> str:
 
 def cmd_models(args) -> int:
     """``ppvae models``: the zoo, models imported by ``--import`` and installed packages' entry points."""
-    for name, desc in list_models().items():  # hyperparameters as `ppvae fit NAME KEY=VALUE` takes them
-        print(f"{name:14s} {desc}\n{'':14s}   {model_hyperparameters(name)}")
+    print(models_text(live_models()))
     return 0
+
+
+def live_models() -> dict[str, tuple[str, str]]:
+    """The registered models as :data:`ppvae.cli.catalogue.MODELS` lists them: name -> (description,
+    hyperparameters as ``ppvae fit NAME KEY=VALUE`` takes them)."""
+    return {name: (desc, model_hyperparameters(name)) for name, desc in list_models().items()}

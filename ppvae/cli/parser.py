@@ -1,5 +1,8 @@
 """The ``ppvae`` command line's argument parser: subcommands, options with their defaults in ``--help``,
-and usage errors raised as :class:`PPVAEError` (printed on one line, exit 2, by ``ppvae.cli.app.main``)."""
+and usage errors raised as :class:`PPVAEError` (printed on one line, exit 2, by ``ppvae.cli.app.main``).
+
+This module imports neither torch nor the engine: ``ppvae --help``, ``--version``, ``models`` and ``datasets``
+are answered from it and :mod:`ppvae.cli.catalogue` alone (:mod:`ppvae.cli.entry`)."""
 
 from __future__ import annotations
 
@@ -7,14 +10,9 @@ import argparse
 import os
 from typing import Callable
 
-import torch
-
 from ppvae._util.validation import COUNT, NONNEGATIVE, PPVAEError, cli_float
 from ppvae._version import __version__
-from ppvae.cli.models import add_import_option
-from ppvae.cli.predict import add_parsers as add_predict_parsers
-from ppvae.infer.svi.guides import list_guides
-from ppvae.infer.svi.objectives import list_elbos
+from ppvae.cli.catalogue import ELBOS, GUIDES
 
 
 class _HelpFormatter(argparse.HelpFormatter):
@@ -58,6 +56,10 @@ def renamed_option(p, old: str, new: str) -> None:
     p.add_argument(old, action=_Renamed, new=new)
 
 
+# every subcommand, in --help's order; build_parser's ``commands`` maps each to the function that runs it
+COMMANDS = ("models", "datasets", "fit", "em", "cavi", "compare", "mcmc", "evaluate", "bdmc", "evidence", "predict",
+            "summary", "sbc")
+
 DEFAULT_THREADS = 1  # measured: a GMM fit is as fast at 1 thread idle, 2.2x faster beside another job (README)
 
 
@@ -67,19 +69,6 @@ def machine_cores() -> int:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not Linux
         return os.cpu_count() or 1
-
-
-def set_threads(args) -> None:
-    """``--threads``: torch intra-op threads of this process (MCMC worker processes always use one), between
-    1 and the cores of the machine (OpenMP crashes with a thread count far above them)."""
-    threads = getattr(args, "threads", None)
-    threads = DEFAULT_THREADS if threads is None else threads
-    cores = machine_cores()
-    if threads < 1:
-        raise PPVAEError(f"--threads: expected an integer >= 1; got {threads}")
-    if threads > cores:
-        raise PPVAEError(f"--threads: expected an integer <= {cores} (the cores this process may use); got {threads}")
-    torch.set_num_threads(threads)
 
 
 def _threads(p) -> None:
@@ -103,16 +92,23 @@ def _common(p, with_model=True):
     p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
 
 
-def guide_help() -> str:
-    """``--guide``'s help: every guide in the registry (``ppvae.list_guides``)."""
-    return ("auto (the model's own guide if it has one, else auto_normal), or a registered guide: "
-            + ", ".join(list_guides()))
+def add_import_option(p) -> None:
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="SPEC",
+                   help="import a user's model first: MODULE[:CLASS] or FILE.py[:CLASS] (repeatable); needed to "
+                        "load a run of a model that is not in the zoo or an installed package")
 
 
-def elbo_help() -> str:
-    """``--elbo``'s help: every objective in the registry (``ppvae.list_elbos``)."""
+def guide_help(guides=GUIDES) -> str:
+    """``--guide``'s help: every guide in the registry (``ppvae.list_guides``; the static catalogue when the
+    engine is not loaded)."""
+    return "auto (the model's own guide if it has one, else auto_normal), or a registered guide: " + ", ".join(guides)
+
+
+def elbo_help(elbos=ELBOS) -> str:
+    """``--elbo``'s help: every objective in the registry (``ppvae.list_elbos``; the static catalogue when the
+    engine is not loaded)."""
     return ("auto (the model's train_defaults, else enum when the model has discrete latents, else trace), or a "
-            "registered ELBO: " + ", ".join(list_elbos()))
+            "registered ELBO: " + ", ".join(elbos))
 
 
 def _jit(p, default: bool | None, what: str) -> None:
@@ -120,8 +116,9 @@ def _jit(p, default: bool | None, what: str) -> None:
     p.add_argument("--jit", action=argparse.BooleanOptionalAction, default=default, help=what)
 
 
-def build_parser(commands: dict[str, Callable]) -> argparse.ArgumentParser:
-    """The ``ppvae`` parser; ``commands`` maps each subcommand to the function that runs it."""
+def build_parser(commands: dict[str, Callable], guides=GUIDES, elbos=ELBOS) -> argparse.ArgumentParser:
+    """The ``ppvae`` parser; ``commands`` maps each subcommand to the function that runs it; ``guides`` and
+    ``elbos`` are the registered names listed in ``fit --help``."""
     parser = _Parser(prog="ppvae", description="Latent-variable models on Pyro: fit, evaluate, compare.")
     parser.add_argument("--version", action="version", version=f"ppvae {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
@@ -129,21 +126,21 @@ def build_parser(commands: dict[str, Callable]) -> argparse.ArgumentParser:
     add_import_option(p)
     p.set_defaults(func=commands["models"])
     sub.add_parser("datasets", help="list the bundled data sets").set_defaults(func=commands["datasets"])
-    _add_fit(sub, commands)
+    _add_fit(sub, commands, guides, elbos)
     _add_em_cavi(sub, commands)
     _add_compare_mcmc(sub, commands)
     _add_evaluate(sub, commands)
     _add_bdmc_evidence(sub, commands)
-    add_predict_parsers(sub, commands)
+    _add_predict(sub, commands)
     _add_sbc(sub, commands)
     return parser
 
 
-def _add_fit(sub, commands) -> None:
+def _add_fit(sub, commands, guides, elbos) -> None:
     p = sub.add_parser("fit", help="fit a model by SVI")
     _common(p)
-    p.add_argument("--guide", default="auto", help=guide_help())
-    p.add_argument("--elbo", default="auto", help=elbo_help())
+    p.add_argument("--guide", default="auto", help=guide_help(guides))
+    p.add_argument("--elbo", default="auto", help=elbo_help(elbos))
     p.add_argument("--elbo-option", action="append", default=[], metavar="KEY=VALUE",
                    help="an option of the objective, e.g. temperature=0.5 for --elbo relaxed (repeatable)")
     steps = p.add_mutually_exclusive_group()
@@ -326,3 +323,27 @@ def _add_bdmc_evidence(sub, commands) -> None:
     p.add_argument("--seed", type=NONNEGATIVE, default=0, help="random seed")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=commands["evidence"])
+
+
+def _add_predict(sub, commands) -> None:
+    """Register ``predict`` and ``summary`` on the ``ppvae`` subparsers."""
+    for name, text in (("predict", "posterior and posterior predictive draws of a run, to .npz or .nc"),
+                       ("summary", "posterior table of a run's global latents (mean, sd, 5%%/95%%, ESS, R-hat)")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("run_dir", help="a directory written by ppvae fit, em, mcmc or cavi")
+        p.add_argument("--data", default=None, help="data set name or path (default: the run's own data)")
+        p.add_argument("--num-draws", type=COUNT, default=None if name == "predict" else 1000,
+                       help="posterior draws (default: 1000, or every MCMC draw)" if name == "predict"
+                       else "draws from a guide or q (MCMC: every draw)")
+        p.add_argument("--seed", type=NONNEGATIVE, default=0, help="random seed")
+        add_import_option(p)  # a run of a user's model loads only after its code is imported
+        if name == "predict":
+            p.add_argument("--out", required=True, help="FILE.npz (site -> array, draws first) or FILE.nc (ArviZ)")
+            p.add_argument("--no-observed", action="store_true", help="latents only, no posterior predictive")
+            p.add_argument("--impute", action="store_true",
+                           help="fill the missing (NaN) entries of --data from the posterior predictive: "
+                                "FILE.npz with mean, draws and mask")
+        else:
+            p.add_argument("--correlations", action="store_true", help="also the correlations of the globals")
+            p.add_argument("--json", default=None, metavar="FILE", help="also write the table as JSON")
+        p.set_defaults(func=commands[name])

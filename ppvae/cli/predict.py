@@ -9,8 +9,7 @@ import os
 import numpy as np
 
 from ppvae._util.io import atomic_write
-from ppvae._util.validation import COUNT, NONNEGATIVE, PPVAEError
-from ppvae.cli.models import add_import_option
+from ppvae._util.validation import PPVAEError
 from ppvae.comparison.guide_diagnostics import guide_khat_line
 from ppvae.comparison.inference_data import observed_values
 from ppvae.results.kinds import load
@@ -93,26 +92,3 @@ def cmd_summary(args) -> int:
         print(f"wrote {args.json}")
     return 0
 
-
-def add_parsers(sub, commands) -> None:
-    """Register ``predict`` and ``summary`` on the ``ppvae`` subparsers."""
-    for name, text in (("predict", "posterior and posterior predictive draws of a run, to .npz or .nc"),
-                       ("summary", "posterior table of a run's global latents (mean, sd, 5%%/95%%, ESS, R-hat)")):
-        p = sub.add_parser(name, help=text)
-        p.add_argument("run_dir", help="a directory written by ppvae fit, em, mcmc or cavi")
-        p.add_argument("--data", default=None, help="data set name or path (default: the run's own data)")
-        p.add_argument("--num-draws", type=COUNT, default=None if name == "predict" else 1000,
-                       help="posterior draws (default: 1000, or every MCMC draw)" if name == "predict"
-                       else "draws from a guide or q (MCMC: every draw)")
-        p.add_argument("--seed", type=NONNEGATIVE, default=0, help="random seed")
-        add_import_option(p)  # a run of a user's model loads only after its code is imported
-        if name == "predict":
-            p.add_argument("--out", required=True, help="FILE.npz (site -> array, draws first) or FILE.nc (ArviZ)")
-            p.add_argument("--no-observed", action="store_true", help="latents only, no posterior predictive")
-            p.add_argument("--impute", action="store_true",
-                           help="fill the missing (NaN) entries of --data from the posterior predictive: "
-                                "FILE.npz with mean, draws and mask")
-        else:
-            p.add_argument("--correlations", action="store_true", help="also the correlations of the globals")
-            p.add_argument("--json", default=None, metavar="FILE", help="also write the table as JSON")
-        p.set_defaults(func=commands[name])

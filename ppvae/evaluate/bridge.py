@@ -36,18 +36,20 @@ rho_f2(0) being the integrated autocorrelation time of the f2 series, N1 / ESS(f
 quantity). The standard error of log p-hat(X) is RE (delta method).
 
 Draws made with ``order=(site, column)`` cover one of the K! label-permuted copies of a mixture's
-posterior, whose mass is p(X) / K!; log K! is added (exact for models symmetric in their labels).
+posterior, whose mass is p(X) / K!; log K! is added (exact for models symmetric in their labels). Otherwise, for
+a model that declares :class:`ppvae.Mixture`, g is symmetrized over the K! labellings and every posterior draw
+relabelled by a random permutation (:mod:`ppvae.evaluate.symmetry`; Frühwirth-Schnatter 2004, sec. 4), so the
+estimate is right whether the chains stayed in one labelling or switched.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 
 import torch
 from pyro.ops.stats import effective_sample_size
 
-from ppvae._util.validation import PPVAEError, check_float, check_int
+from ppvae._util.validation import PPVAEError, check_float, check_int, warn_at_caller
 from ppvae.evaluate.estimate import LogEvidence
 from ppvae.evaluate.joint import (
     check_against_potential,
@@ -56,6 +58,12 @@ from ppvae.evaluate.joint import (
     ordered_log_count,
     potential_for,
     unconstrained_draws,
+)
+from ppvae.evaluate.symmetry import (
+    covered_labellings,
+    relabel_randomly,
+    symmetrized_log_density,
+    symmetry_of_potential,
 )
 from ppvae.infer.mcmc.sampler import MCMCResult
 
@@ -161,22 +169,32 @@ def bridge_sampling(mcmc, data, *, tol: float = 1e-10, max_iter: int = 1000, use
     chains = iter_half.shape[0]
     post = iter_half.reshape(-1, draws.shape[-1])
     g = _fit_normal(fit_half)
+    sym = symmetry_of_potential(mcmc.model, potential)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         prop = g.sample((post.shape[0],))
+        if sym is not None:  # g_sym covers every labelling; the posterior draws are relabelled at random to match
+            overlap = symmetrized_log_density(g.log_prob, potential, prop, sym) + sym.log_count - g.log_prob(prop)
+            post, prop = relabel_randomly(potential, post, sym), relabel_randomly(potential, prop, sym)
     dtype = potential.batch.x.dtype
     with torch.no_grad():
         check_against_potential(potential, post.to(dtype))
         log_pi_post = log_density(potential, post.to(dtype), chunk_size).double()
         log_pi_prop = log_density(potential, prop.to(dtype), chunk_size).double()
-    log_g_post, log_g_prop = g.log_prob(post), g.log_prob(prop)
+        if sym is None:
+            log_g_post, log_g_prop, settings = g.log_prob(post), g.log_prob(prop), {}
+        else:
+            log_g_post = symmetrized_log_density(g.log_prob, potential, post, sym)
+            log_g_prop = symmetrized_log_density(g.log_prob, potential, prop, sym)
+            settings = {"label_symmetry": {**covered_labellings(overlap, sym), "method": "g symmetrized over the "
+                        "K! labellings, posterior draws relabelled at random (Frühwirth-Schnatter 2004)"}}
     if not torch.isfinite(log_pi_post).all():
         raise PPVAEError(f"mcmc: the log joint is not finite at {int((~torch.isfinite(log_pi_post)).sum())} posterior "
                          "draw(s); were the draws made on this data and model?")
     log_pi_prop = torch.nan_to_num(log_pi_prop, nan=-math.inf)  # overflow far in g's tails: zero density
     return _estimate(LogEvidence, log_pi_post - log_g_post, log_pi_prop - log_g_prop, log_pi_post, log_g_post,
                      log_pi_prop, log_g_prop, chains, tol, max_iter, use_ess,
-                     ordered_log_count(potential), {"seed": seed, "tol": tol, "use_ess": bool(use_ess)})
+                     ordered_log_count(potential), {"seed": seed, "tol": tol, "use_ess": bool(use_ess), **settings})
 
 
 def _estimate(LogEvidence, l1, l2, log_pi_post, log_g_post, log_pi_prop, log_g_prop, chains, tol, max_iter, use_ess,
@@ -187,8 +205,8 @@ def _estimate(LogEvidence, l1, l2, log_pi_post, log_g_post, log_pi_prop, log_g_p
     neff = ess if use_ess else float(n1)
     log_z, iterations = iterate_bridge(l1, l2, neff / (neff + n2), tol, max_iter)
     if iterations == max_iter:
-        warnings.warn(f"bridge_sampling: the iterative scheme did not converge in {max_iter} iterations "
-                      f"(tol {tol:g}); the estimate may be off", BridgeWarning, stacklevel=3)
+        warn_at_caller(f"bridge_sampling: the iterative scheme did not converge in {max_iter} iterations "
+                       f"(tol {tol:g}); the estimate may be off", BridgeWarning)
     re2 = relative_mse(log_pi_post, log_g_post, log_pi_prop, log_g_prop, log_z, chains)
     info = {**settings, "num_posterior": n1, "num_proposal": n2, "ess_posterior": ess, "iterations": iterations,
             "re2": re2, "log_label_permutations": log_count}

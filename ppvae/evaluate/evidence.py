@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
-import warnings
 
 import pyro
 import pyro.distributions as dist
@@ -29,11 +28,12 @@ import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
-from ppvae._util.validation import PPVAEError, check_choice, check_int, renamed
+from ppvae._util.validation import PPVAEError, check_choice, check_int, renamed, warn_at_caller
 from ppvae.data.loaders import Batch
 from ppvae.evaluate.bridge import bridge_sampling
 from ppvae.evaluate.estimate import KHAT_THRESHOLD, ImportanceWarning, LogEvidence, _prepare, _seeded, psis_khat
 from ppvae.evaluate.evidence_ais import ais_evidence
+from ppvae.evaluate.symmetry import covered_labellings, guide_log_density, label_symmetry
 from ppvae.infer.importance import (
     auto_chunk,
     check_log_weights,
@@ -44,6 +44,8 @@ from ppvae.infer.importance import (
 )
 from ppvae.infer.mcmc.sampler import MCMCResult
 from ppvae.infer.proposal import is_sampled
+from ppvae.model.capabilities import Mixture
+from ppvae.model.labels import single_trace
 
 __all__ = ["LogEvidence", "log_evidence"]
 
@@ -95,19 +97,56 @@ def _importance_evidence(fit_or_model_guide, data, num_particles, proposal, chun
             "local latents are discrete; use log_marginal for per-point estimates"
         )
     with torch.no_grad(), pyro.validation_enabled(False), _seeded(seed, device):
-        _, log_q, log_prior, loglik = global_draws_loglik(model, q, ds, num, mpn, global_names, chunk_size)
-    lw = (log_prior + loglik.sum(-1) - log_q).cpu()
-    if torch.isnan(lw).any() or (lw == math.inf).any():
-        raise PPVAEError("proposal: log-weights over the globals are NaN or +inf: the proposal puts mass where "
-                         "the prior has none")
+        values, log_q, log_prior, loglik = global_draws_loglik(model, q, ds, num, mpn, global_names, chunk_size)
+        lw = (log_prior + loglik.sum(-1) - log_q).cpu()
+        if torch.isnan(lw).any() or (lw == math.inf).any():
+            raise PPVAEError("proposal: log-weights over the globals are NaN or +inf: the proposal puts mass where "
+                             "the prior has none")
+        lw, info = _symmetrized(model, q, ds, num, mpn, values, log_q, lw)
     lse = float(torch.logsumexp(lw, 0))
     ess = float(1.0 / torch.exp(2 * (lw - lse)).sum())
     khat = float(psis_khat(lw[None].numpy())[0])
     if khat > KHAT_THRESHOLD:
-        warnings.warn(f"log_evidence: Pareto k-hat = {khat:.2f} > {KHAT_THRESHOLD}: the estimate is unreliable "
-                      "(Yao et al. 2018); use a better proposal or more samples", ImportanceWarning, stacklevel=2)
+        warn_at_caller(f"log_evidence: Pareto k-hat = {khat:.2f} > {KHAT_THRESHOLD}: the estimate is unreliable "
+                       "(Yao et al. 2018); use a better proposal or more samples", ImportanceWarning)
     return LogEvidence(value=lse - math.log(num), stderr=math.sqrt(max(num / ess - 1, 0.0) / num), ess=ess, khat=khat,
-                       elbo=float(lw.mean()), num_particles=num, proposal=qname)
+                       elbo=float(lw.mean()), num_particles=num, proposal=qname, info=info)
+
+
+def _symmetrized(model, q, ds, num, mpn, values, log_q, lw) -> tuple[torch.Tensor, dict]:
+    """The log-weights with the proposal symmetrized over a mixture's K! labellings (:mod:`ppvae.evaluate.symmetry`):
+    log w_s + log K! - log sum_sigma q(sigma G_s) / q(G_s), and what the proposal covered; unchanged for a model
+    without label symmetry and for the prior (symmetric itself)."""
+    if not isinstance(model, Mixture):  # no labels to permute: no trace needed
+        return lw, {}
+    trace = single_trace(model, ds.batch())
+    one = {n: trace.nodes[n]["value"] for n in values}
+    sym = label_symmetry(model, one)
+    if sym is None:
+        return lw, {}
+    info = {"num_components": sym.num_components, "log_k_factorial": sym.log_count}
+    if q is None:
+        return lw, {"label_symmetry": {**info, "proposal_covers": "every labelling (the prior is symmetric): "
+                                       "nothing is added"}}
+    supports = {n: trace.nodes[n]["fn"].support for n in values}
+    log_qs = [] if not len(sym.permutations) else [
+        guide_log_density(q, ds.batch(), sym.permute(values, perm), num, mpn, supports) for perm in sym.permutations]
+    if not log_qs or any(v is None for v in log_qs):
+        why = (f"K! = {math.factorial(sym.num_components)} relabellings are too many to evaluate" if not log_qs else
+               f"the density of a {type(q).__name__} at relabelled values is not known here")
+        warn_at_caller(f"log_evidence: the posterior is symmetric in the {sym.num_components} mixture labels and the "
+                       f"proposal may cover one of the K! labellings, but {why}: the estimate may be low by up to "
+                       f"log K! = {sym.log_count:.3f}; use an auto_normal guide, method='bridge' or proposal='prior'",
+                       ImportanceWarning)
+        return lw, {"label_symmetry": {**info, "proposal_covers": f"unknown ({why}); nothing is added"}}
+    stacked = torch.stack(log_qs).cpu()
+    overlap = torch.logsumexp(stacked, 0) - stacked[0]  # log sum_sigma q(sigma G) / q(G), identity first
+    sym_lw = lw + sym.log_count - overlap
+    khat_one = float(psis_khat(lw[None].numpy())[0])
+    one_value = float(torch.logsumexp(lw, 0)) - math.log(num)
+    return sym_lw, {"label_symmetry": {**covered_labellings(overlap, sym), "value_one_labelling": one_value,
+                                       "khat_one_labelling": khat_one,
+                                       "correction": float(torch.logsumexp(sym_lw, 0)) - math.log(num) - one_value}}
 
 
 def global_draws_loglik(model, q, ds, num, mpn, global_names, chunk_size=None, pointwise: bool = False):

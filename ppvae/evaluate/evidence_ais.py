@@ -13,7 +13,9 @@ fitted guide (for an ``auto_normal`` or ``auto_mvn`` guide, a Gaussian on this v
 the guide up to the Monte Carlo error of its moments) or the draws of an MCMC run. The chains move
 in whitened coordinates w = L^-1 (u - m), S = L L^T, where p_0 is N(0, I) and HMC's unit mass
 matrix fits the posterior's scales; the affine map leaves the normalizer unchanged (its Jacobian
-|L| is added to log pi). The model's network weights are held fixed.
+|L| is added to log pi). The model's network weights are held fixed. For a :class:`ppvae.Mixture`, p_0 is
+symmetrized over the K! labellings of its components (:mod:`ppvae.evaluate.symmetry`), so that chains started in
+every labelling see all K! copies of the posterior, not one of them.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from ppvae._util.validation import PPVAEError, check_float, check_int
 from ppvae.evaluate.ais import anneal, frozen, make_schedule
 from ppvae.evaluate.estimate import KHAT_THRESHOLD, LogEvidence, _resolve, psis_khat
 from ppvae.evaluate.joint import dataset_of, log_density, ordered_log_count, potential_for, unconstrained_draws
+from ppvae.evaluate.symmetry import covered_labellings, relabel_randomly, symmetrized_log_density, symmetry_of_potential
 from ppvae.infer.mcmc.sampler import MCMCResult
 
 __all__ = ["ais_evidence", "initial_gaussian"]
@@ -127,9 +130,12 @@ def ais_evidence(source, data, *, num_steps: int = 200, num_chains: int = 64, sc
         def log_target(w):
             return log_density(potential, (mean + w @ chol.T).to(dtype), chunk_size) + log_jac
 
+        z0 = torch.randn(num_chains, dim, dtype=torch.float64)
+        sym = symmetry_of_potential(model, potential)
+        if sym is not None:  # p_0 symmetrized over the K! labellings, the chains started in random ones
+            log_init, z0, sym_info = _symmetrized_start(potential, sym, mean, chol, const, z0)
         bar = _bar(num_steps, progress)
         with frozen(model), pyro.validation_enabled(False):
-            z0 = torch.randn(num_chains, dim, dtype=torch.float64)
             result = anneal(z0, log_init, log_target, betas, num_leapfrog=num_leapfrog, step_size=step_size,
                             target_accept=target_accept, progress=bar.update if bar is not None else None)
         if bar is not None:
@@ -146,9 +152,34 @@ def ais_evidence(source, data, *, num_steps: int = 200, num_chains: int = 64, sc
             "step_size_final": float(result.step_size.mean()), "num_init_draws": num_init_draws, "seed": seed,
             "num_latent_dims": dim, "khat_threshold": KHAT_THRESHOLD,
             "log_label_permutations": ordered_log_count(potential)}
+    if sym is not None:
+        info["label_symmetry"] = sym_info
     return LogEvidence(value=lse - math.log(num_chains) + info["log_label_permutations"],
                        stderr=math.sqrt(max(num_chains / ess - 1, 0.0) / num_chains), ess=ess, khat=khat,
                        elbo=float(lw.mean()), num_particles=num_chains, proposal=initial, method="ais", info=info)
+
+
+def _symmetrized_start(potential, sym, mean, chol, const, z0):
+    """(log p_0_sym in whitened coordinates, chains started from it, what p_0 covered): p_0 = N(m, L L^T) on the
+    unconstrained space symmetrized over the K! labellings (:func:`ppvae.evaluate.symmetry.symmetrized_log_density`),
+    each chain started from p_0 and relabelled by a random permutation."""
+    log_det = float(chol.diagonal().log().sum())
+
+    def log_p0(u):  # N(u; m, L L^T) on the unconstrained space
+        w = torch.linalg.solve_triangular(chol, (u - mean).T, upper=False).T
+        return const - 0.5 * w.pow(2).sum(-1) - log_det
+
+    def log_init(w):
+        return symmetrized_log_density(log_p0, potential, mean + w @ chol.T, sym) + log_det
+
+    u0 = mean + z0 @ chol.T
+    overlap = symmetrized_log_density(log_p0, potential, u0, sym) + sym.log_count - log_p0(u0)
+    u0 = relabel_randomly(potential, u0, sym)
+    z0 = torch.linalg.solve_triangular(chol, (u0 - mean).T, upper=False).T
+    info = {**covered_labellings(overlap, sym),
+            "method": "p_0 symmetrized over the K! labellings, chains started in random ones "
+                    "(Frühwirth-Schnatter 2004)"}
+    return log_init, z0, info
 
 
 def _bar(total: int, progress):

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import warnings
 from dataclasses import dataclass, field
 
 import pyro
@@ -31,7 +30,7 @@ import torch
 from pyro import poutine
 
 from ppvae._util import display as _display
-from ppvae._util.validation import PPVAEError, check_choice, check_int, renamed
+from ppvae._util.validation import PPVAEError, check_choice, check_int, renamed, warn_at_caller
 from ppvae.evaluate.estimate import (  # noqa: F401 -- KHAT_THRESHOLD, ImportanceWarning and psis_khat re-exported
     KHAT_THRESHOLD,
     ImportanceWarning,
@@ -246,10 +245,10 @@ def _warn_khat(result: LogMarginal, warn: bool) -> LogMarginal:
     if warn and result.num_khat_over_0_7:
         advice = ("more chains or steps" if result.method == "ais" else
                   "a better proposal, more samples, or method='ais'")
-        warnings.warn(
+        warn_at_caller(
             f"log_marginal: Pareto k-hat > {KHAT_THRESHOLD} for {result.num_khat_over_0_7} of {len(result.values)} "
             f"points (max {result.khat_max:.2f}): the estimate for those points is unreliable (Yao et al. 2018); "
-            f"use {advice}", ImportanceWarning, stacklevel=3,
+            f"use {advice}", ImportanceWarning,
         )
     return result
 

@@ -30,13 +30,12 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from typing import Sequence
 
 import torch
 from pyro.distributions import TorchDistribution, constraints
 
-from ppvae._util.validation import PPVAEError, check_int, check_tensor, renamed
+from ppvae._util.validation import PPVAEError, check_int, check_tensor, renamed, warn_at_caller
 from ppvae.data.loaders import load_dataset
 from ppvae.evaluate.marginal import log_marginal
 from ppvae.model.capabilities import Reports
@@ -137,8 +136,8 @@ def check_counts(name: str, counts, vocab: Sequence[str] | None = None, empty: s
         raise PPVAEError(f"{name}: expected every document to have at least one word; got {n_empty} empty "
                          "document(s) (corpus_from_counts drops them with a warning)")
     if n_empty and n_empty < len(x):
-        warnings.warn(f"{name}: {n_empty} empty document(s) (all-zero rows) of {len(x)}; they add nothing to "
-                      "the likelihood (corpus_from_counts drops them)", UserWarning, stacklevel=3)
+        warn_at_caller(f"{name}: {n_empty} empty document(s) (all-zero rows) of {len(x)}; they add nothing to "
+                       "the likelihood (corpus_from_counts drops them)", UserWarning)
     return x
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -35,6 +34,7 @@ from ppvae._util.validation import (
     describe_value,
     one_line,
     renamed,
+    warn_at_caller,
 )
 from ppvae.data.loaders import Dataset
 from ppvae.model.base import ClosedFormEM, Model, require
@@ -180,9 +180,8 @@ def _warn_constant_columns(x: torch.Tensor) -> None:
     if x.dim() == 2 and len(x) > 1:
         constant = [j for j in range(x.shape[1]) if bool((x[:, j] == x[0, j]).all())]
         if constant:
-            warnings.warn(f"data: column(s) {constant} hold one value each; a Gaussian variance there collapses to "
-                          "its floor and the log-likelihood is unbounded; drop the column(s)", UserWarning,
-                          stacklevel=3)
+            warn_at_caller(f"data: column(s) {constant} hold one value each; a Gaussian variance there collapses "
+                           "to its floor and the log-likelihood is unbounded; drop the column(s)", UserWarning)
 
 
 @renamed(tol="ll_tol")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import warnings
 
 import pyro
 import pyro.distributions as dist
@@ -26,7 +25,7 @@ from pyro import poutine
 from pyro.distributions.util import scale_and_mask
 from pyro.poutine.util import site_is_subsample
 
-from ppvae._util.validation import PPVAEError, one_line
+from ppvae._util.validation import PPVAEError, one_line, warn_at_caller
 from ppvae.data.loaders import Batch
 from ppvae.infer.proposal import check_sites, is_drawn_discrete, local_continuous_sites, samples_discrete_locals
 from ppvae.model.enumeration import data_plate_log_prob, enumerated_log_likelihood, enumerated_trace
@@ -367,8 +366,7 @@ def run_chunks(n: int, chunk: int | None, run, probe: int = 16, model=None):
                     "lower num_particles or free memory"
                 ) from None
             size = max(MIN_CHUNK, m // 2)
-            warnings.warn(f"out of memory with chunk_size={m}; retrying with chunk_size={size}", ResourceWarning,
-                          stacklevel=3)
+            warn_at_caller(f"out of memory with chunk_size={m}; retrying with chunk_size={size}", ResourceWarning)
             auto = False
             continue
         start += m

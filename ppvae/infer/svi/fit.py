@@ -9,6 +9,8 @@ ppvae version (``config.json`` ``ppvae_version``; patch versions share the forma
 
 from __future__ import annotations
 
+import copy
+import math
 import os
 from dataclasses import asdict
 from typing import Callable
@@ -61,8 +63,11 @@ class Fit(Result):
     @property
     def info(self) -> dict:
         """How the fit ran: ``svi_path`` ("potential": the compiled-potential steps of
-        :mod:`ppvae.infer.svi.potential_svi`; "pyro": Pyro's ELBO) and ``svi_path_reason``, why."""
-        return {k: self.history.get(k) for k in ("svi_path", "svi_path_reason", "svi_compile")}
+        :mod:`ppvae.infer.svi.potential_svi`; "pyro": Pyro's ELBO), ``svi_path_reason``, why, and ``svi_compile``
+        (whether the potential step was compiled); with ``fit(restarts=N)``, ``restarts``: every restart's seed and
+        final loss, and which was kept."""
+        keys = ("svi_path", "svi_path_reason", "svi_compile") + (("restarts",) if "restarts" in self.history else ())
+        return {k: self.history.get(k) for k in keys}
 
     @property
     def point_estimate(self) -> bool:
@@ -200,3 +205,27 @@ def guide_median(guide, batch, num_draws: int = 501) -> dict:
 
 
 register_kind("svi", Fit.load, "a fit by stochastic variational inference (ppvae fit)")
+
+
+def final_loss(fit: Fit) -> float:
+    """The mean loss (the negative ELBO) over the last tenth of the steps: the final objective, its noise averaged."""
+    losses = fit.history.get("loss") or [math.inf]
+    tail = losses[-max(1, len(losses) // 10):]
+    return float(sum(tail) / len(tail))
+
+
+def best_restart(fit_fn: Callable, model, data, restarts: int, refused: bool, options: dict, **common) -> Fit:
+    """``fit(restarts=N)``: N fits by ``fit_fn`` (:func:`ppvae.fit`) from seeds ``seed``, ``seed + 1``, ..., each of a
+    fresh copy of ``model``; the one with the best final ELBO (the lowest :func:`final_loss`) is returned, its
+    ``history["restarts"]`` recording them all. ``refused``: resuming or data-parallel (one run only)."""
+    if refused:
+        raise PPVAEError("restarts: several restarts cannot resume a checkpoint or run data-parallel; pass restarts=1")
+    seed = options.pop("seed", 0)
+    fits = [fit_fn(copy.deepcopy(model), data, check_convergence=False, seed=seed + r, **common, **options)
+            for r in range(restarts)]
+    losses = [final_loss(f) for f in fits]
+    best = min(range(len(fits)), key=lambda i: (not math.isfinite(losses[i]), losses[i]))
+    kept = fits[best]
+    kept.history["restarts"] = {"seeds": [seed + i for i in range(len(fits))], "final_losses": losses,
+                                "kept_seed": seed + best, "rule": "lowest mean loss over the last tenth of the steps"}
+    return kept

@@ -34,12 +34,12 @@ from pyro import poutine
 
 from ppvae._util.convergence import check_convergence as convergence_of
 from ppvae._util.state import leaves_global_state
-from ppvae._util.validation import PPVAEError, check_options, one_line
+from ppvae._util.validation import PPVAEError, check_int, check_options, one_line
 from ppvae.data.dataset import data_fingerprint
 from ppvae.data.loaders import Batch, Dataset
 from ppvae.infer.svi.config import TrainConfig, batch_at, batch_index, binarize_batch, resolve_device
 from ppvae.infer.svi.distributed import DataParallel, SingleProcess
-from ppvae.infer.svi.fit import Fit
+from ppvae.infer.svi.fit import Fit, best_restart
 from ppvae.infer.svi.guides import guide_spec_name, make_guide
 from ppvae.infer.svi.jit import CompiledObjective
 from ppvae.infer.svi.objectives import make_elbo
@@ -347,6 +347,7 @@ def fit(
     resume: str | None = None,
     distributed: bool = False,
     check_convergence: bool = True,
+    restarts: int = 1,
     **options,
 ) -> Fit:
     """Fit ``model`` to ``data`` by SVI and return a :class:`ppvae.Fit`: builds a :class:`Trainer`,
@@ -377,6 +378,8 @@ def fit(
         (or the torchrun environment): the :class:`ppvae.infer.svi.distributed.DataParallel` strategy.
     :param check_convergence: warn (``UserWarning``, naming the remedy) when the loss is still falling
         at the end by more than its noise; the rule is in :mod:`ppvae._util.convergence`.
+    :param restarts: fit this many times from seeds ``seed``, ``seed + 1``, ... and keep the best final ELBO
+        (a mixture's objective has many optima); ``fit.info["restarts"]`` has them all (``best_restart``).
 
     Example (a MAP fit of a two-component mixture; the assignments are summed out, so the log-likelihood is
     exact, and it reaches EM's maximum, -384.46 on the standardized data):
@@ -388,6 +391,9 @@ def fit(
     >>> round(float(fit.log_likelihood(data).sum()), 2)
     -384.46
     """
+    if check_int("restarts", restarts, low=1) > 1:  # the best of fresh fits (ppvae/infer/svi/fit.py)
+        return best_restart(fit, model, data, restarts, resume is not None or distributed, options,
+                            guide=guide, elbo=elbo, progress=progress, callbacks=callbacks)
     trainer = Trainer(model, data, guide=guide, elbo=elbo, callbacks=callbacks,
                       strategy=DataParallel() if distributed else None, **options)
     if resume is not None:
