@@ -65,12 +65,12 @@ EXIT_USAGE = 2
 EXIT_INTERNAL = 1  # an unexpected exception: not the user's mistake
 
 
-def _kv_pairs(pairs: list[str]) -> dict[str, str]:
+def _kv_pairs(pairs: list[str], option: str = "hyperparameter", example: str = "after the model name") -> dict:
     out = {}
     for item in pairs:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise PPVAEError(f"hyperparameter: expected KEY=VALUE after the model name; got '{item}'")
+            raise PPVAEError(f"{option}: expected KEY=VALUE {example}; got '{item}'")
         out[key] = value
     return out
 
@@ -78,10 +78,7 @@ def _kv_pairs(pairs: list[str]) -> dict[str, str]:
 def _elbo_options(pairs: list[str]) -> dict:
     """``--elbo-option KEY=VALUE`` pairs, each value a number where it reads as one (the objective checks them)."""
     out = {}
-    for item in pairs:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise PPVAEError(f"--elbo-option: expected KEY=VALUE such as temperature=0.5; got '{item}'")
+    for key, value in _kv_pairs(pairs, "--elbo-option", "such as temperature=0.5").items():
         for parse in (int, float, str):
             with contextlib.suppress(ValueError):
                 out[key] = parse(value)
@@ -339,7 +336,6 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-# -- parser (ppvae/_cli_parser.py) -------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     """The ``ppvae`` argument parser wired to this module's commands and the live registries of guides and
     objectives (a guide registered in this process shows in ``fit --help``)."""
@@ -401,6 +397,3 @@ def main(argv: list[str] | None = None) -> int:
               "(PPVAE_TRACEBACK=1 shows the traceback)", file=sys.stderr)
         return EXIT_INTERNAL
 
-
-if __name__ == "__main__":
-    sys.exit(main())

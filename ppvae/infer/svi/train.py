@@ -7,17 +7,15 @@ plate) and steps ONE torch optimizer over every parameter of model and guide. Py
 ``SVI.step`` keeps one optimizer per parameter and re-validates every distribution at every step;
 ppvae validates on the first step and then runs with validation off, steps torch's fused Adam kernel
 and, with ``jit=True``, replays the objective traced once per batch shape (:mod:`ppvae.infer.svi.jit`).
-On the MNIST VAE (benchmarks/bench_vae_speed.py) Pyro's tutorial loop takes about 2.1x the time of a
-plain-PyTorch loop; against a plain loop with the same fused Adam, ppvae takes 1.27x eager and 1.11x
-with ``jit=True``.
+(Speed against Pyro's loop and plain PyTorch: benchmarks/bench_vae_speed.py, docs/performance.md.)
 
 :class:`Trainer` is the loop with its state; ``fit`` builds one and runs it. Code that runs inside
 the loop is a :class:`ppvae.Callback` (:mod:`ppvae.runs.callbacks`); data-parallel training is a strategy
 object the trainer calls (:mod:`ppvae.infer.svi.distributed`); checkpoints save and restore
 :meth:`Trainer.state_dict` (:mod:`ppvae.runs.checkpoint`).
 
-The loop is deterministic on CPU for a given seed: Pyro's RNGs are seeded once and the minibatch
-order of epoch e is a permutation drawn from its own generator seeded by (seed, e) (:mod:`ppvae.infer.svi.config`).
+Deterministic on CPU for a seed: Pyro's RNGs are seeded once; epoch e's minibatch order is a permutation
+seeded by (seed, e) (:mod:`ppvae.infer.svi.config`).
 """
 
 from __future__ import annotations
@@ -74,17 +72,14 @@ class Trainer:
 
     Public attributes, read by callbacks and strategies (change them only as documented):
 
-    * ``model`` (the :class:`ppvae.Model`), ``model_fn`` (the model, or its enumerated form when it has
-      discrete latents: what the objective runs), ``guide``, ``elbo`` (the objective) and ``elbo_name``;
+    * ``model``, ``model_fn`` (its enumerated form if it has discrete latents), ``guide``, ``elbo``, ``elbo_name``;
     * ``data`` (the :class:`ppvae.Dataset`, on the device), ``cfg`` (the validated :class:`TrainConfig`);
     * ``step`` (optimizer steps taken), ``total`` (steps asked for), ``steps_per_epoch``, ``losses``
       (one float per step taken, resumed runs included);
-    * ``params`` (every fitted tensor, in a fixed order), ``optim`` and ``scheduler``: None until the
-      first step or :meth:`initialize`;
+    * ``params`` (every fitted tensor, fixed order), ``optim``, ``scheduler``: None until :meth:`initialize`;
     * ``callbacks`` (the :class:`ppvae.Callback` list: the user's, then early stopping and checkpointing),
       ``strategy`` (:class:`ppvae.infer.svi.distributed.SingleProcess` or ``DataParallel``);
-    * ``should_stop``: a callback sets it True to end the loop after the current step;
-    * ``compiled``: the traced objective with ``jit=True``, else None.
+    * ``should_stop`` (a callback sets it True to end after this step); ``compiled`` (with ``jit=True``, else None).
     """
 
     def __init__(self, model: Model, data: Dataset | torch.Tensor, *, guide: Any = "auto", elbo: str = "auto",
@@ -399,8 +394,7 @@ def fit(
     if resume is not None:
         resume_trainer(trainer, resume)
     result = trainer.fit(progress=progress)
-    if check_convergence and not result.history["stopped_early"]:  # the one hook of ppvae/_convergence.py
-        verdict = convergence_of(trainer.losses)
-        if verdict.still_falling:
-            warnings.warn(verdict.message(), UserWarning, stacklevel=2)
+    verdict = convergence_of(trainer.losses) if check_convergence and not result.history["stopped_early"] else None
+    if verdict is not None and verdict.still_falling:  # the one hook of ppvae/_util/convergence.py
+        warnings.warn(verdict.message(), UserWarning, stacklevel=2)
     return result
