@@ -298,10 +298,10 @@ def _not_applicable(model, method: str, train) -> str | None:
     MCMC runs over global latents only."""
     needs = {"em": (ClosedFormEM, "em_init, em_step, em_to_sites"), "exact": (ExactPosterior, "posterior_guide")}
     if method in needs and not isinstance(model, needs[method][0]):
-        return (f"skipped: the model does not declare {needs[method][0].__name__} (needs {needs[method][1]}); "
+        return (f"the model does not declare {needs[method][0].__name__} (needs {needs[method][1]}); "
                 f"{method} does not apply")
     if method in MCMC_KERNELS and _continuous_locals(model, train):
-        return (f"skipped: the model has continuous local latents ({', '.join(_continuous_locals(model, train))}); "
+        return (f"the model has continuous local latents ({', '.join(_continuous_locals(model, train))}); "
                 "compare runs MCMC over global latents only (declare data_structure = 'groups' when the rows are "
                 "groups whose effects these are, or integrate them out)")
     return None

@@ -65,12 +65,12 @@ class Comparison:
             lines.append(f"\n**{r['method']} {r['status']}:** {r['error']}")
         params = self.parameters()
         if params:
+            ran = [r for r in self.records if r["status"] != "skipped"]  # a skipped method has no column
             lines += ["", "## Posterior mean (sd) of the global parameters", "",
-                      "| parameter | " + " | ".join(r["method"] for r in self.records) + " |",
-                      "|---|" + "---|" * len(self.records)]
+                      "| parameter | " + " | ".join(r["method"] for r in ran) + " |", "|---|" + "---|" * len(ran)]
             for p in params:
                 cells = []
-                for r in self.records:
+                for r in ran:
                     s = r.get("posterior", {}).get(p)
                     sd = "" if s is None or s["sd"] is None else f" ({_fmt(s['sd'])})"
                     cells.append("" if s is None else _fmt(s["mean"]) + sd)
