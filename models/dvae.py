@@ -31,7 +31,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from ppvae import PPVAEError, check_int, register_model
+from ppvae import PPVAEError, check_int, observed_part, register_model
 
 from .vae import VAE, image_report
 
@@ -72,11 +72,12 @@ class DiscreteVAE(VAE):
 
     def forward(self, batch):
         x = batch.x.reshape(len(batch), -1)
+        mask = None if batch.mask is None else batch.mask.reshape(len(batch), -1)  # missing pixels, as the VAE
         prior = dist.OneHotCategorical(logits=x.new_zeros(self.code_size)).expand([len(batch)])
         with self.data_plate(batch):
             codes = [pyro.sample(f"z{j}", prior) for j in range(self.num_codes)]
             self._check_enumeration(codes)
-            pyro.sample("x", self.likelihood_dist(self.decoder_input(codes)), obs=x)
+            pyro.sample("x", observed_part(self.likelihood_dist(self.decoder_input(codes)), mask), obs=x)
 
     def guide(self, batch):
         x = batch.x.reshape(len(batch), -1)

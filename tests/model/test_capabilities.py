@@ -45,7 +45,7 @@ ZOO = {
     "normal_gamma": {ExactPosterior, CoordinateAscentVI, ConjugateExponential},
     "vae": {Reports, ConditionsOnSubset},
     "m2": {Reports},
-    "dvae": {Reports},
+    "dvae": {Reports, ConditionsOnSubset},
     "lda": {CoordinateAscentVI, ConjugateExponential, Reports},
     "prodlda": {Reports},
 }

@@ -145,16 +145,30 @@ def init_off_saddle(site=None):
     a simplex (weights 1/K each: Pyro starts every Dirichlet at the uniform simplex, the median of a multivariate
     distribution being undefined) is replaced by a draw from the site's prior (``init_to_sample``). Exchangeable
     components started equal get equal gradients and stay equal, an exact saddle of a mixture's symmetric
-    objective (issue 29: class proportions 0.25 each after a MAP fit). A model's own ``init_values`` are kept."""
+    objective (issue 29: class proportions 0.25 each after a MAP fit). A model's own ``init_values`` are kept.
+
+    A simplex under a sparse Dirichlet prior (concentration < 1, e.g. LDA's Dirichlet(0.1) topics over words) outside
+    a component plate is jittered rather than redrawn: its prior draw sits near a vertex, a start from which softmax
+    gradients vanish; w_k proportional to (1/K) exp(0.3 e_k), e ~ N(0, I), is off the saddle and in the interior."""
     if site is None:
         return init_off_saddle
     value = init_to_median(site)
     v = value.detach()
     if v.dim() < 1 or v.shape[-1] < 2 or not bool((v == v[..., :1]).all()):
         return value
-    simplex = site["fn"].support is constraints.simplex
     components = any(f.size == v.shape[-1] and f.name != DATA_PLATE and f.dim == -1 for f in site["cond_indep_stack"])
+    simplex = site["fn"].support is constraints.simplex
+    if simplex and not components and _sparse_dirichlet(site["fn"]):
+        jittered = v * torch.exp(0.3 * torch.randn_like(v))
+        return jittered / jittered.sum(-1, keepdim=True)
     return init_to_sample(site) if simplex or components else value
+
+
+def _sparse_dirichlet(fn) -> bool:
+    """Whether ``fn`` is (a batch of) Dirichlet with a concentration below 1, whose draws sit near a vertex."""
+    while not isinstance(fn, dist.Dirichlet) and hasattr(fn, "base_dist"):
+        fn = fn.base_dist
+    return isinstance(fn, dist.Dirichlet) and bool((fn.concentration < 1).any())
 
 
 def make_guide(spec: Any, model: Model, init_values: dict[str, torch.Tensor] | None = None, **options) -> Callable:

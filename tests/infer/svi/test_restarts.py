@@ -35,6 +35,15 @@ def test_a_tied_simplex_start_is_broken():
     assert (value - 1.0 / C).abs().max() > 1e-3
 
 
+def test_a_sparse_dirichlet_start_is_jittered_not_drawn():
+    """A Dirichlet(0.1) prior draw sits near a vertex (LDA's topics: the planted topics were not recovered from
+    it); the start is the uniform simplex jittered by exp(0.3 e), off the saddle and well inside."""
+    pyro.set_rng_seed(0)
+    value = init_off_saddle(_site(dist.Dirichlet(torch.full((50,), 0.1))))
+    assert torch.allclose(value.sum(), torch.tensor(1.0)) and (value - 1 / 50).abs().max() > 1e-4
+    assert value.min() > 0.2 / 50 and value.max() < 5 / 50  # exp(0.3 e) within (0.2, 5) for |e| < 5
+
+
 def test_untied_starts_are_pyros_median_as_before():
     normal = _site(dist.Normal(torch.zeros(3), 1.0).to_event(1))
     pyro.set_rng_seed(1)
