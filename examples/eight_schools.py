@@ -5,12 +5,14 @@
 
 with the standard errors sigma_j known. Writing theta through eta (the non-centered form; Papaspiliopoulos
 et al. 2007) removes the funnel between tau and the school effects that troubles samplers and Gaussian
-guides alike. The school effects eta are one latent vector outside the data plate (one entry per school), so
-every latent is global and ``ppvae.fit`` runs it on the compiled potential (ppvae/infer/svi/potential_svi.py).
+guides alike. Each row is a school (a group) and its effect eta_j is sampled in the data plate beside its
+y_j; the model declares ``data_structure = "groups"``, so the school effects are globals of the posterior
+(NUTS samples them, ``compare`` compares them and scores the schools by PSIS-LOO instead of holding schools
+out, since a held-out school's effect is informed by its own row only).
 
 Data: :func:`schools` (columns y and sigma of BDA3 table 5.2), or on the command line a CSV with those columns:
 
-    ppvae fit examples/eight_schools.py:EightSchools --data schools.csv --guide auto_mvn --steps 5000
+    ppvae fit examples/eight_schools.py:EightSchools --data examples/data/schools.csv --guide auto_mvn --steps 5000
 """
 
 import pyro
@@ -27,6 +29,8 @@ SIGMA = [15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0]
 class EightSchools(ppvae.Model):
     """Non-centered eight schools (module docstring); data x = (y_j, sigma_j), one row per school."""
 
+    data_structure = "groups"
+
     def __init__(self, mu_sd: float = 5.0, tau_scale: float = 5.0):
         super().__init__()
         self.mu_sd = ppvae.check_float("mu_sd", mu_sd, low=0.0, strict=True)
@@ -38,18 +42,13 @@ class EightSchools(ppvae.Model):
             raise ppvae.PPVAEError(f"data: eight_schools expects (J, 2) rows (y, sigma); got {tuple(data.x.shape)}")
         if not bool((data.x[:, 1] > 0).all()):
             raise ppvae.PPVAEError("data: eight_schools expects positive standard errors sigma in column 2")
-        self.num_schools = len(data)
 
     def forward(self, batch):
         x = batch.x
         mu = pyro.sample("mu", dist.Normal(x.new_tensor(0.0), self.mu_sd))
         tau = pyro.sample("tau", dist.HalfCauchy(x.new_tensor(self.tau_scale)))
-        eta = pyro.sample("eta", dist.Normal(x.new_zeros(self.num_schools), 1.0).to_event(1))
-        if batch.index is not None:  # a minibatch of schools
-            eta = eta[..., batch.index]
-        elif len(batch) < self.num_schools:  # the first schools (ppvae's structure probe)
-            eta = eta[..., : len(batch)]
         with self.data_plate(batch):
+            eta = pyro.sample("eta", dist.Normal(x.new_tensor(0.0), 1.0))
             pyro.sample("y", dist.Normal(mu + tau * eta, x[:, 1]), obs=x[:, 0])
 
 

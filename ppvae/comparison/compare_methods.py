@@ -38,6 +38,7 @@ import torch
 from ppvae._util.scalars import scalar_series
 from ppvae._util.validation import PPVAEError, check_float, check_int, renamed
 from ppvae.comparison.guide_diagnostics import guide_diagnostic
+from ppvae.comparison.held_out import held_out, loo_applies
 from ppvae.comparison.inference_data import GuidePosterior, pointwise_log_likelihood, to_inference_data
 from ppvae.comparison.psis_loo import LOG_WEIGHT, loo_record, weighted_summary
 from ppvae.comparison.report import Comparison, _float
@@ -128,10 +129,11 @@ def _draws_from(idata) -> dict[str, torch.Tensor]:
 def _bayes_record(model, idata, test, state, point: bool = False) -> tuple[dict, dict]:
     draws = _draws_from(idata)
     ll_name = next(iter(idata.log_likelihood.data_vars))
-    rec = {"train_loglik": _lpd(torch.as_tensor(idata.log_likelihood[ll_name].values)),
-           "test_loglik": _lpd(pointwise_log_likelihood(model, test, {k: v.float() for k, v in draws.items()},
-                                                          chunk_size=250)),
-           "loglik_exact": True, **({} if point else loo_record(idata)), "posterior": _summarize_draws(draws),
+    test_ll = None if test is None else _lpd(pointwise_log_likelihood(
+        model, test, {k: v.float() for k, v in draws.items()}, chunk_size=250))
+    rec = {"train_loglik": _lpd(torch.as_tensor(idata.log_likelihood[ll_name].values)), "test_loglik": test_ll,
+           "loglik_exact": True, **({} if point or not loo_applies(model) else loo_record(idata)),
+           "posterior": _summarize_draws(draws),
            "num_draws": int(next(iter(draws.values())).shape[0]), "pairs": None if point else _pair_stats(draws)}
     note = idata.posterior.attrs.get("label_alignment")
     if note:
@@ -146,7 +148,8 @@ def _run_em(model, train, test, opts, state):
     draws = {k: v[0] for k, v in aligned.items()}
     state["em"] = result
     rec = {"train_loglik": _lpd(pointwise_log_likelihood(model, train, draws)),
-           "test_loglik": _lpd(pointwise_log_likelihood(model, test, draws)), "loglik_exact": True,
+           "test_loglik": None if test is None else _lpd(pointwise_log_likelihood(model, test, draws)),
+           "loglik_exact": True,
            "posterior": _summarize_draws(draws), "point_estimate": True, "converged": result.converged}
     return rec, None
 
@@ -194,11 +197,12 @@ def _estimated_record(f, train, test, opts, state) -> dict:
     """A model with continuous local latents: log p(x_i) by importance sampling (``ppvae.log_marginal``
     with the guide as proposal); PSIS-LOO needs p(x_i | theta) in closed form and is left out."""
     train_lm = log_marginal(f, train, num_particles=opts["num_particles"], seed=opts["seed"])
-    test_lm = log_marginal(f, test, num_particles=opts["num_particles"], seed=opts["seed"])
+    test_lm = None if test is None else log_marginal(f, test, num_particles=opts["num_particles"], seed=opts["seed"])
     state.setdefault("notes", set()).add(
         "models with continuous local latents: log-likelihoods are importance-sampling estimates "
         "(ppvae.log_marginal, guide as proposal) and PSIS-LOO is left out")
-    rec = {"train_loglik": train_lm.total, "test_loglik": test_lm.total, "loglik_exact": False,
+    rec = {"train_loglik": train_lm.total, "test_loglik": None if test is None else test_lm.total,
+           "loglik_exact": False,
            "log_marginal_khat_max": train_lm.khat_max, "final_loss": f.history["loss"][-1]}
     if f.global_sites(train) and not f.point_estimate:  # the guide's k-hat over its globals, locals integrated
         try:
@@ -221,10 +225,6 @@ def _run_mcmc(model, kernel, train, test, opts, state):
     import arviz as az  # heavy: loaded only when ArviZ summaries are needed
 
 
-    local = _continuous_locals(model, train)
-    if local:
-        raise PPVAEError(f"{kernel}: the model has continuous local latents ({', '.join(local)}); compare runs "
-                         "MCMC over global latents only (use ppvae.local_posterior for one point's z)")
     # from the EM fit the chains stay in one labelling and the draws are aligned afterwards (measured in
     # benchmarks/bench_nuts.py: the ordering transform lengthens trajectories); without it, order the locations
     order = None if state.get("em") is not None else _auto_order(model, train, state)
@@ -293,6 +293,20 @@ def _remember_column(idata, state) -> None:
         state["column"] = int(column)
 
 
+def _not_applicable(model, method: str, train) -> str | None:
+    """Why ``method`` cannot run on ``model`` (None: it can): EM and ``exact`` need their declared capability;
+    MCMC runs over global latents only."""
+    needs = {"em": (ClosedFormEM, "em_init, em_step, em_to_sites"), "exact": (ExactPosterior, "posterior_guide")}
+    if method in needs and not isinstance(model, needs[method][0]):
+        return (f"skipped: the model does not declare {needs[method][0].__name__} (needs {needs[method][1]}); "
+                f"{method} does not apply")
+    if method in MCMC_KERNELS and _continuous_locals(model, train):
+        return (f"skipped: the model has continuous local latents ({', '.join(_continuous_locals(model, train))}); "
+                "compare runs MCMC over global latents only (declare data_structure = 'groups' when the rows are "
+                "groups whose effects these are, or integrate them out)")
+    return None
+
+
 def _options(**o) -> dict:
     o["test_fraction"] = check_float("test_fraction", o["test_fraction"], low=0.0, high=1.0, strict=True)
     for name in ("seed", "svi_steps", "num_draws", "num_mcmc_draws", "warmup", "num_chains", "em_restarts",
@@ -338,17 +352,19 @@ def compare(model, data, methods, *, hparams: dict | None = None, test_fraction:
     base = build_model(model, **(hparams or {})) if isinstance(model, str) else model
     if not isinstance(base, Model):
         raise PPVAEError(f"model: expected a model name or a ppvae.Model; got {type(model).__name__}")
-    if "em" in methods:
-        require(base, ClosedFormEM, "methods: 'em'")
     data = data if isinstance(data, Dataset) else Dataset(data)
-    train, test = data.split(opts["test_fraction"], opts["seed"])
+    train, test, why = held_out(base, data, opts["test_fraction"], opts["seed"])
     base.setup(train)  # validate the data once, before any method runs
     ordered = sorted(methods, key=lambda m: m != "em")  # EM first: it initializes MCMC
-    state: dict = {}
+    state: dict = {"notes": {why}} if why else {}
     records, draws = {}, {}
     for m in ordered:
         start = time.perf_counter()
         model_m = copy.deepcopy(base)
+        skip = _not_applicable(model_m, m, train)
+        if skip:  # a method that cannot apply to this model: its row says why, the others run
+            records[m] = {"method": m, "status": "skipped", "error": skip, "time_s": 0.0}
+            continue
         try:
             if m == "em":
                 rec, d = _run_em(model_m, train, test, opts, state)
@@ -367,7 +383,7 @@ def compare(model, data, methods, *, hparams: dict | None = None, test_fraction:
             draws[m] = d
     _verdicts(records, draws, state)
     settings = {**{k: v for k, v in opts.items() if k not in ("progress", "cores")}, "num_train": len(train),
-                "num_test": len(test),
+                "num_test": 0 if test is None else len(test),
                 "hparams": base.hparams, "notes": sorted(state.get("notes", set()))}
     name = model if isinstance(model, str) else (base.name or type(base).__name__)
     return Comparison(name, data.name, [records[m] for m in methods], draws, settings)

@@ -4,16 +4,14 @@ A ppvae model subclasses :class:`Model` and writes only its generative story in 
 (priors, plates, sample sites, the observed data) with hyperparameters in ``__init__``. The engine
 supplies:
 
-* the **data plate** (:meth:`Model.data_plate`): ``pyro.plate("data", N, subsample=index)``, so a
-  minibatch of M points has its likelihood scaled by N/M (Hoffman et al. 2013, "Stochastic
-  Variational Inference", eq. 8) and every later capability (per-point evaluation, MCMC, ArviZ)
-  finds the data dimension by the plate's name;
+* the **data plate** (:meth:`Model.data_plate`): ``pyro.plate("data", N, subsample=index)``, so a minibatch of M
+  points has its likelihood scaled by N/M (Hoffman et al. 2013, "Stochastic Variational Inference", eq. 8) and
+  every later capability (per-point evaluation, MCMC, ArviZ) finds the data dimension by the plate's name;
 * hyperparameter bookkeeping (``model.hparams``, recorded from the constructor call, so a saved run
   rebuilds its model) and **registration by name** (:func:`register_model`; a user's model may also be
   named by import path, :func:`import_model`, or published by a package under the ``ppvae.models``
   entry-point group, see :mod:`ppvae.model.importing`);
-* enumeration of discrete latents: sample sites with finite discrete support are marked for parallel
-  enumeration (``config_enumerate``) and summed out exactly by ``TraceEnum_ELBO``.
+* enumeration of discrete latents (``config_enumerate``), summed out exactly by ``TraceEnum_ELBO``.
 
 Example (a mixture of Poissons, see ``examples/custom_model.py``)::
 
@@ -71,6 +69,7 @@ from ppvae.model.structure import (
     DATA_PLATE,
     ModelStructure,
     as_batch,
+    check_data_structure,
     data_plate,
     is_local,
     latent_sites,
@@ -99,6 +98,7 @@ class Model(PyroModule, metaclass=_ModelMeta):
       set, to validate it (call ``super().setup(data)``) and to register data-dependent constants
       as buffers (they are saved with the fit).
     * ``init_values(self, data, generator) -> dict``: initial values of latent sites for guides.
+    * ``data_structure``: what the rows are, "points" (i.i.d., the default), "groups", "sequence" or "record".
 
     Everything else a model can do is a **declared capability** (``ppvae/_capabilities.py``): list the
     class among the bases, ``class GMM(ppvae.Model, ppvae.ClosedFormEM, ppvae.Mixture)``, and implement its
@@ -118,14 +118,14 @@ class Model(PyroModule, metaclass=_ModelMeta):
     * :class:`Reports`: ``train_defaults`` (``fit`` options the command line uses for flags left unset),
       ``fit_callbacks(data)``, ``report(fit, data, out_dir)`` (figures and metrics of ``ppvae fit``).
 
-    The hook names are reserved. **A subclass that defines a capability's hook without declaring the
-    capability is refused when the class is created** (a ``TypeError`` naming the capability to add to
-    its bases, or a method to rename): a hook is either declared and used everywhere or not there at all.
+    The hook names are reserved: a subclass defining a capability's hook without declaring the capability is
+    refused when the class is created (a ``TypeError`` naming the capability to add, or a method to rename).
     """
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     data_kinds: ClassVar[tuple[str, ...]] = ("real", "binary", "image", "counts")
+    data_structure: ClassVar[str] = "points"
 
     def __init__(self, name: str = ""):
         with local_params():  # the module's param state exists only if the setting is on when it is built
@@ -138,6 +138,7 @@ class Model(PyroModule, metaclass=_ModelMeta):
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         check_declared(cls, Model.__mro__)
+        check_data_structure(cls)
         if "__init__" in cls.__dict__:
             original = cls.__dict__["__init__"]
 
@@ -206,18 +207,16 @@ class Model(PyroModule, metaclass=_ModelMeta):
             raise PPVAEError(f"model '{name}': its forward raised {one_line(exc)}") from exc
 
     def structure(self, data) -> ModelStructure:
-        """The model's :class:`~ppvae.model.structure.ModelStructure` (global / continuous local / discrete local /
-        observed / deterministic sites, ``max_plate_nesting``, the data plate's dim) from one trace on the
-        first points of ``data`` (a Batch, Dataset or tensor). Cached on the model under
-        :func:`~ppvae.model.structure.structure_key` (the trailing shape, dtype and device of ``x``, ``y``'s
-        presence and trailing shape, whether the data plate is subsampled): data that differ only in the
-        number of points share one trace. The random state is left as it was."""
+        """The model's :class:`~ppvae.model.structure.ModelStructure` from one trace on ``data`` (a Batch, Dataset or
+        tensor): on its first two rows when ``data_structure`` is "points", else on all of it. Cached under
+        :func:`~ppvae.model.structure.structure_key`; the random state is left as it was."""
         batch = as_batch(data)
-        key = structure_key(batch)
+        kind = self.data_structure
+        key = structure_key(batch, kind)
         cache = self.__dict__.setdefault("_ppvae_structures", {})
         if key not in cache:
             with torch.random.fork_rng(devices=[]):
-                cache[key] = ModelStructure.from_trace(self.trace(probe_batch(batch)))
+                cache[key] = ModelStructure.from_trace(self.trace(probe_batch(batch, kind)), kind)
         return cache[key]
 
     def latent_sites(self, batch: Batch) -> dict[str, dict]:

@@ -14,11 +14,21 @@ with the discrete locals summed out, at one value of the globals G or at S draws
 ``Fit.log_likelihood`` and every ``Result``, ArviZ conversion and ``compare``
 (:func:`ppvae.comparison.inference_data.pointwise_log_likelihood`), importance sampling over draws of the globals
 (:func:`ppvae.infer.importance.data_log_likelihood`) and the generic path of the NUTS/HMC potential.
+
+A model without a data plate (one sequence, one record: ``data_structure = "sequence"`` or ``"record"``) has one
+likelihood term, log p(x | G), not one per row: its "pointwise" vector is (log p(x | G), 0, ..., 0) over the rows,
+so every sum over rows is right, and :func:`has_rows` says that no per-row terms exist (no leave-one-out). The
+latents of a ``"groups"`` model's data plate (the groups' effects) are given with the globals and left out of the
+pointwise likelihood, which is then log p(y_j | effects_j, G) per group j.
+
+A model whose forward does not broadcast over a leading dimension of draws (``x @ w``, ``mu[0]``) is evaluated
+draw by draw (slower; said once per model by a warning), so every caller gets the same (S, M) numbers.
 """
 
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections import OrderedDict
 
 import pyro
@@ -27,11 +37,19 @@ from pyro import poutine
 from pyro.infer import config_enumerate
 from pyro.ops import packed
 from pyro.ops.contract import contract_to_tensor
+from pyro.poutine.util import site_is_subsample
 
 from ppvae._util.validation import PPVAEError
-from ppvae.model.structure import DATA_PLATE, structure_of
+from ppvae.data.loaders import Batch
+from ppvae.model.structure import DATA_PLATE, declared_structure, structure_of
 
 DRAWS_PLATE = "_ppvae_draws"
+
+
+def has_rows(model) -> bool:
+    """Whether ``model``'s likelihood has one term per row (i.i.d. points or groups), so that leave-one-out and a
+    held-out part of rows mean something; False for one sequence or one record."""
+    return declared_structure(model) in ("points", "groups")
 
 
 def _ordinal(trace, site) -> frozenset:
@@ -68,13 +86,16 @@ def enumerated_log_likelihood(model, batch, global_values: dict, *, num_draws: i
     structure = structure_of(model, batch) if max_plate_nesting is None or num_draws else None
     if structure is not None:
         cont = [n for n in structure.continuous_local_sites if n not in global_values]
+        cont += [n for n in structure.group_sites if n not in global_values]
         if cont:
             raise PPVAEError(f"log_likelihood: the model has continuous local latents ({', '.join(cont)}); "
                              "estimate log p(x) with ppvae.log_marginal instead")
     mpn = structure.max_plate_nesting if max_plate_nesting is None else max_plate_nesting
+    groups = set(structure_of(model, batch).group_sites) if declared_structure(model) == "groups" else set()
+    include = (lambda name, site: name not in groups) if groups else None  # a group's effect is not data
     if num_draws is None:
         trace = enumerated_trace(model, batch, mpn, global_values, validate=validate)
-        lp = data_plate_log_prob(trace)
+        lp = data_plate_log_prob(trace, include)
         return (lp, trace) if with_trace else lp
     if num_draws == 1:  # a size-1 plate leaves no dimension for the contraction to keep: evaluate two copies
         twice = {k: v.expand((2,) + tuple(v.shape[1:])) for k, v in global_values.items()}
@@ -91,9 +112,36 @@ def enumerated_log_likelihood(model, batch, global_values: dict, *, num_draws: i
         with pyro.plate(DRAWS_PLATE, num_draws, dim=-mpn - 1):
             return model(b)
 
-    trace = enumerated_trace(plated, batch, mpn + 1, values, validate=validate)
-    lp = data_plate_log_prob(trace).reshape(num_draws, len(batch))
+    try:
+        trace = enumerated_trace(plated, batch, mpn + 1, values, validate=validate)
+        lp = data_plate_log_prob(trace, include)
+        if tuple(lp.shape) != (num_draws, len(batch)):  # a silent broadcast gone wrong is no answer either
+            raise ValueError(f"log-likelihood of shape {tuple(lp.shape)}; expected {(num_draws, len(batch))}")
+    except (RuntimeError, ValueError, IndexError) as exc:
+        if with_trace:
+            raise
+        return draw_by_draw(model, batch, global_values, num_draws, mpn, validate, exc)
     return (lp, trace) if with_trace else lp
+
+
+_WARNED: set = set()
+
+
+def draw_by_draw(model, batch, global_values: dict, num_draws: int, mpn: int, validate, reason) -> torch.Tensor:
+    """log p(x_i | G_s) of shape (S, M), one trace per draw s: the path for a model that does not broadcast over
+    draws (``reason``, what the vectorized trace raised). Warns once per model class."""
+    name = getattr(model, "name", "") or type(model).__name__
+    if name not in _WARNED:
+        _WARNED.add(name)
+        warnings.warn(f"model '{name}': its forward does not broadcast over a leading dimension of draws of its "
+                      f"globals ({' '.join(str(reason).split())[:160]}); its log-likelihood is computed draw by draw "
+                      "(slower). To vectorize, index the data dimension from the right, e.g. (X * w).sum(-1) or "
+                      "Vindex(b)[..., g, :]", UserWarning, stacklevel=3)
+    rows = []
+    for s in range(num_draws):
+        one = {k: v[s] for k, v in global_values.items()}
+        rows.append(enumerated_log_likelihood(model, batch, one, max_plate_nesting=mpn, validate=validate))
+    return torch.stack(rows)
 
 
 def data_plate_log_prob(trace: pyro.poutine.Trace, include=None) -> torch.Tensor:
@@ -122,7 +170,7 @@ def data_plate_log_prob(trace: pyro.poutine.Trace, include=None) -> torch.Tensor
         if site["infer"].get("_enumerate_dim") is not None:
             sum_dims.add(site["infer"]["_enumerate_symbol"])
     if data_frame is None:
-        raise ValueError(f"the model has no sample site inside pyro.plate('{DATA_PLATE}')")
+        return _record_log_prob(trace, include)
     target = _target_ordinal(trace, factors, data_frame)
     # packed tensors drop size-1 dims, and the contraction can only keep dims some factor has
     present = set().union(*(t._pyro_dims for ts in factors.values() for t in ts))
@@ -134,6 +182,34 @@ def data_plate_log_prob(trace: pyro.poutine.Trace, include=None) -> torch.Tensor
     for _ in range(-data_frame.dim - 1):
         result = result.squeeze(-1)
     return result
+
+
+def _record_log_prob(trace, include) -> torch.Tensor:
+    """A model without a data plate (one sequence, one record): log p(x | G), the enumerated latents summed, on the
+    first row and 0 on the others, over the rows of the batch the trace ran on (module docstring)."""
+    factors: OrderedDict = OrderedDict()
+    sum_dims: set = set()
+    for name, site in trace.nodes.items():
+        enumerated = site["type"] == "sample" and site["infer"].get("_enumerate_dim") is not None
+        if site["type"] != "sample" or not (site["is_observed"] or enumerated) or site_is_subsample(site):
+            continue
+        if include is not None and not include(name, site):
+            continue
+        log_prob = site["packed"]["unscaled_log_prob"]
+        if site["packed"].get("mask") is not None:
+            log_prob = packed.scale_and_mask(log_prob, mask=site["packed"]["mask"])
+        factors.setdefault(_ordinal(trace, site), []).append(log_prob)
+        if enumerated:
+            sum_dims.add(site["infer"]["_enumerate_symbol"])
+    if not factors:
+        raise ValueError("the model has no observed site")
+    shared = frozenset.intersection(*factors.keys())
+    result = packed.unpack(contract_to_tensor(factors, sum_dims, target_ordinal=shared), trace.symbol_to_dim)
+    lead = [d for d in range(result.dim()) if result.shape[d] > 1]  # the draws' or particles' dim, if any
+    total = result.reshape(-1) if lead else result.reshape(())
+    args = trace.nodes.get("_INPUT", {}).get("args", ())
+    rows = len(args[0]) if args and isinstance(args[0], Batch) else 1
+    return torch.cat([total.unsqueeze(-1), total.new_zeros(total.shape + (rows - 1,))], -1)
 
 
 def _target_ordinal(trace, factors, data_frame) -> frozenset:
