@@ -308,5 +308,6 @@ def sample_chains(potential, flat: torch.Tensor, *, warmup: int, num_draws: int,
     out = sampler.run(flat.detach(), warmup, num_draws)
     diagnostics = [{"divergences": out["diverging"][c].nonzero().flatten().tolist(),
                     "acceptance rate": float(out["accept_prob"][c].mean()),
-                    "step size": float(out["step_size"][c])} for c in range(len(flat))]
+                    "step size": float(out["step_size"][c]),
+                    "leapfrog steps": int(out["num_steps"][c].sum())} for c in range(len(flat))]
     return out["draws"], diagnostics
