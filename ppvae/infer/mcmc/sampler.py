@@ -208,7 +208,7 @@ def _validate(kind, num_samples, warmup, num_chains, seed, options):
     check_float("target_accept", options["target_accept"], low=0.0, high=1.0, strict=True)
     check_int("max_tree_depth", options["max_tree_depth"], low=1)
     check_int("num_leapfrog", options["num_leapfrog"], low=1)
-    if options["vectorized"] and (kind != "nuts" or options["full_mass"] or options["step_size"] is not None):
+    if options.get("vectorized") and (kind != "nuts" or options["full_mass"] or options["step_size"] is not None):
         raise PPVAEError("vectorized: expected kernel='nuts' with a diagonal mass matrix and adapted step size; got "
                          f"kernel={kind!r}, full_mass={options['full_mass']}, step_size={options['step_size']}")
 
@@ -312,11 +312,6 @@ def _workers_used(cores, num_chains: int) -> int:
     return resolve_workers(cores, num_chains)
 
 
-def _divergences(mcmc: MCMC) -> int:
-    """Divergent transitions over all chains (the per-chain lists Pyro's ``diagnostics()`` reports)."""
-    return divergences(mcmc)
-
-
 @renamed(num_samples="num_draws", num_steps="num_leapfrog")
 @leaves_global_state  # seeds Pyro for the chains, then puts the caller's RNG states back
 def run_mcmc(model: Model, data: Dataset | torch.Tensor, *, kernel: str = "nuts", num_draws: int = 500,
@@ -343,11 +338,8 @@ def run_mcmc(model: Model, data: Dataset | torch.Tensor, *, kernel: str = "nuts"
     ``num_chains``; 1: in this process, one after another); the draws are identical for every value. With
     ``cores`` > 1 the model must be picklable, and a script must guard its top level with
     ``if __name__ == "__main__":``.
-    ``vectorized=True`` (NUTS only) runs all chains in this process in lockstep, every leapfrog step one
-    evaluation of the potential over all chains (:mod:`ppvae.infer.mcmc.vectorized`: NumPyro's NUTS and Stan's
-    warm-up per chain; fastest for small models, whose cost is per-operation overhead); the model must broadcast
-    over draws of its globals, and the draws, reproducible from ``seed`` and ``num_chains``, differ from the
-    per-chain sampler's.
+    ``vectorized=True`` (NUTS): all chains in lockstep here, one potential evaluation over all chains per leapfrog
+    step (:mod:`ppvae.infer.mcmc.vectorized`); the model must broadcast over draws; draws differ from the default's.
     ``progress``: None shows a bar per chain on a terminal and a plain line every 30 s elsewhere.
 
     Example (NUTS on a diagonal Gaussian mixture, the assignments summed out in closed form; a short run):
@@ -390,7 +382,7 @@ def run_mcmc(model: Model, data: Dataset | torch.Tensor, *, kernel: str = "nuts"
     mcmc, samples, elapsed = _sample(potential, kernel, model=model, fn=model, batch=batch, num_samples=num_samples,
                                      warmup=warmup, num_chains=num_chains, init=init, init_jitter=init_jitter,
                                      seed=seed, progress=progress, options=options, cores=cores, rebuild=spec)
-    result = MCMCResult(model, mcmc, samples, kernel, elapsed, _divergences(mcmc),
+    result = MCMCResult(model, mcmc, samples, kernel, elapsed, divergences(mcmc),
                         data_info=runs.data_info(data),
                         config={"kernel": kernel, "num_draws": num_samples, "warmup": warmup,
                                 "num_chains": num_chains, "cores": _workers_used(cores, num_chains),
