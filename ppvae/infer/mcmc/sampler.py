@@ -366,6 +366,8 @@ def run_mcmc(model: Model, data: Dataset | torch.Tensor, *, kernel: str = "nuts"
     init_jitter = check_float("init_jitter", init_jitter, low=0.0)
     if cores is not None:
         check_int("cores", cores, low=1)
+    if vectorized:
+        cores = 1  # every chain in this process
     if _workers_used(cores, num_chains) > 1:
         prestart_workers()  # the server imports torch, Pyro and ppvae while this process builds the potential
     order = check_order(order)
