@@ -234,6 +234,9 @@ def _add_compare_mcmc(sub, commands) -> None:
     p.add_argument("--cores", type=COUNT, default=None,
                    help="worker processes for the chains, one thread each (default: the available cores, at most "
                         "--chains); draws are identical for any value")
+    p.add_argument("--vectorized", action="store_true",
+                   help="NUTS with all chains in lockstep in one process, one batched potential per leapfrog step "
+                        "(fastest for small models; the model must broadcast over draws)")
     p.add_argument("--init", default="model", choices=("model", "prior", "em"), help="where chains start")
     p.add_argument("--order", default=None, metavar="SITE:COLUMN", help="order a location column, e.g. locs:0")
     p.add_argument("--target-accept", type=float, default=0.8, help="NUTS/HMC step-size adaptation target")

@@ -9,8 +9,12 @@ import warnings
 import torch
 
 from ppvae._util.validation import PPVAEError
+from ppvae.data.loaders import Dataset
 from ppvae.infer.importance import BroadcastError, draws_broadcast
+from ppvae.model.base import ClosedFormEM
 from ppvae.model.enumeration import enumerated_log_likelihood
+from ppvae.model.labels import component_sites
+from ppvae.results.base import Result
 from ppvae.runs import directory as runs
 
 
@@ -100,3 +104,28 @@ def check_broadcasts(model, batch) -> None:
         raise
     except Exception:  # noqa: BLE001 -- another reason the pointwise likelihood fails: not this check's to refuse
         return
+
+
+def init_values(model, batch, init, seed) -> dict:
+    """The values ``init`` gives (None/"model": the model's ``init_values``; "prior": none; a dict; a Fit or an
+    EMFit's values) for the chain seeded ``seed``."""
+    if init is None or init == "model":
+        if model is None:
+            return {}
+        return model.init_values(Dataset(batch.x, batch.y), torch.Generator().manual_seed(seed))
+    if init == "prior":
+        return {}
+    if isinstance(init, dict):
+        return {k: torch.as_tensor(v) for k, v in init.items()}
+    if isinstance(init, Result) and init.method == "em" and isinstance(init.model, ClosedFormEM):
+        return {k: v.to(batch.x.dtype) for k, v in init.model.em_to_sites(init.params).items()}  # float64 params
+    if isinstance(init, Result):
+        return init.global_values(Dataset(batch.x, batch.y))
+    raise PPVAEError(f"init: expected None, 'model', 'prior', a dict of site values, a Fit or an EMFit; got {init!r}")
+
+
+def sort_components(model, values: dict, name: str, column: int) -> dict:
+    """Permute every component-indexed site so that ``values[name][:, column]`` increases."""
+    perm = values[name][:, column].argsort()
+    return {k: (v.index_select(component_sites(model, values).get(k, 0), perm)
+                if k in component_sites(model, values) else v) for k, v in values.items()}

@@ -18,7 +18,8 @@ from pyro import poutine
 from ppvae._util.validation import PPVAEError, check_float, renamed
 from ppvae.data.loaders import Batch
 from ppvae.infer.mcmc.potential import Potential
-from ppvae.infer.mcmc.sampler import MCMCResult, _divergences, _sample, _validate
+from ppvae.infer.mcmc.sampler import MCMCResult, _sample, _validate
+from ppvae.infer.pyro_adapter import divergences
 from ppvae.model.base import Model
 from ppvae.model.structure import is_local
 
@@ -68,7 +69,7 @@ def local_posterior(fit_or_model, x: torch.Tensor, *, y: torch.Tensor | None = N
     finally:
         for p in frozen:
             p.requires_grad_(True)
-    return MCMCResult(model, mcmc, samples, "nuts", elapsed, _divergences(mcmc), data_info={"num_data": 1},
+    return MCMCResult(model, mcmc, samples, "nuts", elapsed, divergences(mcmc), data_info={"num_data": 1},
                       config={"kernel": "nuts", "num_draws": num_draws, "warmup": warmup, "num_chains": num_chains,
                               "seed": seed, "local": True})
 

@@ -24,7 +24,7 @@ from torch.distributions.transforms import Transform
 from ppvae._util.validation import PPVAEError
 from ppvae.data.loaders import Batch
 from ppvae.model.base import DATA_PLATE, ClosedFormPotential, Model, is_local, latent_sites
-from ppvae.model.enumeration import enumerated_log_likelihood, outside_terms
+from ppvae.model.enumeration import DRAWS_PLATE, enumerated_log_likelihood, outside_terms
 
 
 # -- transforms --------------------------------------------------------------------------------------
@@ -95,10 +95,12 @@ class Potential:
         # unconstrained shapes (a K-simplex has K - 1 free coordinates)
         self.shapes = {n: self.transforms[n](s["value"]).shape for n, s in self.sites.items()}
         self._sizes = [s.numel() for s in self.shapes.values()]
+        # the batch dims of each site's value (its shape less its event shape): where a plate of draws goes left
+        self._batch_dims = {n: s["value"].dim() - len(s["fn"].event_shape) for n, s in self.sites.items()}
         energy_hook = model.closed_form_potential if self.closed_form else None  # closed_form: a ClosedFormPotential
         self.closed_form_gradient = energy_hook(batch.x, order) if energy_hook is not None else None
         self.gradient = "closed form" if self.closed_form_gradient is not None else "autograd"
-        self._compiled = None
+        self._compiled, self._chain_compiled = None, {}
         self.jit = jit
 
     def _set_order(self, name: str, column: int) -> None:
@@ -188,14 +190,80 @@ class Potential:
             lambda th: self.eager_energy(self.unflatten(th)))
         if self.jit:
             if self._compiled is None:
-                with pyro.validation_enabled(False), warnings.catch_warnings():
-                    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-                    warnings.filterwarnings("ignore", ".*torch.jit.trace. is deprecated", DeprecationWarning)
-                    self._compiled = torch.jit.trace(fn, (theta.detach(),), check_trace=False)
+                self._compiled = self._trace(fn, theta)
             fn = self._compiled
         if self.closed_form_gradient is None:
             return fn(theta)
         return _GivenGradient.apply(theta, fn)
+
+    def chain_energies(self, theta: torch.Tensor) -> torch.Tensor:
+        """U at each row of ``theta`` (C, n), one model run over a leading plate of C draws
+        (:func:`ppvae.model.enumeration.enumerated_log_likelihood` with ``num_draws``): the vectorized-chains
+        sampler's potential. Needs a model that broadcasts over draws of its globals and no continuous locals."""
+        params = self.unflatten(theta)
+        values, ladj = {}, 0.0
+        for name, t in self.transforms.items():
+            values[name] = t.inv(params[name])
+            jac = t.inv.log_abs_det_jacobian(params[name], values[name])
+            ladj = ladj + jac.reshape(len(theta), -1).sum(-1)
+        scale = self.batch.num_total / len(self.batch) if self.batch.index is not None else 1.0
+        if self.closed_form:
+            return -(torch.stack([self.log_joint({n: v[c] for n, v in values.items()})
+                                  for c in range(len(theta))]) + ladj)
+        if not self._enumerates:  # nothing to sum out: each site's log-density, the draws dim kept
+            return -(self._plated_log_joint(values, len(theta)) + ladj)
+        local, trace = enumerated_log_likelihood(self.fn, self.batch, values, num_draws=len(theta),
+                                                 max_plate_nesting=self.mpn, with_trace=True)
+        total = local.sum(-1) * scale
+        for site in trace.nodes.values():
+            if site["type"] == "sample" and not site_is_subsample(site) and not is_local(site):
+                total = total + site["log_prob"].reshape(len(theta), -1).sum(-1)
+        return -(total + ladj)
+
+    def _plated_log_joint(self, values: dict, num: int) -> torch.Tensor:
+        """log p(x, theta_c) for each of ``num`` draws (site -> (num, ...)) by one trace under a plate of draws
+        left of the model's plates (no enumeration; the data plate's own scale applies to minibatches)."""
+        shaped = {n: v.reshape((num,) + (1,) * (self.mpn - self._batch_dims[n]) + tuple(v.shape[1:]))
+                  for n, v in values.items()}
+
+        def plated(batch):
+            with pyro.plate(DRAWS_PLATE, num, dim=-self.mpn - 1):
+                return self.fn(batch)
+
+        trace = poutine.trace(poutine.condition(plated, data=shaped)).get_trace(self.batch)
+        total = 0.0
+        for site in trace.nodes.values():
+            if site["type"] == "sample" and not site_is_subsample(site):
+                lp = site["fn"].log_prob(site["value"])
+                lp = lp * site["scale"] if not isinstance(site["scale"], float) or site["scale"] != 1.0 else lp
+                draws_dim = lp.dim() == self.mpn + 1 and lp.shape[0] == num  # else the same for every draw
+                total = total + (lp.reshape(num, -1).sum(-1) if draws_dim else lp.sum())
+        return total
+
+    def chain_value_and_grad(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(U, dU/dtheta) at each row of ``theta`` (C, n): :meth:`chain_energies` and one backward pass (the rows
+        are independent, so the gradient of their sum is each row's gradient)."""
+        if self.closed_form_gradient is not None:
+            pairs = [self.closed_form_value_and_grad(row) for row in theta]
+            return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+        fn = self.chain_energies
+        if self.jit:  # one compiled graph per number of chains (the plate of draws has that size)
+            if theta.shape[0] not in self._chain_compiled:
+                self._chain_compiled[theta.shape[0]] = self._trace(self.chain_energies, theta)
+            fn = self._chain_compiled[theta.shape[0]]
+        with torch.enable_grad():
+            leaf = theta.detach().requires_grad_(True)
+            with pyro.validation_enabled(False):
+                energies = fn(leaf)
+            (grad,) = torch.autograd.grad(energies.sum(), leaf)
+        return energies.detach(), grad
+
+    @staticmethod
+    def _trace(fn, theta: torch.Tensor):
+        with pyro.validation_enabled(False), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", ".*torch.jit.trace. is deprecated", DeprecationWarning)
+            return torch.jit.trace(fn, (theta.detach(),), check_trace=False)
 
     def __call__(self, params: dict) -> torch.Tensor:
         """U at a dict of unconstrained site values (differentiable in them)."""

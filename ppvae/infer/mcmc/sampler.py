@@ -51,11 +51,20 @@ from ppvae._util.validation import PPVAEError, check_choice, check_float, check_
 from ppvae.data.loaders import Dataset
 from ppvae.infer.mcmc import io as _mcmc_io
 from ppvae.infer.mcmc.checks import check_local_dimension
-from ppvae.infer.mcmc.inputs import check_broadcasts, check_init, check_loaded_samples, check_order, per_element
+from ppvae.infer.mcmc.inputs import (
+    check_broadcasts,
+    check_init,
+    check_loaded_samples,
+    check_order,
+    init_values,
+    per_element,
+    sort_components,
+)
 from ppvae.infer.mcmc.potential import Potential
+from ppvae.infer.mcmc.vectorized import sample_chains
 from ppvae.infer.pyro_adapter import chain_draws, divergences, mcmc_from_draws
-from ppvae.model.base import ClosedFormEM, Model
-from ppvae.model.labels import align_labels, component_sites
+from ppvae.model.base import Model
+from ppvae.model.labels import align_labels
 from ppvae.results.base import Result
 from ppvae.results.kinds import register_kind
 from ppvae.runs import directory as runs
@@ -166,40 +175,17 @@ def _initial_params(potential: Potential, model, fn, batch, init, num_chains, se
     gen = torch.Generator().manual_seed(seed)
     starts = []
     for chain in range(num_chains):
-        values = _init_values(model, batch, init, seed + chain)
+        values = init_values(model, batch, init, seed + chain)
         with poutine.block(), pyro.validation_enabled(False), \
                 InitMessenger(init_to_value(values=values, fallback=init_to_median)):
             tr = poutine.trace(fn).get_trace(batch)
         values = {n: tr.nodes[n]["value"].detach() for n in potential.sites}
         if potential.order is not None and model is not None:
-            values = _sort_components(model, values, *potential.order)
+            values = sort_components(model, values, *potential.order)
         u = {n: potential.transforms[n](v) for n, v in values.items()}
         noise = {n: 2 * torch.rand(v.shape, generator=gen, dtype=v.dtype) - 1 for n, v in u.items()}
         starts.append({n: v + jitter * noise[n] for n, v in u.items()})
     return {n: torch.stack([s[n] for s in starts]) for n in starts[0]}
-
-
-def _init_values(model, batch, init, seed) -> dict:
-    if init is None or init == "model":
-        if model is None:
-            return {}
-        return model.init_values(Dataset(batch.x, batch.y), torch.Generator().manual_seed(seed))
-    if init == "prior":
-        return {}
-    if isinstance(init, dict):
-        return {k: torch.as_tensor(v) for k, v in init.items()}
-    if isinstance(init, Result) and init.method == "em" and isinstance(init.model, ClosedFormEM):
-        return {k: v.to(batch.x.dtype) for k, v in init.model.em_to_sites(init.params).items()}  # float64 params
-    if isinstance(init, Result):
-        return init.global_values(Dataset(batch.x, batch.y))
-    raise PPVAEError(f"init: expected None, 'model', 'prior', a dict of site values, a Fit or an EMFit; got {init!r}")
-
-
-def _sort_components(model, values: dict, name: str, column: int) -> dict:
-    """Permute every component-indexed site so that ``values[name][:, column]`` increases."""
-    perm = values[name][:, column].argsort()
-    return {k: (v.index_select(component_sites(model, values).get(k, 0), perm)
-                if k in component_sites(model, values) else v) for k, v in values.items()}
 
 
 def _kernel(kind, potential, options):
@@ -222,6 +208,9 @@ def _validate(kind, num_samples, warmup, num_chains, seed, options):
     check_float("target_accept", options["target_accept"], low=0.0, high=1.0, strict=True)
     check_int("max_tree_depth", options["max_tree_depth"], low=1)
     check_int("num_leapfrog", options["num_leapfrog"], low=1)
+    if options.get("vectorized") and (kind != "nuts" or options["full_mass"] or options["step_size"] is not None):
+        raise PPVAEError("vectorized: expected kernel='nuts' with a diagonal mass matrix and adapted step size; got "
+                         f"kernel={kind!r}, full_mass={options['full_mass']}, step_size={options['step_size']}")
 
 
 _FLAT = "_theta"  # the one site the Pyro kernel samples: every latent, unconstrained, in one vector
@@ -276,6 +265,8 @@ def _sample(potential: Potential, kind: str, *, model, fn, batch, num_samples, w
     inits = _initial_params(potential, model, fn, batch, init, num_chains, seed, init_jitter)
     potential.check_closed_form({k: v[0] for k, v in inits.items()})
     flat = potential.flatten(inits)  # (chains, n)
+    if options.get("vectorized"):
+        return _sample_vectorized(potential, kind, flat, num_samples, warmup, seed, options, start)
     workers = resolve_workers(cores, num_chains)
     shared = potential if workers == 1 or rebuild is None else rebuild
     if workers > 1 and rebuild is None:
@@ -301,6 +292,17 @@ def _sample(potential: Potential, kind: str, *, model, fn, batch, num_samples, w
     return mcmc, samples, elapsed
 
 
+def _sample_vectorized(potential: Potential, kind, flat, num_samples, warmup, seed, options, start):
+    """All chains in lockstep in this process (:func:`ppvae.infer.mcmc.vectorized.sample_chains`)."""
+    draws, diagnostics = sample_chains(potential, flat, warmup=warmup, num_draws=num_samples,
+                                       seed=chain_seed(seed, 0), target_accept=options["target_accept"],
+                                       max_tree_depth=options["max_tree_depth"])
+    mcmc = mcmc_from_draws(_kernel(kind, lambda params: potential.energy(params[_FLAT]), options), {_FLAT: draws},
+                           diagnostics, warmup)
+    unconstrained = potential.unflatten(draws)
+    return mcmc, {n: t.inv(unconstrained[n]) for n, t in potential.transforms.items()}, time.perf_counter() - start
+
+
 def _progress_flag(progress) -> bool | None:
     """None (the default): a bar on a terminal, plain lines elsewhere (ppvae._util.progress)."""
     return None if progress is None else bool(progress)
@@ -308,11 +310,6 @@ def _progress_flag(progress) -> bool | None:
 
 def _workers_used(cores, num_chains: int) -> int:
     return resolve_workers(cores, num_chains)
-
-
-def _divergences(mcmc: MCMC) -> int:
-    """Divergent transitions over all chains (the per-chain lists Pyro's ``diagnostics()`` reports)."""
-    return divergences(mcmc)
 
 
 @renamed(num_samples="num_draws", num_steps="num_leapfrog")
@@ -323,7 +320,7 @@ def run_mcmc(model: Model, data: Dataset | torch.Tensor, *, kernel: str = "nuts"
              target_accept: float = 0.8, max_tree_depth: int = 10, num_leapfrog: int = 10, full_mass: bool = False,
              step_size: float | None = None, seed: int = 0, progress: bool | None = None,
              max_divergences: int | None = None, allow_local: bool = False,
-             cores: int | None = None) -> MCMCResult:
+             cores: int | None = None, vectorized: bool = False) -> MCMCResult:
     """Sample the posterior of ``model``'s continuous latents given ``data`` with NUTS or HMC:
     ``num_draws`` kept draws per chain after ``warmup``; ``num_leapfrog``: leapfrog steps per HMC trajectory
     (NUTS chooses its own).
@@ -341,6 +338,8 @@ def run_mcmc(model: Model, data: Dataset | torch.Tensor, *, kernel: str = "nuts"
     ``num_chains``; 1: in this process, one after another); the draws are identical for every value. With
     ``cores`` > 1 the model must be picklable, and a script must guard its top level with
     ``if __name__ == "__main__":``.
+    ``vectorized=True`` (NUTS): all chains in lockstep here, one potential evaluation over all chains per leapfrog
+    step (:mod:`ppvae.infer.mcmc.vectorized`); the model must broadcast over draws; draws differ from the default's.
     ``progress``: None shows a bar per chain on a terminal and a plain line every 30 s elsewhere.
 
     Example (NUTS on a diagonal Gaussian mixture, the assignments summed out in closed form; a short run):
@@ -360,13 +359,15 @@ def run_mcmc(model: Model, data: Dataset | torch.Tensor, *, kernel: str = "nuts"
         data = Dataset(data)
     num_samples = num_draws  # Pyro's word for them, in the chain-running internals below
     options = {"target_accept": target_accept, "max_tree_depth": max_tree_depth, "num_leapfrog": num_leapfrog,
-               "full_mass": bool(full_mass), "step_size": step_size}
+               "full_mass": bool(full_mass), "step_size": step_size, "vectorized": bool(vectorized)}
     _validate(kernel, num_samples, warmup, num_chains, seed, options)
     if step_size is not None:
         options["step_size"] = check_float("step_size", step_size, low=0.0, strict=True)
     init_jitter = check_float("init_jitter", init_jitter, low=0.0)
     if cores is not None:
         check_int("cores", cores, low=1)
+    if vectorized:
+        cores = 1  # every chain in this process
     if _workers_used(cores, num_chains) > 1:
         prestart_workers()  # the server imports torch, Pyro and ppvae while this process builds the potential
     order = check_order(order)
@@ -383,7 +384,7 @@ def run_mcmc(model: Model, data: Dataset | torch.Tensor, *, kernel: str = "nuts"
     mcmc, samples, elapsed = _sample(potential, kernel, model=model, fn=model, batch=batch, num_samples=num_samples,
                                      warmup=warmup, num_chains=num_chains, init=init, init_jitter=init_jitter,
                                      seed=seed, progress=progress, options=options, cores=cores, rebuild=spec)
-    result = MCMCResult(model, mcmc, samples, kernel, elapsed, _divergences(mcmc),
+    result = MCMCResult(model, mcmc, samples, kernel, elapsed, divergences(mcmc),
                         data_info=runs.data_info(data),
                         config={"kernel": kernel, "num_draws": num_samples, "warmup": warmup,
                                 "num_chains": num_chains, "cores": _workers_used(cores, num_chains),
