@@ -60,7 +60,7 @@ suppress_warnings = ["ref.python"]
 nitpick_ignore_regex = [
     (r"py:.*", r"ppvae\.(.*\.)?_.*"),  # private modules and names are not part of the reference
     (r"py:.*", r"(torch|pyro|numpy|np|arviz|az|matplotlib|scipy|sklearn|pandas|xarray|collections|typing|"
-               r"pathlib|os|io|argparse|concurrent|dataclasses|abc|enum|json|contextlib|types)(\..*)?"),
+               r"pathlib|os|io|argparse|concurrent|dataclasses|abc|enum|json|contextlib|types|nn)(\..*)?"),  # nn: torch.nn
     (r"py:.*", r"(int|float|str|bool|bytes|dict|list|tuple|set|callable|object|None|type|Tensor|Path|"
                r"Callable|Sequence|Mapping|Iterable|Iterator|Any|Optional|Union|Literal|ndarray|array_like|"
                r"optional|default|PathLike|Figure|Axes|Exception|ValueError|TypeError|RuntimeError|Warning|UserWarning)"),

@@ -38,7 +38,7 @@ __all__ = ["BayesianWeights"]
 class BayesianWeights(nn.Module):
     """The parameters of ``net`` as global latent sites ``"<prefix>.<name>"``: the prior N(0, ``prior_scale``^2),
     the mean-field Gaussian q(theta) (locations initialized at ``net``'s own values, scales at ``init_scale``), and
-    ``net`` applied with given weights (:meth:`apply`). ``net`` is not registered here (it lives in its model)."""
+    ``net`` applied with given weights (``apply``). ``net`` is not registered here (it lives in its model)."""
 
     def __init__(self, net: nn.Module, prefix: str, prior_scale: float = 1.0, init_scale: float = 1e-3):
         super().__init__()
