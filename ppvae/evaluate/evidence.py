@@ -28,7 +28,7 @@ import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
-from ppvae._util.validation import PPVAEError, check_choice, check_int, renamed, warn_at_caller
+from ppvae._util.validation import PPVAEError, check_choice, check_float, check_int, renamed, warn_at_caller
 from ppvae.data.loaders import Batch
 from ppvae.evaluate.bridge import bridge_sampling
 from ppvae.evaluate.estimate import KHAT_THRESHOLD, ImportanceWarning, LogEvidence, _prepare, _seeded, psis_khat
@@ -52,13 +52,27 @@ __all__ = ["LogEvidence", "log_evidence"]
 
 @renamed(num_samples="num_particles")
 def log_evidence(fit_or_model_guide, data, *, method: str = "is", num_particles: int = 1000, proposal="guide",
-                 chunk_size: int | None = None, seed: int = 0, **options) -> LogEvidence:
+                 defensive: float | None = None, chunk_size: int | None = None, seed: int = 0,
+                 **options) -> LogEvidence:
     """log p(X) by ``method``:
 
     * ``"is"``: log (1/S) sum_s p(X, G_s) / q(G_s), G_s ~ q (the guide, the prior or a guide
       callable), with p(X | G) = prod_i sum_{z_i} p(x_i, z_i | G) summed exactly over discrete local
       latents; needs a model whose local latents are all discrete. ``chunk_size`` bounds the data
       points per vectorized pass; ``stderr`` is the delta-method sqrt((S / ESS - 1) / S).
+      ``defensive`` = a in [0, 1) is the prior's share of a defensive mixture proposal (Hesterberg 1995,
+      "Weighted average importance sampling and defensive mixture distributions", Technometrics 37, sec. 3;
+      Owen & Zhou 2000, "Safe and effective importance sampling", JASA 95, sec. 2),
+      r(G) = (1 - a) q_sym(G) + a p(G), with q_sym the guide symmetrized over a mixture's K! labellings:
+      round(a S) draws from the prior and the rest from the guide (deterministic allocation), weights
+      p(X, G) / r(G) <= p(X | G) / a, so posterior mass the guide misses is reached through the prior.
+      None (the default) means a = 0.1 for a guide proposal on a model declaring :class:`ppvae.Mixture`
+      (multimodal: on the Pyro tutorial's 1-D mixture an auto_normal guide alone is 18 SE low, with the
+      mixture z = +1.3, +0.8, 0.0 for seeds 0-2 at S = 50,000) and 0 (off) elsewhere, where a good guide
+      loses to it: on the Normal-Gamma model with an auto_mvn guide (S = 4,000) a = 0.1 took the ESS from
+      3445 to 3290 and the standard error from 0.0063 to 0.0073 (k-hat 0.49 -> 0.09). ``info["defensive"]``
+      holds a (``share``), the draws from each part, the k-hat, and the estimate and k-hat of the guide's
+      own draws alone.
     * ``"ais"``: annealed importance sampling over all continuous latents, globals and locals, from a
       Gaussian fitted to the guide's draws (or to the draws of an MCMCResult passed as the first
       argument) to the posterior (:func:`ppvae.evaluate.evidence_ais.ais_evidence`; ``options``: num_steps,
@@ -79,15 +93,22 @@ def log_evidence(fit_or_model_guide, data, *, method: str = "is", num_particles:
     (-46.32, True)
     """
     check_choice("method", method, ("is", "ais", "bridge"))
+    if method != "is" and defensive is not None:
+        raise PPVAEError(f"defensive: a defensive mixture proposal is for method='is'; got method='{method}'")
     if method != "is":
         return _evidence_by(method, fit_or_model_guide, data, seed, chunk_size, options)
     if options:
-        raise PPVAEError(f"options: method='is' takes num_particles, proposal, chunk_size and seed; got "
+        raise PPVAEError(f"options: method='is' takes num_particles, proposal, defensive, chunk_size and seed; got "
                          f"{', '.join(sorted(options))}")
-    return _importance_evidence(fit_or_model_guide, data, num_particles, proposal, chunk_size, seed)
+    if defensive is not None:
+        defensive = check_float("defensive", defensive, low=0.0, high=1.0)
+        if defensive >= 1.0:
+            raise PPVAEError(f"defensive: expected the prior's share of the proposal in [0, 1); got {defensive}")
+    return _importance_evidence(fit_or_model_guide, data, num_particles, proposal, defensive, chunk_size, seed)
 
 
-def _importance_evidence(fit_or_model_guide, data, num_particles, proposal, chunk_size, seed) -> LogEvidence:
+def _importance_evidence(fit_or_model_guide, data, num_particles, proposal, defensive, chunk_size,
+                         seed) -> LogEvidence:
     """method="is": S draws of the globals from the proposal, p(X | G_s) summed over the data in chunks."""
     num, chunk_size, seed, model, guide, fit, ds, device, q, qname, mpn, global_names, local_cont = _prepare(
         fit_or_model_guide, data, proposal, num_particles, chunk_size, seed)
@@ -96,21 +117,69 @@ def _importance_evidence(fit_or_model_guide, data, num_particles, proposal, chun
             f"log_evidence: the model has continuous local latents ({', '.join(local_cont)}); it supports models whose "
             "local latents are discrete; use log_marginal for per-point estimates"
         )
+    share = (0.1 if isinstance(model, Mixture) else 0.0) if defensive is None else defensive
+    num_prior = min(int(round(share * num)), num - 1) if q is not None else 0  # at least one guide draw
     with torch.no_grad(), pyro.validation_enabled(False), _seeded(seed, device):
-        values, log_q, log_prior, loglik = global_draws_loglik(model, q, ds, num, mpn, global_names, chunk_size)
-        lw = (log_prior + loglik.sum(-1) - log_q).cpu()
-        if torch.isnan(lw).any() or (lw == math.inf).any():
-            raise PPVAEError("proposal: log-weights over the globals are NaN or +inf: the proposal puts mass where "
-                             "the prior has none")
-        lw, info = _symmetrized(model, q, ds, num, mpn, values, log_q, lw)
+        if num_prior:
+            lw, info = _defensive(model, q, ds, (num - num_prior, num_prior), mpn, global_names, chunk_size,
+                                  explicit=defensive is not None)
+        if not num_prior or lw is None:
+            values, log_q, log_prior, loglik = global_draws_loglik(model, q, ds, num, mpn, global_names, chunk_size)
+            lw = _finite((log_prior + loglik.sum(-1) - log_q).cpu())
+            lw, info = _symmetrized(model, q, ds, num, mpn, values, log_q, lw)
     lse = float(torch.logsumexp(lw, 0))
     ess = float(1.0 / torch.exp(2 * (lw - lse)).sum())
     khat = float(psis_khat(lw[None].numpy())[0])
+    if "defensive" in info:
+        info["defensive"]["khat"] = khat
     if khat > KHAT_THRESHOLD:
         warn_at_caller(f"log_evidence: Pareto k-hat = {khat:.2f} > {KHAT_THRESHOLD}: the estimate is unreliable "
                        "(Yao et al. 2018); use a better proposal or more samples", ImportanceWarning)
     return LogEvidence(value=lse - math.log(num), stderr=math.sqrt(max(num / ess - 1, 0.0) / num), ess=ess, khat=khat,
                        elbo=float(lw.mean()), num_particles=num, proposal=qname, info=info)
+
+
+def _finite(lw: torch.Tensor) -> torch.Tensor:
+    if torch.isnan(lw).any() or (lw == math.inf).any():
+        raise PPVAEError("proposal: log-weights over the globals are NaN or +inf: the proposal puts mass where "
+                         "the prior has none")
+    return lw
+
+
+def _defensive(model, q, ds, nums, mpn, global_names, chunk_size, explicit):
+    """Log-weights log p(X, G) - log r(G) under the defensive mixture r = (1 - a) q_sym + a p (Hesterberg 1995;
+    Owen & Zhou 2000), a = n_p / S: n_q draws from the guide, n_p from the prior, the guide's density evaluated at
+    every draw and its K! relabellings (:func:`ppvae.evaluate.symmetry.guide_log_density`). (None, None) when the
+    guide's density at arbitrary values is not known (an error if ``defensive`` was given)."""
+    parts = [global_draws_loglik(model, src, ds, n, mpn, global_names, chunk_size)
+             for src, n in zip((q, None), nums, strict=True)]
+    num, share = sum(nums), nums[1] / sum(nums)
+    values = {n: torch.cat([parts[0][0][n], parts[1][0][n]], 0) for n in global_names}
+    log_joint = torch.cat([(lp + ll.sum(-1)).double().cpu() for _, _, lp, ll in parts], 0)
+    trace = single_trace(model, ds.batch())
+    supports = {n: trace.nodes[n]["fn"].support for n in values}
+    sym = label_symmetry(model, {n: trace.nodes[n]["value"] for n in values})
+    perms = sym.permutations if sym is not None else torch.arange(1)[None]
+    log_qs = [guide_log_density(q, ds.batch(), values if sym is None else sym.permute(values, perm), num, mpn,
+                                supports) for perm in perms]
+    if not len(perms) or any(v is None for v in log_qs):
+        if explicit:
+            raise PPVAEError(f"defensive: the density of a {type(q).__name__} guide at the prior's draws (and their "
+                             "relabellings) is not known here; use an auto_normal or auto_mvn guide, or defensive=0")
+        return None, None
+    stacked = torch.stack(log_qs).double().cpu()
+    log_qsym = torch.logsumexp(stacked, 0) - (sym.log_count if sym is not None else 0.0)
+    log_prior = torch.cat([lp.double().cpu() for _, _, lp, _ in parts], 0)
+    log_r = torch.logaddexp(math.log1p(-share) + log_qsym, math.log(share) + log_prior)
+    lw = _finite(log_joint - log_r)
+    guide_lw = (log_joint - log_qsym)[:nums[0]]  # the guide's draws alone, weighted by the guide (symmetrized)
+    info = {"defensive": {"share": share, "num_guide_draws": nums[0], "num_prior_draws": nums[1],
+                          "value_guide_alone": float(torch.logsumexp(guide_lw, 0)) - math.log(nums[0]),
+                          "khat_guide_alone": float(psis_khat(guide_lw[None].numpy())[0])}}
+    if sym is not None:
+        overlap = (torch.logsumexp(stacked, 0) - stacked[0])[:nums[0]]
+        info["label_symmetry"] = covered_labellings(overlap, sym)
+    return lw, info
 
 
 def _symmetrized(model, q, ds, num, mpn, values, log_q, lw) -> tuple[torch.Tensor, dict]:
