@@ -67,5 +67,27 @@ def _nuts_z_scores(name):
 def test_nuts_on_the_example_matches_the_numpyro_reference(name):
     z = _nuts_z_scores(name)
     assert len(z) >= 4
+    print(name, "z:", {k: round(float(v), 2) for k, v in z.items()})  # shown with pytest -s
     bad = {k: round(float(v), 2) for k, v in z.items() if not abs(v) < 4}
+    assert not bad, (name, bad)
+
+
+# SVI (auto_mvn, 1000 steps, lr 0.02, seed 0): |mean of 2,000 guide draws - reference mean| / reference sd, measured
+# 21:28 UTC: ordinal max 0.47 (the cutpoints; the coefficients 0.05), annotation max 0.31 (39 scalars). A Gaussian in
+# the unconstrained space cannot follow the skew of a simplex or an ordered vector, so its mean is off by a fraction of
+# the sd; 0.6 sd is the bound (the guide-draw Monte Carlo error is ~0.02 sd). hier_logistic is checked by NUTS only.
+SVI_TOL_SD = {"ordinal": 0.6, "annotation": 0.6}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(SVI_TOL_SD))
+def test_svi_on_the_example_matches_the_numpyro_reference_means(name):
+    model, data, ref = _load(name)
+    fit = ppvae.fit(model, data, guide="auto_mvn", steps=1000, lr=0.02, seed=0, progress=False,
+                    check_convergence=False)
+    draws = fit.predict(data, num_draws=2000, seed=0, observed=False)
+    samples = {k: v.unsqueeze(0) for k, v in draws.items()}  # (1 chain, draws, ...)
+    gaps = {k: float((d.mean() - e["mean"]) / e["sd"]) for k, d, e in _scalars(samples, ref)}
+    assert len(gaps) >= 4
+    bad = {k: round(v, 2) for k, v in gaps.items() if not abs(v) < SVI_TOL_SD[name]}
     assert not bad, (name, bad)
