@@ -35,12 +35,11 @@ os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_
 os.chdir(ROOT)  # the benchmark's specs are relative to the repository root
 
 import arviz as az  # noqa: E402
+import bench_nuts_general as bench  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import numpyro  # noqa: E402
 from numpyro.infer import MCMC, NUTS  # noqa: E402
-
-import bench_nuts_general as bench  # noqa: E402
 
 numpyro.enable_x64()
 MODELS = {"hier_logistic": "hier", "ordinal": "ordinal", "annotation": "annotation"}  # file name -> benchmark key
