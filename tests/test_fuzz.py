@@ -211,7 +211,11 @@ DATA_KINDS = ["csv_latin1", "csv_directory", "csv_huge", "csv_nan", "csv_inf", "
               "csv_header_only", "csv_binary", "npy_strings", "npy_empty", "npy_object", "npy_5d", "npy_garbage",
               "npy_complex", "missing", "other_suffix"]
 DATA_COMMANDS = ["fit", "em", "cavi", "compare", "mcmc", "evaluate", "predict", "summary", "evidence"]
-DATA_CASES = [(k, c) for k in DATA_KINDS for c in DATA_COMMANDS]
+# A NaN cell is a missing value (issue 27): bad data for every model that does not declare ConditionsOnSubset, valid
+# for the PPCA run that evaluate/predict/summary/evidence read (its missing-value paths are tested in
+# tests/models/test_missing.py and tests/cli/test_impute.py)
+RUN_COMMANDS = ("evaluate", "predict", "summary", "evidence")
+DATA_CASES = [(k, c) for k in DATA_KINDS for c in DATA_COMMANDS if not (k == "csv_nan" and c in RUN_COMMANDS)]
 
 
 @pytest.mark.slow  # ~160 cases that load data, ~30 s on 2 cores

@@ -45,6 +45,7 @@ from ppvae.model.base import (
     CoordinateAscentVI,
     Reports,
     build_model,
+    check_mask_support,
     get_model_class,
     list_models,
     require,
@@ -247,7 +248,7 @@ def cmd_cavi(args) -> int:
     else:
         require(model, ConjugateExponential, "ppvae cavi --method natural",
                 hint=f"models with it: {', '.join(_models_with(ConjugateExponential)) or 'none'}")
-    data = _load_data(args)
+    check_mask_support(model, data := _load_data(args))  # NaN cells are missing: CAVI's closed forms need all
     with run_directory(args.out, args.overwrite) as tmp:
         if natural:
             result = fit_svi_natural(model, data, batch_size=args.batch_size, num_steps=args.steps, tau0=args.tau0,

@@ -18,6 +18,7 @@ from ppvae._util.validation import PPVAEError, renamed
 from ppvae.evaluate.marginal import log_evidence
 from ppvae.infer.mcmc.sampler import MCMCResult
 from ppvae.infer.svi.fit import Fit
+from ppvae.model.capabilities import check_mask_support
 from ppvae.results.kinds import kind_of, load
 from ppvae.runs import directory as runs
 
@@ -79,6 +80,7 @@ def evidence_run(directory: str, data: str | None = None, *, mcmc_dir: str | Non
     fit = load(directory) if _kind(directory) else None
     if isinstance(fit, Fit):
         ds = runs.run_dataset(fit.data_info, data)
+        check_mask_support(fit.model, ds)
         estimates.append(_estimate("is", lambda: log_evidence(fit, ds, num_particles=num_particles, seed=seed)))
         estimates.append(_estimate("ais", lambda: log_evidence(fit, ds, method="ais", seed=seed, **ais)))
         if mcmc_dir is not None:
@@ -88,6 +90,7 @@ def evidence_run(directory: str, data: str | None = None, *, mcmc_dir: str | Non
         if mcmc_dir is not None:
             raise PPVAEError(f"--mcmc: {directory} is itself not a `ppvae fit` run; pass the MCMC directory alone")
         mcmc, ds = load_mcmc_dir(directory, data, standardize)
+        check_mask_support(mcmc.model, ds)
         estimates.append(_estimate("bridge", lambda: log_evidence(mcmc, ds, method="bridge", seed=seed)))
         estimates.append(_estimate("ais", lambda: log_evidence(mcmc, ds, method="ais", seed=seed, **ais)))
     entry = {"data": ds.name, "num_data": len(ds), "seed": seed, "estimates": estimates, **agreement(estimates)}

@@ -12,6 +12,7 @@ from ppvae._util.io import atomic_write
 from ppvae._util.validation import PPVAEError
 from ppvae.comparison.guide_diagnostics import guide_khat_line
 from ppvae.comparison.inference_data import observed_values
+from ppvae.model.capabilities import check_mask_support
 from ppvae.results.kinds import load
 from ppvae.runs import directory as runs
 from ppvae.runs.outdir import check_output_file
@@ -23,7 +24,9 @@ def load_result(run_dir: str):
 
 
 def _data(result, spec):
-    return runs.run_dataset(result.data_info, spec)
+    data = runs.run_dataset(result.data_info, spec)
+    check_mask_support(result.model, data)  # NaN cells are missing values: only a model that declares it takes them
+    return data
 
 
 def cmd_predict(args) -> int:

@@ -44,7 +44,7 @@ from ppvae.infer.importance import (
 )
 from ppvae.infer.mcmc.sampler import MCMCResult
 from ppvae.infer.proposal import is_sampled
-from ppvae.model.capabilities import Mixture
+from ppvae.model.capabilities import Mixture, check_mask_support
 from ppvae.model.labels import single_trace
 
 __all__ = ["LogEvidence", "log_evidence"]
@@ -93,6 +93,10 @@ def log_evidence(fit_or_model_guide, data, *, method: str = "is", num_particles:
     (-46.32, True)
     """
     check_choice("method", method, ("is", "ais", "bridge"))
+    model = fit_or_model_guide[0] if isinstance(fit_or_model_guide, tuple) else getattr(fit_or_model_guide, "model",
+                                                                                       None)
+    if model is not None and data is not None:
+        check_mask_support(model, data)  # the evidence of observed parts is not estimated here
     if method != "is" and defensive is not None:
         raise PPVAEError(f"defensive: a defensive mixture proposal is for method='is'; got method='{method}'")
     if method != "is":

@@ -33,6 +33,7 @@ from ppvae.evaluate.estimate import KHAT_THRESHOLD, LogEvidence, _resolve, psis_
 from ppvae.evaluate.joint import dataset_of, log_density, ordered_log_count, potential_for, unconstrained_draws
 from ppvae.evaluate.symmetry import covered_labellings, relabel_randomly, symmetrized_log_density, symmetry_of_potential
 from ppvae.infer.mcmc.sampler import MCMCResult
+from ppvae.infer.proposal import autoguide_subsample
 
 __all__ = ["ais_evidence", "initial_gaussian"]
 
@@ -49,7 +50,8 @@ def _guide_draws(potential, guide, num: int) -> dict:
         with pyro.plate(DRAWS, num, dim=-mpn - 1):
             return guide(b)
 
-    with torch.no_grad(), pyro.validation_enabled(False), poutine.block():
+    # a guide with per-point parameters fitted to other data is refused in one line (autoguide_subsample)
+    with torch.no_grad(), pyro.validation_enabled(False), poutine.block(), autoguide_subsample(guide, len(batch)):
         try:
             tr = poutine.trace(vectorized).get_trace(batch)
             out = {n: tr.nodes[n]["value"] for n in potential.names}

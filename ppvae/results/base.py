@@ -39,7 +39,7 @@ from pyro.poutine.util import site_is_subsample
 
 from ppvae._util.validation import PPVAEError, check_int
 from ppvae.data.loaders import Batch, Dataset
-from ppvae.model.capabilities import ConditionsOnSubset, require
+from ppvae.model.capabilities import ConditionsOnSubset, check_mask_support, require
 from ppvae.model.enumeration import enumerated_log_likelihood
 from ppvae.model.structure import latent_sites, structure_of
 from ppvae.results.summary import Summary, parameter_summary, summarize
@@ -242,6 +242,8 @@ class Result(abc.ABC):
         """Posterior summary of the global latents: per scalar entry mean, sd, the (1 - prob)/2 and
         (1 + prob)/2 quantiles (5% and 95%), bulk ESS and split R-hat where they apply (MCMC), and on
         request the correlation matrix of the entries across draws. A point estimate has mean only."""
+        if data is not None:
+            check_mask_support(self.model, data)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             draws = self._summary_draws(data, 1 if self.point_estimate else num_draws, seed)

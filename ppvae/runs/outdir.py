@@ -17,6 +17,7 @@ Rules (documented for users in docs/guide/runs.md):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -146,10 +147,15 @@ def check_writable(directory: str, what: str, need: int | None = None) -> None:
     """Raise unless new files can be made in ``directory`` (probed) and its file system has ``need`` bytes free
     (default :data:`MIN_FREE`)."""
     need = MIN_FREE if need is None else need
+    # the probe's name is known before it exists, so a Ctrl-C or SIGTERM anywhere in here still removes it
+    probe = os.path.join(directory, f".ppvae-probe-{os.getpid()}-{uuid.uuid4().hex}")
     try:
-        os.rmdir(tempfile.mkdtemp(prefix=".ppvae-probe-", dir=directory))
+        os.mkdir(probe)
     except OSError as exc:
         raise PPVAEError(f"{what}: cannot write in {directory} ({exc.strerror or exc})") from None
+    finally:
+        with contextlib.suppress(OSError):
+            os.rmdir(probe)
     try:
         free = shutil.disk_usage(directory).free
     except OSError:

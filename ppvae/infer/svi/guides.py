@@ -27,6 +27,7 @@ import torch
 from pyro import poutine
 from pyro.infer import autoguide
 from pyro.infer.autoguide.initialization import init_to_median, init_to_sample, init_to_value
+from torch.distributions import biject_to as constraints_biject
 from torch.distributions import constraints
 
 from ppvae._util.params import LocalParams, local_params
@@ -145,7 +146,11 @@ def init_off_saddle(site=None):
     a simplex (weights 1/K each: Pyro starts every Dirichlet at the uniform simplex, the median of a multivariate
     distribution being undefined) is replaced by a draw from the site's prior (``init_to_sample``). Exchangeable
     components started equal get equal gradients and stay equal, an exact saddle of a mixture's symmetric
-    objective (issue 29: class proportions 0.25 each after a MAP fit). A model's own ``init_values`` are kept.
+    objective (issue 29: class proportions 0.25 each after a MAP fit). The start of ``auto_delta`` (a point
+    estimate; Gaussian guides start at the median and their draws break ties). A model's own ``init_values`` are
+    kept.
+    Tied non-simplex values along a component plate (locations, slopes) move a tenth of the way (in unconstrained
+    space) to a prior draw; tied simplexes along it (a confusion matrix's rows) are drawn from the prior.
 
     A simplex under a sparse Dirichlet prior (concentration < 1, e.g. LDA's Dirichlet(0.1) topics over words) outside
     a component plate is jittered rather than redrawn: its prior draw sits near a vertex, a start from which softmax
@@ -161,7 +166,17 @@ def init_off_saddle(site=None):
     if simplex and not components and _sparse_dirichlet(site["fn"]):
         jittered = v * torch.exp(0.3 * torch.randn_like(v))
         return jittered / jittered.sum(-1, keepdim=True)
+    if components and not simplex:  # tied locations, slopes: a prior draw pulled 90% of the way back (below)
+        return _toward(site, value, init_to_sample(site), 0.1)
     return init_to_sample(site) if simplex or components else value
+
+
+def _toward(site, start: torch.Tensor, draw: torch.Tensor, share: float) -> torch.Tensor:
+    """``start`` moved ``share`` of the way to ``draw`` in the unconstrained space of the site's support: ties broken
+    at the data's scale (a full prior draw, e.g. N(0, 3^2) regression weights, starts far from it)."""
+    transform = constraints_biject(site["fn"].support)
+    u = transform.inv(start)
+    return transform(u + share * (transform.inv(draw) - u)).detach()
 
 
 def _sparse_dirichlet(fn) -> bool:
@@ -185,7 +200,9 @@ def make_guide(spec: Any, model: Model, init_values: dict[str, torch.Tensor] | N
         return spec
     if not isinstance(spec, str) or spec not in _GUIDES:
         raise PPVAEError(f"guide: expected one of {', '.join(sorted(_GUIDES))} or a guide callable; got {spec!r}")
-    init = init_to_value(values=init_values, fallback=init_off_saddle) if init_values else init_off_saddle
+    # a point estimate started at a symmetric saddle stays there; a Gaussian guide's draws break the tie themselves
+    start = init_off_saddle if spec == "auto_delta" else init_to_median
+    init = init_to_value(values=init_values, fallback=start) if init_values else start
     try:
         with local_params():  # built with module-local parameters; its calls are wrapped too (LocalParams)
             return _GUIDES[spec][0](model, init_loc_fn=init, **options)
