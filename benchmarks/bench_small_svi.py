@@ -111,6 +111,16 @@ def ppvae_e2e(make_model, data, steps: int, path: str) -> tuple[float, float, st
         svi_train.potential_path = original
 
 
+def _seconds_per_step(trainer, steps: int) -> float:
+    """Seconds per ``trainer.run_step()`` over ``steps`` steps, after 10 untimed warm-up steps."""
+    for _ in range(10):
+        trainer.run_step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        trainer.run_step()
+    return (time.perf_counter() - start) / steps
+
+
 def ppvae_pyro_step(make_model, data, steps: int) -> float:
     """Seconds per step of ppvae's Pyro path (after 10 warm-up steps)."""
     original = svi_train.potential_path
@@ -119,12 +129,7 @@ def ppvae_pyro_step(make_model, data, steps: int) -> float:
         trainer = ppvae.Trainer(make_model(), data, guide="auto_normal", steps=steps + 10, lr=LR, seed=0)
     finally:
         svi_train.potential_path = original
-    for _ in range(10):
-        trainer.run_step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        trainer.run_step()
-    return (time.perf_counter() - start) / steps
+    return _seconds_per_step(trainer, steps)
 
 
 def plain_pyro_step(make_model, data, steps: int) -> float:
@@ -188,12 +193,7 @@ def ppvae_step(make_model, data, steps: int, compiled: bool) -> float:
     warm-up steps (the first of which compiles, from inductor's cache: this model's cold fit ran before)."""
     trainer = ppvae.Trainer(make_model(), data, guide="auto_normal", steps=steps + 10, lr=LR, seed=0,
                             compile=compiled)
-    for _ in range(10):
-        trainer.run_step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        trainer.run_step()
-    return (time.perf_counter() - start) / steps
+    return _seconds_per_step(trainer, steps)
 
 
 def run_model(name: str, make_model, data, small: int, large: int, slow: int, numpyro: bool) -> dict:
