@@ -106,7 +106,8 @@ class VectorizedNUTS:
         return _Point(z, r - 0.5 * step * g, u, g)
 
     def _energy(self, p: _Point, inv_mass: Array) -> Array:
-        return p.u + 0.5 * (inv_mass * p.r * p.r).sum(-1)
+        with np.errstate(over="ignore", invalid="ignore"):  # an inf energy is a divergence, counted as such
+            return p.u + 0.5 * (inv_mass * p.r * p.r).sum(-1)
 
     # -- one NUTS transition -----------------------------------------------------------------------
     def transition(self, point: _Point, step: Array, inv_mass: Array):
