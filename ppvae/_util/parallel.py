@@ -50,7 +50,14 @@ from concurrent.futures.process import BrokenProcessPool
 
 import torch
 
-from ppvae._util.procs import die_with_parent, main_hidden, watch_process, worker_plan
+from ppvae._util.procs import (
+    die_with_parent,
+    main_hidden,
+    raise_if_swallowed,
+    signals_deferred,
+    watch_process,
+    worker_plan,
+)
 from ppvae._util.progress import Progress
 from ppvae._util.validation import PPVAEError, check_int, warn_at_caller
 
@@ -97,6 +104,7 @@ def report(n: int = 1) -> None:
     """Called by a task: ``n`` more units of it are done (shown by the map's progress display)."""
     global _pending, _last_put
     if _queue is None:
+        raise_if_swallowed()  # a task in this process: a Ctrl-C/SIGTERM some library discarded stops it here
         if _local_progress is not None:
             _local_progress.update(n, _task_index)
         return
@@ -258,10 +266,12 @@ def _map_in_workers(fn, tasks, blobs, workers, threads, display: Progress, count
     results: list = [None] * len(tasks)
     own_threads, outer = torch.get_num_threads(), _local_progress
     processes: list = []
-    dispatcher = threading.Thread()
+    dispatcher, stopped = threading.Thread(), False
     try:
         i = shared.take()  # task 0 is this process's, before the workers get the next ones
-        with main_hidden(hide_main):  # every worker starts here, in this thread (one per first submit)
+        # every worker starts here, in this thread (one per first submit); a signal waits until each start is
+        # complete and the worker registered with the executor, so that the except clause below terminates it
+        with main_hidden(hide_main), signals_deferred():
             running = {}
             for _ in range(workers - 1):
                 j = shared.take()
@@ -281,6 +291,7 @@ def _map_in_workers(fn, tasks, blobs, workers, threads, display: Progress, count
             i = shared.take()
         while dispatcher.is_alive():  # joined in steps, so Ctrl-C still reaches this thread
             dispatcher.join(0.1)
+            raise_if_swallowed()
         if isinstance(shared.error, BrokenProcessPool):
             raise PPVAEError(f"cores: a worker process died ({_how_workers_died(processes)}); nothing was kept; "
                              "run with fewer cores or cores=1") from None
@@ -290,6 +301,7 @@ def _map_in_workers(fn, tasks, blobs, workers, threads, display: Progress, count
     except BaseException:  # Ctrl-C or a task's error: stop the others now rather than let them run on
         shared.stop.set()
         _terminate(executor)
+        stopped = True
         raise
     finally:
         torch.set_num_threads(own_threads)
@@ -297,6 +309,8 @@ def _map_in_workers(fn, tasks, blobs, workers, threads, display: Progress, count
         shared.stop.set()
         if dispatcher.ident is not None:
             dispatcher.join(5)
+        if stopped:  # a worker the dispatcher thread was starting meanwhile
+            _terminate(executor)
         executor.shutdown(wait=True, cancel_futures=True)
         progress_queue.close()
 

@@ -25,7 +25,8 @@ import sys
 import threading
 import time
 
-__all__ = ["die_with_parent", "main_hidden", "watch_process", "worker_plan"]
+__all__ = ["Terminated", "die_with_parent", "forget_handled_interrupt", "main_hidden", "raise_if_swallowed",
+           "signals_deferred", "signals_unwind", "watch_process", "worker_plan"]
 
 _PR_SET_PDEATHSIG = 1
 
@@ -135,3 +136,93 @@ def main_hidden(hide: bool = True):
                 main.__dict__.pop(key, None)
             else:
                 main.__dict__[key] = value
+
+
+# -- signals: SIGINT and SIGTERM unwind the main thread, once, whatever a library does with the exception ----------
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that ``finally`` blocks and temporary-directory cleanup run."""
+
+
+_swallowable: list[int] = []  # the signal whose exception was raised in the block of signals_unwind, if any
+
+
+def _raise_for(signum, frame):
+    _swallowable[:] = [signum]
+    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+@contextlib.contextmanager
+def signals_unwind():
+    """Within the block SIGTERM raises :class:`Terminated` and Ctrl-C (SIGINT, unless ignored) ``KeyboardInterrupt``
+    in the main thread; the previous handlers come back after. An ignored SIGINT (a background job's) stays ignored.
+
+    Python runs a signal handler at the next bytecode of the main thread, whatever it is doing, and a few C paths
+    discard whatever exception a Python callback raises (``hasattr`` on an object with a Python ``__getattr__``,
+    finalizers, some library callbacks). A signal that lands there would be lost and the command would run on to the
+    end (seen once in a thousand signals during parallel MCMC). So the handler also records the signal, and
+    :func:`raise_if_swallowed`, called by the work loops (a training step, a chain's progress), raises it again,
+    once. Outside the main thread this is a no-op."""
+    signums = [signal.SIGTERM, signal.SIGINT]
+    try:
+        previous = {s: signal.getsignal(s) for s in signums}
+        for s in signums:
+            if previous[s] is not signal.SIG_IGN:
+                signal.signal(s, _raise_for)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        _swallowable.clear()
+        for s in signums:
+            if previous[s] is not signal.SIG_IGN and previous[s] is not None:
+                signal.signal(s, previous[s])
+
+
+def raise_if_swallowed() -> None:
+    """Raise again, once, a signal of :func:`signals_unwind` whose exception did not unwind the main thread (the work
+    that called this goes on, so something discarded it). Cheap enough for every step of a loop: one list test."""
+    if _swallowable and threading.current_thread() is threading.main_thread():
+        signum = _swallowable.pop()
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+@contextlib.contextmanager
+def signals_deferred():
+    """Within the block (main thread only) SIGINT and SIGTERM are held, then handed to the handler in place before
+    it when the block ends: for a step that must not stop halfway, such as starting a worker process (a start cut
+    short leaves a worker its parent no longer knows, which outlives the interrupt and prints a traceback when the
+    parent's semaphores are gone)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list = []
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    live = [s for s, h in previous.items() if h is not signal.SIG_IGN and h is not None]
+    for s in live:
+        signal.signal(s, lambda signum, frame: held.append((signum, frame)))
+    try:
+        yield
+    finally:
+        for s in live:
+            signal.signal(s, previous[s])
+        if held:
+            signum, frame = held[0]
+            if callable(previous[signum]):
+                previous[signum](signum, frame)
+            else:  # SIG_DFL: what the signal would have done
+                signal.raise_signal(signum)
+
+
+def forget_handled_interrupt() -> None:
+    """Clear CPython's record of an unhandled ``KeyboardInterrupt`` after the command has handled it.
+
+    CPython (3.8-3.11 at least) sets the process-wide flag ``_Py_UnhandledKeyboardInterrupt`` when a
+    ``KeyboardInterrupt`` leaves code run by ``exec``/``eval`` of a string (``collections.namedtuple`` and
+    ``dataclasses`` run such code while a module is imported), even when an outer ``except`` handles it; under
+    ``python -m`` the interpreter then ends by sending itself SIGINT after the command returned 130 or 143, so the
+    caller sees "killed by SIGINT" (exit -2) instead of the status the command chose. Where the flag is not a
+    visible symbol (other builds, later versions) this does nothing."""
+    with contextlib.suppress(Exception):
+        ctypes.c_int.in_dll(ctypes.pythonapi, "_Py_UnhandledKeyboardInterrupt").value = 0

@@ -17,6 +17,7 @@ import warnings
 import torch
 
 from ppvae._util.parallel import prestart_workers, resolve_workers
+from ppvae._util.procs import Terminated, forget_handled_interrupt, signals_unwind
 from ppvae._util.validation import PPVAEError, one_line
 from ppvae._util.warning_format import warning_line
 from ppvae.cli import models as _cli_models
@@ -52,12 +53,10 @@ from ppvae.model.base import (
 )
 from ppvae.runs.directory import (
     CHECKPOINTS,
-    Terminated,
     check_out,
     checkpoint_dir,
     interrupted_message,
     run_directory,
-    sigterm_unwinds,
 )
 from ppvae.runs.lock import DirectoryLock
 from ppvae.runs.outdir import check_writable
@@ -373,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = None
     try:
-        with sigterm_unwinds(), warnings.catch_warnings():  # SIGTERM unwinds like Ctrl-C: no temporary dir left
+        with signals_unwind(), warnings.catch_warnings():  # SIGTERM unwinds like Ctrl-C: no temporary dir left
             warnings.showwarning = _show_warning
             args = build_parser().parse_args(argv)
             set_threads(args)
@@ -390,6 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         terminated = isinstance(exc, Terminated)
         print(interrupted_message(argv, args, time.perf_counter() - start, terminated), file=sys.stderr)
+        forget_handled_interrupt()  # handled: `python -m ppvae.cli` must end with 130/143, not killed by SIGINT
         return 143 if terminated else 130
     except Exception as exc:  # a bug in ppvae (tests/test_fuzz.py finds none): still one line, traceback on request
         if os.environ.get("PPVAE_TRACEBACK"):

@@ -15,6 +15,7 @@ import os
 import sys
 import time
 
+from ppvae._util.procs import forget_handled_interrupt
 from ppvae._util.validation import PPVAEError
 from ppvae.cli import parser as _cli_parser
 from ppvae.cli.catalogue import DATASETS, MODELS, datasets_text, models_text
@@ -70,4 +71,5 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except KeyboardInterrupt:  # before any work: as ppvae.runs.directory.interrupted_message words it
         print(f"ppvae: interrupted after {time.perf_counter() - start:.1f} s; nothing was written", file=sys.stderr)
+        forget_handled_interrupt()  # as ppvae.cli.app.main does (see there)
         return 130

@@ -31,11 +31,9 @@ refused without running anything.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shlex
-import signal
 import tempfile
 from typing import Any, Callable
 
@@ -252,28 +250,6 @@ def run_dataset(info: dict, data: str | None = None) -> Dataset:
 
 
 # -- building a run directory (temporary directory beside --out, renamed on success) ----------------------
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread so that ``finally`` blocks and temporary-directory cleanup run."""
-
-
-def _raise_terminated(signum, frame):
-    raise Terminated()
-
-
-@contextlib.contextmanager
-def sigterm_unwinds():
-    """Within the block SIGTERM raises :class:`Terminated` (main thread only); the previous handler comes back."""
-    try:
-        previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def interrupted_message(argv: list[str], args, elapsed: float, terminated: bool = False) -> str:
     """What an interrupted command kept: for ``fit`` with checkpoints, their folder, the newest and the
     exact command that resumes; otherwise that nothing was written (the temporary directory is gone)."""

@@ -6,16 +6,14 @@ step it draws a minibatch, computes the differentiable ELBO estimate of the chos
 plate) and steps ONE torch optimizer over every parameter of model and guide. Pyro's own
 ``SVI.step`` keeps one optimizer per parameter and re-validates every distribution at every step;
 ppvae validates on the first step and then runs with validation off, steps torch's fused Adam kernel
-and, with ``jit=True``, replays the objective traced once per batch shape (:mod:`ppvae.infer.svi.jit`).
-(Speed against Pyro's loop and plain PyTorch: benchmarks/bench_vae_speed.py, docs/performance.md.)
-
+and, with ``jit=True``, replays the objective traced once per batch shape (:mod:`ppvae.infer.svi.jit`)
+(speed against Pyro's loop and plain PyTorch: benchmarks/bench_vae_speed.py, docs/performance.md).
 :class:`Trainer` is the loop with its state; ``fit`` builds one and runs it. Code that runs inside
 the loop is a :class:`ppvae.Callback` (:mod:`ppvae.runs.callbacks`); data-parallel training is a strategy
 object the trainer calls (:mod:`ppvae.infer.svi.distributed`); checkpoints save and restore
 :meth:`Trainer.state_dict` (:mod:`ppvae.runs.checkpoint`).
-
-Deterministic on CPU for a seed: Pyro's RNGs are seeded once; epoch e's minibatch order is a permutation
-seeded by (seed, e) (:mod:`ppvae.infer.svi.config`).
+Deterministic on CPU for a seed: Pyro's RNGs are seeded once; epoch e's minibatch order is a permutation seeded
+by (seed, e) (:mod:`ppvae.infer.svi.config`). A signal some library discarded stops the loop at the next step.
 """
 
 from __future__ import annotations
@@ -31,6 +29,7 @@ import torch
 from pyro import poutine
 
 from ppvae._util.convergence import check_convergence as convergence_of
+from ppvae._util.procs import raise_if_swallowed
 from ppvae._util.state import leaves_global_state
 from ppvae._util.validation import PPVAEError, check_int, check_options, one_line
 from ppvae.data.dataset import data_fingerprint
@@ -266,6 +265,7 @@ class Trainer:
     def _loop(self, step_hooks: list, epoch_hooks: list) -> None:
         per_epoch = self.steps_per_epoch
         while self.step < self.total and not self.should_stop:
+            raise_if_swallowed()
             value = self.run_step()
             for hook in step_hooks:
                 hook(self, value)
