@@ -30,7 +30,8 @@ from ppvae.model.enumeration import enumerated_log_likelihood, outside_terms
 
 DRAWS = "_ppvae_joint_draws"
 
-__all__ = ["potential_for", "log_density", "unconstrained_draws", "check_against_potential", "ordered_log_count"]
+__all__ = ["potential_for", "log_joint_at", "log_density", "unconstrained_draws", "check_against_potential",
+           "ordered_log_count"]
 
 
 def potential_for(model, data: Dataset, order=None) -> Potential:
@@ -52,7 +53,7 @@ def _place(value: torch.Tensor, site: dict, num: int, mpn: int) -> torch.Tensor:
     return value.reshape((num,) + (1,) * pad + shape)
 
 
-def _log_joint(potential: Potential, values: dict, num: int) -> torch.Tensor:
+def log_joint_at(potential: Potential, values: dict, num: int) -> torch.Tensor:
     """log sum_z p(X, z, theta_s) of shape (S,) for constrained ``values`` (site -> (S, *shape))."""
     mpn, batch = potential.mpn, potential.batch
     placed = {n: _place(v, potential.sites[n], num, mpn) for n, v in values.items()}
@@ -91,7 +92,7 @@ def _log_density(potential: Potential, theta: torch.Tensor) -> torch.Tensor:
         jac = transform.inv.log_abs_det_jacobian(u, v)
         ladj = ladj + (jac.reshape(num, -1).sum(-1) if jac.dim() else jac.expand(num)).double()
         values[name] = v
-    return _log_joint(potential, values, num) + ladj
+    return log_joint_at(potential, values, num) + ladj
 
 
 def unconstrained_draws(potential: Potential, samples: dict) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """A mixture's label symmetry in the evidence: every estimator's proposal covers all K! labellings.
 
-A mixture with K exchangeable components (the :class:`ppvae.Mixture` capability) has a posterior invariant
+A mixture with K exchangeable components (the :class:`ppvae.Mixture` capability, or components found by
+:func:`detect_label_symmetry` in a model that does not declare it) has a posterior invariant
 under the K! permutations sigma of its labels, p(sigma theta | X) = p(theta | X). A proposal q that sits on one
 labelling (a fitted guide, a Gaussian fitted to the draws of chains that never switched) sees one of the K!
 copies of the posterior and, when the copies are well separated, estimates p(X) / K!: low by log K! (0.69 for
@@ -41,15 +42,19 @@ from pyro import poutine
 from pyro.infer.autoguide import AutoContinuous, AutoGuide, AutoNormal
 from pyro.poutine.util import site_is_subsample
 
-from ppvae._util.validation import warn_at_caller
+from ppvae._util.validation import PPVAEError, warn_at_caller
+from ppvae.evaluate.joint import log_joint_at, potential_for
 from ppvae.infer.importance import global_log_density, particle_plate
 from ppvae.model.capabilities import Mixture
-from ppvae.model.labels import component_sites
+from ppvae.model.labels import component_sites, single_trace
+from ppvae.model.structure import is_local, latent_sites
 
-__all__ = ["LabelSymmetry", "label_symmetry", "MAX_PERMUTATIONS", "guide_log_density", "symmetrized_log_density",
-           "relabel", "relabel_randomly", "covered_labellings", "symmetry_of_potential"]
+__all__ = ["LabelSymmetry", "label_symmetry", "detect_label_symmetry", "MAX_PERMUTATIONS", "guide_log_density",
+           "symmetrized_log_density", "relabel", "relabel_randomly", "covered_labellings", "symmetry_of_potential"]
 
 MAX_PERMUTATIONS = 720  # K <= 6: every permutation evaluated; a larger K gets a warning, no correction
+CHECK_DRAWS = 3  # prior draws at which a candidate relabelling must leave the log joint unchanged
+CHECK_RTOL = 1e-6
 SEPARATED = 0.01  # mean overlap sum_{sigma != id} q(sigma theta) / q(theta) below this: q covers one labelling
 
 
@@ -74,20 +79,81 @@ class LabelSymmetry:
                 for n, v in values.items()}
 
 
-def label_symmetry(model, values: dict) -> LabelSymmetry | None:
+def label_symmetry(model, values: dict, data=None) -> LabelSymmetry | None:
     """The label symmetry of ``model``'s posterior, from one draw's ``values`` (site -> value): a model that
-    declares :class:`ppvae.Mixture` with K >= 2 and component sites; None otherwise, and None when K! exceeds
-    :data:`MAX_PERMUTATIONS` (the caller warns)."""
+    declares :class:`ppvae.Mixture` with K >= 2 and component sites; for any other model, when ``data`` (a Dataset,
+    or the model's :class:`~ppvae.infer.mcmc.potential.Potential` on it) is given, the components that
+    :func:`detect_label_symmetry` finds. None otherwise, and no permutations when K! exceeds :data:`MAX_PERMUTATIONS`
+    (the caller warns)."""
     if not isinstance(model, Mixture):
-        return None
+        return None if data is None else detect_label_symmetry(model, data)
     sites = {n: a - values[n].dim() for n, a in component_sites(model, values).items() if n in values}
-    K = model.num_components()
+    return _symmetry(model.num_components(), sites)
+
+
+def _symmetry(K, sites: dict) -> LabelSymmetry | None:
     if not sites or not isinstance(K, int) or K < 2:
         return None
     if math.factorial(K) > MAX_PERMUTATIONS:
         return LabelSymmetry(K, sites, torch.empty(0, K, dtype=torch.long))
-    perms = torch.tensor(list(itertools.permutations(range(K))), dtype=torch.long)
-    return LabelSymmetry(K, sites, perms)
+    return LabelSymmetry(K, sites, torch.tensor(list(itertools.permutations(range(K))), dtype=torch.long))
+
+
+def _candidates(sites: dict) -> dict[int, dict[str, int]]:
+    """K -> {site: component axis from the right}: the continuous global sites inside a plate of size K >= 2 (other
+    than the data plate; the plate's axis), then the K-simplex sites outside such a plate (the last axis); empty
+    when a continuous site is local (its relabelling would not be a function of the globals alone)."""
+    plated: dict[int, dict[str, int]] = {}
+    simplexes = []
+    for name, site in sites.items():
+        if site["fn"].support.is_discrete:
+            continue
+        if is_local(site):
+            return {}
+        event_dim = len(site["fn"].event_shape)
+        frames = [f for f in site["cond_indep_stack"] if f.size is not None and f.size >= 2 and f.dim is not None]
+        for frame in frames[:1]:  # the innermost plate names the components
+            plated.setdefault(frame.size, {})[name] = frame.dim - event_dim
+        if not frames and site["fn"].support is torch.distributions.constraints.simplex:
+            simplexes.append((int(site["value"].shape[-1]), name))
+    for K, name in simplexes:
+        if K in plated:
+            plated[K][name] = -1
+    return plated
+
+
+def detect_label_symmetry(model, data) -> LabelSymmetry | None:
+    """Exchangeable mixture components of a model that does not declare :class:`ppvae.Mixture`; None if none.
+
+    Candidates (:func:`_candidates`): for each plate size K >= 2, the continuous global sites in that plate and the
+    K-simplexes (the weights). They are exchangeable when relabelling them leaves the log joint with the discrete
+    locals summed, log p(X, theta), unchanged. The symmetric group S_K is generated by the transposition (0 1) and
+    the cycle (0 1 ... K-1), so that is checked for those two at :data:`CHECK_DRAWS` draws from the prior (relative
+    tolerance :data:`CHECK_RTOL`; a prior draw breaks every accidental tie). ``data``: a Dataset or the model's
+    Potential on it. A model whose potential cannot be built (discrete globals, ...) or that has continuous locals
+    is not checked."""
+    if not hasattr(data, "sites"):  # a Dataset: candidates from one trace first, the potential only if there are some
+        if not _candidates(latent_sites(single_trace(model, data.batch()))):
+            return None
+        try:
+            data = potential_for(model, data)
+        except PPVAEError:
+            return None
+    potential = data
+    for K, sites in sorted(_candidates(potential.sites).items()):
+        if all(potential.sites[n]["fn"].support is torch.distributions.constraints.simplex for n in sites):
+            continue  # weights alone do not make components
+        with torch.random.fork_rng(), poutine.block(), pyro.validation_enabled(False):
+            torch.manual_seed(0)
+            draws = [poutine.trace(potential.fn).get_trace(potential.batch) for _ in range(CHECK_DRAWS)]
+        values = {n: torch.stack([d.nodes[n]["value"] for d in draws]) for n in potential.sites}
+        sym = LabelSymmetry(K, sites, torch.empty(0, K, dtype=torch.long))
+        base = log_joint_at(potential, values, CHECK_DRAWS)
+        generators = (torch.tensor([1, 0, *range(2, K)]), torch.tensor([*range(1, K), 0]))
+        if all(torch.allclose(log_joint_at(potential, sym.permute(values, g), CHECK_DRAWS), base, rtol=CHECK_RTOL,
+                              atol=CHECK_RTOL) for g in generators):
+            return _symmetry(K, sites)
+    return None
 
 
 def guide_log_density(q, batch, values: dict, num: int, mpn: int, supports: dict) -> torch.Tensor | None:
@@ -147,7 +213,7 @@ def symmetry_of_potential(model, potential) -> LabelSymmetry | None:
     the ordered region (``order=``, whose log K! the estimators add themselves) or there is none to evaluate."""
     if potential.order is not None:
         return None
-    sym = label_symmetry(model, {n: s["value"] for n, s in potential.sites.items()})
+    sym = label_symmetry(model, {n: s["value"] for n, s in potential.sites.items()}, potential)
     if sym is not None and not len(sym.permutations):
         warn_at_caller(f"log_evidence: the posterior is symmetric in the {sym.num_components} mixture labels, but "
                        f"K! = {math.factorial(sym.num_components)} relabellings are too many to evaluate: if the "
