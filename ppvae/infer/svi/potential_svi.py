@@ -131,8 +131,8 @@ class PotentialSVI:
         self._eye = torch.eye(self.dim, dtype=self.flat.dtype, device=self.flat.device)
         self._check_layout()
         trainer.params = [self.flat]
-        self.compile, self.compile_reason = wants_compile(cfg.compile, trainer.total, self.minibatch,
-                                                          self.flat.device)
+        self.compile, self.compile_reason = wants_compile(cfg.compile, trainer.total, self.minibatch, self.flat.device,
+                                                          self.potential.closed_form_gradient is not None)
         self._step_fn = None  # the compiled step (ppvae/infer/svi/compiled.py), made on the first step
 
     def initialize(self) -> None:
