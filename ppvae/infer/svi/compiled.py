@@ -66,8 +66,11 @@ def compile_step(fn, example: tuple):
         try:
             graph = make_fx(fn)(*example)
             _index_constant_masks(graph, example)
-            # the size and alignment checks of each library call's output cost ~10% of a small model's step
-            with config.patch(size_asserts=False, alignment_asserts=False):
+            # the size and alignment checks of each library call's output cost ~10% of a small model's step;
+            # scalar loops (simdlen 0): on tensors of tens to hundreds of elements, at::vec's vectorized loops buy
+            # nothing, and their templates were most of the C++ compiler's time (compile 2-3x faster without them;
+            # benchmarks/bench_small_svi.py, docs/guide/fast_svi.md)
+            with config.patch(size_asserts=False, alignment_asserts=False, **{"cpp.simdlen": 0}):
                 compiled = compile_fx(graph, list(example))
                 compiled(*example)  # the first call compiles what is left lazily
         except Exception as exc:  # inductor raises many types (BackendCompilerFailed, lowering errors, ...)
