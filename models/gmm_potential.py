@@ -101,7 +101,8 @@ def full_potential(uw, umu, uv, uc, c: dict, column: int | None):
     L = sigma.unsqueeze(-1) * C  # (K, D, D)
     diff = (c["x"].unsqueeze(1) - mu).permute(1, 2, 0)  # (K, D, N)
     e = torch.linalg.solve_triangular(L, diff, upper=False)  # L_k^{-1} (x_i - mu_k)
-    log_det = uv.sum(-1) + S.sum((-1, -2))  # log|det L_k| = sum log sigma_kd + sum log C_k,dd
+    log_diag = uv + S.sum(-1)  # log L_k,dd = log sigma_kd + log C_k,dd, and log C_k,dd = sum_l S_k,dl
+    log_det = log_diag.sum(-1)
     comp = (logw - log_det).unsqueeze(-1) - 0.5 * (e * e).sum(1)  # (K, N): log w_k N(x_i | k) + D/2 log 2 pi
     top = comp.max(0, keepdim=True).values
     ex = (comp - top).exp()
@@ -112,7 +113,7 @@ def full_potential(uw, umu, uv, uc, c: dict, column: int | None):
     Lt = L.transpose(-1, -2)
     g_mu = torch.linalg.solve_triangular(Lt, re.sum(-1).unsqueeze(-1), upper=True).squeeze(-1)
     outer = torch.linalg.solve_triangular(Lt, re @ e.transpose(-1, -2), upper=True)  # L_k^{-T} E_k
-    GL = outer.tril() - torch.diag_embed(nk.unsqueeze(-1) / L.diagonal(dim1=-2, dim2=-1))
+    GL = outer.tril() - c["eye"] * (nk.unsqueeze(-1) * (-log_diag).exp()).unsqueeze(-1)  # - N_k diag(1 / L_k,dd)
     g_v = (GL * L).sum(-1)
     G = sigma.unsqueeze(-1) * GL
     A = G * C

@@ -134,6 +134,7 @@ class PotentialSVI:
         self.compile, self.compile_reason = wants_compile(cfg.compile, trainer.total, self.minibatch, self.flat.device,
                                                           self.potential.closed_form_gradient is not None)
         self._step_fn = None  # the compiled step (ppvae/infer/svi/compiled.py), made on the first step
+        self._closed_form_fn = None  # the traced step of a closed-form gradient, made on the first step
 
     def initialize(self) -> None:
         """The one Adam over the flat vector and its schedule, on the trainer (``Trainer.initialize`` on this path;
@@ -274,8 +275,21 @@ class PotentialSVI:
         # the rounding; without it a step's numbers do not depend on how often the graph ran before (exact resume)
         with torch.jit.optimized_execution(False):
             if manual and self.kind in ("auto_normal", "auto_mvn"):
+                if self.potential.closed_form_gradient is not None:  # no autograd anywhere: one traced graph
+                    return self._closed_form_step(eps)(self.flat.detach(), eps)
                 return self._manual(eps, energy, data)
             return self._autograd(eps, energy, data)
+
+    def _closed_form_step(self, eps: torch.Tensor):
+        """(flat, eps) -> (loss, grad, grads) for a model with a closed-form gradient: :meth:`_manual` and the model's
+        closed form contain no autograd, so the whole step is traced once into one TorchScript graph (the guide's
+        arithmetic then costs no Python per operation)."""
+        if self._closed_form_fn is None:
+            def step(flat, noise):
+                return self._manual(noise, self.potential.closed_form_value_and_grad, (), flat)
+
+            self._closed_form_fn = trace(step, (self.flat.detach().clone(), eps.clone()))
+        return self._closed_form_fn
 
     def _compiled_step(self, eps: torch.Tensor):
         """(flat, eps) -> (loss, grad, grads) compiled once (:mod:`ppvae.infer.svi.compiled`); on failure, a warning
