@@ -48,7 +48,7 @@ from ppvae.infer.mcmc.potential import Potential
 from ppvae.infer.svi.compiled import compile_step, trace, wants_compile, with_grad
 from ppvae.infer.svi.config import batch_index
 from ppvae.infer.svi.distributed import SingleProcess
-from ppvae.infer.svi.steps import adam, make_scheduler, nonfinite_error, rng_state, set_rng_state
+from ppvae.infer.svi.steps import adam, fused_adam_step, make_scheduler, nonfinite_error, rng_state, set_rng_state
 from ppvae.model.structure import declared_structure, is_local
 
 __all__ = ["potential_path", "PotentialSVI", "FAST_GUIDES"]
@@ -387,20 +387,7 @@ class PotentialSVI:
         return value
 
     def _adam_step(self, optim: torch.optim.Adam) -> None:
-        """``optim.step()`` as its own fused branch runs it (``torch.optim.adam._fused_adam``: the step count, then
-        one ``_fused_adam_`` kernel on the flat vector), without the ~0.1 ms of Python around it; the first step
-        and a non-fused optimizer go through ``optim.step()``, which creates the state."""
-        group, state = optim.param_groups[0], optim.state.get(self.flat)
-        if not state or not group.get("fused") or group["amsgrad"] or group["maximize"]:
-            optim.step()
-            return
-        steps = [state["step"]]
-        with torch.no_grad():
-            torch._foreach_add_(steps, 1)
-            torch._fused_adam_([self.flat], [self.flat.grad], [state["exp_avg"]], [state["exp_avg_sq"]], [], steps,
-                               amsgrad=False, lr=group["lr"], beta1=group["betas"][0], beta2=group["betas"][1],
-                               weight_decay=group["weight_decay"], eps=group["eps"], maximize=False, grad_scale=None,
-                               found_inf=None)
+        fused_adam_step(optim, self.flat)
 
     def _nonfinite(self, value: float, grads: torch.Tensor, batch: Batch, b: int) -> NonFiniteError:
         """The trainer's non-finite error (the step, the model/guide sites whose log-probability is not finite on a
