@@ -43,6 +43,7 @@ examples/data/mixreg.csv (examples/mixreg.py).
     python benchmarks/bench_small_svi.py             # 1,000 and 10,000 steps
     python benchmarks/bench_small_svi.py --quick     # 200 and 1,000 steps, 50 slow steps
     python benchmarks/bench_small_svi.py --models gmm_full,blr
+    python benchmarks/bench_small_svi.py --models gmm_full_autograd   # the full GMM without its closed form
 """
 
 from __future__ import annotations
@@ -78,6 +79,14 @@ from _small_models import FLOORS, NUMPYRO_MODELS  # noqa: E402
 LR = 0.01
 
 
+class AutogradGMM(GMM):
+    """The full-covariance GMM without its closed-form gradient (``gmm_full_autograd``): the generic potential,
+    enumeration and autograd, as a model without a ``ClosedFormPotential`` hook runs."""
+
+    def closed_form_potential(self, x, order=None):
+        return None
+
+
 def cases() -> dict:
     blr = ppvae.import_model(str(ROOT / "examples" / "blr.py:BayesianLinearRegression"))
     schools = ppvae.import_model(str(ROOT / "examples" / "eight_schools.py:EightSchools"))
@@ -88,6 +97,7 @@ def cases() -> dict:
     school_data = __import__(schools.__module__, fromlist=["schools"]).schools()
     return {
         "gmm_full": (lambda: GMM(K=2), faithful),
+        "gmm_full_autograd": (lambda: AutogradGMM(K=2), faithful),
         "gmm_diag": (lambda: GMM(K=3, covariance="diag"), faithful),
         "blr": (lambda: blr(noise_sd=0.5), regression),
         "schools": (lambda: schools(), school_data),
