@@ -130,8 +130,8 @@ def mixreg_floor(model, data, steps, lr):
     return _floor(sites, log_joint, steps, lr)
 
 
-FLOORS = {"gmm_full": gmm_floor, "gmm_diag": gmm_floor, "blr": blr_floor, "schools": schools_floor,
-          "mixreg": mixreg_floor}
+FLOORS = {"gmm_full": gmm_floor, "gmm_full_autograd": gmm_floor, "gmm_diag": gmm_floor, "blr": blr_floor,
+          "schools": schools_floor, "mixreg": mixreg_floor}
 
 
 # -- NumPyro -------------------------------------------------------------------------------------------------
@@ -217,5 +217,5 @@ def np_mixreg(model, data):
     return fn, (x, y)
 
 
-NUMPYRO_MODELS = {"gmm_full": np_gmm, "gmm_diag": np_gmm, "blr": np_blr, "schools": np_schools,
-                  "mixreg": np_mixreg}
+NUMPYRO_MODELS = {"gmm_full": np_gmm, "gmm_full_autograd": np_gmm, "gmm_diag": np_gmm, "blr": np_blr,
+                  "schools": np_schools, "mixreg": np_mixreg}

@@ -41,6 +41,7 @@ from ppvae import (
     check_int,
     register_model,
 )
+from ppvae.models.gmm_potential import full_constants, full_potential
 
 
 def gmm_log_likelihood(x, weights, locs, scale_tril) -> torch.Tensor:
@@ -265,11 +266,21 @@ class GMM(Model, ClosedFormEM, ClosedFormPotential, Mixture, Reports):
         return torch.logsumexp(w.log() + comp, dim=-1)
 
     def closed_form_potential(self, x, order=None):
-        """The potential of ``ppvae.infer.mcmc.sampler`` and its gradient in closed form (:func:`_diag_potential`), or
-        None where there is none here (full or spherical covariances, or an ordering on another site than ``locs``)."""
-        if self._full(x.shape[-1]) or self.covariance == "spherical" or (order is not None and order[0] != "locs"):
+        """The potential of ``ppvae.infer.mcmc.sampler`` and its gradient in closed form (:func:`_diag_potential`,
+        and :func:`ppvae.models.gmm_potential.full_potential` for full covariances), or None where there is none
+        here (spherical covariances, or an ordering on another site than ``locs``)."""
+        if self.covariance == "spherical" or (order is not None and order[0] != "locs"):
             return None
         K, D, N, a = self.K, x.shape[-1], x.shape[0], self.concentration
+        column = None if order is None else order[1]
+        if self._full(D):
+            c = full_constants(x, K, a, self.loc_mean, self.loc_scale, self.scale_median, column)
+
+            def potential(u):
+                U, g_w, g_mu, g_v, g_c = full_potential(u["weights"], u["locs"], u["scales"], u["corr"], c, column)
+                return U, {"weights": g_w, "locs": g_mu, "scales": g_v, "corr": g_c}
+
+            return potential
         const = (-0.5 * N * D * math.log(2 * math.pi) + math.lgamma(K * a) - K * math.lgamma(a)
                  - K * float(self.loc_scale.log().sum()) - K * D * math.log(2 * math.pi))
         c = {"x": x.unsqueeze(1), "log_offset": torch.arange(K - 1, 0, -1, dtype=x.dtype, device=x.device).log(),
@@ -277,7 +288,6 @@ class GMM(Model, ClosedFormEM, ClosedFormPotential, Mixture, Reports):
              "jac_weights": torch.cat([x.new_ones(K - 1), x.new_zeros(1)]), "loc_mean": self.loc_mean,
              "inv_loc_scale": 1 / self.loc_scale, "log_scale_median": self.scale_median.log(),
              "column": torch.tensor([order[1] if order else 0], device=x.device)}
-        column = None if order is None else order[1]
 
         def potential(u):
             U, g_w, g_mu, g_v = _diag_potential(u["weights"], u["locs"], u["scales"], c, column)

@@ -10,7 +10,12 @@ into a few C++ loops compiled by the system C++ compiler; a step is then one cal
 
 Compilation costs seconds (the C++ compiler; inductor's on-disk cache makes a second process's compile of the
 same graph fast), so :func:`wants_compile` takes it only when asked (``compile=True``) or, with ``compile="auto"``,
-for runs of at least :data:`AUTO_MIN_STEPS` steps on the full data set on CPU, where it pays for itself. A
+for runs on the full data set on CPU long enough for it to pay for itself: at least :data:`AUTO_MIN_STEPS` steps
+when autograd differentiates the potential (its backward doubles the traced step's operations, and compiling
+removes each one's dispatch), at least :data:`AUTO_MIN_STEPS_CLOSED_FORM` when the model gives the gradient in closed
+form (a traced step of a few hundred microseconds, which compilation speeds up by less than a millisecond: ten
+thousand steps do not repay the seconds of compilation, let alone the first compilation of a process, which also
+builds inductor's precompiled header). A
 failure to compile (no C++ compiler, an operation inductor cannot lower) falls back to the traced path with a
 warning; the choice depends only on the configuration and the environment, never on timing, so a run and its
 resumption take the same path and their steps agree bit for bit.
@@ -24,24 +29,29 @@ import warnings
 import pyro
 import torch
 
-__all__ = ["AUTO_MIN_STEPS", "wants_compile", "compile_step", "trace", "with_grad"]
+__all__ = ["AUTO_MIN_STEPS", "AUTO_MIN_STEPS_CLOSED_FORM", "wants_compile", "compile_step", "trace", "with_grad"]
 
 AUTO_MIN_STEPS = 5000
+AUTO_MIN_STEPS_CLOSED_FORM = 50000
 
 
-def wants_compile(setting, total_steps: int, minibatch: bool, device: torch.device) -> tuple[bool, str]:
-    """(compile?, why) for the ``compile`` setting (True, False or "auto") of a run."""
+def wants_compile(setting, total_steps: int, minibatch: bool, device: torch.device,
+                  closed_form: bool = False) -> tuple[bool, str]:
+    """(compile?, why) for the ``compile`` setting (True, False or "auto") of a run; ``closed_form``: the model gives
+    the potential's gradient in closed form. Depends only on the configuration, never on timing."""
     if setting is False:
         return False, "compile=False"
     if minibatch:
         return False, "minibatches (the data change every step)"
     if setting == "auto" and device.type != "cpu":
         return False, "compile='auto' compiles on CPU only"
-    if setting == "auto" and total_steps < AUTO_MIN_STEPS:
-        return False, f"compile='auto' and fewer than {AUTO_MIN_STEPS} steps"
+    least = AUTO_MIN_STEPS_CLOSED_FORM if closed_form else AUTO_MIN_STEPS
+    kind = " with a closed-form gradient" if closed_form else ""
+    if setting == "auto" and total_steps < least:
+        return False, f"compile='auto' and fewer than {least} steps{kind}"
     if shutil.which("c++") is None and shutil.which("g++") is None and shutil.which("clang++") is None:
         return False, "no C++ compiler on PATH"
-    return True, "compile=True" if setting is True else f"compile='auto' and at least {AUTO_MIN_STEPS} steps"
+    return True, "compile=True" if setting is True else f"compile='auto' and at least {least} steps{kind}"
 
 
 def compile_step(fn, example: tuple):
@@ -56,8 +66,11 @@ def compile_step(fn, example: tuple):
         try:
             graph = make_fx(fn)(*example)
             _index_constant_masks(graph, example)
-            # the size and alignment checks of each library call's output cost ~10% of a small model's step
-            with config.patch(size_asserts=False, alignment_asserts=False):
+            # the size and alignment checks of each library call's output cost ~10% of a small model's step;
+            # scalar loops (simdlen 0): on tensors of tens to hundreds of elements, at::vec's vectorized loops buy
+            # nothing, and their templates were most of the C++ compiler's time (compile 2-3x faster without them;
+            # benchmarks/bench_small_svi.py, docs/guide/fast_svi.md)
+            with config.patch(size_asserts=False, alignment_asserts=False, **{"cpp.simdlen": 0}):
                 compiled = compile_fx(graph, list(example))
                 compiled(*example)  # the first call compiles what is left lazily
         except Exception as exc:  # inductor raises many types (BackendCompilerFailed, lowering errors, ...)

@@ -48,7 +48,7 @@ from ppvae.infer.mcmc.potential import Potential
 from ppvae.infer.svi.compiled import compile_step, trace, wants_compile, with_grad
 from ppvae.infer.svi.config import batch_index
 from ppvae.infer.svi.distributed import SingleProcess
-from ppvae.infer.svi.steps import adam, make_scheduler, nonfinite_error, rng_state, set_rng_state
+from ppvae.infer.svi.steps import adam, fused_adam_step, make_scheduler, nonfinite_error, rng_state, set_rng_state
 from ppvae.model.structure import declared_structure, is_local
 
 __all__ = ["potential_path", "PotentialSVI", "FAST_GUIDES"]
@@ -131,9 +131,10 @@ class PotentialSVI:
         self._eye = torch.eye(self.dim, dtype=self.flat.dtype, device=self.flat.device)
         self._check_layout()
         trainer.params = [self.flat]
-        self.compile, self.compile_reason = wants_compile(cfg.compile, trainer.total, self.minibatch,
-                                                          self.flat.device)
+        self.compile, self.compile_reason = wants_compile(cfg.compile, trainer.total, self.minibatch, self.flat.device,
+                                                          self.potential.closed_form_gradient is not None)
         self._step_fn = None  # the compiled step (ppvae/infer/svi/compiled.py), made on the first step
+        self._closed_form_fn = None  # the traced step of a closed-form gradient, made on the first step
 
     def initialize(self) -> None:
         """The one Adam over the flat vector and its schedule, on the trainer (``Trainer.initialize`` on this path;
@@ -274,8 +275,21 @@ class PotentialSVI:
         # the rounding; without it a step's numbers do not depend on how often the graph ran before (exact resume)
         with torch.jit.optimized_execution(False):
             if manual and self.kind in ("auto_normal", "auto_mvn"):
+                if self.potential.closed_form_gradient is not None:  # no autograd anywhere: one traced graph
+                    return self._closed_form_step(eps)(self.flat.detach(), eps)
                 return self._manual(eps, energy, data)
             return self._autograd(eps, energy, data)
+
+    def _closed_form_step(self, eps: torch.Tensor):
+        """(flat, eps) -> (loss, grad, grads) for a model with a closed-form gradient: :meth:`_manual` and the model's
+        closed form contain no autograd, so the whole step is traced once into one TorchScript graph (the guide's
+        arithmetic then costs no Python per operation)."""
+        if self._closed_form_fn is None:
+            def step(flat, noise):
+                return self._manual(noise, self.potential.closed_form_value_and_grad, (), flat)
+
+            self._closed_form_fn = trace(step, (self.flat.detach().clone(), eps.clone()))
+        return self._closed_form_fn
 
     def _compiled_step(self, eps: torch.Tensor):
         """(flat, eps) -> (loss, grad, grads) compiled once (:mod:`ppvae.infer.svi.compiled`); on failure, a warning
@@ -373,20 +387,7 @@ class PotentialSVI:
         return value
 
     def _adam_step(self, optim: torch.optim.Adam) -> None:
-        """``optim.step()`` as its own fused branch runs it (``torch.optim.adam._fused_adam``: the step count, then
-        one ``_fused_adam_`` kernel on the flat vector), without the ~0.1 ms of Python around it; the first step
-        and a non-fused optimizer go through ``optim.step()``, which creates the state."""
-        group, state = optim.param_groups[0], optim.state.get(self.flat)
-        if not state or not group.get("fused") or group["amsgrad"] or group["maximize"]:
-            optim.step()
-            return
-        steps = [state["step"]]
-        with torch.no_grad():
-            torch._foreach_add_(steps, 1)
-            torch._fused_adam_([self.flat], [self.flat.grad], [state["exp_avg"]], [state["exp_avg_sq"]], [], steps,
-                               amsgrad=False, lr=group["lr"], beta1=group["betas"][0], beta2=group["betas"][1],
-                               weight_decay=group["weight_decay"], eps=group["eps"], maximize=False, grad_scale=None,
-                               found_inf=None)
+        fused_adam_step(optim, self.flat)
 
     def _nonfinite(self, value: float, grads: torch.Tensor, batch: Batch, b: int) -> NonFiniteError:
         """The trainer's non-finite error (the step, the model/guide sites whose log-probability is not finite on a

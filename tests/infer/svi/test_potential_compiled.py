@@ -15,7 +15,13 @@ from _helpers import REPO_ROOT
 from torch.fx.experimental.proxy_tensor import make_fx
 
 import ppvae
-from ppvae.infer.svi.compiled import AUTO_MIN_STEPS, _index_constant_masks, wants_compile
+from ppvae.infer.svi.compiled import (
+    AUTO_MIN_STEPS,
+    AUTO_MIN_STEPS_CLOSED_FORM,
+    _index_constant_masks,
+    wants_compile,
+)
+from ppvae.models import GMM
 
 blr = ppvae.import_model(str(REPO_ROOT / "examples" / "blr.py:BayesianLinearRegression"))
 schools = ppvae.import_model(str(REPO_ROOT / "examples" / "eight_schools.py:EightSchools"))
@@ -87,10 +93,18 @@ def test_when_compilation_applies(regression):
     assert not wants_compile(False, 10 ** 6, False, cpu)[0]
     assert not wants_compile("auto", AUTO_MIN_STEPS - 1, False, cpu)[0]
     assert not wants_compile(True, 10 ** 6, True, cpu)[0]  # minibatches
+    # a closed-form gradient (a traced step of a few hundred microseconds) waits for more steps
+    assert not wants_compile("auto", AUTO_MIN_STEPS_CLOSED_FORM - 1, False, cpu, closed_form=True)[0]
     if shutil.which("c++") or shutil.which("g++"):
         assert wants_compile("auto", AUTO_MIN_STEPS, False, cpu)[0] and wants_compile(True, 1, False, cpu)[0]
+        assert wants_compile("auto", AUTO_MIN_STEPS_CLOSED_FORM, False, cpu, closed_form=True)[0]
+        assert wants_compile(True, 1, False, cpu, closed_form=True)[0]
     fit = ppvae.fit(blr(noise_sd=0.5), regression, guide="auto_normal", steps=3, progress=False,
                     check_convergence=False)
     assert fit.info["svi_compile"] == f"compile='auto' and fewer than {AUTO_MIN_STEPS} steps"
+    trainer = ppvae.Trainer(GMM(K=2), ppvae.load_dataset("faithful"), guide="auto_normal", steps=AUTO_MIN_STEPS)
+    assert trainer.fast.potential.gradient == "closed form" and not trainer.fast.compile
+    assert trainer.fast.compile_reason == (f"compile='auto' and fewer than {AUTO_MIN_STEPS_CLOSED_FORM} steps with a "
+                                           "closed-form gradient")
     with pytest.raises(ppvae.PPVAEError, match="compile: expected True, False or 'auto'; got 'yes'"):
         ppvae.fit(blr(noise_sd=0.5), regression, steps=3, compile="yes")

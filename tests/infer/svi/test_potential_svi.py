@@ -1,8 +1,9 @@
 """SVI on the compiled potential (ppvae/infer/svi/potential_svi.py, issue 24) against Pyro's path and closed forms.
 
 * ELBO value and gradient: the potential path and Pyro's ELBO (``Trace_ELBO`` / ``TraceEnum_ELBO``) at the same
-  parameters and the same noise, on four models: GMM K=2 full (enumerated assignments; simplex, positive and
-  Cholesky-factor globals), GMM K=3 diagonal (the model's closed-form gradient), Bayesian linear regression
+  parameters and the same noise, on four models: GMM K=2 full (simplex, positive and Cholesky-factor globals; with
+  the model's closed-form gradient, and without it: enumerated assignments and autograd), GMM K=3 diagonal (the
+  model's closed-form gradient), Bayesian linear regression
   and non-centered eight schools (a positive global), over the four guides.
 * Bayesian linear regression: the moments of an ``auto_mvn`` fit on the potential path within 3 Monte Carlo
   standard errors of the exact Gaussian posterior.
@@ -33,9 +34,17 @@ def regression():
     return ppvae.load_dataset(f"{ROOT / 'examples' / 'data' / 'regression.csv'}:target=y")
 
 
+class _EnumeratedGMM(gmm_cls):
+    """The full-covariance GMM without its closed-form gradient: the generic potential (enumeration, autograd)."""
+
+    def closed_form_potential(self, x, order=None):
+        return None
+
+
 def _cases(faithful, regression):
     return {
         "gmm_full": (gmm_cls(K=2), faithful),
+        "gmm_full_enum": (_EnumeratedGMM(K=2), faithful),
         "gmm_diag": (gmm_cls(K=3, covariance="diag"), faithful),
         "blr": (blr(noise_sd=0.5), regression),
         "schools": (schools(), schools_module.schools()),
@@ -58,6 +67,7 @@ def _pyro_loss_and_grad(trainer, seed: int):
 
 @pytest.mark.parametrize("case,guide", [
     ("gmm_full", "auto_normal"), ("gmm_full", "auto_mvn"), ("gmm_full", "auto_lowrank_mvn"), ("gmm_full", "auto_delta"),
+    ("gmm_full_enum", "auto_normal"), ("gmm_full_enum", "auto_mvn"),
     ("gmm_diag", "auto_normal"), ("gmm_diag", "auto_mvn"), ("blr", "auto_lowrank_mvn"), ("blr", "auto_mvn"),
     ("schools", "auto_normal"), ("schools", "auto_delta"),
 ])
