@@ -21,7 +21,15 @@ def _until(condition, timeout=30.0):
         time.sleep(0.001)  # bytecodes between sleeps: where Python runs a pending signal handler
 
 
-def test_a_signal_inside_the_deferred_block_is_delivered_when_it_ends():
+@pytest.fixture
+def ctrl_c_raises():
+    """Python's own Ctrl-C handler, whatever the suite inherited (a background job's SIGINT is ignored)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_a_signal_inside_the_deferred_block_is_delivered_when_it_ends(ctrl_c_raises):
     ran_on = []
     with pytest.raises(KeyboardInterrupt):
         with signals_deferred():
@@ -30,6 +38,18 @@ def test_a_signal_inside_the_deferred_block_is_delivered_when_it_ends():
             ran_on.append(True)
     assert ran_on == [True]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler in place before is back
+
+
+def test_an_ignored_ctrl_c_stays_ignored():
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with signals_deferred(), signals_unwind():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_sigterm_unwinds_the_main_thread_and_the_handlers_come_back():
