@@ -209,7 +209,8 @@ class LDA(TopicModel, Model, CoordinateAscentVI, ConjugateExponential):
         CVB0 on 64 documents and -3.505 on 256, against -3.489 for batch CAVI from CVB0 on all 395: the gap of
         online LDA to CVB0-started CAVI is its start (the mean-field ELBO's local optima), not its steps. On the
         corpus replicated 10x, CVB0 on 256 of its 3,950 documents starts it lower than the Gamma draw does (-2.939
-        against -2.845 after 400 steps, seed 0): a subsample's start is no general remedy."""
+        against -2.845 after 400 steps, seed 0): a subsample's start is no general remedy; the default warm-up
+        (:meth:`ce_local_warmup`) is the one that closes that gap."""
         K = check_int("topics", self.topics, low=1)
         if init is not None and "lambda" in init:
             return {"lambda": torch.as_tensor(init["lambda"], dtype=torch.float64)}
