@@ -79,12 +79,12 @@ def test_one_full_batch_warmup_step_is_scvb0s_expected_counts():
 
 
 def test_warmup_default_and_refusals(corpus):
-    """warmup=None: one pass (ceil(150 / 15) = 10 steps), at most a quarter of the steps (8 of 32); refused for a
+    """warmup=None: one pass (ceil(150 / 15) = 10 steps), at most a quarter of the steps (5 of 20); refused for a
     model without a warm-up step, naming the argument."""
     ds, _ = corpus
     model = LDA(topics=3, alpha=0.3, eta=0.1)
-    assert ppvae.fit_svi_natural(model, ds, batch_size=15, num_steps=60, eval_every=0).config["warmup"] == 10
-    assert ppvae.fit_svi_natural(model, ds, batch_size=15, num_steps=32, eval_every=0).config["warmup"] == 8
+    assert ppvae.fit_svi_natural(model, ds, batch_size=15, num_steps=44, eval_every=0).config["warmup"] == 10
+    assert ppvae.fit_svi_natural(model, ds, batch_size=15, num_steps=20, eval_every=0).config["warmup"] == 5
     with pytest.raises(ppvae.PPVAEError, match="warmup: model 'normal_gamma' has no warm-up"):
         ppvae.fit_svi_natural(ppvae.models.NormalGamma(), torch.randn(10, 1), warmup=3)
 
