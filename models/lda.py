@@ -235,11 +235,12 @@ class LDA(TopicModel, Model, CoordinateAscentVI, ConjugateExponential):
         :mod:`models.lda_online`, ``zero_order``), phi_dwk ∝ E[beta_kw] gamma_dk. Why (docs/guide/cavi.md, Reuters
         x10, K = 20, batch 64, tau0 10, kappa 0.7, 400 steps, seed 0): from the Gamma start mean-field online LDA
         ends at per-word ELBO -2.845 and batch CAVI from the same start at -2.916, but online LDA from batch CAVI's
-        CVB0 start stays at -2.764 (CAVI: -2.757): the start decides the optimum, not the algorithm. 31, 62 (one
-        pass), 100 or 200 SCVB0 steps, then mean field, end at -2.767, -2.761, -2.759, -2.758. On the 1x corpus
-        (395 documents, 300 steps) it does not help: -3.619 after one pass of SCVB0 against -3.614 without, and
-        longer warm-ups are worse (75 steps: -3.692; SCVB0 throughout: -3.830), its responsibilities keeping each
-        token's own count (no leave-one-out) on a corpus where most words are rare."""
+        CVB0 start stays at -2.764 (CAVI: -2.757): the start decides the optimum, not the algorithm. 50, 62 (one
+        pass), 100 or 200 SCVB0 steps, then mean field, end at -2.762, -2.761, -2.759, -2.758
+        (``benchmarks/online_lda_starts.py``). On the 1x corpus
+        (395 documents, 300 steps) it does not help: -3.619 after one pass of SCVB0 (7 steps) against -3.614
+        without, and longer warm-ups are worse (75 steps: -3.692; SCVB0 throughout: -3.830), its responsibilities
+        keeping each token's own count (no leave-one-out) on a corpus where most words are rare."""
         lam_ = lam["lambda"]
         log_mean = (lam_ / lam_.sum(-1, keepdim=True)).log()
         _, stats = minibatch_e_step(x, log_mean, self.alpha, zero_order=True)
