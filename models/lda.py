@@ -24,7 +24,8 @@ Inference:
   the local step is the per-document CAVI loop on (phi, gamma) with E[log beta] fixed, batched over the minibatch
   (:func:`models.lda_online.minibatch_e_step`, each document until the mean |change| of gamma_d is below 1e-3, at
   most 100 sweeps, as scikit-learn); its statistics are sum_d c_dw phi_dwk, and
-  lambda_hat = eta + (D / M) sum_{d in batch} c_dw phi_dwk. Starts: :meth:`LDA.ce_init`.
+  lambda_hat = eta + (D / M) sum_{d in batch} c_dw phi_dwk. Starts: :meth:`LDA.ce_init`; the first pass (default)
+  takes stochastic CVB0's local step instead (:meth:`LDA.ce_local_warmup`, Foulds et al. 2013).
 """
 
 from __future__ import annotations
