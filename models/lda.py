@@ -24,7 +24,8 @@ Inference:
   the local step is the per-document CAVI loop on (phi, gamma) with E[log beta] fixed, batched over the minibatch
   (:func:`models.lda_online.minibatch_e_step`, each document until the mean |change| of gamma_d is below 1e-3, at
   most 100 sweeps, as scikit-learn); its statistics are sum_d c_dw phi_dwk, and
-  lambda_hat = eta + (D / M) sum_{d in batch} c_dw phi_dwk. Starts: :meth:`LDA.ce_init`.
+  lambda_hat = eta + (D / M) sum_{d in batch} c_dw phi_dwk. Starts: :meth:`LDA.ce_init`; the first pass (default)
+  takes stochastic CVB0's local step instead (:meth:`LDA.ce_local_warmup`, Foulds et al. 2013).
 """
 
 from __future__ import annotations
@@ -209,7 +210,8 @@ class LDA(TopicModel, Model, CoordinateAscentVI, ConjugateExponential):
         CVB0 on 64 documents and -3.505 on 256, against -3.489 for batch CAVI from CVB0 on all 395: the gap of
         online LDA to CVB0-started CAVI is its start (the mean-field ELBO's local optima), not its steps. On the
         corpus replicated 10x, CVB0 on 256 of its 3,950 documents starts it lower than the Gamma draw does (-2.939
-        against -2.845 after 400 steps, seed 0): a subsample's start is no general remedy."""
+        against -2.845 after 400 steps, seed 0): a subsample's start is no general remedy; the default warm-up
+        (:meth:`ce_local_warmup`) is the one that closes that gap."""
         K = check_int("topics", self.topics, low=1)
         if init is not None and "lambda" in init:
             return {"lambda": torch.as_tensor(init["lambda"], dtype=torch.float64)}
@@ -226,6 +228,23 @@ class LDA(TopicModel, Model, CoordinateAscentVI, ConjugateExponential):
         """The E step on the documents ``x`` with E[log beta] from lambda, batched over them
         (:func:`models.lda_online.minibatch_e_step`), then S = sum_d c_dw phi_dwk (K, V)."""
         _, stats = minibatch_e_step(x, expected_log_dirichlet(lam["lambda"]), self.alpha)
+        return {"word_topic": stats}
+
+    def ce_local_warmup(self, x, lam):
+        """Online LDA's warm-up local step (``fit_svi_natural(warmup=...)``, default one pass over the corpus, at most
+        a quarter of the steps): stochastic CVB0 (Foulds, Boyles, DuBois, Smyth & Welling 2013;
+        :mod:`models.lda_online`, ``zero_order``), phi_dwk ∝ E[beta_kw] gamma_dk. Why (docs/guide/cavi.md, Reuters
+        x10, K = 20, batch 64, tau0 10, kappa 0.7, 400 steps, seed 0): from the Gamma start mean-field online LDA
+        ends at per-word ELBO -2.845 and batch CAVI from the same start at -2.916, but online LDA from batch CAVI's
+        CVB0 start stays at -2.764 (CAVI: -2.757): the start decides the optimum, not the algorithm. 50, 62 (one
+        pass), 100 or 200 SCVB0 steps, then mean field, end at -2.762, -2.761, -2.759, -2.758
+        (``benchmarks/online_lda_starts.py``). On the 1x corpus
+        (395 documents, 300 steps) it does not help: -3.619 after one pass of SCVB0 (7 steps) against -3.614
+        without, and longer warm-ups are worse (75 steps: -3.692; SCVB0 throughout: -3.830), its responsibilities
+        keeping each token's own count (no leave-one-out) on a corpus where most words are rare."""
+        lam_ = lam["lambda"]
+        log_mean = (lam_ / lam_.sum(-1, keepdim=True)).log()
+        _, stats = minibatch_e_step(x, log_mean, self.alpha, zero_order=True)
         return {"word_topic": stats}
 
     def ce_global(self, stats, lam):

@@ -251,7 +251,7 @@ def cmd_cavi(args) -> int:
     with run_directory(args.out, args.overwrite) as tmp:
         if natural:
             result = fit_svi_natural(model, data, batch_size=args.batch_size, num_steps=args.steps, tau0=args.tau0,
-                                     kappa=args.kappa, seed=args.seed)
+                                     kappa=args.kappa, seed=args.seed, warmup=args.warmup)
         else:
             extra = {k: True for k in ("update_alpha", "update_eta") if getattr(args, k)}
             result = model.fit_cavi(data, max_iter=args.max_iter, rel_tol=args.rel_tol, seed=args.seed, **extra)

@@ -202,6 +202,9 @@ def _add_em_cavi(sub, commands) -> None:
     p.add_argument("--tau0", type=cli_float(0.0), default=1.0, help="--method natural: step size (tau0 + t)^-kappa")
     p.add_argument("--kappa", type=cli_float(0.5, 1.0, strict_low=True), default=0.7,
                    help="--method natural: step-size decay, in (0.5, 1]")
+    p.add_argument("--warmup", type=NONNEGATIVE, default=None,
+                   help="--method natural: steps with the model's warm-up local step (LDA: stochastic CVB0, Foulds et "
+                        "al. 2013); default one pass over the data, at most a quarter of --steps; 0: none")
     p.set_defaults(func=commands["cavi"])
 
 

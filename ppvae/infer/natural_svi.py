@@ -19,6 +19,11 @@ iterations. With several global factors (the Normal-Gamma model's q(mu) and q(ta
 computed from the current lambda, so each is linear in the minibatch's statistics and its expectation is the
 full-data update: the fixed point is batch CAVI's.
 
+Warm-up: a model may name a different local step for the first ``warmup`` steps (``ce_local_warmup``), on the
+same schedule and minibatches; the later steps are the ones above, so the fixed point is unchanged. LDA's is
+stochastic zero-order collapsed VB (SCVB0; Foulds, Boyles, DuBois, Smyth & Welling 2013), whose early steps do not
+starve the still-flat topics as mean field's exp E[log beta] does (measured in docs/guide/cavi.md).
+
 Minibatches: every epoch is a fresh random permutation of the data cut into batches of ``batch_size``
 (sampling without replacement, as scikit-learn's online LDA and gensim do).
 """
@@ -70,10 +75,35 @@ def _load_checkpoint(directory: str, config: dict) -> tuple[dict, int, list, lis
     return dict(state["lam"]), int(state["step"]), state["trace"].tolist(), state["steps"].tolist()
 
 
+def _check_warmup(model, warmup, num_steps: int, steps_per_epoch: int, structured: bool) -> int:
+    """The number of warm-up steps: None -> one pass over the data, at most num_steps // 4, if the model has a
+    warm-up local step, else 0."""
+    has = type(model).ce_local_warmup is not ConjugateExponential.ce_local_warmup
+    if warmup is None:
+        return min(steps_per_epoch, num_steps // 4) if has and not structured else 0
+    warmup = check_int("warmup", warmup, low=0)
+    if warmup and not has:
+        raise PPVAEError(f"warmup: model '{model.name}' has no warm-up local step (it does not implement "
+                         f"ce_local_warmup(x, lam)); got warmup={warmup}, use 0")
+    if warmup and structured:
+        raise PPVAEError(f"warmup: structured SVI has no warm-up; got warmup={warmup} with structured=True, use 0")
+    return warmup
+
+
+def _local_step(model, xb, lam, t: int, seed: int, structured: bool, warm: bool) -> dict:
+    """The minibatch's statistics: structured (one draw of the globals, seeded by (seed, t)), warm-up or mean field."""
+    if structured:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed * 1_000_003 + t)
+            values = {k: v[0] for k, v in model.ce_draws(lam, 1).items()}
+        return model.ce_local_given(xb, values)
+    return model.ce_local_warmup(xb, lam) if warm else model.ce_local(xb, lam)
+
+
 def fit_svi_natural(model, data, *, batch_size: int = 64, num_steps: int = 1000, tau0: float = 1.0,
                     kappa: float = 0.7, eval_every: int | None = None, init: dict | None = None, seed: int = 0,
                     callback=None, structured: bool = False, checkpoint: str | None = None,
-                    checkpoint_every: int = 0, resume: bool = False) -> ConjugateFit:
+                    checkpoint_every: int = 0, resume: bool = False, warmup: int | None = None) -> ConjugateFit:
     """Natural-gradient SVI (module docstring) for a model declaring :class:`ppvae.ConjugateExponential`.
 
     ``num_steps`` minibatch updates of ``batch_size`` rows (clipped to N); rho_t = (tau0 + t)^-kappa, defaults
@@ -90,6 +120,10 @@ def fit_svi_natural(model, data, *, batch_size: int = 64, num_steps: int = 1000,
     family is then q(beta) prod_i q(z_i | beta), which keeps the dependence of the locals on the globals that mean
     field drops. The step on lambda is the same. ``history["elbo"]`` still records ``ce_elbo``, the mean-field
     bound of q(beta); the structured family's own is the model's to compute (``BayesGMM.structured_bounds``).
+
+    ``warmup``: the first ``warmup`` steps take the model's warm-up local step (module docstring); None: one pass
+    over the data (ceil(N / batch_size) steps), at most a quarter of ``num_steps``, for a model that has one (LDA),
+    else 0. Not with ``structured``.
 
     ``checkpoint``: a directory where the state (lam, step, trace) is written atomically every
     ``checkpoint_every`` steps and at the end; ``resume=True`` continues from it (the settings must match). Batches
@@ -114,7 +148,9 @@ def fit_svi_natural(model, data, *, batch_size: int = 64, num_steps: int = 1000,
     eval_every = check_int("eval_every", eval_every, low=0)
     seed = check_int("seed", seed, low=0)
     checkpoint_every = check_int("checkpoint_every", checkpoint_every, low=0)
-    settings = {"n": n, "batch_size": batch_size, "tau0": tau0, "kappa": kappa, "seed": seed, "structured": structured}
+    warmup = _check_warmup(model, warmup, num_steps, -(-n // batch_size), structured)
+    settings = {"n": n, "batch_size": batch_size, "tau0": tau0, "kappa": kappa, "seed": seed, "structured": structured,
+                "warmup": warmup}
     start = time.perf_counter()
     if resume:
         if checkpoint is None:
@@ -128,13 +164,7 @@ def fit_svi_natural(model, data, *, batch_size: int = 64, num_steps: int = 1000,
     for t in range(first, num_steps):
         idx = _batch(n, batch_size, seed, t)
         scale = n / len(idx)
-        if structured:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed * 1_000_003 + t)
-                values = {k: v[0] for k, v in model.ce_draws(lam, 1).items()}
-            local = model.ce_local_given(x[idx], values)
-        else:
-            local = model.ce_local(x[idx], lam)
+        local = _local_step(model, x[idx], lam, t, seed, structured, t < warmup)
         stats = {k: scale * v for k, v in local.items()}
         lam = natural_step(lam, model.ce_global(stats, lam), step_size(t, tau0, kappa))
         if callback is not None:
@@ -149,6 +179,6 @@ def fit_svi_natural(model, data, *, batch_size: int = 64, num_steps: int = 1000,
     fit = ConjugateFit(model, lam, trace, False, time.perf_counter() - start,
                        "svi_structured" if structured else "svi_natural",
                        {"batch_size": batch_size, "num_steps": num_steps, "tau0": tau0, "kappa": kappa,
-                        "eval_every": eval_every, "seed": seed, "structured": bool(structured)},
+                        "eval_every": eval_every, "seed": seed, "structured": bool(structured), "warmup": warmup},
                        runs.data_info(data), steps)
     return model.ce_result(fit, data)

@@ -202,7 +202,7 @@ class ConjugateExponential(Capability):
 
     purpose = "conjugate-exponential updates"
     hooks = ("ce_init", "ce_local", "ce_global", "ce_elbo", "ce_values", "ce_draws", "ce_blocks", "ce_result",
-             "ce_local_given")
+             "ce_local_given", "ce_local_warmup")
 
     #: groups of ``lam``'s keys, one per global factor: batch CAVI updates them in this order (Gauss-Seidel)
     ce_blocks: ClassVar[tuple[tuple[str, ...], ...] | None] = None
@@ -236,6 +236,12 @@ class ConjugateExponential(Capability):
         factor set to the exact conditional p(z_i | x_i, globals = ``values``), one draw of the globals from q. A
         model that does not override it has none (``fit_svi_natural(structured=True)`` refuses it)."""
         raise NotImplementedError("ce_local_given")
+
+    def ce_local_warmup(self, x: torch.Tensor, lam: dict) -> dict:
+        """The local step of the first ``warmup`` steps of :func:`ppvae.fit_svi_natural`: statistics of the same form
+        as ``ce_local``'s from another local objective that starts the globals better (LDA: stochastic CVB0, Foulds
+        et al. 2013). A model that does not override it has no warm-up (``warmup`` must be 0)."""
+        raise NotImplementedError("ce_local_warmup")
 
     def ce_result(self, fit, data):
         """The result to hand back for ``fit`` (a ``ppvae.conjugate.ConjugateFit``) on ``data``; default: ``fit``

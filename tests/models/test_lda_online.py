@@ -13,9 +13,11 @@ from ppvae.models.lda_cavi import _Sparse, e_step, lambda_update
 from ppvae.models.lda_online import minibatch_e_step
 
 
-def _per_document(x, elog_beta, alpha, max_iter, tol):
+def _per_document(x, elog_beta, alpha, max_iter, tol, zero_order=False):
     """One document at a time: gamma_d <- alpha + A_d * ((c_d / Z_d) @ B_d^T) until mean |change| < tol, then
-    S[:, words] += outer(A_d, c_d / Z_d) * B_d (scikit-learn's form; B unscaled, exp E[log beta])."""
+    S[:, words] += outer(A_d, c_d / Z_d) * B_d (scikit-learn's form; B unscaled, exp E[log beta]). A_d =
+    exp E[log theta_d], or gamma_d itself with ``zero_order`` (SCVB0's N_theta + alpha)."""
+    expect = (lambda g: g) if zero_order else (lambda g: np.exp(digamma(g) - digamma(g.sum())))
     x, b = x.numpy(), np.exp(elog_beta.numpy())
     K = b.shape[0]
     gamma, stats = np.zeros((len(x), K)), np.zeros_like(b)
@@ -24,13 +26,13 @@ def _per_document(x, elog_beta, alpha, max_iter, tol):
         c, bd = row[words], b[:, words]
         g = np.full(K, alpha + row.sum() / K)
         for _ in range(max_iter):
-            a = np.exp(digamma(g) - digamma(g.sum()))
+            a = expect(g)
             new = alpha + a * ((c / (a @ bd)) @ bd.T)
             done = np.abs(new - g).mean() < tol
             g = new
             if done:
                 break
-        a = np.exp(digamma(g) - digamma(g.sum()))
+        a = expect(g)
         stats[:, words] += np.outer(a, c / (a @ bd)) * bd
         gamma[d] = g
     return torch.from_numpy(gamma), torch.from_numpy(stats)
@@ -56,6 +58,27 @@ def test_batched_e_step_equals_the_per_document_loop(batch, max_iter, tol):
     assert torch.allclose(stats, ref_stats, rtol=1e-10, atol=1e-12 * ref_stats.abs().max().item())
     assert torch.equal(gamma[7], torch.full((3,), 0.3, dtype=torch.float64)) and stats.sum().item() == pytest.approx(
         x.sum().item(), rel=1e-12)  # every token's phi sums to one
+
+
+@pytest.mark.parametrize("max_iter,tol", [(100, 1e-3), (500, 1e-9)])
+def test_zero_order_e_step_is_scvb0s_document_fixed_point(batch, max_iter, tol):
+    """zero_order=True (online LDA's warm-up, Foulds et al. 2013): with B = E[beta] (its log passed as elog_beta),
+    the batched step equals the per-document loop with A_d = gamma_d to 1e-10; at tol 1e-9 gamma is SCVB0's
+    fixed point gamma_dk = alpha + sum_w c_dw phi_dwk, phi_dwk = gamma_dk E[beta_kw] / sum_j gamma_dj E[beta_jw]
+    (closed form, 1e-8), and S_kw = sum_d c_dw phi_dwk are the expected counts N_phi of those phi."""
+    x, elog_beta = batch
+    log_mean = elog_beta.exp() / elog_beta.exp().sum(-1, keepdim=True)
+    log_mean = log_mean.log()
+    gamma, stats = minibatch_e_step(x, log_mean, 0.3, max_iter=max_iter, tol=tol, zero_order=True)
+    ref_gamma, ref_stats = _per_document(x, log_mean, 0.3, max_iter, tol, zero_order=True)
+    assert torch.allclose(gamma, ref_gamma, rtol=1e-10, atol=1e-12)
+    assert torch.allclose(stats, ref_stats, rtol=1e-10, atol=1e-12 * ref_stats.abs().max().item())
+    if tol < 1e-6:
+        mean = log_mean.exp()  # (K, V)
+        phi = gamma.unsqueeze(-1) * mean.unsqueeze(0)  # (D, K, V)
+        phi = phi / phi.sum(1, keepdim=True)
+        assert torch.allclose(gamma, 0.3 + (x.unsqueeze(1) * phi).sum(-1), rtol=1e-8, atol=0)
+        assert torch.allclose(stats, (x.unsqueeze(1) * phi).sum(0), rtol=1e-8, atol=1e-10)
 
 
 def test_batched_e_step_equals_batch_cavis_e_step(batch):
