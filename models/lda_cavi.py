@@ -217,9 +217,10 @@ class CAVIFit(Result):
 
     def top_words(self, n: int = 10, vocab=None) -> list[list[str]]:
         vocab = vocab if vocab is not None else self.vocab
-        if vocab is None:
-            raise PPVAEError("vocab: expected the corpus vocabulary; pass vocab=")
-        return top_words(self.topic_word(), vocab, n)
+        beta = self.topic_word()
+        if vocab is None:  # a user's count matrix without words: the words are named by their column, w0, w1, ...
+            vocab = [f"w{v}" for v in range(beta.shape[-1])]
+        return top_words(beta, vocab, n)
 
     def document_bound(self, counts, gamma: torch.Tensor | None = None, max_iter: int = 100) -> torch.Tensor:
         """Per-document bound B_d = E_q[log p(x_d, theta_d, z_d | beta) - log q(theta_d, z_d)] with the

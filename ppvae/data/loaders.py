@@ -75,7 +75,8 @@ def load_dataset(name_or_path: str | os.PathLike, *, standardize: bool = False, 
     for semi-supervised models such as M2).
 
     The values are checked against the data set's kind: ``"counts"`` must be non-negative whole
-    numbers, ``"image"`` and ``"binary"`` must lie in [0, 1].
+    numbers, ``"image"`` and ``"binary"`` must lie in [0, 1]. A CSV or NPY file holds ``"real"`` values unless the
+    option ``kind`` says otherwise (``"words.npy:kind=counts"``, a document x word count matrix for LDA).
 
     Example (Old Faithful ships inside the package; options after a colon, as on the command line):
 
@@ -272,9 +273,9 @@ def _load_path(path: str, **options) -> Dataset:
     if _data_images.is_image_file(path):
         allowed = {"binarize"}
     elif path.endswith(".npy"):
-        allowed = {"mmap"}
+        allowed = {"mmap", "kind"}
     elif path.endswith(".csv"):
-        allowed = {"header", "target"}
+        allowed = {"header", "target", "kind"}
     else:
         allowed = set()
     if "mmap" in options and "mmap" not in allowed:
@@ -286,11 +287,16 @@ def _load_path(path: str, **options) -> Dataset:
         raise PPVAEError(f"data: expected options among {sorted(allowed)} for the file '{path}'; got {extra}")
     if _data_images.is_image_file(path):
         return _data_images.load_image_file(path, **options)
+    kind = options.pop("kind", None)  # what the values are (a file cannot say it: FILE:kind=counts)
+    if kind is not None:
+        check_choice("kind", kind, KINDS)
     if path.endswith(".csv"):
-        return _read_csv(path, name, **options)
-    if path.endswith(".npy"):
-        return _read_npy(path, name, **options)
-    raise PPVAEError(f"data: expected a .csv, .npy, .npz or IDX (*-idx3-ubyte[.gz]) file; got '{path}'")
+        ds = _read_csv(path, name, **options)
+    elif path.endswith(".npy"):
+        ds = _read_npy(path, name, **options)
+    else:
+        raise PPVAEError(f"data: expected a .csv, .npy, .npz or IDX (*-idx3-ubyte[.gz]) file; got '{path}'")
+    return ds if kind is None else replace(ds, kind=kind)
 
 
 @register_dataset("faithful", "Old Faithful geyser: 272 eruptions x (eruption minutes, waiting minutes); R datasets")

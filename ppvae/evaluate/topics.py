@@ -255,11 +255,10 @@ class TopicModel(Reports):
         changed, self.vocab_size = self.vocab_size != V, V
         return changed
 
-    def _vocab(self, vocab) -> list[str]:
+    def _vocab(self, vocab, size: int | None = None) -> list[str]:
         vocab = vocab if vocab is not None else self.vocab
-        if vocab is None:
-            raise PPVAEError("vocab: expected the corpus vocabulary (the model was not set up on a corpus with "
-                             "meta['vocab']); pass vocab=")
+        if vocab is None:  # a user's count matrix without words: the words are named by their column, w0, w1, ...
+            return [f"w{v}" for v in range(self.vocab_size if self.vocab_size is not None else size)]
         return list(vocab)
 
     def top_words(self, fit_or_params, n: int = 10, vocab: Sequence[str] | None = None) -> list[list[str]]:
@@ -275,7 +274,7 @@ class TopicModel(Reports):
         words), printed, and a figure ``topics.png`` of each topic's top words in ``out_dir``."""
 
         tw = self.topic_word(fit)
-        vocab = self._vocab(data.meta.get("vocab"))
+        vocab = self._vocab(data.meta.get("vocab"), data.x.shape[-1])
         summary = topic_summary(tw, data.x, vocab)
         print(format_topics(summary))
         idx = top_word_indices(tw, 10)

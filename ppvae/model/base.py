@@ -177,8 +177,10 @@ class Model(PyroModule, metaclass=_ModelMeta):
         :meth:`structure` (setup may register data-dependent constants)."""
         self.__dict__.pop("_ppvae_structures", None)
         if data.kind not in self.data_kinds:
+            hint = (f" (a file says what it holds: --data FILE:kind={self.data_kinds[0]})"
+                    if "source" in data.meta else "")
             raise PPVAEError(f"data: model '{self.name or type(self).__name__}' expects data of kind "
-                             f"{' or '.join(self.data_kinds)}; got '{data.kind}' data '{data.name}'")
+                             f"{' or '.join(self.data_kinds)}; got '{data.kind}' data '{data.name}'{hint}")
         check_tensor(f"data '{data.name}'", data.x), check_mask_support(self, data)
 
     def init_values(self, data: Dataset, generator: torch.Generator) -> dict[str, torch.Tensor]:

@@ -54,6 +54,33 @@ def test_npy_round_trip(tmp_path):
     assert np.allclose(ds.x.numpy(), arr, atol=1e-6)
 
 
+def test_a_file_says_what_it_holds_with_kind(tmp_path, capsys):
+    """A user's own count matrix: ``FILE:kind=counts`` (a file cannot say it), checked like a bundled corpus; an LDA
+    fit on it names its words by column."""
+    counts = np.random.default_rng(0).poisson(0.5, size=(40, 12))
+    np.save(tmp_path / "words.npy", counts)
+    np.savetxt(tmp_path / "words.csv", counts, delimiter=",", fmt="%d")
+    for name in ("words.npy", "words.csv"):
+        ds = load_dataset(f"{tmp_path / name}:kind=counts")
+        assert ds.kind == "counts" and torch.equal(ds.x, torch.as_tensor(counts, dtype=ds.x.dtype))
+        assert load_dataset(str(tmp_path / name)).kind == "real"
+    with pytest.raises(PPVAEError, match="kind: expected one of real, binary, image, counts; got 'bogus'"):
+        load_dataset(f"{tmp_path / 'words.npy'}:kind=bogus")
+    np.save(tmp_path / "halves.npy", counts + 0.5)
+    with pytest.raises(PPVAEError, match="whole"):
+        load_dataset(f"{tmp_path / 'halves.npy'}:kind=counts")
+    from ppvae.cli import main
+
+    assert main(["cavi", "lda", "topics=2", "--data", str(tmp_path / "words.npy"), "--out", str(tmp_path / "r0")]) == 0
+    assert main(["cavi", "lda", "topics=2", "--method", "natural", "--steps", "5", "--batch-size", "10", "--data",
+                 str(tmp_path / "words.npy"), "--out", str(tmp_path / "r1")]) == 2
+    assert "--data FILE:kind=counts" in capsys.readouterr().err
+    assert main(["cavi", "lda", "topics=2", "--method", "natural", "--steps", "5", "--batch-size", "10", "--data",
+                 f"{tmp_path / 'words.npy'}:kind=counts", "--out", str(tmp_path / "r1")]) == 0
+    assert "warning" not in capsys.readouterr().err  # the topics figure too: words w0, w1, ...
+    assert (tmp_path / "r1" / "topics.png").exists() and (tmp_path / "r0" / "topics.png").exists()
+
+
 def test_options_are_checked():
     with pytest.raises(PPVAEError, match="options: .*mnist5k.*'color'"):
         load_dataset("mnist5k", color=True)
