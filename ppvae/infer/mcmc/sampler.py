@@ -51,6 +51,7 @@ from ppvae._util.validation import PPVAEError, check_choice, check_float, check_
 from ppvae.data.loaders import Dataset
 from ppvae.infer.mcmc import io as _mcmc_io
 from ppvae.infer.mcmc.checks import check_local_dimension
+from ppvae.infer.mcmc.compiled import chain_value_and_grad, wants_compile
 from ppvae.infer.mcmc.inputs import (
     check_broadcasts,
     check_init,
@@ -60,7 +61,6 @@ from ppvae.infer.mcmc.inputs import (
     per_element,
     sort_components,
 )
-from ppvae.infer.mcmc.compiled import chain_value_and_grad, wants_compile
 from ppvae.infer.mcmc.potential import Potential
 from ppvae.infer.mcmc.vectorized import sample_chains
 from ppvae.infer.pyro_adapter import chain_draws, divergences, mcmc_from_draws

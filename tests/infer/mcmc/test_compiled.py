@@ -30,8 +30,9 @@ def _small_models():
     ordinal = Dataset(rows, torch.randint(0, 3, (12,), generator=gen).float())
     hmm = Dataset(torch.randn(8, 1, generator=gen))
     annotation = Dataset(torch.randint(0, 3, (6, 4), generator=gen).float())
-    return [("examples/hier_logistic.py:HierLogistic", {"groups": 3}, hier), ("examples/ordinal.py:Ordinal", {}, ordinal),
-            ("examples/hmm.py:HMM", {}, hmm), ("examples/annotation.py:DawidSkene", {}, annotation)]
+    return [("examples/hier_logistic.py:HierLogistic", {"groups": 3}, hier),
+            ("examples/ordinal.py:Ordinal", {}, ordinal), ("examples/hmm.py:HMM", {}, hmm),
+            ("examples/annotation.py:DawidSkene", {}, annotation)]
 
 
 def _potential(spec, kwargs, data):
