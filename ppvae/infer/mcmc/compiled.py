@@ -79,8 +79,12 @@ def chain_value_and_grad(potential: Potential, theta: torch.Tensor, compile: boo
     if not compile:
         return potential.chain_value_and_grad
     theta = theta.detach().clone()
+    from torch._inductor import config  # imported here: inductor's import takes seconds
+
     try:
-        graph = compile_step(_value_and_grad(potential), (theta,))
+        # in this process: a pool of compile workers starts in seconds, and its CPU time is not this process's
+        with config.patch(compile_threads=1):
+            graph = compile_step(_value_and_grad(potential), (theta,))
     except RuntimeError as exc:
         return _fall_back(potential, str(exc))
 
