@@ -17,7 +17,7 @@ for every loop: generated without it (``cpp.simdlen=1``), a graph of these model
 (hierarchical model, load 9: 52 s against 106 s; HMM: 70 s against 139 s) and a step costs about the same on a batch
 of a few chains. The choice depends on the configuration
 and the environment only, never on timing, so a seed gives the same draws on a machine every time; a failure to
-compile (no C++ compiler, an operation inductor cannot lower, a compiled result that disagrees with the traced one)
+compile (no C++ compiler, an operation inductor cannot lower, a compiled result that disagrees with the eager one)
 falls back to the traced potential with a warning.
 """
 
@@ -76,7 +76,7 @@ def chain_value_and_grad(potential: Potential, theta: torch.Tensor, compile: boo
     """The vectorized sampler's (C, n) -> (U, grad U) for ``theta``'s number of chains: compiled by TorchInductor
     when ``compile`` (module docstring), else ``potential.chain_value_and_grad`` (traced when ``potential.jit``).
 
-    The compiled function is checked at ``theta`` against the traced one: U within ``rtol * (1 + |U|)`` and the
+    The compiled function is checked at ``theta`` against the eager one: U within ``rtol * (1 + |U|)`` and the
     gradient within ``rtol * (1 + max |grad U|)`` (float32 sums in another order differ by ~1e-6 relative); a
     failure to compile or a disagreement warns and returns the traced function."""
     if not compile:
@@ -96,11 +96,11 @@ def chain_value_and_grad(potential: Potential, theta: torch.Tensor, compile: boo
         return graph(at.to(theta.dtype).contiguous())
 
     value, grad = step(theta)
-    expected, expected_grad = potential.chain_value_and_grad(theta)
+    expected, expected_grad = _value_and_grad(potential)(theta)  # eagerly: no trace to build for one check
     tol_u = rtol * (1 + expected.abs())
     tol_g = rtol * (1 + float(expected_grad.abs().max()))
     if not (bool(((value - expected).abs() <= tol_u).all()) and float((grad - expected_grad).abs().max()) <= tol_g):
-        return _fall_back(potential, "the compiled U or gradient differs from the traced one at the start")
+        return _fall_back(potential, "the compiled U or gradient differs from the eager one at the start")
     return step
 
 

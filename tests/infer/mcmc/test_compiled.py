@@ -6,7 +6,7 @@
 * The compiled sampler recovers the Normal-Gamma posterior (closed form) within Monte Carlo error, and a seed gives
   the same draws bit for bit.
 * When to compile is decided from the configuration; a failure to compile, or a compiled result that disagrees
-  with the traced one, falls back to the traced potential with a warning.
+  with the eager one, falls back to the traced potential with a warning.
 """
 
 import math
@@ -122,5 +122,5 @@ def test_a_failed_or_wrong_compile_falls_back_to_the_traced_potential(monkeypatc
         return lambda theta: (lambda u, g: (u + 1.0, g))(*fn(theta))
 
     monkeypatch.setattr(compiled, "compile_step", wrong)
-    with pytest.warns(RuntimeWarning, match="differs from the traced one"):
+    with pytest.warns(RuntimeWarning, match="differs from the eager one"):
         assert chain_value_and_grad(potential, theta, compile=True) == potential.chain_value_and_grad
