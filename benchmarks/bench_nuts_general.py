@@ -20,14 +20,22 @@ Configurations (printed with the results):
   chain_method='sequential')`` (one JAX CPU device: 'parallel' needs one per chain), one XLA CPU thread
   (``XLA_FLAGS=--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1``), the time of the first
   ``mcmc.run`` (its compilation counted), float32.
-* **ppvae vectorized**: ``run_mcmc(model, data, num_chains=4, vectorized=True, jit=True, cores=1)``: the four chains
-  in lockstep, every leapfrog step one compiled evaluation of the potential over all chains
-  (:mod:`ppvae.infer.mcmc.vectorized`; NumPyro's NUTS and Stan's warm-up per chain), one torch thread, float32,
-  model's init plus uniform(-0.5, 0.5) jitter, compilation counted.
+* **ppvae vectorized**: ``run_mcmc(model, data, num_chains=4, vectorized=True, jit=True, compile=C, cores=1)``
+  (``--compile``, default "auto": compiled from 1,000 warm-up + draws per chain on): the four chains in lockstep,
+  every leapfrog step one evaluation of the potential and its gradient over all chains, compiled by TorchInductor
+  into C++ (:mod:`ppvae.infer.mcmc.compiled`; with ``compile=False`` the ``torch.jit.trace`` graph), NumPyro's NUTS
+  and Stan's warm-up per chain (:mod:`ppvae.infer.mcmc.vectorized`), one torch thread, float32, model's init plus
+  uniform(-0.5, 0.5) jitter, tracing and compilation counted, inductor's on-disk cache empty at the start (a fresh
+  ``TORCHINDUCTOR_CACHE_DIR``; ``--warm-cache`` keeps the user's).
+
+Order: the two run one after the other in one process, NumPyro first on the 1st and 3rd model, ppvae first on the
+2nd and 4th (``--models``' order), so that a load that changes during the run favours neither side; compare the
+ratios, and CPU seconds, which depend less on the load.
 * **ppvae per chain** (``--per-chain``): ``run_mcmc(..., jit=True, cores=1)``, Pyro's NUTS on each chain in turn.
 
-Reported per model: wall and CPU seconds, min bulk ESS over every scalar of every latent (ArviZ), min ESS per wall
-second, leapfrog steps, divergences, the wall-time ratio ppvae / NumPyro and the ESS/s ratio.
+Reported per model: wall and CPU seconds (this process and its children: the C++ compiler), min bulk ESS over every
+scalar of every latent (ArviZ), min ESS per wall second, leapfrog steps, divergences, the wall-time and CPU-time
+ratios ppvae / NumPyro and the ESS/s ratio.
 
     python benchmarks/bench_nuts_general.py                      # 4 chains x (1000 warm-up + 1000 draws)
     python benchmarks/bench_nuts_general.py --warmup 300 --draws 300 --models hier,hmm
@@ -37,11 +45,18 @@ second, leapfrog steps, divergences, the wall-time ratio ppvae / NumPyro and the
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
+import sys
+import tempfile
 import time
 import warnings
 
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+if "--warm-cache" not in sys.argv:  # inductor's on-disk cache starts empty: every compile is counted in full
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="bench_nuts_inductor_")
+    atexit.register(shutil.rmtree, os.environ["TORCHINDUCTOR_CACHE_DIR"], ignore_errors=True)
 
 import arviz as az  # noqa: E402
 import numpy as np  # noqa: E402
@@ -155,32 +170,39 @@ def min_ess(samples: dict) -> float:
     return min(values)
 
 
+def cpu_seconds() -> float:
+    """CPU seconds of this process and of its finished child processes (inductor runs the C++ compiler as one)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def run_numpyro(name, data, chains, warmup, draws, seed):
     x, y = data.x.numpy(), None if data.y is None else data.y.numpy()
-    start, cpu = time.perf_counter(), time.process_time()
+    start, cpu = time.perf_counter(), cpu_seconds()
     mcmc = MCMC(NUTS(NUMPYRO_MODELS[name]), num_warmup=warmup, num_samples=draws, num_chains=chains,
                 chain_method="sequential", progress_bar=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         mcmc.run(jax.random.PRNGKey(seed), x, y, extra_fields=("num_steps", "diverging"))
     samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
-    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu
     extra = mcmc.get_extra_fields()
     return {"wall": wall, "cpu": cpu, "ess": min_ess(samples), "steps": int(np.asarray(extra["num_steps"]).sum()),
             "div": int(np.asarray(extra["diverging"]).sum()), "samples": samples}
 
 
-def run_ppvae(model, data, chains, warmup, draws, seed, vectorized):
-    start, cpu = time.perf_counter(), time.process_time()
+def run_ppvae(model, data, chains, warmup, draws, seed, vectorized, compile="auto"):
+    start, cpu = time.perf_counter(), cpu_seconds()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = run_mcmc(model, data, num_draws=draws, warmup=warmup, num_chains=chains, jit=True,
-                          vectorized=vectorized, seed=seed, progress=False, cores=1)
-    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+                          vectorized=vectorized, seed=seed, progress=False, cores=1,
+                          compile=compile if vectorized else False)
+    wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu
     steps = int(sum(result.mcmc.diagnostics().get("leapfrog steps", {}).values()))  # 0: Pyro's kernel counts none
     samples = {k: v.numpy() for k, v in result.samples.items()}
     return {"wall": wall, "cpu": cpu, "ess": min_ess(samples), "steps": steps, "div": result.num_divergences,
-            "samples": samples}
+            "samples": samples, "compiled": result.config.get("compiled")}
 
 
 def mean_gap(ours: dict, theirs: dict) -> float:
@@ -204,6 +226,9 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="100 warm-up + 100 draws")
     parser.add_argument("--per-chain", action="store_true", help="also ppvae's per-chain sampler (Pyro's NUTS)")
+    parser.add_argument("--compile", default="auto", choices=("auto", "true", "false"),
+                        help="run_mcmc's compile= for the vectorized sampler (auto: from 1,000 iterations per chain)")
+    parser.add_argument("--warm-cache", action="store_true", help="keep inductor's on-disk cache (default: empty)")
     args = parser.parse_args(argv)
     warmup, draws = (100, 100) if args.quick else (args.warmup, args.draws)
     torch.set_num_threads(1)
@@ -214,27 +239,35 @@ def main(argv=None):
     else:
         print(f"NumPyro {numpyro.__version__} (jax {jax.__version__}): NUTS defaults (target_accept_prob=0.8, "
               "max_tree_depth=10, diagonal mass), chain_method='sequential', XLA one thread, compile counted")
-    print("ppvae: run_mcmc(vectorized=True, jit=True, cores=1): chains in lockstep, NUTS defaults (target_accept "
-          "0.8, max_tree_depth 10, diagonal mass), compile counted")
+    compile = {"auto": "auto", "true": True, "false": False}[args.compile]
+    print(f"ppvae: run_mcmc(vectorized=True, jit=True, compile={compile!r}, cores=1): chains in lockstep, NUTS "
+          "defaults (target_accept 0.8, max_tree_depth 10, diagonal mass), tracing and compile counted, inductor "
+          f"cache {'warm' if args.warm_cache else 'empty'} ({os.environ.get('TORCHINDUCTOR_CACHE_DIR', 'default')})")
     rows = []
-    for name in args.models.split(","):
+    for i, name in enumerate(args.models.split(",")):
         model, data = load(name)
         line = {"model": name}
         if numpyro is not None:
             line["density gap"] = check_same_density(name, model, data, args.seed)
+        if i % 2:  # ppvae first on every other model (module docstring)
+            line["ppvae"] = run_ppvae(model, data, args.chains, warmup, draws, args.seed, True, compile)
+        if numpyro is not None:
             line["numpyro"] = run_numpyro(name, data, args.chains, warmup, draws, args.seed)
-        line["ppvae"] = run_ppvae(model, data, args.chains, warmup, draws, args.seed, vectorized=True)
+        if not i % 2:
+            line["ppvae"] = run_ppvae(model, data, args.chains, warmup, draws, args.seed, True, compile)
         if args.per_chain:
             line["ppvae per chain"] = run_ppvae(model, data, args.chains, warmup, draws, args.seed, vectorized=False)
         rows.append(line)
         report(line)
     print(f"load average at end {os.getloadavg()[0]:.1f}")
     if numpyro is not None:
-        print("| model | NumPyro s | ppvae s | wall ratio ppvae/NumPyro | NumPyro ESS/s | ppvae ESS/s | ESS/s ratio |")
+        print("| model | NumPyro wall / CPU s | ppvae wall / CPU s | ratio ppvae/NumPyro wall / CPU | NumPyro ESS/s | "
+              "ppvae ESS/s | ESS/s ratio |")
         print("|---|---|---|---|---|---|---|")
         for line in rows:
             a, b = line["numpyro"], line["ppvae"]
-            print(f"| {line['model']} | {a['wall']:.1f} | {b['wall']:.1f} | {b['wall'] / a['wall']:.2f} | "
+            print(f"| {line['model']} | {a['wall']:.1f} / {a['cpu']:.1f} | {b['wall']:.1f} / {b['cpu']:.1f} | "
+                  f"{b['wall'] / a['wall']:.2f} / {b['cpu'] / a['cpu']:.2f} | "
                   f"{a['ess'] / a['wall']:.1f} | {b['ess'] / b['wall']:.1f} | "
                   f"{(b['ess'] / b['wall']) / (a['ess'] / a['wall']):.2f} |")
 
@@ -244,7 +277,8 @@ def report(line):
         if isinstance(r, dict):
             print(f"  {line['model']:10s} {key:16s} wall {r['wall']:7.1f} s  CPU {r['cpu']:7.1f} s  min ESS "
                   f"{r['ess']:7.0f}  ESS/s {r['ess'] / r['wall']:7.1f}  leapfrog steps {r['steps'] or '-'}  "
-                  f"divergences {r['div']}", flush=True)
+                  f"divergences {r['div']}" + (f"  ({r['compiled']})" if r.get("compiled") else "") +
+                  f"  [load {os.getloadavg()[0]:.1f}]", flush=True)
     if "numpyro" in line:
         print(f"  {line['model']:10s} posterior means, max |ppvae - NumPyro| / NumPyro's sd: "
               f"{mean_gap(line['ppvae']['samples'], line['numpyro']['samples']):.2f}", flush=True)

@@ -51,6 +51,7 @@ from ppvae._util.validation import PPVAEError, check_choice, check_float, check_
 from ppvae.data.loaders import Dataset
 from ppvae.infer.mcmc import io as _mcmc_io
 from ppvae.infer.mcmc.checks import check_local_dimension
+from ppvae.infer.mcmc.compiled import chain_value_and_grad, wants_compile
 from ppvae.infer.mcmc.inputs import (
     check_broadcasts,
     check_init,
@@ -294,7 +295,8 @@ def _sample(potential: Potential, kind: str, *, model, fn, batch, num_samples, w
 
 def _sample_vectorized(potential: Potential, kind, flat, num_samples, warmup, seed, options, start):
     """All chains in lockstep in this process (:func:`ppvae.infer.mcmc.vectorized.sample_chains`)."""
-    draws, diagnostics = sample_chains(potential, flat, warmup=warmup, num_draws=num_samples,
+    draws, diagnostics = sample_chains(chain_value_and_grad(potential, flat, options["compile"]), flat, warmup=warmup,
+                                       num_draws=num_samples,
                                        seed=chain_seed(seed, 0), target_accept=options["target_accept"],
                                        max_tree_depth=options["max_tree_depth"])
     mcmc = mcmc_from_draws(_kernel(kind, lambda params: potential.energy(params[_FLAT]), options), {_FLAT: draws},
@@ -308,10 +310,6 @@ def _progress_flag(progress) -> bool | None:
     return None if progress is None else bool(progress)
 
 
-def _workers_used(cores, num_chains: int) -> int:
-    return resolve_workers(cores, num_chains)
-
-
 @renamed(num_samples="num_draws", num_steps="num_leapfrog")
 @leaves_global_state  # seeds Pyro for the chains, then puts the caller's RNG states back
 def run_mcmc(model: Model, data: Dataset | torch.Tensor, *, kernel: str = "nuts", num_draws: int = 500,
@@ -320,7 +318,7 @@ def run_mcmc(model: Model, data: Dataset | torch.Tensor, *, kernel: str = "nuts"
              target_accept: float = 0.8, max_tree_depth: int = 10, num_leapfrog: int = 10, full_mass: bool = False,
              step_size: float | None = None, seed: int = 0, progress: bool | None = None,
              max_divergences: int | None = None, allow_local: bool = False,
-             cores: int | None = None, vectorized: bool = False) -> MCMCResult:
+             cores: int | None = None, vectorized: bool = False, compile: bool | str = "auto") -> MCMCResult:
     """Sample the posterior of ``model``'s continuous latents given ``data`` with NUTS or HMC:
     ``num_draws`` kept draws per chain after ``warmup``; ``num_leapfrog``: leapfrog steps per HMC trajectory
     (NUTS chooses its own).
@@ -340,6 +338,8 @@ def run_mcmc(model: Model, data: Dataset | torch.Tensor, *, kernel: str = "nuts"
     ``if __name__ == "__main__":``.
     ``vectorized=True`` (NUTS): all chains in lockstep here, one potential evaluation over all chains per leapfrog
     step (:mod:`ppvae.infer.mcmc.vectorized`); the model must broadcast over draws; draws differ from the default's.
+    ``compile``: that potential compiled by TorchInductor (True; "auto": with ``jit=True`` and at least 1,000 warm-up
+    plus draws per chain; :mod:`ppvae.infer.mcmc.compiled`); the draws differ from the traced potential's.
     ``progress``: None shows a bar per chain on a terminal and a plain line every 30 s elsewhere.
 
     Example (NUTS on a diagonal Gaussian mixture, the assignments summed out in closed form; a short run):
@@ -355,8 +355,7 @@ def run_mcmc(model: Model, data: Dataset | torch.Tensor, *, kernel: str = "nuts"
     """
     if not isinstance(model, Model):
         raise PPVAEError(f"model: expected a ppvae.Model instance; got {type(model).__name__}")
-    if not isinstance(data, Dataset):
-        data = Dataset(data)
+    data = data if isinstance(data, Dataset) else Dataset(data)
     num_samples = num_draws  # Pyro's word for them, in the chain-running internals below
     options = {"target_accept": target_accept, "max_tree_depth": max_tree_depth, "num_leapfrog": num_leapfrog,
                "full_mass": bool(full_mass), "step_size": step_size, "vectorized": bool(vectorized)}
@@ -364,11 +363,9 @@ def run_mcmc(model: Model, data: Dataset | torch.Tensor, *, kernel: str = "nuts"
     if step_size is not None:
         options["step_size"] = check_float("step_size", step_size, low=0.0, strict=True)
     init_jitter = check_float("init_jitter", init_jitter, low=0.0)
-    if cores is not None:
-        check_int("cores", cores, low=1)
-    if vectorized:
-        cores = 1  # every chain in this process
-    if _workers_used(cores, num_chains) > 1:
+    cores = None if cores is None else check_int("cores", cores, low=1)
+    cores = 1 if vectorized else cores  # vectorized: every chain in this process
+    if resolve_workers(cores, num_chains) > 1:
         prestart_workers()  # the server imports torch, Pyro and ppvae while this process builds the potential
     order = check_order(order)
     with pyro.validation_enabled(False):
@@ -378,6 +375,8 @@ def run_mcmc(model: Model, data: Dataset | torch.Tensor, *, kernel: str = "nuts"
     spec = {"fn": model, "batch": batch, "max_plate_nesting": model.structure(batch).max_plate_nesting, "model": model,
             "order": order, "closed_form": closed_form, "jit": jit}
     potential = Potential(**spec)
+    options["compile"], compiled = wants_compile(compile, jit=jit, vectorized=vectorized, iterations=warmup + num_draws,
+                                                 closed_form=potential.closed_form_gradient is not None)
     check_local_dimension(potential, model, allow_local)
     check_init(init, potential)
     check_broadcasts(model, batch)
@@ -387,9 +386,10 @@ def run_mcmc(model: Model, data: Dataset | torch.Tensor, *, kernel: str = "nuts"
     result = MCMCResult(model, mcmc, samples, kernel, elapsed, divergences(mcmc),
                         data_info=runs.data_info(data),
                         config={"kernel": kernel, "num_draws": num_samples, "warmup": warmup,
-                                "num_chains": num_chains, "cores": _workers_used(cores, num_chains),
+                                "num_chains": num_chains, "cores": resolve_workers(cores, num_chains),
                                 "order": list(order) if order else None, "jit": jit, "seed": seed,
-                                "closed_form": potential.closed_form, "gradient": potential.gradient, **options})
+                                "closed_form": potential.closed_form, "gradient": potential.gradient, **options,
+                                "compiled": compiled})
     if max_divergences is not None and result.num_divergences > max_divergences:
         raise MCMCDivergenceError(
             f"{kernel}: {result.num_divergences} divergent transitions in {num_chains} x {num_samples} draws; "

@@ -98,23 +98,25 @@ class VectorizedNUTS:
         return self.rng.standard_normal(z.shape, dtype=self.dtype) / np.sqrt(inv_mass)
 
     # -- one leapfrog step of every chain ------------------------------------------------------------
-    def _leapfrog(self, p: _Point, step: Array, inv_mass: Array) -> _Point:
-        """Velocity Verlet with per-chain signed step sizes ``step`` (C, 1)."""
-        r = p.r - 0.5 * step * p.g
-        z = p.z + step * inv_mass * r
+    def _leapfrog(self, p: _Point, half_step: Array, move: Array) -> _Point:
+        """Velocity Verlet with per-chain signed step sizes eps (C, 1): ``half_step`` = eps / 2 and ``move`` =
+        eps * inverse mass (computed once per subtree: the NumPy calls per step are the sampler's overhead)."""
+        r = p.r - half_step * p.g
+        z = p.z + move * r
         u, g = self.value_and_grad(z)
-        return _Point(z, r - 0.5 * step * g, u, g)
+        return _Point(z, r - half_step * g, u, g)
 
-    def _energy(self, p: _Point, inv_mass: Array) -> Array:
-        with np.errstate(over="ignore", invalid="ignore"):  # an inf energy is a divergence, counted as such
-            return p.u + 0.5 * (inv_mass * p.r * p.r).sum(-1)
+    @staticmethod
+    def _energy(p: _Point, half_inv_mass: Array) -> Array:
+        """U + r' M^-1 r / 2 per chain, from ``half_inv_mass`` = M^-1 / 2 (exact: a product by 1/2 is)."""
+        return p.u + (half_inv_mass * p.r * p.r).sum(-1)
 
     # -- one NUTS transition -----------------------------------------------------------------------
     def transition(self, point: _Point, step: Array, inv_mass: Array):
         """One NUTS iteration of every chain from ``point`` (its momenta are redrawn). Returns the new point,
         the mean acceptance statistic per chain (for adaptation), divergence flags and leapfrog steps taken."""
         start = _Point(point.z, self._momentum(point.z, inv_mass), point.u, point.g)
-        energy0 = self._energy(start, inv_mass)
+        energy0 = self._energy(start, 0.5 * inv_mass)
         tree = _Tree(start, energy0)
         active = np.ones_like(tree.turning)
         for depth in range(self.max_tree_depth):
@@ -132,7 +134,7 @@ class VectorizedNUTS:
         min(1, w_new / w_old), never from a turning or diverging subtree)."""
         sub = self._subtree(tree, depth, right, active, step, inv_mass, energy0)
         ok = active & ~sub["turning"] & ~sub["diverging"]
-        prob = np.exp(sub["weight"] - tree.weight).clip(None, 1.0)
+        prob = np.minimum(np.exp(sub["weight"] - tree.weight), 1.0)
         take = ok & (self._uniform(prob) < prob)
         tree.proposal = tree.proposal.where(take, sub["proposal"])
         tree.right = tree.right.where(active & right, sub["end"])
@@ -151,6 +153,7 @@ class VectorizedNUTS:
         of its proposal, U-turn checks of every sub-subtree ending at each leaf from checkpoints of momenta."""
         end = tree.left.where(right, tree.right)
         signed = np.where(right, step, -step)[..., None]
+        half_step, move, half_inv_mass = 0.5 * signed, signed * inv_mass, 0.5 * inv_mass
         n = end.z.shape[-1]
         r_ckpts = np.zeros((end.r.shape[0], max(depth, 1), n))
         sum_ckpts = np.zeros_like(r_ckpts)
@@ -159,8 +162,8 @@ class VectorizedNUTS:
                "num": zero, "turning": np.zeros_like(active), "diverging": np.zeros_like(active)}
         building = active.copy()
         for leaf in range(2 ** depth):
-            new = self._leapfrog(sub["end"], signed, inv_mass)
-            delta = self._energy(new, inv_mass) - energy0
+            new = self._leapfrog(sub["end"], half_step, move)
+            delta = self._energy(new, half_inv_mass) - energy0
             delta = np.where(np.isnan(delta), np.inf, delta)
             diverging = building & (delta > self.max_delta_energy)
             weight = np.logaddexp(sub["weight"], -delta) if leaf else -delta
@@ -170,7 +173,7 @@ class VectorizedNUTS:
             sub["weight"] = np.where(building, weight, sub["weight"])
             mb = building[..., None]
             sub["r_sum"] = np.where(mb, sub["r_sum"] + new.r, sub["r_sum"])
-            sub["accept_sum"] = np.where(building, sub["accept_sum"] + np.exp(-delta).clip(None, 1.0),
+            sub["accept_sum"] = np.where(building, sub["accept_sum"] + np.minimum(np.exp(-delta), 1.0),
                                             sub["accept_sum"])
             sub["num"] = sub["num"] + building
             sub["diverging"] = sub["diverging"] | diverging
@@ -199,9 +202,9 @@ class VectorizedNUTS:
         for _ in range(200):  # 2^-200 .. 2^200: beyond any finite step a float can hold
             start = _Point(point.z, self._momentum(point.z, inv_mass), point.u, point.g)
             trial = np.where(searching, step * np.where(last == 0, 1.0, 2.0 ** last), step)
-            new = self._leapfrog(start, trial[..., None], inv_mass)
-            delta = self._energy(new, inv_mass) - self._energy(start, inv_mass)
-            direction = np.where(target < -delta, 1.0, -1.0)
+            new = self._leapfrog(start, 0.5 * trial[..., None], trial[..., None] * inv_mass)
+            delta = self._energy(new, 0.5 * inv_mass) - self._energy(start, 0.5 * inv_mass)
+            direction = np.where(target < -delta, 1.0, -1.0).astype(step.dtype)  # the chains' float type throughout
             step = trial
             done = (last != 0) & (direction != last) | (step <= tiny) & (direction < 0) | (step >= huge)
             searching = searching & ~done
@@ -236,7 +239,10 @@ class VectorizedNUTS:
         Returns draws (C, num_draws, n), per draw ``diverging`` and ``accept_prob`` (C, num_draws) and
         ``num_steps`` (leapfrog steps, C, num_draws), and the adapted ``step_size`` (C,) and ``inverse_mass``
         (C, n)."""
-        theta = theta.detach().numpy().copy()
+        with np.errstate(over="ignore", invalid="ignore"):  # an inf or NaN energy is a divergence, counted as such
+            return self._run(theta.detach().numpy().copy(), warmup, num_draws, hook)
+
+    def _run(self, theta: Array, warmup: int, num_draws: int, hook) -> dict:
         self.dtype = theta.dtype
         u, g = self.value_and_grad(theta)
         point = _Point(theta, np.zeros_like(theta), u, g)
@@ -299,12 +305,13 @@ class _Adaptation:
             self.window += 1
 
 
-def sample_chains(potential, flat: torch.Tensor, *, warmup: int, num_draws: int, seed: int,
+def sample_chains(value_and_grad: ValueAndGrad, flat: torch.Tensor, *, warmup: int, num_draws: int, seed: int,
                   target_accept: float = 0.8, max_tree_depth: int = 10) -> tuple[torch.Tensor, list[dict]]:
-    """Run one chain per row of ``flat`` (C, n) on ``potential.chain_value_and_grad`` (a
-    :class:`ppvae.infer.mcmc.potential.Potential`). Returns (draws (C, num_draws, n); per chain Pyro's
-    diagnostics: divergent draw indices, mean acceptance statistic, adapted step size)."""
-    sampler = VectorizedNUTS(potential.chain_value_and_grad, target_accept=target_accept,
+    """Run one chain per row of ``flat`` (C, n) on ``value_and_grad`` ((C, n) -> (U, grad U): a
+    :class:`ppvae.infer.mcmc.potential.Potential`'s ``chain_value_and_grad`` or its compiled form). Returns
+    (draws (C, num_draws, n); per chain Pyro's diagnostics: divergent draw indices, mean acceptance statistic,
+    adapted step size)."""
+    sampler = VectorizedNUTS(value_and_grad, target_accept=target_accept,
                              max_tree_depth=max_tree_depth, seed=seed)
     out = sampler.run(flat.detach(), warmup, num_draws)
     diagnostics = [{"divergences": out["diverging"][c].nonzero().flatten().tolist(),
