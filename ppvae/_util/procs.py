@@ -64,15 +64,26 @@ def watch_process(pid: int, every_s: float = 0.5) -> None:
 
 
 def _refers_to_main(blob: bytes) -> bool:
-    """Whether unpickling ``blob`` needs a name from ``__main__`` (a class or function defined there)."""
-    strings = []
-    for op, arg, _ in pickletools.genops(io.BytesIO(blob)):
-        if op.name in ("GLOBAL", "INST") and str(arg).startswith("__main__ "):
-            return True
-        if isinstance(arg, str):
-            strings.append(arg)
-        if op.name == "STACK_GLOBAL" and len(strings) >= 2 and strings[-2] == "__main__":
-            return True
+    """Whether unpickling ``blob`` (one pickle, or several written one after another) needs a name from ``__main__``
+    (a class or function defined there). ``STACK_GLOBAL`` takes the module's name from the stack, where it may have
+    come from the memo (a name used before)."""
+    stream = io.BytesIO(blob)
+    while stream.tell() < len(blob):  # genops stops at each pickle's STOP
+        memo: dict = {}
+        pushed: list = []  # the strings (or None) the last operations put on the stack
+        for op, arg, _ in pickletools.genops(stream):
+            if op.name in ("GLOBAL", "INST") and str(arg).startswith("__main__ "):
+                return True
+            if op.name == "STACK_GLOBAL" and len(pushed) >= 2 and pushed[-2] == "__main__":
+                return True
+            if op.name == "MEMOIZE":
+                memo[len(memo)] = pushed[-1] if pushed else None
+            elif op.name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                memo[arg] = pushed[-1] if pushed else None
+            elif op.name in ("GET", "BINGET", "LONG_BINGET"):
+                pushed.append(memo.get(arg))
+            else:
+                pushed.append(arg if isinstance(arg, str) else None)
     return False
 
 

@@ -224,3 +224,63 @@ def test_a_worker_that_dies_is_reported_with_its_signal():
     """Before: "killed, or out of memory" whatever happened. Now the worker's pid and signal are named."""
     with pytest.raises(ppvae.PPVAEError, match=r"cores: a worker process died \(pid \d+ killed by SIGKILL"):
         parallel_map(_killed, [0, 1], workers=2)
+
+
+class _MainDefined:
+    pass
+
+
+def test_a_reference_to_main_is_found_in_any_of_several_pickles_and_through_the_memo(monkeypatch):
+    """The map checks the function's pickle and the tasks' pickles written one after another; a class of
+    ``__main__`` may be named through the memo (its module name already written as a string)."""
+    import pickle
+    import sys
+    import types
+
+    from ppvae._util.procs import _refers_to_main
+
+    fake_main = types.ModuleType("__main__")
+    fake_main._MainDefined = _MainDefined
+    monkeypatch.setitem(sys.modules, "__main__", fake_main)
+    monkeypatch.setattr(_MainDefined, "__module__", "__main__")
+    task = pickle.dumps({"module": "__main__", "model": _MainDefined()})
+    assert _refers_to_main(task)  # '__main__' for STACK_GLOBAL comes from the memo here
+    assert _refers_to_main(pickle.dumps(_main_defined_task) + pickle.dumps([1, 2]) + task)
+    assert not _refers_to_main(pickle.dumps(_main_defined_task) + pickle.dumps({"module": "__main__"}))
+
+
+SCRIPT_MODEL = """
+import torch, pyro, pyro.distributions as dist, ppvae
+
+class Shift(ppvae.Model):  # defined in the script: a worker cannot import it
+    def forward(self, batch):
+        mu = pyro.sample("mu", dist.Normal(batch.x.new_zeros(()), 10.0))
+        with self.data_plate(batch):
+            pyro.sample("obs", dist.Normal(mu, 1.0), obs=batch.x[..., 0])
+
+def run():
+    x = torch.linspace(-1, 3, 20)[:, None]
+    kw = dict(num_draws=20, warmup=20, num_chains=2, seed=0, progress=False)
+    parallel, alone = ppvae.run_mcmc(Shift(), x, cores=2, **kw), ppvae.run_mcmc(Shift(), x, cores=1, **kw)
+    print("identical", torch.equal(parallel.samples["mu"], alone.samples["mu"]))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("caller", ["script", "stdin", "guarded"])
+def test_chains_of_a_model_defined_in_the_script(caller, tmp_path):
+    """Before: the model's class was in the tasks, not in the function, so the check of the function's pickle
+    alone let workers start and each failed with "Can't get attribute 'Shift' on <module '__main__'>". Now an
+    unguarded script and ``python -`` run the chains here with one warning; a guarded script uses the workers."""
+    import subprocess
+    import sys
+
+    code = SCRIPT_MODEL + ("if __name__ == '__main__':\n    run()\n" if caller == "guarded" else "run()\n")
+    script = tmp_path / "model_script.py"
+    script.write_text(code)
+    argv = [sys.executable, "-"] if caller == "stdin" else [sys.executable, str(script)]
+    with owned(argv, cwd=tmp_path, stdin=subprocess.PIPE) as proc:
+        rc, out, err = finish_with_input(proc, code if caller == "stdin" else "")
+    assert rc == 0, err
+    assert "identical True" in out and "Traceback" not in err
+    assert ("chains run one after another in this process" in err) == (caller != "guarded"), err
