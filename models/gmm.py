@@ -41,7 +41,7 @@ from ppvae import (
     check_int,
     register_model,
 )
-from ppvae.models.gmm_potential import full_constants, full_potential
+from ppvae.models.gmm_potential import full_constants, full_potential, ordered_locs
 
 
 def gmm_log_likelihood(x, weights, locs, scale_tril) -> torch.Tensor:
@@ -81,9 +81,7 @@ def _diag_potential(uw: torch.Tensor, umu: torch.Tensor, uv: torch.Tensor, c: di
     logw = torch.cat([t + log1mz, zero]) + torch.cat([zero, log1mz.cumsum(0)])  # log z = t + log(1 - z)
     if column is not None:
         idx = c["column"]
-        steps = umu.index_select(1, idx).squeeze(1)
-        steps = torch.cat([steps[:1], steps[1:].exp()])
-        mu = umu.index_copy(1, idx, steps.cumsum(0).unsqueeze(1))
+        mu, steps = ordered_locs(umu, idx)
     else:
         mu = umu
     inv_sigma = torch.exp(-uv)

@@ -13,6 +13,13 @@ import pyro.distributions as dist
 import torch
 
 
+def ordered_locs(umu: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The locations with column ``idx`` ordered across components: mu_0 = u_0, mu_k = mu_{k-1} + exp(u_k); returns
+    (mu, the steps u_0, exp(u_1), ...), whose tail is also d mu_k / d u_k (the diagonal and full GMM share it)."""
+    steps = umu.index_select(1, idx).squeeze(1)
+    steps = torch.cat([steps[:1], steps[1:].exp()])
+    return umu.index_copy(1, idx, steps.cumsum(0).unsqueeze(1)), steps
+
 def full_constants(x: torch.Tensor, K: int, concentration: float, loc_mean: torch.Tensor, loc_scale: torch.Tensor,
                    scale_median: torch.Tensor, column: int | None) -> dict:
     """The data- and prior-dependent constants of :func:`full_potential` (computed once per data set)."""
@@ -91,9 +98,7 @@ def full_potential(uw, umu, uv, uc, c: dict, column: int | None):
     logw, z, log1mz = _weights(uw, c)
     if column is not None:
         idx = c["column"]
-        steps = umu.index_select(1, idx).squeeze(1)
-        steps = torch.cat([steps[:1], steps[1:].exp()])
-        mu = umu.index_copy(1, idx, steps.cumsum(0).unsqueeze(1))
+        mu, steps = ordered_locs(umu, idx)
     else:
         mu = umu
     sigma = uv.exp()
@@ -135,4 +140,4 @@ def full_potential(uw, umu, uv, uc, c: dict, column: int | None):
     return -log_joint, -g_w, -g_mu, -g_v, -g_corr
 
 
-__all__ = ["full_constants", "full_potential"]
+__all__ = ["full_constants", "full_potential", "ordered_locs"]
