@@ -228,7 +228,8 @@ def cmd_mcmc(args) -> int:
         result = run_mcmc(model, data, kernel=args.kernel, num_draws=args.num_draws, warmup=args.warmup,
                           num_chains=args.chains, init=init, order=order, jit=args.jit, seed=args.seed,
                           target_accept=args.target_accept, progress=False if args.quiet else None,
-                          allow_local=args.allow_local, cores=args.cores, vectorized=args.vectorized)
+                          allow_local=args.allow_local, cores=args.cores, vectorized=args.vectorized,
+                          compile=args.compile if args.compile is not None else "auto")
         idata = to_inference_data(result, data)
         table = summary(idata)
         _, figures = _run_write.write_mcmc(tmp, args.model, result, data, table, idata)

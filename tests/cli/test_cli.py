@@ -55,6 +55,7 @@ def test_list_commands(capsys):
         (["fit", "gmm", "--data", "faithful", "--steps", "x"], "argument --steps: expected an integer >= 1; got 'x'"),
         (["fit", "gmm", "--data", "faithful", "--betas", "0.9"], "--betas: expected two numbers B1,B2"),
         (["em", "three_coin", "--data", "faithful"], "three_coin expects one 0/1 toss per row"),
+        (["mcmc", "gmm", "--data", "faithful", "--compile"], "compile: the compiled potential is the vectorized"),
     ],
 )
 def test_errors_are_one_line_exit_2_and_write_nothing(tmp_path, capsys, argv, message):

@@ -8,14 +8,15 @@ SVI (:mod:`ppvae.infer.svi.compiled`), the function theta -> (U, dU/dtheta) of a
 ATen level with ``make_fx`` (autograd's backward included) and compiled by TorchInductor into a few fused C++ loops:
 0.1-0.4 ms per step on the four models of ``benchmarks/bench_nuts_general.py``, 10-85x less.
 
-Compilation costs 15-60 s on those models (inductor's code generation, then the C++ compiler; inductor's on-disk
+Compilation costs 10-40 CPU s on those models (inductor's code generation, then the C++ compiler; inductor's on-disk
 cache makes a later compile of the same graph fast), so :func:`wants_compile` takes it only when asked
 (``compile=True``) or, with ``compile="auto"``, for vectorized runs with ``jit=True`` of at least
 :data:`AUTO_MIN_ITERATIONS` iterations per chain, where it pays for itself: ~10 leapfrog steps per iteration and
-1-30 ms saved on each. Most of the compile is the C++ compiler's, and most of that the SIMD code inductor writes
-for every loop: generated without it (``cpp.simdlen=1``), a graph of these models compiles in about half the time
-(hierarchical model, load 9: 52 s against 106 s; HMM: 70 s against 139 s) and a step costs about the same on a batch
-of a few chains. The choice depends on the configuration
+1-30 ms saved on each. Much of the compile is the C++ compiler's, and most of that the SIMD code inductor writes
+for every loop: generated without it (scalar loops, :func:`ppvae.infer.svi.compiled.compile_step`), a graph of these
+models compiles in about half the time (hierarchical model, load 9: 52 s against 106 s; HMM: 70 s against 139 s) and
+a step costs about the same on a batch of a few chains; without SIMD code, the probe of the CPU's instruction sets
+(one test program compiled per set) is skipped too. The choice depends on the configuration
 and the environment only, never on timing, so a seed gives the same draws on a machine every time; a failure to
 compile (no C++ compiler, an operation inductor cannot lower, a compiled result that disagrees with the eager one)
 falls back to the traced potential with a warning.
@@ -85,9 +86,8 @@ def chain_value_and_grad(potential: Potential, theta: torch.Tensor, compile: boo
     from torch._inductor import config  # imported here: inductor's import takes seconds
 
     try:
-        # no SIMD code (cpp.simdlen=1): see the module docstring; compiled in this process (compile_threads=1): a
-        # pool of compile workers takes seconds to start
-        with config.patch({"cpp.simdlen": 1, "compile_threads": 1}):
+        # compiled in this process (compile_threads=1): a pool of compile workers takes seconds to start
+        with config.patch({"compile_threads": 1}):
             graph = compile_step(_value_and_grad(potential), (theta,))
     except RuntimeError as exc:
         return _fall_back(potential, str(exc))

@@ -8,7 +8,7 @@ import warnings
 
 import torch
 
-from ppvae._util.validation import PPVAEError
+from ppvae._util.validation import PPVAEError, check_choice, check_float, check_int
 from ppvae.data.loaders import Dataset
 from ppvae.infer.importance import BroadcastError, draws_broadcast
 from ppvae.model.base import ClosedFormEM
@@ -129,3 +129,21 @@ def sort_components(model, values: dict, name: str, column: int) -> dict:
     perm = values[name][:, column].argsort()
     return {k: (v.index_select(component_sites(model, values).get(k, 0), perm)
                 if k in component_sites(model, values) else v) for k, v in values.items()}
+
+
+def check_options(kind, num_samples, warmup, num_chains, seed, options) -> None:
+    """``run_mcmc``'s kernel, counts, seed and sampler options (``options``: target_accept, max_tree_depth,
+    num_leapfrog, full_mass, step_size, vectorized)."""
+    check_choice("kernel", kind, ("nuts", "hmc"))
+    if check_int("num_draws", num_samples, low=1) < 4:
+        raise PPVAEError(f"num_draws: expected at least 4 draws per chain (split R-hat and ESS need them); "
+                         f"got {num_samples}")
+    check_int("warmup", warmup, low=0)
+    check_int("num_chains", num_chains, low=1)
+    check_int("seed", seed, low=0)
+    check_float("target_accept", options["target_accept"], low=0.0, high=1.0, strict=True)
+    check_int("max_tree_depth", options["max_tree_depth"], low=1)
+    check_int("num_leapfrog", options["num_leapfrog"], low=1)
+    if options.get("vectorized") and (kind != "nuts" or options["full_mass"] or options["step_size"] is not None):
+        raise PPVAEError("vectorized: expected kernel='nuts' with a diagonal mass matrix and adapted step size; got "
+                         f"kernel={kind!r}, full_mass={options['full_mass']}, step_size={options['step_size']}")

@@ -17,8 +17,9 @@ from pyro import poutine
 
 from ppvae._util.validation import PPVAEError, check_float, renamed
 from ppvae.data.loaders import Batch
+from ppvae.infer.mcmc.inputs import check_options
 from ppvae.infer.mcmc.potential import Potential
-from ppvae.infer.mcmc.sampler import MCMCResult, _sample, _validate
+from ppvae.infer.mcmc.sampler import MCMCResult, _sample
 from ppvae.infer.pyro_adapter import divergences
 from ppvae.model.base import Model
 from ppvae.model.structure import is_local
@@ -53,7 +54,7 @@ def local_posterior(fit_or_model, x: torch.Tensor, *, y: torch.Tensor | None = N
         values = fit_or_model.global_values(batch) if hasattr(fit_or_model, "global_values") else {}
     fn = poutine.condition(model, data={k: v.detach() for k, v in values.items()}) if values else model
     options = {"target_accept": target_accept, "max_tree_depth": max_tree_depth, "num_leapfrog": 10, "full_mass": True}
-    _validate("nuts", num_draws, warmup, num_chains, seed, options)
+    check_options("nuts", num_draws, warmup, num_chains, seed, options)
     frozen = [p for p in model.parameters() if p.requires_grad]
     try:
         for p in frozen:

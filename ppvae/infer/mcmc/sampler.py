@@ -33,6 +33,7 @@ the gold standard the encoder is judged against.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,8 +47,10 @@ from pyro.infer.mcmc import HMC, MCMC, NUTS
 
 from ppvae._util import display as _display
 from ppvae._util.parallel import parallel_map, prestart_workers, report, resolve_workers
+from ppvae._util.procs import raise_if_swallowed
+from ppvae._util.progress import Progress
 from ppvae._util.state import leaves_global_state
-from ppvae._util.validation import PPVAEError, check_choice, check_float, check_int, renamed
+from ppvae._util.validation import PPVAEError, check_float, check_int, renamed
 from ppvae.data.loaders import Dataset
 from ppvae.infer.mcmc import io as _mcmc_io
 from ppvae.infer.mcmc.checks import check_local_dimension
@@ -56,6 +59,7 @@ from ppvae.infer.mcmc.inputs import (
     check_broadcasts,
     check_init,
     check_loaded_samples,
+    check_options,
     check_order,
     init_values,
     per_element,
@@ -198,22 +202,6 @@ def _kernel(kind, potential, options):
                num_steps=options["num_leapfrog"], full_mass=options["full_mass"], **step)
 
 
-def _validate(kind, num_samples, warmup, num_chains, seed, options):
-    check_choice("kernel", kind, ("nuts", "hmc"))
-    if check_int("num_draws", num_samples, low=1) < 4:
-        raise PPVAEError(f"num_draws: expected at least 4 draws per chain (split R-hat and ESS need them); "
-                         f"got {num_samples}")
-    check_int("warmup", warmup, low=0)
-    check_int("num_chains", num_chains, low=1)
-    check_int("seed", seed, low=0)
-    check_float("target_accept", options["target_accept"], low=0.0, high=1.0, strict=True)
-    check_int("max_tree_depth", options["max_tree_depth"], low=1)
-    check_int("num_leapfrog", options["num_leapfrog"], low=1)
-    if options.get("vectorized") and (kind != "nuts" or options["full_mass"] or options["step_size"] is not None):
-        raise PPVAEError("vectorized: expected kernel='nuts' with a diagonal mass matrix and adapted step size; got "
-                         f"kernel={kind!r}, full_mass={options['full_mass']}, step_size={options['step_size']}")
-
-
 _FLAT = "_theta"  # the one site the Pyro kernel samples: every latent, unconstrained, in one vector
 
 
@@ -267,7 +255,7 @@ def _sample(potential: Potential, kind: str, *, model, fn, batch, num_samples, w
     potential.check_closed_form({k: v[0] for k, v in inits.items()})
     flat = potential.flatten(inits)  # (chains, n)
     if options.get("vectorized"):
-        return _sample_vectorized(potential, kind, flat, num_samples, warmup, seed, options, start)
+        return _sample_vectorized(potential, kind, flat, num_samples, warmup, seed, options, start, progress)
     workers = resolve_workers(cores, num_chains)
     shared = potential if workers == 1 or rebuild is None else rebuild
     if workers > 1 and rebuild is None:
@@ -293,12 +281,24 @@ def _sample(potential: Potential, kind: str, *, model, fn, batch, num_samples, w
     return mcmc, samples, elapsed
 
 
-def _sample_vectorized(potential: Potential, kind, flat, num_samples, warmup, seed, options, start):
-    """All chains in lockstep in this process (:func:`ppvae.infer.mcmc.vectorized.sample_chains`)."""
-    draws, diagnostics = sample_chains(chain_value_and_grad(potential, flat, options["compile"]), flat, warmup=warmup,
-                                       num_draws=num_samples,
-                                       seed=chain_seed(seed, 0), target_accept=options["target_accept"],
-                                       max_tree_depth=options["max_tree_depth"])
+def _sample_vectorized(potential: Potential, kind, flat, num_samples, warmup, seed, options, start, progress):
+    """All chains in lockstep in this process (:func:`ppvae.infer.mcmc.vectorized.sample_chains`); ``progress`` as
+    for chains run one by one, after a line saying the potential is compiled when it is (else the run looks stuck)."""
+    show = _progress_flag(progress)
+    if options["compile"] and show is not False:
+        print(f"{kind}: compiling the potential and its gradient to C++ (TorchInductor: tens of seconds the first "
+              "time, a few once its on-disk cache holds this model)", file=sys.stderr, flush=True)
+    value_and_grad = chain_value_and_grad(potential, flat, options["compile"])
+    num_chains = len(flat)
+    with Progress(kind, [warmup + num_samples] * num_chains, enabled=show, part_name="chain") as bars:
+        def iteration_done():
+            raise_if_swallowed()  # a signal whose exception a C path discarded (ppvae._util.procs)
+            for c in range(num_chains):
+                bars.update(1, part=c)
+
+        draws, diagnostics = sample_chains(value_and_grad, flat, warmup=warmup, num_draws=num_samples,
+                                           seed=chain_seed(seed, 0), target_accept=options["target_accept"],
+                                           max_tree_depth=options["max_tree_depth"], hook=iteration_done)
     mcmc = mcmc_from_draws(_kernel(kind, lambda params: potential.energy(params[_FLAT]), options), {_FLAT: draws},
                            diagnostics, warmup)
     unconstrained = potential.unflatten(draws)
@@ -359,7 +359,7 @@ def run_mcmc(model: Model, data: Dataset | torch.Tensor, *, kernel: str = "nuts"
     num_samples = num_draws  # Pyro's word for them, in the chain-running internals below
     options = {"target_accept": target_accept, "max_tree_depth": max_tree_depth, "num_leapfrog": num_leapfrog,
                "full_mass": bool(full_mass), "step_size": step_size, "vectorized": bool(vectorized)}
-    _validate(kernel, num_samples, warmup, num_chains, seed, options)
+    check_options(kernel, num_samples, warmup, num_chains, seed, options)
     if step_size is not None:
         options["step_size"] = check_float("step_size", step_size, low=0.0, strict=True)
     init_jitter = check_float("init_jitter", init_jitter, low=0.0)

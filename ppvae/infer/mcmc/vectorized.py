@@ -306,14 +306,15 @@ class _Adaptation:
 
 
 def sample_chains(value_and_grad: ValueAndGrad, flat: torch.Tensor, *, warmup: int, num_draws: int, seed: int,
-                  target_accept: float = 0.8, max_tree_depth: int = 10) -> tuple[torch.Tensor, list[dict]]:
+                  target_accept: float = 0.8, max_tree_depth: int = 10,
+                  hook: Callable[[], None] | None = None) -> tuple[torch.Tensor, list[dict]]:
     """Run one chain per row of ``flat`` (C, n) on ``value_and_grad`` ((C, n) -> (U, grad U): a
-    :class:`ppvae.infer.mcmc.potential.Potential`'s ``chain_value_and_grad`` or its compiled form). Returns
-    (draws (C, num_draws, n); per chain Pyro's diagnostics: divergent draw indices, mean acceptance statistic,
-    adapted step size)."""
+    :class:`ppvae.infer.mcmc.potential.Potential`'s ``chain_value_and_grad`` or its compiled form); ``hook`` is
+    called after every iteration (progress). Returns (draws (C, num_draws, n); per chain Pyro's diagnostics:
+    divergent draw indices, mean acceptance statistic, adapted step size)."""
     sampler = VectorizedNUTS(value_and_grad, target_accept=target_accept,
                              max_tree_depth=max_tree_depth, seed=seed)
-    out = sampler.run(flat.detach(), warmup, num_draws)
+    out = sampler.run(flat.detach(), warmup, num_draws, hook)
     diagnostics = [{"divergences": out["diverging"][c].nonzero().flatten().tolist(),
                     "acceptance rate": float(out["accept_prob"][c].mean()),
                     "step size": float(out["step_size"][c]),

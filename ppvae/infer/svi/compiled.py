@@ -23,6 +23,7 @@ resumption take the same path and their steps agree bit for bit.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import warnings
 
@@ -61,7 +62,7 @@ def compile_step(fn, example: tuple):
     from torch._inductor.compile_fx import compile_fx  # (the same)
     from torch.fx.experimental.proxy_tensor import make_fx  # with inductor: only compiled runs pay for it
 
-    with pyro.validation_enabled(False), warnings.catch_warnings(), torch.enable_grad():
+    with pyro.validation_enabled(False), warnings.catch_warnings(), torch.enable_grad(), _isa_list_kept():
         warnings.simplefilter("ignore")
         try:
             graph = make_fx(fn)(*example)
@@ -69,13 +70,33 @@ def compile_step(fn, example: tuple):
             # the size and alignment checks of each library call's output cost ~10% of a small model's step;
             # scalar loops (simdlen 0): on tensors of tens to hundreds of elements, at::vec's vectorized loops buy
             # nothing, and their templates were most of the C++ compiler's time (compile 2-3x faster without them;
-            # benchmarks/bench_small_svi.py, docs/guide/fast_svi.md)
-            with config.patch(size_asserts=False, alignment_asserts=False, **{"cpp.simdlen": 0}):
+            # benchmarks/bench_small_svi.py, docs/guide/fast_svi.md); and since no SIMD code is written, no SIMD
+            # instruction set is probed (vec_isa_ok False): the probe compiles one test program per instruction set
+            # the CPU has (6 on an AVX-512 machine, ~7 CPU s with a cold cache: a quarter of a small model's
+            # compile, benchmarks/bench_nuts_general.py)
+            with config.patch(size_asserts=False, alignment_asserts=False,
+                              **{"cpp.simdlen": 0, "cpp.vec_isa_ok": False}):
                 compiled = compile_fx(graph, list(example))
                 compiled(*example)  # the first call compiles what is left lazily
         except Exception as exc:  # inductor raises many types (BackendCompilerFailed, lowering errors, ...)
             raise RuntimeError(f"inductor could not compile the step: {type(exc).__name__}: {exc}"[:400]) from exc
     return compiled
+
+
+@contextlib.contextmanager
+def _isa_list_kept():
+    """Inductor caches the list of usable SIMD instruction sets for the process the first time it is asked; asked
+    under ``vec_isa_ok=False`` the list is empty, and the user's own ``torch.compile`` later in the process would
+    write scalar code. If the list was not cached before, forget it after (a no-op where torch has no such cache)."""
+    from torch._inductor import cpu_vec_isa
+
+    cached = getattr(cpu_vec_isa.valid_vec_isa_list, "cache_info", None)
+    was_cached = cached is None or cached().currsize > 0
+    try:
+        yield
+    finally:
+        if not was_cached:
+            cpu_vec_isa.valid_vec_isa_list.cache_clear()
 
 
 def trace(fn, inputs: tuple):

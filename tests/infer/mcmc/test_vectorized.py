@@ -5,6 +5,7 @@ Tolerances: the Gaussian target's draws have an ESS of several hundred per coord
 of a mean is <= 0.05 sd and of an sd <= 4%; the bounds below are 3-4 of those.
 """
 
+import functools
 import math
 
 import pytest
@@ -107,3 +108,15 @@ def test_vectorized_refuses_options_it_does_not_have():
     for kwargs in ({"kernel": "hmc"}, {"full_mass": True}, {"step_size": 0.1}):
         with pytest.raises(PPVAEError, match="vectorized"):
             run_mcmc(NormalGamma(), x, num_draws=5, warmup=5, vectorized=True, progress=False, **kwargs)
+
+
+def test_vectorized_run_reports_progress_per_chain(monkeypatch, capsys):
+    # a line per update here (interval 0); by default one every 30 s off a terminal, a bar per chain on one
+    import ppvae.infer.mcmc.sampler as sampler
+    from ppvae._util.progress import Progress
+
+    monkeypatch.setattr(sampler, "Progress", functools.partial(Progress, interval=0.0))
+    run_mcmc(NormalGamma(), Dataset(torch.randn(5, 1)), num_draws=20, warmup=20, num_chains=2, vectorized=True,
+             progress=True)
+    err = capsys.readouterr().err
+    assert "nuts: 50% (40/80 it)" in err and "nuts: 100% (80/80 it)" in err and "chains 100% 100%" in err

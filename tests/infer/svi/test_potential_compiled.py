@@ -108,3 +108,25 @@ def test_when_compilation_applies(regression):
                                            "closed-form gradient")
     with pytest.raises(ppvae.PPVAEError, match="compile: expected True, False or 'auto'; got 'yes'"):
         ppvae.fit(blr(noise_sd=0.5), regression, steps=3, compile="yes")
+
+
+@pytest.mark.slow
+@needs_cxx
+def test_the_compile_probes_no_simd_set_and_leaves_the_users_alone(tmp_path, monkeypatch):
+    """The step is compiled to scalar loops, so no SIMD instruction set is probed (no test program in a fresh
+    cache), and inductor's process-wide list of usable sets is not left empty for the user's own torch.compile."""
+    from torch._inductor import cpu_vec_isa
+
+    from ppvae.infer.svi.compiled import compile_step
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    cpu_vec_isa.valid_vec_isa_list.cache_clear()
+    x = torch.linspace(-1.0, 1.0, 7)
+    step = compile_step(lambda t: ((t.exp() * t).sum(), t.sin()), (x,))
+    total, sines = step(x)
+    torch.testing.assert_close(total, (x.exp() * x).sum())
+    torch.testing.assert_close(sines, x.sin())
+    sources = [p.read_text() for p in tmp_path.rglob("*.cpp")]
+    assert sources, "nothing was compiled into the fresh cache"
+    assert not any("_chk_kernel" in s for s in sources)
+    assert cpu_vec_isa.valid_vec_isa_list.cache_info().currsize == 0
