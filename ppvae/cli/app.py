@@ -219,17 +219,15 @@ def cmd_mcmc(args) -> int:
         if not column.isdigit():
             raise PPVAEError(f"--order: expected SITE:COLUMN, e.g. locs:0; got '{args.order}'")
         order = (site, int(column))
-    init = None
+    init = "prior" if args.init == "prior" else None
     if args.init == "em":
         init = fit_em(model, data, restarts=5, seed=args.seed)
-    elif args.init == "prior":
-        init = "prior"
     with run_directory(args.out, args.overwrite) as tmp:  # locked for the whole run: one writer per --out
         result = run_mcmc(model, data, kernel=args.kernel, num_draws=args.num_draws, warmup=args.warmup,
                           num_chains=args.chains, init=init, order=order, jit=args.jit, seed=args.seed,
                           target_accept=args.target_accept, progress=False if args.quiet else None,
                           allow_local=args.allow_local, cores=args.cores, vectorized=args.vectorized,
-                          compile=args.compile if args.compile is not None else "auto")
+                          compile=args.compile)
         idata = to_inference_data(result, data)
         table = summary(idata)
         _, figures = _run_write.write_mcmc(tmp, args.model, result, data, table, idata)

@@ -244,7 +244,7 @@ def _add_compare_mcmc(sub, commands) -> None:
     p.add_argument("--order", default=None, metavar="SITE:COLUMN", help="order a location column, e.g. locs:0")
     p.add_argument("--target-accept", type=float, default=0.8, help="NUTS/HMC step-size adaptation target")
     _jit(p, False, "compile the potential with torch.jit.trace (default: off)")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default="auto",
                    help="with --vectorized: compile the potential and its gradient to C++ with TorchInductor "
                         "(default: with --jit and at least 1000 warm-up + draws per chain)")
     p.add_argument("--allow-local", action="store_true",

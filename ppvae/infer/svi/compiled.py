@@ -88,7 +88,7 @@ def _isa_list_kept():
     """Inductor caches the list of usable SIMD instruction sets for the process the first time it is asked; asked
     under ``vec_isa_ok=False`` the list is empty, and the user's own ``torch.compile`` later in the process would
     write scalar code. If the list was not cached before, forget it after (a no-op where torch has no such cache)."""
-    from torch._inductor import cpu_vec_isa
+    from torch._inductor import cpu_vec_isa  # imported here: inductor's import takes seconds
 
     cached = getattr(cpu_vec_isa.valid_vec_isa_list, "cache_info", None)
     was_cached = cached is None or cached().currsize > 0
