@@ -20,6 +20,7 @@ def ordered_locs(umu: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, to
     steps = torch.cat([steps[:1], steps[1:].exp()])
     return umu.index_copy(1, idx, steps.cumsum(0).unsqueeze(1)), steps
 
+
 def full_constants(x: torch.Tensor, K: int, concentration: float, loc_mean: torch.Tensor, loc_scale: torch.Tensor,
                    scale_median: torch.Tensor, column: int | None) -> dict:
     """The data- and prior-dependent constants of :func:`full_potential` (computed once per data set)."""
